@@ -1,0 +1,118 @@
+import datetime
+
+from buf.validate import validate_pb2 as _validate_pb2
+from contextmesh.bundle.v1 import bundle_pb2 as _bundle_pb2
+from contextmesh.job.v1 import job_pb2 as _job_pb2
+from contextmesh.search.v1 import search_pb2 as _search_pb2
+from google.api import annotations_pb2 as _annotations_pb2
+from google.api import httpbody_pb2 as _httpbody_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RefreshBundleRequest(_message.Message):
+    __slots__ = ("user", "force")
+    USER_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    force: bool
+    def __init__(self, user: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class RefreshBundleResponse(_message.Message):
+    __slots__ = ("job", "coalesced")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    COALESCED_FIELD_NUMBER: _ClassVar[int]
+    job: _job_pb2.Job
+    coalesced: bool
+    def __init__(self, job: _Optional[_Union[_job_pb2.Job, _Mapping]] = ..., coalesced: _Optional[bool] = ...) -> None: ...
+
+class GetJobRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class GetJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: _job_pb2.Job
+    def __init__(self, job: _Optional[_Union[_job_pb2.Job, _Mapping]] = ...) -> None: ...
+
+class WatchJobRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class WatchJobResponse(_message.Message):
+    __slots__ = ("job", "final")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    job: _job_pb2.Job
+    final: bool
+    def __init__(self, job: _Optional[_Union[_job_pb2.Job, _Mapping]] = ..., final: _Optional[bool] = ...) -> None: ...
+
+class GetBundleRequest(_message.Message):
+    __slots__ = ("user",)
+    USER_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    def __init__(self, user: _Optional[str] = ...) -> None: ...
+
+class GetBundleResponse(_message.Message):
+    __slots__ = ("user", "bundle", "job_id", "create_time", "repositories", "download_path")
+    USER_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORIES_FIELD_NUMBER: _ClassVar[int]
+    DOWNLOAD_PATH_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    bundle: _job_pb2.BundleRef
+    job_id: str
+    create_time: _timestamp_pb2.Timestamp
+    repositories: _containers.RepeatedCompositeFieldContainer[_bundle_pb2.RepoEntry]
+    download_path: str
+    def __init__(self, user: _Optional[str] = ..., bundle: _Optional[_Union[_job_pb2.BundleRef, _Mapping]] = ..., job_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., repositories: _Optional[_Iterable[_Union[_bundle_pb2.RepoEntry, _Mapping]]] = ..., download_path: _Optional[str] = ...) -> None: ...
+
+class DownloadBundleRequest(_message.Message):
+    __slots__ = ("user",)
+    USER_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    def __init__(self, user: _Optional[str] = ...) -> None: ...
+
+class CancelJobRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class CancelJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: _job_pb2.Job
+    def __init__(self, job: _Optional[_Union[_job_pb2.Job, _Mapping]] = ...) -> None: ...
+
+class SearchBundleRequest(_message.Message):
+    __slots__ = ("user", "query", "top_k")
+    USER_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    query: str
+    top_k: int
+    def __init__(self, user: _Optional[str] = ..., query: _Optional[str] = ..., top_k: _Optional[int] = ...) -> None: ...
+
+class SearchBundleResponse(_message.Message):
+    __slots__ = ("hits", "bundle_hash", "tuned")
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_HASH_FIELD_NUMBER: _ClassVar[int]
+    TUNED_FIELD_NUMBER: _ClassVar[int]
+    hits: _containers.RepeatedCompositeFieldContainer[_search_pb2.SearchHit]
+    bundle_hash: str
+    tuned: bool
+    def __init__(self, hits: _Optional[_Iterable[_Union[_search_pb2.SearchHit, _Mapping]]] = ..., bundle_hash: _Optional[str] = ..., tuned: _Optional[bool] = ...) -> None: ...

@@ -1,0 +1,99 @@
+"""The blob store interface every backend implements, with one semantics everywhere.
+
+- Keys are relative, '/'-separated paths of safe characters (see validate_key); a key that
+  could escape its prefix is refused before it reaches a backend.
+- `put` replaces; `create` is create-only and raises BlobExistsError when the key is taken.
+  Both are atomic: a reader sees the old object, the new one, or nothing, never a part.
+- `get` and `open_read` raise BlobNotFoundError for a missing key.
+- `list` yields keys under a prefix in lexicographic order, paging internally.
+- `delete` of a missing key is not an error.
+Content-addressed keys make `create` the normal write: the same bytes under the same key.
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+
+from meshkit.errors import InvalidBlobKeyError
+
+__all__ = ["CHUNK_SIZE", "BlobInfo", "BlobStore", "Data", "as_chunks", "validate_key"]
+
+CHUNK_SIZE = 1024 * 1024
+MAX_KEY_LENGTH = 1024
+_KEY_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
+
+Data = bytes | AsyncIterable[bytes]
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """What a store knows of a stored object."""
+
+    key: str
+    size: int
+
+
+def validate_key(key: str) -> str:
+    """Return key if it is a safe, portable blob key; raise InvalidBlobKeyError otherwise."""
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise InvalidBlobKeyError(f"blob key must be 1 to {MAX_KEY_LENGTH} characters")
+    for segment in key.split("/"):
+        if not _KEY_SEGMENT.match(segment):
+            raise InvalidBlobKeyError(
+                f"blob key {key!r} has a bad segment {segment!r}: segments start with a letter "
+                "or digit and hold only letters, digits and . _ = + -"
+            )
+    return key
+
+
+class BlobStore(abc.ABC):
+    """An object store holding immutable blobs. Use as an async context manager or close()."""
+
+    @abc.abstractmethod
+    async def put(self, key: str, data: Data) -> BlobInfo:
+        """Store data under key, replacing any object there, atomically."""
+
+    @abc.abstractmethod
+    async def create(self, key: str, data: Data) -> BlobInfo:
+        """Store data under key only if the key is free; else raise BlobExistsError."""
+
+    @abc.abstractmethod
+    async def get(self, key: str) -> bytes:
+        """Return the whole object; raise BlobNotFoundError if there is none."""
+
+    @abc.abstractmethod
+    def open_read(self, key: str, chunk_size: int = CHUNK_SIZE) -> AsyncIterator[bytes]:
+        """Yield the object in chunks without holding it whole; BlobNotFoundError if missing."""
+
+    @abc.abstractmethod
+    async def exists(self, key: str) -> bool:
+        """Whether an object is stored under key."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> AsyncIterator[BlobInfo]:
+        """Yield objects whose key starts with prefix, in key order."""
+
+    @abc.abstractmethod
+    async def delete(self, key: str) -> None:
+        """Remove the object under key; a missing key is not an error."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
+        """Release connections. The store is unusable afterwards."""
+
+    async def __aenter__(self) -> BlobStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+async def as_chunks(data: Data) -> AsyncIterator[bytes]:
+    """Iterate data as chunks whether it came whole or streamed."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        yield bytes(data)
+        return
+    async for chunk in data:
+        yield chunk

@@ -1,0 +1,87 @@
+"""The bundle: the merged context of all of a user's repositories, as a versioned document.
+
+Two JSON documents, both written in canonical form (sorted keys, no insignificant spaces,
+UTF-8) so that the same inputs give byte-identical output and the same content hash.
+
+A **repository result** (`contextmesh.repo/v1`), written by syncsvc once per fetched state of
+a repository, under `repos/<owner>/<name>/<sha256>.json`:
+
+    {
+      "format": "contextmesh.repo/v1",
+      "repository": "owner/name",
+      "fingerprint": "2026-11-01T10:00:00Z",      # what discovery saw (pushed_at, HEAD, hash)
+      "default_branch": "main",
+      "metadata": {"description": str|null, "language": str|null, "topics": [str],
+                   "homepage": str|null, "url": str|null, "private": bool},
+      "context": {                                  # null when there is no .repo-context.json
+        "name": str|null, "description": str|null, "type": str|null, "scope": str|null,
+        "tech": [str], "skills": [str], "topics": [str],
+        "components": [{"name": str, "description": str}],
+        "faq": [{"question": str, "answer": str}],
+        "raw": {...}                                # the whole parsed file, unknown parts kept
+      },
+      "readme": {"path": "README.md", "text": str} | null,
+      "files": {"ARCHITECTURE.md": str, ...},      # the configured extra files that exist
+      "fetch": {"<path>": {"status": "ok|missing|too_large|invalid|not_modified",
+                           "bytes": int}},
+      "warnings": [str]
+    }
+
+A **bundle** (`contextmesh.bundle/v1`), written by mergesvc under
+`bundles/<user>/<content_hash>.json`, holds every repository result of the job sorted by
+repository, each with its outcome in that job:
+
+    {"format": "contextmesh.bundle/v1", "user": "demo",
+     "repositories": [{...repository result..., "status": "synced|unchanged|failed",
+                       "reason": str|null}]}
+
+The content hash is the SHA-256 of the canonical bytes. A failed repository keeps its last
+good result when it had one (status "failed", with the reason); otherwise it appears with
+null context and readme.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+__all__ = [
+    "BUNDLE_FORMAT",
+    "REPO_FORMAT",
+    "bundle_key",
+    "bundle_index_key",
+    "canonical_json",
+    "content_hash",
+    "repo_result_key",
+]
+
+REPO_FORMAT = "contextmesh.repo/v1"
+BUNDLE_FORMAT = "contextmesh.bundle/v1"
+
+
+def canonical_json(document: Any) -> bytes:
+    """The one byte form of a JSON document: sorted keys, compact, UTF-8."""
+    return json.dumps(
+        document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode()
+
+
+def content_hash(data: bytes) -> str:
+    """SHA-256 of data, in lower-case hex."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def repo_result_key(repository: str, digest: str) -> str:
+    """Blob key of a repository result; repository is 'owner/name', already validated."""
+    return f"repos/{repository}/{digest}.json"
+
+
+def bundle_key(user: str, digest: str) -> str:
+    """Blob key of a bundle document."""
+    return f"bundles/{user}/{digest}.json"
+
+
+def bundle_index_key(user: str, digest: str) -> str:
+    """Blob key of a bundle's BundleIndex (protobuf), read by discovery."""
+    return f"bundles/{user}/{digest}.index.binpb"

@@ -1,0 +1,253 @@
+"""Configuration: the environment, read once at start-up into one frozen, typed object.
+
+Every service calls `Settings.from_env()` in its entry point and passes the parts it needs
+down. A missing or malformed variable raises ConfigError naming the variable and saying how
+to fix it. Every variable, its default and meaning is listed in docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from meshkit.errors import ConfigError
+
+__all__ = [
+    "GithubSettings",
+    "NatsSettings",
+    "Settings",
+    "SyncSettings",
+    "TrainSettings",
+]
+
+DEFAULT_EXTRA_FILES = ("ARCHITECTURE.md", "SKILLS-INDEX.md")
+# GitHub allows 100 concurrent requests per token; all sync replicas together stay below it.
+GITHUB_CONCURRENCY_BUDGET = 80
+
+
+class _Env:
+    """Typed reads of one environment mapping; every error names its variable."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def str(self, name: str, default: str) -> str:
+        value = self.env.get(name, "").strip()
+        return value or default
+
+    def optional(self, name: str) -> str | None:
+        value = self.env.get(name, "").strip()
+        return value or None
+
+    def int(self, name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(name, f"expected a whole number, got {raw!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+            raise ConfigError(name, f"must be {bound}, got {value}")
+        return value
+
+    def float(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(name, f"expected a number, got {raw!r}") from None
+        if value < minimum:
+            raise ConfigError(name, f"must be >= {minimum}, got {value}")
+        return value
+
+    def bool(self, name: str, default: bool) -> bool:
+        raw = self.env.get(name, "").strip().lower()
+        if not raw:
+            return default
+        if raw in ("1", "true", "yes", "on"):
+            return True
+        if raw in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(name, f"expected true or false, got {raw!r}")
+
+    def list(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        if name not in self.env:
+            return default
+        return tuple(item.strip() for item in self.env[name].split(",") if item.strip())
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.str(name, default).lower()
+        if value not in choices:
+            raise ConfigError(name, f"must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class NatsSettings:
+    """How to reach NATS and how to size JetStream assets."""
+
+    url: str = "nats://127.0.0.1:4222"
+    """CONTEXTMESH_NATS_URL: comma-separated server URLs."""
+    creds_file: str | None = None
+    """CONTEXTMESH_NATS_CREDS: a .creds file (JWT + NKey) for NATS auth."""
+    tls_ca_file: str | None = None
+    """CONTEXTMESH_NATS_TLS_CA: CA bundle to verify the servers; enables TLS."""
+    tls_cert_file: str | None = None
+    """CONTEXTMESH_NATS_TLS_CERT: client certificate for mutual TLS."""
+    tls_key_file: str | None = None
+    """CONTEXTMESH_NATS_TLS_KEY: client key for mutual TLS."""
+    replicas: int = 1
+    """CONTEXTMESH_JS_REPLICAS: replicas of every stream and bucket (3 on a cluster)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class GithubSettings:
+    """The GitHub source."""
+
+    api_url: str = "https://api.github.com"
+    """CONTEXTMESH_GITHUB_API_URL: API base, for GitHub Enterprise or a stand-in."""
+    token: str | None = field(default=None, repr=False)
+    """GITHUB_TOKEN (or CONTEXTMESH_GITHUB_TOKEN): sent only to the API host, never logged."""
+    timeout_s: float = 10.0
+    """CONTEXTMESH_GITHUB_TIMEOUT_S: per-request timeout."""
+    max_retries: int = 4
+    """CONTEXTMESH_GITHUB_MAX_RETRIES: retries of 5xx, timeouts and rate limits per request."""
+    rate_limit_reserve: int = 50
+    """CONTEXTMESH_GITHUB_RATE_RESERVE: slow down when fewer requests than this remain."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyncSettings:
+    """Discovery and per-repository sync."""
+
+    source: str = "local"
+    """CONTEXTMESH_SOURCE: 'github' or 'local'."""
+    local_dir: pathlib.Path | None = None
+    """CONTEXTMESH_LOCAL_SOURCE_DIR: for the local source, one folder per user of repo folders."""
+    concurrency: int = 16
+    """CONTEXTMESH_SYNC_CONCURRENCY: repositories one worker syncs at once. Defaults to
+    80 / CONTEXTMESH_SYNC_REPLICAS so all replicas stay under GitHub's concurrency limit."""
+    max_file_bytes: int = 1024 * 1024
+    """CONTEXTMESH_MAX_FILE_BYTES: larger files are skipped with a warning."""
+    extra_files: tuple[str, ...] = DEFAULT_EXTRA_FILES
+    """CONTEXTMESH_EXTRA_FILES: comma-separated extra files fetched from each repository."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainSettings:
+    """Fine-tuning and search."""
+
+    enabled: bool = True
+    """CONTEXTMESH_TRAINING: 'off' ends jobs DONE when the bundle is ready."""
+    epochs: int = 1
+    """CONTEXTMESH_TRAIN_EPOCHS."""
+    batch_size: int = 16
+    """CONTEXTMESH_TRAIN_BATCH_SIZE."""
+    learning_rate: float = 5e-5
+    """CONTEXTMESH_TRAIN_LR."""
+    seed: int = 42
+    """CONTEXTMESH_TRAIN_SEED: same seed and thread count give the same model."""
+    max_pairs: int = 4000
+    """CONTEXTMESH_TRAIN_MAX_PAIRS: caps training pairs so big bundles train in bounded time."""
+    model_path: str | None = None
+    """CONTEXTMESH_BASE_MODEL: base model folder; defaults to the packaged all-MiniLM-L6-v2."""
+    device: str = "auto"
+    """CONTEXTMESH_TRAIN_DEVICE: 'auto' (CUDA when present), 'cuda' or 'cpu'."""
+    model_cache_bytes: int = 1024 * 1024 * 1024
+    """CONTEXTMESH_SEARCH_CACHE_BYTES: memory bound of the search service's model cache."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything a contextmesh process is configured with."""
+
+    data_dir: pathlib.Path = pathlib.Path(".contextmesh")
+    """CONTEXTMESH_DATA_DIR: where the embedded default keeps NATS and blob data."""
+    blob_url: str = ""
+    """CONTEXTMESH_BLOB_URL: file:///path, azure://container, gs://bucket or s3://bucket.
+    Defaults to file://<data_dir>/blobs."""
+    nats: NatsSettings = field(default_factory=NatsSettings)
+    github: GithubSettings = field(default_factory=GithubSettings)
+    sync: SyncSettings = field(default_factory=SyncSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    gateway_addr: str = "[::]:50051"
+    """CONTEXTMESH_GATEWAY_ADDR: where the gateway listens."""
+    search_addr: str = "127.0.0.1:50052"
+    """CONTEXTMESH_SEARCH_ADDR: where the search service listens; the gateway dials it."""
+    health_addr: str | None = None
+    """CONTEXTMESH_HEALTH_ADDR: a worker's gRPC health endpoint (probes); off when unset."""
+    log_level: str = "info"
+    """CONTEXTMESH_LOG_LEVEL: debug, info, warning or error."""
+    log_format: str = "json"
+    """CONTEXTMESH_LOG_FORMAT: json (one object a line) or text."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read the environment (or `env`); raise ConfigError naming a bad variable."""
+        e = _Env(os.environ if env is None else env)
+        data_dir = pathlib.Path(e.str("CONTEXTMESH_DATA_DIR", ".contextmesh")).resolve()
+        replicas = e.int("CONTEXTMESH_SYNC_REPLICAS", 1, minimum=1)
+        source = e.choice("CONTEXTMESH_SOURCE", "local", ("local", "github"))
+        local_dir = e.optional("CONTEXTMESH_LOCAL_SOURCE_DIR")
+        if source == "local" and local_dir is None:
+            raise ConfigError(
+                "CONTEXTMESH_LOCAL_SOURCE_DIR",
+                "the local source needs a folder of <user>/<repository> folders",
+            )
+        return cls(
+            data_dir=data_dir,
+            blob_url=e.str("CONTEXTMESH_BLOB_URL", (data_dir / "blobs").as_uri()),
+            nats=NatsSettings(
+                url=e.str("CONTEXTMESH_NATS_URL", NatsSettings.url),
+                creds_file=e.optional("CONTEXTMESH_NATS_CREDS"),
+                tls_ca_file=e.optional("CONTEXTMESH_NATS_TLS_CA"),
+                tls_cert_file=e.optional("CONTEXTMESH_NATS_TLS_CERT"),
+                tls_key_file=e.optional("CONTEXTMESH_NATS_TLS_KEY"),
+                replicas=e.int("CONTEXTMESH_JS_REPLICAS", 1, minimum=1, maximum=5),
+            ),
+            github=GithubSettings(
+                api_url=e.str("CONTEXTMESH_GITHUB_API_URL", GithubSettings.api_url).rstrip("/"),
+                token=e.optional("CONTEXTMESH_GITHUB_TOKEN") or e.optional("GITHUB_TOKEN"),
+                timeout_s=e.float("CONTEXTMESH_GITHUB_TIMEOUT_S", 10.0, minimum=0.1),
+                max_retries=e.int("CONTEXTMESH_GITHUB_MAX_RETRIES", 4, maximum=20),
+                rate_limit_reserve=e.int("CONTEXTMESH_GITHUB_RATE_RESERVE", 50),
+            ),
+            sync=SyncSettings(
+                source=source,
+                local_dir=pathlib.Path(local_dir).resolve() if local_dir else None,
+                concurrency=e.int(
+                    "CONTEXTMESH_SYNC_CONCURRENCY",
+                    max(1, GITHUB_CONCURRENCY_BUDGET // replicas),
+                    minimum=1,
+                    maximum=100,
+                ),
+                max_file_bytes=e.int("CONTEXTMESH_MAX_FILE_BYTES", 1024 * 1024, minimum=1024),
+                extra_files=e.list("CONTEXTMESH_EXTRA_FILES", DEFAULT_EXTRA_FILES),
+            ),
+            train=TrainSettings(
+                enabled=e.bool("CONTEXTMESH_TRAINING", True),
+                epochs=e.int("CONTEXTMESH_TRAIN_EPOCHS", 1, minimum=1, maximum=50),
+                batch_size=e.int("CONTEXTMESH_TRAIN_BATCH_SIZE", 16, minimum=2, maximum=1024),
+                learning_rate=e.float("CONTEXTMESH_TRAIN_LR", 5e-5, minimum=1e-8),
+                seed=e.int("CONTEXTMESH_TRAIN_SEED", 42),
+                max_pairs=e.int("CONTEXTMESH_TRAIN_MAX_PAIRS", 4000, minimum=10),
+                model_path=e.optional("CONTEXTMESH_BASE_MODEL"),
+                device=e.choice("CONTEXTMESH_TRAIN_DEVICE", "auto", ("auto", "cuda", "cpu")),
+                model_cache_bytes=e.int(
+                    "CONTEXTMESH_SEARCH_CACHE_BYTES", 1024 * 1024 * 1024, minimum=1024 * 1024
+                ),
+            ),
+            gateway_addr=e.str("CONTEXTMESH_GATEWAY_ADDR", "[::]:50051"),
+            search_addr=e.str("CONTEXTMESH_SEARCH_ADDR", "127.0.0.1:50052"),
+            health_addr=e.optional("CONTEXTMESH_HEALTH_ADDR"),
+            log_level=e.choice(
+                "CONTEXTMESH_LOG_LEVEL", "info", ("debug", "info", "warning", "error")
+            ),
+            log_format=e.choice("CONTEXTMESH_LOG_FORMAT", "json", ("json", "text")),
+        )

@@ -1,0 +1,162 @@
+"""Generate gen/ from proto/: messages, .pyi stubs, gRPC stubs and the descriptor image.
+
+    python tools/gen_contracts.py           # rewrite gen/
+    python tools/gen_contracts.py --check   # exit 1 if gen/ differs from what would be written
+
+Third-party protos are never copied into the repository. They come from installed packages:
+google/api/*.proto from googleapis-common-protos, and buf/validate/validate.proto from the
+serialized descriptor that protovalidate ships (no package ships its source).
+
+The descriptor image gen/contextmesh.binpb (all imports, source info) is what `buf lint`
+and Envoy's gRPC-JSON transcoder read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import filecmp
+import pathlib
+import shutil
+import sys
+import tempfile
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PROTO_DIR = ROOT / "proto"
+GEN_DIR = ROOT / "gen"
+IMAGE_NAME = "contextmesh.binpb"
+
+
+def googleapis_include() -> pathlib.Path:
+    """The site-packages folder that holds google/api/*.proto (google is a namespace package)."""
+    from google.api import annotations_pb2
+
+    return pathlib.Path(annotations_pb2.__file__).resolve().parents[2]
+
+
+def protovalidate_descriptor_set(out: pathlib.Path) -> None:
+    """Write a FileDescriptorSet holding buf/validate/validate.proto and the WKTs it imports."""
+    import protovalidate
+    from google.protobuf import (
+        descriptor_pb2,
+        duration_pb2,
+        field_mask_pb2,
+        timestamp_pb2,
+    )
+
+    source = pathlib.Path(protovalidate.__file__).parent / "_gen/buf/validate/validate_pb.py"
+    serialized = _file_desc_bytes(source.read_text())
+    fds = descriptor_pb2.FileDescriptorSet()
+    for dep in (descriptor_pb2, duration_pb2, field_mask_pb2, timestamp_pb2):
+        dep.DESCRIPTOR.CopyToProto(fds.file.add())
+    fds.file.add().ParseFromString(serialized)
+    out.write_bytes(fds.SerializeToString())
+
+
+def _file_desc_bytes(module_source: str) -> bytes:
+    """The bytes literal passed to file_desc(...) in protovalidate's generated module."""
+    for node in ast.walk(ast.parse(module_source)):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "file_desc"
+        ):
+            value = ast.literal_eval(node.args[0])
+            if isinstance(value, bytes):
+                return value
+    raise RuntimeError("protovalidate's validate_pb.py no longer holds a file_desc(bytes) call")
+
+
+def generate(out_dir: pathlib.Path) -> None:
+    from grpc_tools import protoc
+
+    protos = sorted(str(p.relative_to(PROTO_DIR)) for p in PROTO_DIR.rglob("*.proto"))
+    with tempfile.TemporaryDirectory() as tmp:
+        validate_set = pathlib.Path(tmp) / "validate.binpb"
+        protovalidate_descriptor_set(validate_set)
+        common = [
+            "protoc",
+            f"--descriptor_set_in={validate_set}",
+            f"-I{PROTO_DIR}",
+            f"-I{googleapis_include()}",
+            f"-I{_grpc_tools_include()}",
+        ]
+        _run(
+            common
+            + [
+                f"--python_out={out_dir}",
+                f"--pyi_out={out_dir}",
+                f"--grpc_python_out={out_dir}",
+                *protos,
+                "buf/validate/validate.proto",
+            ]
+        )
+        _run(
+            common
+            + [
+                "--include_imports",
+                "--include_source_info",
+                f"--descriptor_set_out={out_dir / IMAGE_NAME}",
+                *protos,
+            ]
+        )
+    # Regular packages, so gen/ installs as an ordinary import root.
+    for folder in [out_dir / "contextmesh", out_dir / "buf"]:
+        for sub in [folder, *[p for p in folder.rglob("*") if p.is_dir()]]:
+            (sub / "__init__.py").touch()
+
+
+def _grpc_tools_include() -> pathlib.Path:
+    import grpc_tools
+
+    return pathlib.Path(grpc_tools.__file__).parent / "_proto"
+
+
+def _run(args: list[str]) -> None:
+    from grpc_tools import protoc
+
+    if protoc.main(args) != 0:
+        raise SystemExit(f"protoc failed: {' '.join(args[1:])}")
+
+
+def _differences(a: pathlib.Path, b: pathlib.Path) -> list[str]:
+    cmp = filecmp.dircmp(a, b, ignore=["__pycache__"])
+    out = [f"only in gen/: {n}" for n in cmp.left_only]
+    out += [f"missing from gen/: {n}" for n in cmp.right_only]
+    out += [f"differs: {n}" for n in cmp.diff_files]
+    # dircmp compares by stat signature first; compare contents for files it called equal.
+    out += [
+        f"differs: {n}"
+        for n in cmp.same_files
+        if (a / n).read_bytes() != (b / n).read_bytes()
+    ]
+    for name, sub in cmp.subdirs.items():
+        out += [f"{name}/{d}" for d in _differences(a / name, b / name)]
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="fail if gen/ is stale")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = pathlib.Path(tmp) / "gen"
+        fresh.mkdir()
+        generate(fresh)
+        if args.check:
+            diffs = _differences(GEN_DIR, fresh) if GEN_DIR.exists() else ["gen/ is missing"]
+            if diffs:
+                print("gen/ is stale; run: python tools/gen_contracts.py", file=sys.stderr)
+                print("\n".join(f"  {d}" for d in diffs), file=sys.stderr)
+                return 1
+            print("gen/ is up to date")
+            return 0
+        if GEN_DIR.exists():
+            shutil.rmtree(GEN_DIR)
+        shutil.copytree(fresh, GEN_DIR)
+        print(f"wrote {GEN_DIR.relative_to(ROOT)}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
