@@ -1,0 +1,1 @@
+"""The gateway: contextmesh's public gRPC API (BundleService, OpsService)."""

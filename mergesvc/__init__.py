@@ -1,0 +1,1 @@
+"""mergesvc: builds each job's bundle once every repository has an outcome."""

@@ -29,15 +29,17 @@ a repository, under `repos/<owner>/<name>/<sha256>.json`:
 
 A **bundle** (`contextmesh.bundle/v1`), written by mergesvc under
 `bundles/<user>/<content_hash>.json`, holds every repository result of the job sorted by
-repository, each with its outcome in that job:
+repository:
 
     {"format": "contextmesh.bundle/v1", "user": "demo",
-     "repositories": [{...repository result..., "status": "synced|unchanged|failed",
-                       "reason": str|null}]}
+     "repositories": [{...repository result..., "sync_error": str|null}]}
 
-The content hash is the SHA-256 of the canonical bytes. A failed repository keeps its last
-good result when it had one (status "failed", with the reason); otherwise it appears with
-null context and readme.
+The content hash is the SHA-256 of the canonical bytes. It depends on content only, not on
+which job produced it: a refresh that changes nothing yields the same bundle and hash (and
+training skips it). How each repository fared in a particular job (synced, unchanged,
+failed) lives in that job's BundleIndex, `bundles/<user>/<content_hash>/<job_id>.index.binpb`.
+A failed repository keeps its last good result when it had one, with `sync_error` saying
+why it is not fresh; otherwise it appears with null context and readme.
 """
 
 from __future__ import annotations
@@ -82,6 +84,6 @@ def bundle_key(user: str, digest: str) -> str:
     return f"bundles/{user}/{digest}.json"
 
 
-def bundle_index_key(user: str, digest: str) -> str:
-    """Blob key of a bundle's BundleIndex (protobuf), read by discovery."""
-    return f"bundles/{user}/{digest}.index.binpb"
+def bundle_index_key(user: str, digest: str, job_id: str) -> str:
+    """Blob key of the BundleIndex (protobuf) of the job that produced or confirmed a bundle."""
+    return f"bundles/{user}/{digest}/{job_id}.index.binpb"

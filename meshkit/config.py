@@ -195,11 +195,6 @@ class Settings:
         replicas = e.int("CONTEXTMESH_SYNC_REPLICAS", 1, minimum=1)
         source = e.choice("CONTEXTMESH_SOURCE", "local", ("local", "github"))
         local_dir = e.optional("CONTEXTMESH_LOCAL_SOURCE_DIR")
-        if source == "local" and local_dir is None:
-            raise ConfigError(
-                "CONTEXTMESH_LOCAL_SOURCE_DIR",
-                "the local source needs a folder of <user>/<repository> folders",
-            )
         return cls(
             data_dir=data_dir,
             blob_url=e.str("CONTEXTMESH_BLOB_URL", (data_dir / "blobs").as_uri()),

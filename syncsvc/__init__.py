@@ -1,0 +1,1 @@
+"""syncsvc: discovers users' repositories and syncs the stale ones."""

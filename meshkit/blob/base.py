@@ -23,7 +23,7 @@ __all__ = ["CHUNK_SIZE", "BlobInfo", "BlobStore", "Data", "as_chunks", "validate
 
 CHUNK_SIZE = 1024 * 1024
 MAX_KEY_LENGTH = 1024
-_KEY_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
+_KEY_SEGMENT = re.compile(r"^[A-Za-z0-9._=+-]+$")
 
 Data = bytes | AsyncIterable[bytes]
 
@@ -40,11 +40,15 @@ def validate_key(key: str) -> str:
     """Return key if it is a safe, portable blob key; raise InvalidBlobKeyError otherwise."""
     if not key or len(key) > MAX_KEY_LENGTH:
         raise InvalidBlobKeyError(f"blob key must be 1 to {MAX_KEY_LENGTH} characters")
-    for segment in key.split("/"):
-        if not _KEY_SEGMENT.match(segment):
+    segments = key.split("/")
+    if not segments[0][:1].isalnum():
+        # Keeps every key clear of backends' private folders (the fs store's .incoming).
+        raise InvalidBlobKeyError(f"blob key {key!r} must start with a letter or digit")
+    for segment in segments:
+        if segment in (".", "..") or not _KEY_SEGMENT.match(segment):
             raise InvalidBlobKeyError(
-                f"blob key {key!r} has a bad segment {segment!r}: segments start with a letter "
-                "or digit and hold only letters, digits and . _ = + -"
+                f"blob key {key!r} has a bad segment {segment!r}: segments hold only letters, "
+                "digits and . _ = + -, and are neither '.' nor '..'"
             )
     return key
 

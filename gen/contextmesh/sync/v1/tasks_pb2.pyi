@@ -20,7 +20,7 @@ class DiscoverTask(_message.Message):
     def __init__(self, meta: _Optional[_Union[_task_pb2.TaskMeta, _Mapping]] = ..., user: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class SyncRepoTask(_message.Message):
-    __slots__ = ("meta", "user", "repository", "index", "fingerprint", "default_branch", "previous_result_key")
+    __slots__ = ("meta", "user", "repository", "index", "fingerprint", "default_branch", "previous_result_key", "metadata")
     META_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
     REPOSITORY_FIELD_NUMBER: _ClassVar[int]
@@ -28,6 +28,7 @@ class SyncRepoTask(_message.Message):
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_BRANCH_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_RESULT_KEY_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
     meta: _task_pb2.TaskMeta
     user: str
     repository: str
@@ -35,7 +36,24 @@ class SyncRepoTask(_message.Message):
     fingerprint: str
     default_branch: str
     previous_result_key: str
-    def __init__(self, meta: _Optional[_Union[_task_pb2.TaskMeta, _Mapping]] = ..., user: _Optional[str] = ..., repository: _Optional[str] = ..., index: _Optional[int] = ..., fingerprint: _Optional[str] = ..., default_branch: _Optional[str] = ..., previous_result_key: _Optional[str] = ...) -> None: ...
+    metadata: RepoMetadata
+    def __init__(self, meta: _Optional[_Union[_task_pb2.TaskMeta, _Mapping]] = ..., user: _Optional[str] = ..., repository: _Optional[str] = ..., index: _Optional[int] = ..., fingerprint: _Optional[str] = ..., default_branch: _Optional[str] = ..., previous_result_key: _Optional[str] = ..., metadata: _Optional[_Union[RepoMetadata, _Mapping]] = ...) -> None: ...
+
+class RepoMetadata(_message.Message):
+    __slots__ = ("description", "language", "topics", "homepage", "url", "private")
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    TOPICS_FIELD_NUMBER: _ClassVar[int]
+    HOMEPAGE_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    PRIVATE_FIELD_NUMBER: _ClassVar[int]
+    description: str
+    language: str
+    topics: _containers.RepeatedScalarFieldContainer[str]
+    homepage: str
+    url: str
+    private: bool
+    def __init__(self, description: _Optional[str] = ..., language: _Optional[str] = ..., topics: _Optional[_Iterable[str]] = ..., homepage: _Optional[str] = ..., url: _Optional[str] = ..., private: _Optional[bool] = ...) -> None: ...
 
 class RepoOutcome(_message.Message):
     __slots__ = ("repository", "index", "status", "fingerprint", "result_key", "reason", "warnings")

@@ -1,0 +1,117 @@
+"""contextmesh.gateway.v1.BundleService: the public API.
+
+Requests arrive already validated (meshkit.rpc.ValidationInterceptor) and domain errors are
+mapped to statuses in one place (meshkit.rpc.STATUS_OF); handlers here only do the work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+from contextmesh.gateway.v1 import bundle_service_pb2 as pb
+from contextmesh.gateway.v1 import bundle_service_pb2_grpc
+from contextmesh.job.v1 import job_pb2, job_record_pb2
+from contextmesh.search.v1 import search_service_pb2, search_service_pb2_grpc
+from google.api import httpbody_pb2
+
+from gateway.bundles import BundleReader
+from gateway.refresh import Refresher
+from meshkit.jobs import JobStore, is_final
+
+__all__ = ["BundleService"]
+
+JobState = job_pb2.JobState
+
+
+class BundleService(bundle_service_pb2_grpc.BundleServiceServicer):
+    def __init__(
+        self,
+        refresher: Refresher,
+        jobs: JobStore,
+        bundles: BundleReader,
+        search: search_service_pb2_grpc.SearchServiceStub,
+        *,
+        search_timeout_s: float = 10.0,
+    ) -> None:
+        self.refresher = refresher
+        self.jobs = jobs
+        self.bundles = bundles
+        self.search = search
+        self.search_timeout_s = search_timeout_s
+
+    async def RefreshBundle(  # noqa: N802 - gRPC method names
+        self, request: pb.RefreshBundleRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RefreshBundleResponse:
+        job, coalesced = await self.refresher.refresh(request.user, force=request.force)
+        return pb.RefreshBundleResponse(job=job, coalesced=coalesced)
+
+    async def GetJob(  # noqa: N802
+        self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetJobResponse:
+        record, _ = await self.jobs.get(request.id)
+        return pb.GetJobResponse(job=record.job)
+
+    async def WatchJob(  # noqa: N802
+        self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchJobResponse]:
+        async for job in self.jobs.watch(request.id):
+            yield pb.WatchJobResponse(job=job, final=is_final(job.state))
+
+    async def GetBundle(  # noqa: N802
+        self, request: pb.GetBundleRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetBundleResponse:
+        pointer = await self.bundles.pointer(request.user)
+        index = await self.bundles.index(pointer)
+        return pb.GetBundleResponse(
+            user=request.user,
+            bundle=pointer.bundle,
+            job_id=pointer.job_id,
+            create_time=pointer.create_time,
+            repositories=index.repositories,
+            download_path=f"/v1/users/{request.user}/bundle:download",
+        )
+
+    async def DownloadBundle(  # noqa: N802
+        self, request: pb.DownloadBundleRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        pointer = await self.bundles.pointer(request.user)
+        first = True
+        async for chunk in self.bundles.content(pointer):
+            # Envoy takes the content type from the first message of the stream.
+            yield httpbody_pb2.HttpBody(
+                content_type="application/json" if first else "", data=chunk
+            )
+            first = False
+
+    async def CancelJob(  # noqa: N802
+        self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CancelJobResponse:
+        def cancel(record: job_record_pb2.JobRecord) -> bool:
+            if is_final(record.job.state):
+                return False
+            record.job.state = JobState.JOB_STATE_CANCELLED
+            record.job.error = "cancelled by a caller"
+            return True
+
+        record = await self.jobs.update(request.id, cancel)
+        return pb.CancelJobResponse(job=record.job)
+
+    async def SearchBundle(  # noqa: N802
+        self, request: pb.SearchBundleRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SearchBundleResponse:
+        try:
+            answer = await self.search.Search(
+                search_service_pb2.SearchRequest(
+                    user=request.user, query=request.query, top_k=request.top_k
+                ),
+                timeout=self.search_timeout_s,
+            )
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            if code == grpc.StatusCode.UNAVAILABLE:
+                await context.abort(code, "the search service is unavailable; try again shortly")
+            await context.abort(code, exc.details() or "search failed")
+        return pb.SearchBundleResponse(
+            hits=answer.hits, bundle_hash=answer.bundle_hash, tuned=answer.tuned
+        )

@@ -1,0 +1,95 @@
+"""RefreshBundle's path: coalesce with a running job or record a new one and queue discovery.
+
+Nothing slow happens here (invariant 1): a few KV round trips and one publish, no GitHub call,
+no blob read. The user's entry in cm_active names their latest job; it is replaced with
+compare-and-set, so two concurrent refreshes of one user agree on one job.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from contextmesh.job.v1 import job_pb2, job_record_pb2
+from contextmesh.sync.v1 import tasks_pb2 as sync_tasks
+from contextmesh.task.v1 import task_pb2
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from meshkit.errors import ConflictError, JobNotFoundError
+from meshkit.ids import discover_msg_id, new_job_id
+from meshkit.jobs import JobStore, is_final
+from meshkit.publish import publish_task
+from meshkit.topology import DISCOVER
+
+__all__ = ["Refresher"]
+
+log = logging.getLogger(__name__)
+
+
+class Refresher:
+    """Starts refresh jobs, one running job per user unless forced."""
+
+    def __init__(self, js: JetStreamContext, jobs: JobStore, active: KeyValue) -> None:
+        self.js = js
+        self.jobs = jobs
+        self.active = active
+
+    async def refresh(self, user: str, *, force: bool) -> tuple[job_pb2.Job, bool]:
+        """Return (job, coalesced)."""
+        for _ in range(20):
+            try:
+                entry = await self.active.get(user)
+            except KeyNotFoundError:
+                entry = None
+            if entry is not None and entry.value and not force:
+                running = await self._running(entry.value.decode())
+                if running is not None:
+                    return running, True
+            job_id = new_job_id()
+            try:
+                if entry is None:
+                    await self.active.create(user, job_id.encode())
+                else:
+                    await self.active.update(user, job_id.encode(), last=entry.revision)
+            except KeyWrongLastSequenceError:
+                continue  # another refresh of this user won the race; look again
+            return await self._start(job_id, user, force), False
+        raise ConflictError(f"too many concurrent refreshes of {user!r}; try again")
+
+    async def _running(self, job_id: str) -> job_pb2.Job | None:
+        try:
+            record, _ = await self.jobs.get(job_id)
+        except JobNotFoundError:
+            return None  # expired, or its creator died before writing it
+        return None if is_final(record.job.state) else record.job
+
+    async def _start(self, job_id: str, user: str, force: bool) -> job_pb2.Job:
+        record = job_record_pb2.JobRecord()
+        job = record.job
+        job.id, job.user, job.force = job_id, user, force
+        job.state = job_pb2.JOB_STATE_QUEUED
+        job.create_time.GetCurrentTime()
+        job.update_time.CopyFrom(job.create_time)
+        await self.jobs.create(record)
+        task = sync_tasks.DiscoverTask(
+            meta=task_pb2.TaskMeta(
+                job_id=job_id, task_id=discover_msg_id(job_id), enqueue_time=job.create_time
+            ),
+            user=user,
+            force=force,
+        )
+        try:
+            await publish_task(self.js, DISCOVER.subject, task, msg_id=task.meta.task_id)
+        except Exception as exc:
+            log.error("could not queue discovery of job %s: %s", job_id, exc)
+
+            def fail(rec: job_record_pb2.JobRecord) -> bool:
+                rec.job.state = job_pb2.JOB_STATE_FAILED
+                rec.job.error = "the job could not be queued; retry the refresh"
+                return True
+
+            await self.jobs.update(job_id, fail)
+            raise ConnectionError("the work queue is unavailable; retry the refresh") from exc
+        log.info("job %s queued", job_id, extra={"job_id": job_id, "user": user})
+        return job

@@ -1,0 +1,55 @@
+"""The mergesvc process: one consumer of merge tasks."""
+
+from __future__ import annotations
+
+from contextmesh.job.v1 import job_pb2, job_record_pb2
+from contextmesh.merge.v1 import tasks_pb2 as merge_tasks
+
+from meshkit.blob import open_blob_store
+from meshkit.errors import JobNotFoundError
+from meshkit.jobs import JobStore, is_final
+from meshkit.service import ServiceContext
+from meshkit.topology import MERGE, Buckets
+from meshkit.worker import Worker, watch_max_deliveries
+from mergesvc.merge import Merger
+
+__all__ = ["serve"]
+
+
+async def serve(ctx: ServiceContext) -> None:
+    blobs = open_blob_store(ctx.settings.blob_url)
+    jobs = await JobStore.open(ctx.js)
+    merger = Merger(
+        ctx.js,
+        jobs,
+        await ctx.js.key_value(Buckets.OUTCOMES.name),
+        await ctx.js.key_value(Buckets.BUNDLES.name),
+        blobs,
+        training=ctx.settings.train.enabled,
+    )
+
+    async def merge_failed(task: merge_tasks.MergeTask | None, reason: str) -> None:
+        if task is None:
+            return
+
+        def fail(record: job_record_pb2.JobRecord) -> bool:
+            if is_final(record.job.state) or record.job.state != job_pb2.JOB_STATE_MERGING:
+                return False
+            record.job.state = job_pb2.JOB_STATE_FAILED
+            record.job.error = f"merge failed: {reason}"
+            return True
+
+        try:
+            await jobs.update(task.meta.job_id, fail)
+        except JobNotFoundError:
+            pass
+
+    worker = Worker(ctx.js, MERGE, merge_tasks.MergeTask, merger.handle,
+                    concurrency=4, on_dead_letter=merge_failed)
+    stop_watch = await watch_max_deliveries(ctx.nc, ctx.js, MERGE, merge_tasks.MergeTask,
+                                            merge_failed)
+    try:
+        await worker.run(ctx.stop)
+    finally:
+        await stop_watch()
+        await blobs.close()

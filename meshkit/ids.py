@@ -1,0 +1,52 @@
+"""Identifiers: job ids and the Nats-Msg-Id of every task.
+
+Job ids are ULIDs (26 characters of Crockford base32): sortable by creation time, safe in KV
+keys, blob keys and URLs. Message ids are derived from job and task identity, never random,
+so a duplicate publish of the same task is dropped by JetStream's duplicate window.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+__all__ = [
+    "JOB_ID_PATTERN",
+    "discover_msg_id",
+    "is_job_id",
+    "merge_msg_id",
+    "new_job_id",
+    "sync_msg_id",
+    "train_msg_id",
+]
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+JOB_ID_PATTERN = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+
+
+def new_job_id(now: float | None = None) -> str:
+    """A new ULID: 48 bits of milliseconds then 80 random bits."""
+    millis = int((time.time() if now is None else now) * 1000)
+    value = (millis << 80) | int.from_bytes(os.urandom(10), "big")
+    return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+
+
+def is_job_id(value: str) -> bool:
+    return bool(JOB_ID_PATTERN.match(value))
+
+
+def discover_msg_id(job_id: str) -> str:
+    return f"discover:{job_id}"
+
+
+def sync_msg_id(job_id: str, index: int) -> str:
+    return f"sync:{job_id}:{index}"
+
+
+def merge_msg_id(job_id: str) -> str:
+    return f"merge:{job_id}"
+
+
+def train_msg_id(job_id: str) -> str:
+    return f"train:{job_id}"

@@ -1,0 +1,172 @@
+"""The job record: the single source of truth of a refresh job, in the cm_jobs KV bucket.
+
+Every change is a compare-and-set on the record's revision: a mutation function is applied
+to the latest record and written with `update(key, value, last=revision)`; on conflict it is
+applied again to the newer record. Mutations must therefore be pure functions of the record
+(no side effects), and must return False when they change nothing, so that a redelivered
+task writes nothing.
+
+Many sync tasks finish at once, so mutations of one job queued within a short window are
+applied together in one write (`JobStore.apply`), which keeps compare-and-set conflicts and
+watch traffic low at a thousand repositories a job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from contextmesh.job.v1 import job_pb2, job_record_pb2
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from meshkit.errors import ConflictError, JobNotFoundError
+from meshkit.topology import Buckets
+
+__all__ = [
+    "FINAL_STATES",
+    "JobStore",
+    "Mutation",
+    "is_final",
+]
+
+log = logging.getLogger(__name__)
+
+JobState = job_pb2.JobState
+FINAL_STATES = frozenset({JobState.JOB_STATE_DONE, JobState.JOB_STATE_FAILED, JobState.JOB_STATE_CANCELLED})
+
+Mutation = Callable[[job_record_pb2.JobRecord], bool]
+"""Changes a record in place; returns whether it changed anything."""
+
+
+def is_final(state: int) -> bool:
+    return state in FINAL_STATES
+
+
+@dataclass
+class _Pending:
+    mutations: list[tuple[Mutation, asyncio.Future[job_record_pb2.JobRecord]]] = field(
+        default_factory=list
+    )
+
+
+class JobStore:
+    """Reads, creates, updates and watches job records."""
+
+    def __init__(self, kv: KeyValue, *, max_attempts: int = 200) -> None:
+        self.kv = kv
+        self.max_attempts = max_attempts
+        self._pending: dict[str, _Pending] = {}
+        self._flushers: dict[str, asyncio.Task[None]] = {}
+
+    @classmethod
+    async def open(cls, js: JetStreamContext) -> JobStore:
+        return cls(await js.key_value(Buckets.JOBS.name))
+
+    async def create(self, record: job_record_pb2.JobRecord) -> int:
+        """Store a new record; the job id must be new. Returns its revision."""
+        return await self.kv.create(record.job.id, record.SerializeToString(deterministic=True))
+
+    async def get(self, job_id: str) -> tuple[job_record_pb2.JobRecord, int]:
+        """The record and its revision; JobNotFoundError if there is none."""
+        try:
+            entry = await self.kv.get(job_id)
+        except KeyNotFoundError:
+            raise JobNotFoundError(job_id) from None
+        if entry.value is None:
+            raise JobNotFoundError(job_id)
+        record = job_record_pb2.JobRecord()
+        record.ParseFromString(entry.value)
+        return record, entry.revision or 0
+
+    async def update(self, job_id: str, mutate: Mutation) -> job_record_pb2.JobRecord:
+        """Apply mutate with compare-and-set until it sticks; return the resulting record."""
+        for attempt in range(self.max_attempts):
+            record, revision = await self.get(job_id)
+            if not mutate(record):
+                return record
+            _touch(record)
+            try:
+                await self.kv.update(
+                    job_id, record.SerializeToString(deterministic=True), last=revision
+                )
+                return record
+            except KeyWrongLastSequenceError:
+                await asyncio.sleep(min(0.001 * (attempt + 1), 0.05))
+        raise ConflictError(f"job {job_id}: update lost {self.max_attempts} races in a row")
+
+    async def apply(self, job_id: str, mutate: Mutation) -> job_record_pb2.JobRecord:
+        """Like update, but coalesced with other mutations of the same job queued meanwhile."""
+        future: asyncio.Future[job_record_pb2.JobRecord] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._pending.setdefault(job_id, _Pending()).mutations.append((mutate, future))
+        if job_id not in self._flushers:
+            self._flushers[job_id] = asyncio.create_task(self._flush(job_id))
+        return await future
+
+    async def _flush(self, job_id: str) -> None:
+        try:
+            while pending := self._pending.pop(job_id, None):
+                batch = pending.mutations
+
+                def mutate_all(record: job_record_pb2.JobRecord) -> bool:
+                    changed = False
+                    for mutate, _ in batch:
+                        changed = mutate(record) or changed
+                    return changed
+
+                try:
+                    record = await self.update(job_id, mutate_all)
+                except Exception as exc:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                else:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_result(record)
+        finally:
+            self._flushers.pop(job_id, None)
+
+    async def watch(self, job_id: str) -> AsyncIterator[job_pb2.Job]:
+        """The job's current state, then every change, ending after a final state.
+
+        Raises JobNotFoundError when the job does not exist when the watch starts.
+        """
+        watcher = await self.kv.watch(job_id)
+        try:
+            first = True
+            async for entry in _entries(watcher):
+                if entry is None:  # end of the initial values
+                    if first:
+                        raise JobNotFoundError(job_id)
+                    continue
+                if entry.value is None or entry.operation is not None:
+                    if first:
+                        raise JobNotFoundError(job_id)
+                    return  # deleted or expired while watched
+                first = False
+                record = job_record_pb2.JobRecord()
+                record.ParseFromString(entry.value)
+                yield record.job
+                if is_final(record.job.state):
+                    return
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+
+
+async def _entries(watcher: KeyValue.KeyWatcher) -> AsyncIterator[KeyValue.Entry | None]:
+    while True:
+        yield await watcher.updates(timeout=None)  # type: ignore[arg-type]
+
+
+def _touch(record: job_record_pb2.JobRecord) -> None:
+    record.job.update_time.GetCurrentTime()
+    if is_final(record.job.state) and not record.job.HasField("end_time"):
+        record.job.end_time.GetCurrentTime()

@@ -1,0 +1,63 @@
+"""Publishing tasks: protobuf payload, Nats-Msg-Id for de-duplication, trace context.
+
+A publish is retried while the stream has no leader (a cluster re-election takes seconds),
+so callers see either an acknowledged publish or an error after the deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from google.protobuf.message import Message
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import PubAck
+from nats.js.errors import APIError, ServiceUnavailableError
+
+from meshkit.telemetry import inject_headers
+
+__all__ = ["MSG_ID_HEADER", "TYPE_HEADER", "publish_task"]
+
+log = logging.getLogger(__name__)
+
+MSG_ID_HEADER = "Nats-Msg-Id"
+TYPE_HEADER = "Contextmesh-Type"
+_TRANSIENT = (NoRespondersError, NatsTimeoutError, ServiceUnavailableError, asyncio.TimeoutError)
+
+
+async def publish_task(
+    js: JetStreamContext,
+    subject: str,
+    task: Message,
+    *,
+    msg_id: str,
+    deadline_s: float = 30.0,
+    extra_headers: dict[str, str] | None = None,
+) -> PubAck:
+    """Publish task once (JetStream drops a repeat of msg_id inside the duplicate window)."""
+    headers = inject_headers(
+        {MSG_ID_HEADER: msg_id, TYPE_HEADER: task.DESCRIPTOR.full_name, **(extra_headers or {})}
+    )
+    payload = task.SerializeToString(deterministic=True)
+    give_up = time.monotonic() + deadline_s
+    delay = 0.1
+    while True:
+        try:
+            return await js.publish(subject, payload, headers=headers, timeout=5)
+        except _TRANSIENT as exc:
+            _retry_or_raise(exc, give_up, subject)
+        except APIError as exc:
+            if exc.code not in (503, 504):
+                raise
+            _retry_or_raise(exc, give_up, subject)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)
+
+
+def _retry_or_raise(exc: Exception, give_up: float, subject: str) -> None:
+    if time.monotonic() >= give_up:
+        raise exc
+    log.warning("publish to %s failed (%s); retrying", subject, type(exc).__name__)

@@ -1,0 +1,106 @@
+"""Running a service process the same way everywhere.
+
+`run_service(name, body)` reads Settings, sets up logging and tracing, connects to NATS,
+declares the topology, and runs `body(ctx)` until SIGTERM or SIGINT sets `ctx.stop`; then it
+drains the NATS connection so nothing acknowledged is lost. While it runs, health (when the
+service has a gRPC server, or CONTEXTMESH_HEALTH_ADDR is set for a worker) follows the NATS
+connection: NOT_SERVING while disconnected or draining.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from meshkit.config import Settings
+from meshkit.errors import ConfigError
+from meshkit.logging import setup_logging
+from meshkit.nats_client import connect
+from meshkit.rpc import ServerBundle, create_server
+from meshkit.telemetry import init_tracing
+from meshkit.topology import declare
+
+__all__ = ["ServiceContext", "follow_nats_health", "run_service"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceContext:
+    """What a running service gets: settings, NATS, and the event that asks it to stop."""
+
+    name: str
+    settings: Settings
+    nc: Client
+    js: JetStreamContext
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    servers: list[ServerBundle] = field(default_factory=list)
+
+
+async def follow_nats_health(ctx: ServiceContext, bundle: ServerBundle) -> None:
+    """Keep a server's health in step with the NATS connection until the service stops."""
+    serving: bool | None = None
+    while not ctx.stop.is_set():
+        now = ctx.nc.is_connected
+        if now != serving:
+            await bundle.set_serving(now)
+            serving = now
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(ctx.stop.wait(), 0.5)
+    await bundle.set_serving(False)
+
+
+async def _serve_health(ctx: ServiceContext, address: str) -> None:
+    bundle = create_server(address, [], validate=False, trace=False)
+    await bundle.server.start()
+    ctx.servers.append(bundle)
+    try:
+        await follow_nats_health(ctx, bundle)
+    finally:
+        await bundle.server.stop(1)
+
+
+async def _main(name: str, body: Callable[[ServiceContext], Awaitable[None]]) -> None:
+    settings = Settings.from_env()
+    setup_logging(
+        name, level=settings.log_level, fmt=settings.log_format, secrets=[settings.github.token]
+    )
+    init_tracing(name)
+    nc, js = await connect(settings.nats, name=name)
+    ctx = ServiceContext(name, settings, nc, js)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, ctx.stop.set)
+    try:
+        await declare(js, replicas=settings.nats.replicas)
+        health_task = (
+            asyncio.create_task(_serve_health(ctx, settings.health_addr))
+            if settings.health_addr
+            else None
+        )
+        log.info("%s started", name)
+        await body(ctx)
+        ctx.stop.set()
+        if health_task:
+            await health_task
+    finally:
+        with contextlib.suppress(Exception):
+            await nc.drain()
+        log.info("%s stopped", name)
+
+
+def run_service(name: str, body: Callable[[ServiceContext], Awaitable[None]]) -> None:
+    """Entry point of a service's __main__: exits 2 with a clear line on bad configuration."""
+    try:
+        asyncio.run(_main(name, body))
+    except ConfigError as exc:
+        print(f"{name}: configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,50 @@
+"""Tracing: W3C trace context carried from a gRPC request through every JetStream task.
+
+The gateway's gRPC server is instrumented (opentelemetry-instrumentation-grpc); publishes
+inject `traceparent` into the NATS headers and workers continue the trace from them, so one
+refresh is one trace across services. Spans are exported only when an exporter is
+configured (CONTEXTMESH_TRACE_CONSOLE=1 prints them); otherwise tracing costs little.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from opentelemetry import context, propagate, trace
+
+__all__ = ["extract_context", "init_tracing", "inject_headers", "tracer"]
+
+_initialised = False
+
+
+def init_tracing(service: str) -> None:
+    """Install the SDK tracer provider once per process."""
+    global _initialised
+    if _initialised:
+        return
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    if os.environ.get("CONTEXTMESH_TRACE_CONSOLE") == "1":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+
+        provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+    trace.set_tracer_provider(provider)
+    _initialised = True
+
+
+def tracer(name: str) -> trace.Tracer:
+    return trace.get_tracer(name)
+
+
+def inject_headers(headers: dict[str, str]) -> dict[str, str]:
+    """Add the current trace context to outgoing NATS headers."""
+    propagate.inject(headers)
+    return headers
+
+
+def extract_context(headers: Mapping[str, str] | None) -> context.Context:
+    """The trace context a message carried, to continue its trace."""
+    return propagate.extract(dict(headers or {}))

@@ -1,0 +1,229 @@
+"""Every JetStream stream, consumer and KV bucket contextmesh uses, with its settings.
+
+This module is the one place those values live; docs/architecture.md describes them.
+`declare(js, replicas)` creates what is missing and updates what drifted, and every service
+calls it at start, so any service can come up first on an empty server or a cluster.
+
+Work streams use work-queue retention (a task leaves the stream when acked), file storage,
+and a duplicate window long enough to drop a re-published task (every publish carries a
+Nats-Msg-Id derived from job and task identity). Each has one durable pull consumer shared
+by all replicas of its service, with explicit acks, a bounded number of deliveries and a
+backoff between them. A task that fails its last delivery is parked in DEADLETTER.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, NotFoundError
+
+__all__ = [
+    "ALL_BUCKETS",
+    "ALL_WORK_STREAMS",
+    "DEADLETTER",
+    "DISCOVER",
+    "MERGE",
+    "SYNC",
+    "TRAIN",
+    "Bucket",
+    "Buckets",
+    "WorkStream",
+    "declare",
+]
+
+log = logging.getLogger(__name__)
+
+MINUTE = 60.0
+HOUR = 60 * MINUTE
+DAY = 24 * HOUR
+
+
+@dataclass(frozen=True)
+class WorkStream:
+    """A work-queue stream and the one durable consumer that drains it."""
+
+    stream: str
+    subject: str
+    consumer: str
+    ack_wait_s: float
+    """How long a delivery may go unacknowledged; workers send in-progress well within it."""
+    max_deliver: int
+    backoff_s: tuple[float, ...]
+    """Delay before each redelivery; the server requires max_deliver > len(backoff)."""
+    max_ack_pending: int
+    """Deliveries in flight across all replicas; also bounds how fast a backlog drains."""
+    duplicate_window_s: float = 20 * MINUTE
+    max_age_s: float = 7 * DAY
+
+
+DISCOVER = WorkStream(
+    stream="DISCOVER",
+    subject="contextmesh.discover",
+    consumer="syncsvc-discover",
+    ack_wait_s=60,
+    max_deliver=5,
+    backoff_s=(1, 5, 15, 60),
+    max_ack_pending=256,
+)
+SYNC = WorkStream(
+    stream="SYNC",
+    subject="contextmesh.sync",
+    consumer="syncsvc-sync",
+    ack_wait_s=60,
+    max_deliver=5,
+    backoff_s=(2, 10, 30, 60),
+    max_ack_pending=4096,
+)
+MERGE = WorkStream(
+    stream="MERGE",
+    subject="contextmesh.merge",
+    consumer="mergesvc",
+    ack_wait_s=120,
+    max_deliver=5,
+    backoff_s=(1, 5, 15, 60),
+    max_ack_pending=64,
+)
+# Training is low priority: its own stream, few in flight, long backoff between attempts.
+TRAIN = WorkStream(
+    stream="TRAIN",
+    subject="contextmesh.train",
+    consumer="trainsvc",
+    ack_wait_s=60,
+    max_deliver=3,
+    backoff_s=(30, 120),
+    max_ack_pending=4,
+    max_age_s=2 * DAY,
+)
+ALL_WORK_STREAMS = (DISCOVER, SYNC, MERGE, TRAIN)
+
+DEADLETTER = "DEADLETTER"
+DEADLETTER_SUBJECT_PREFIX = "contextmesh.deadletter"
+DEADLETTER_MAX_AGE_S = 30 * DAY
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """A KV bucket."""
+
+    name: str
+    history: int
+    ttl_s: float
+    """0 keeps entries until they are deleted."""
+    description: str
+
+
+class Buckets:
+    """The KV buckets, by role."""
+
+    JOBS = Bucket("cm_jobs", 1, 14 * DAY, "job id -> JobRecord")
+    ACTIVE = Bucket("cm_active", 1, 0, "user -> id of the user's running job (coalescing)")
+    OUTCOMES = Bucket("cm_outcomes", 1, 14 * DAY, "<job id>.<index> -> RepoOutcome")
+    BUNDLES = Bucket("cm_bundles", 5, 0, "user -> BundlePointer of the latest bundle")
+    MODELS = Bucket("cm_models", 5, 0, "user -> ModelPointer of the serving model")
+    HTTP_CACHE = Bucket("cm_http_cache", 1, 30 * DAY, "sha256(url) -> ETag and body blob key")
+
+
+ALL_BUCKETS = (
+    Buckets.JOBS,
+    Buckets.ACTIVE,
+    Buckets.OUTCOMES,
+    Buckets.BUNDLES,
+    Buckets.MODELS,
+    Buckets.HTTP_CACHE,
+)
+
+MAX_VALUE_BYTES = 1024 * 1024
+
+
+def work_stream_config(ws: WorkStream, replicas: int) -> StreamConfig:
+    return StreamConfig(
+        name=ws.stream,
+        subjects=[ws.subject],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        num_replicas=replicas,
+        duplicate_window=ws.duplicate_window_s,
+        max_age=ws.max_age_s,
+        max_msg_size=MAX_VALUE_BYTES,
+        discard=DiscardPolicy.OLD,
+    )
+
+
+def consumer_config(ws: WorkStream) -> ConsumerConfig:
+    return ConsumerConfig(
+        durable_name=ws.consumer,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=ws.ack_wait_s,
+        max_deliver=ws.max_deliver,
+        backoff=list(ws.backoff_s),
+        max_ack_pending=ws.max_ack_pending,
+        filter_subject=ws.subject,
+    )
+
+
+def deadletter_stream_config(replicas: int) -> StreamConfig:
+    return StreamConfig(
+        name=DEADLETTER,
+        subjects=[f"{DEADLETTER_SUBJECT_PREFIX}.>"],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        num_replicas=replicas,
+        duplicate_window=20 * MINUTE,
+        max_age=DEADLETTER_MAX_AGE_S,
+        max_msg_size=2 * MAX_VALUE_BYTES,
+    )
+
+
+async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    try:
+        await js.stream_info(config.name or "")
+    except NotFoundError:
+        await js.add_stream(config)
+        log.info("created stream %s", config.name)
+        return
+    try:
+        await js.update_stream(config)
+    except BadRequestError as exc:  # e.g. replicas cannot change on a single server
+        log.warning("stream %s kept its settings: %s", config.name, exc.description)
+
+
+async def declare(js: JetStreamContext, *, replicas: int = 1) -> None:
+    """Create or update every stream, consumer and bucket. Safe to run from every process."""
+    for ws in ALL_WORK_STREAMS:
+        await _ensure_stream(js, work_stream_config(ws, replicas))
+        await js.add_consumer(ws.stream, consumer_config(ws))
+    await _ensure_stream(js, deadletter_stream_config(replicas))
+    for bucket in ALL_BUCKETS:
+        config = KeyValueConfig(
+            bucket=bucket.name,
+            description=bucket.description,
+            history=bucket.history,
+            ttl=bucket.ttl_s or None,
+            storage=StorageType.FILE,
+            replicas=replicas,
+            max_value_size=MAX_VALUE_BYTES,
+        )
+        try:
+            await js.key_value(bucket.name)
+        except (NotFoundError, Exception) as exc:  # BucketNotFoundError subclasses vary
+            if not _is_missing_bucket(exc):
+                raise
+            await js.create_key_value(config)
+            log.info("created KV bucket %s", bucket.name)
+
+
+def _is_missing_bucket(exc: BaseException) -> bool:
+    from nats.js.errors import BucketNotFoundError
+
+    return isinstance(exc, BucketNotFoundError | NotFoundError)

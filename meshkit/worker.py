@@ -1,0 +1,322 @@
+"""The worker loop every consumer runs: fetch, handle, then exactly one of ack / nak / term.
+
+    handler returns                  -> ack
+    handler raises RetryLater(d)     -> nak(delay=d)   (not a failure: e.g. rate limited)
+    handler raises PermanentError    -> park in DEADLETTER, term
+    handler raises anything else     -> nak with the stream's backoff, or on the last
+                                        delivery park in DEADLETTER and term
+    payload undecodable or invalid   -> park in DEADLETTER, term (it can never succeed)
+
+While a handler runs, the loop sends in-progress every third of ack_wait, so long work is
+never redelivered mid-run; a worker that dies stops sending and JetStream redelivers after
+ack_wait. A task whose worker crashed on every delivery never reaches the last-delivery
+branch: the server announces it with a MAX_DELIVERIES advisory, which `watch_max_deliveries`
+turns into the same dead letter. `on_dead_letter` runs in both cases, so a service can
+record the failure on the job (it must be idempotent: every replica sees the advisory).
+
+Delivery is at least once: handlers must be idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import protovalidate
+from contextmesh.task.v1 import task_pb2
+from google.protobuf.message import DecodeError, Message
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from meshkit.publish import MSG_ID_HEADER, publish_task
+from meshkit.telemetry import extract_context, tracer
+from meshkit.topology import DEADLETTER_SUBJECT_PREFIX, WorkStream
+
+__all__ = [
+    "DeadLetterHook",
+    "Delivery",
+    "PermanentError",
+    "RetryLater",
+    "Worker",
+    "decode_task",
+    "park",
+    "watch_max_deliveries",
+]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T", bound=Message)
+
+
+class PermanentError(Exception):
+    """The task can never succeed as it is; park it now instead of retrying."""
+
+
+class RetryLater(Exception):
+    """Try the task again after delay_s without treating it as a failure."""
+
+    def __init__(self, delay_s: float, reason: str = "") -> None:
+        super().__init__(reason or f"retry in {delay_s:.1f}s")
+        self.delay_s = delay_s
+
+
+@dataclass
+class Delivery:
+    """One delivery of a task."""
+
+    msg: Msg
+    attempt: int
+    """1 on the first delivery."""
+    max_deliver: int
+
+    @property
+    def is_last(self) -> bool:
+        return self.attempt >= self.max_deliver
+
+    async def in_progress(self) -> None:
+        """Reset the ack timer (the loop also does this on its own while the handler runs)."""
+        await self.msg.in_progress()
+
+
+Handler = Callable[[T, Delivery], Awaitable[None]]
+DeadLetterHook = Callable[[T | None, str], Awaitable[None]]
+
+
+def decode_task(message_type: type[T], data: bytes) -> T:
+    """Parse and validate a task; PermanentError says what is wrong with it."""
+    task = message_type()
+    try:
+        task.ParseFromString(data)
+    except DecodeError as exc:
+        raise PermanentError(f"undecodable {message_type.DESCRIPTOR.full_name}: {exc}") from None
+    try:
+        protovalidate.validate(task)
+    except protovalidate.ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(e.field_name for e in v.proto.field.elements)}: {v.proto.message}"
+            for v in exc.violations
+        )
+        raise PermanentError(f"invalid {message_type.DESCRIPTOR.full_name}: {problems}") from None
+    return task
+
+
+async def park(
+    js: JetStreamContext,
+    ws: WorkStream,
+    *,
+    payload: bytes,
+    stream_seq: int,
+    msg_id: str,
+    job_id: str,
+    reason: str,
+    deliveries: int,
+) -> None:
+    """Copy a task into DEADLETTER. Keyed by stream sequence, so parking twice is harmless."""
+    letter = task_pb2.DeadLetter(
+        subject=ws.subject,
+        payload=payload,
+        reason=reason[:2000],
+        deliveries=deliveries,
+        job_id=job_id,
+        msg_id=msg_id,
+    )
+    await publish_task(
+        js,
+        f"{DEADLETTER_SUBJECT_PREFIX}.{ws.stream}",
+        letter,
+        msg_id=f"dl:{ws.stream}:{stream_seq}",
+    )
+
+
+class Worker(Generic[T]):
+    """Runs a handler over one work stream's durable consumer with bounded concurrency."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        stream: WorkStream,
+        message_type: type[T],
+        handler: Handler[T],
+        *,
+        concurrency: int = 8,
+        on_dead_letter: DeadLetterHook[T] | None = None,
+        fetch_timeout_s: float = 1.0,
+    ) -> None:
+        self.js = js
+        self.ws = stream
+        self.message_type = message_type
+        self.handler = handler
+        self.concurrency = concurrency
+        self.on_dead_letter = on_dead_letter
+        self.fetch_timeout_s = fetch_timeout_s
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(concurrency)
+        self.handled = 0
+
+    async def run(self, stop: asyncio.Event, *, grace_s: float = 20.0) -> None:
+        """Fetch and handle until stop is set, then let in-flight tasks finish (or nak them)."""
+        sub = await self.js.pull_subscribe_bind(durable=self.ws.consumer, stream=self.ws.stream)
+        try:
+            while not stop.is_set():
+                await self._slots.acquire()
+                free = 1
+                while free < self.concurrency and not self._slots.locked():
+                    await self._slots.acquire()
+                    free += 1
+                try:
+                    msgs = await sub.fetch(free, timeout=self.fetch_timeout_s)
+                except (NatsTimeoutError, asyncio.TimeoutError):
+                    msgs = []
+                except Exception as exc:  # server unavailable during a re-election, etc.
+                    log.warning("fetch from %s failed: %s", self.ws.stream, exc)
+                    msgs = []
+                    await asyncio.sleep(0.5)
+                for _ in range(free - len(msgs)):
+                    self._slots.release()
+                for msg in msgs:
+                    task = asyncio.create_task(self._handle(msg))
+                    self._inflight.add(task)
+                    task.add_done_callback(self._finished)
+            if self._inflight:
+                _, pending = await asyncio.wait(self._inflight, timeout=grace_s)
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._slots.release()
+
+    async def _handle(self, msg: Msg) -> None:
+        meta = msg.metadata
+        delivery = Delivery(msg, meta.num_delivered, self.ws.max_deliver)
+        msg_id = (msg.headers or {}).get(MSG_ID_HEADER, "")
+        task: T | None = None
+        heartbeat = asyncio.create_task(self._heartbeat(msg))
+        try:
+            with tracer(__name__).start_as_current_span(
+                f"handle {self.ws.subject}",
+                context=extract_context(msg.headers),
+                attributes={"messaging.message.id": msg_id, "delivery": delivery.attempt},
+            ):
+                task = decode_task(self.message_type, msg.data)
+                await self.handler(task, delivery)
+        except RetryLater as exc:
+            await msg.nak(delay=exc.delay_s)
+        except PermanentError as exc:
+            await self._dead_letter(msg, task, msg_id, str(exc), delivery.attempt)
+        except asyncio.CancelledError:
+            # Shutting down: give the task straight back instead of waiting for ack_wait.
+            with contextlib.suppress(Exception):
+                await msg.nak()
+            raise
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            if delivery.is_last:
+                log.error("task %s failed its last delivery: %s", msg_id, reason)
+                await self._dead_letter(msg, task, msg_id, reason, delivery.attempt)
+            else:
+                delay = self.ws.backoff_s[min(delivery.attempt, len(self.ws.backoff_s)) - 1]
+                log.warning(
+                    "task %s failed (delivery %d of %d), retrying in %.0fs: %s",
+                    msg_id,
+                    delivery.attempt,
+                    self.ws.max_deliver,
+                    delay,
+                    reason,
+                    exc_info=exc,
+                )
+                await msg.nak(delay=delay)
+        else:
+            await msg.ack()
+            self.handled += 1
+        finally:
+            heartbeat.cancel()
+
+    async def _heartbeat(self, msg: Msg) -> None:
+        while True:
+            await asyncio.sleep(self.ws.ack_wait_s / 3)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
+    async def _dead_letter(
+        self, msg: Msg, task: T | None, msg_id: str, reason: str, deliveries: int
+    ) -> None:
+        job_id = task.meta.job_id if task is not None and task.HasField("meta") else ""  # type: ignore[attr-defined]
+        await park(
+            self.js,
+            self.ws,
+            payload=msg.data,
+            stream_seq=msg.metadata.sequence.stream,
+            msg_id=msg_id,
+            job_id=job_id,
+            reason=reason,
+            deliveries=deliveries,
+        )
+        if self.on_dead_letter is not None:
+            await self.on_dead_letter(task, reason)
+        await msg.term()
+
+
+async def watch_max_deliveries(
+    nc: Client,
+    js: JetStreamContext,
+    ws: WorkStream,
+    message_type: type[T],
+    on_dead_letter: DeadLetterHook[T] | None = None,
+) -> Callable[[], Awaitable[None]]:
+    """Park tasks whose every delivery went unacknowledged (the worker crashed or hung).
+
+    Returns an async function that stops watching.
+    """
+    subject = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{ws.stream}.{ws.consumer}"
+
+    async def on_advisory(advisory: Msg) -> None:
+        try:
+            event = json.loads(advisory.data)
+            seq = int(event["stream_seq"])
+            deliveries = int(event.get("deliveries", ws.max_deliver))
+            stored = await js.get_msg(ws.stream, seq)
+        except NotFoundError:
+            return  # another replica parked and removed it already
+        except Exception as exc:
+            log.error("cannot park after MAX_DELIVERIES advisory on %s: %s", ws.stream, exc)
+            return
+        reason = (
+            f"delivered {deliveries} times without an acknowledgement "
+            "(the worker crashed or hung each time)"
+        )
+        task: T | None = None
+        with contextlib.suppress(PermanentError):
+            task = decode_task(message_type, stored.data or b"")
+        msg_id = (stored.headers or {}).get(MSG_ID_HEADER, "")
+        job_id = task.meta.job_id if task is not None else ""  # type: ignore[attr-defined]
+        await park(
+            js,
+            ws,
+            payload=stored.data or b"",
+            stream_seq=seq,
+            msg_id=msg_id,
+            job_id=job_id,
+            reason=reason,
+            deliveries=deliveries,
+        )
+        if on_dead_letter is not None:
+            await on_dead_letter(task, reason)
+        with contextlib.suppress(NotFoundError):
+            await js.delete_msg(ws.stream, seq)
+        log.error("parked task %s: %s", msg_id, reason)
+
+    sub = await nc.subscribe(subject, cb=on_advisory)
+    return sub.unsubscribe

@@ -1,0 +1,75 @@
+"""The syncsvc process: the discover and per-repository sync consumers, side by side."""
+
+from __future__ import annotations
+
+import asyncio
+
+from contextmesh.job.v1 import job_pb2, job_record_pb2
+from contextmesh.sync.v1 import tasks_pb2 as sync_tasks
+
+from meshkit.blob import open_blob_store
+from meshkit.errors import JobNotFoundError
+from meshkit.jobs import JobStore, is_final
+from meshkit.service import ServiceContext
+from meshkit.topology import DISCOVER, SYNC, Buckets
+from meshkit.worker import Worker, watch_max_deliveries
+from syncsvc.discover import Discovery
+from syncsvc.fanin import FanIn
+from syncsvc.http_cache import SharedResponseCache
+from syncsvc.sources.factory import open_source
+from syncsvc.sync import RepoSync, failed_outcome
+
+__all__ = ["serve"]
+
+
+async def serve(ctx: ServiceContext) -> None:
+    settings = ctx.settings
+    blobs = open_blob_store(settings.blob_url)
+    jobs = await JobStore.open(ctx.js)
+    fanin = FanIn(ctx.js, jobs, await ctx.js.key_value(Buckets.OUTCOMES.name))
+    cache = SharedResponseCache(await ctx.js.key_value(Buckets.HTTP_CACHE.name), blobs)
+    source = open_source(settings, cache)
+    discovery = Discovery(
+        ctx.js, jobs, fanin, await ctx.js.key_value(Buckets.BUNDLES.name), blobs, source
+    )
+    repo_sync = RepoSync(jobs, fanin, blobs, source, settings.sync)
+
+    async def discovery_failed(task: sync_tasks.DiscoverTask | None, reason: str) -> None:
+        if task is None:
+            return
+
+        def fail(record: job_record_pb2.JobRecord) -> bool:
+            if is_final(record.job.state):
+                return False
+            record.job.state = job_pb2.JOB_STATE_FAILED
+            record.job.error = f"discovery failed: {reason}"
+            return True
+
+        try:
+            await jobs.update(task.meta.job_id, fail)
+        except JobNotFoundError:
+            pass
+
+    async def sync_failed(task: sync_tasks.SyncRepoTask | None, reason: str) -> None:
+        # A repository that can never sync is one repository's failure, not the job's.
+        if task is not None:
+            await fanin.record(task.meta.job_id, task.user, [failed_outcome(task, reason)])
+
+    workers = [
+        Worker(ctx.js, DISCOVER, sync_tasks.DiscoverTask, discovery.handle,
+               concurrency=4, on_dead_letter=discovery_failed),
+        Worker(ctx.js, SYNC, sync_tasks.SyncRepoTask, repo_sync.handle,
+               concurrency=settings.sync.concurrency, on_dead_letter=sync_failed),
+    ]
+    stops = [
+        await watch_max_deliveries(ctx.nc, ctx.js, DISCOVER, sync_tasks.DiscoverTask,
+                                   discovery_failed),
+        await watch_max_deliveries(ctx.nc, ctx.js, SYNC, sync_tasks.SyncRepoTask, sync_failed),
+    ]
+    try:
+        await asyncio.gather(*(w.run(ctx.stop) for w in workers))
+    finally:
+        for stop in stops:
+            await stop()
+        await source.close()
+        await blobs.close()

@@ -1,0 +1,48 @@
+"""Fixtures shared by every test: a real nats-server with a temporary store, on a free port.
+
+The chain is: temporary store dir -> nats-server on port 0 -> client -> JetStream context
+with the whole topology declared. Nothing uses port 4222 or a preinstalled server.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from meshkit.config import NatsSettings
+from meshkit.nats_client import connect
+from meshkit.nats_server import NatsServer
+from meshkit.topology import declare
+
+# No test may reach a model hub (the model loads from an installed package).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """One nats-server for the session; tests isolate themselves by job and user ids."""
+    server = NatsServer(tmp_path_factory.mktemp("nats"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fresh_nats(tmp_path: Path) -> Iterator[NatsServer]:
+    """A nats-server of the test's own, for tests that kill or inspect it."""
+    server = NatsServer(tmp_path / "nats")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def js(nats_server: NatsServer) -> AsyncIterator[object]:
+    nc, js = await connect(NatsSettings(url=nats_server.url), name="tests")
+    await declare(js)
+    yield js
+    await nc.drain()

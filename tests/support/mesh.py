@@ -1,0 +1,115 @@
+"""The services as separate processes, as they run in production, for end-to-end tests.
+
+    mesh = Mesh(nats_url, tmp_path, env={...})
+    mesh.start("gateway"); mesh.start("syncsvc", name="syncsvc-1"); mesh.start("mergesvc")
+    ...
+    mesh.kill("syncsvc-1")      # SIGKILL, as a crash
+    mesh.stop_all()
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.support.ports import free_port
+
+__all__ = ["Mesh"]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Mesh:
+    def __init__(self, nats_url: str, workdir: Path, env: dict[str, str] | None = None) -> None:
+        self.workdir = workdir
+        self.gateway_port = free_port()
+        self.search_port = free_port()
+        self.env = {
+            **os.environ,
+            "CONTEXTMESH_NATS_URL": nats_url,
+            "CONTEXTMESH_DATA_DIR": str(workdir / "data"),
+            "CONTEXTMESH_GATEWAY_ADDR": f"127.0.0.1:{self.gateway_port}",
+            "CONTEXTMESH_SEARCH_ADDR": f"127.0.0.1:{self.search_port}",
+            "CONTEXTMESH_TRAINING": "off",
+            "CONTEXTMESH_LOG_LEVEL": "info",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            **(env or {}),
+        }
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        (workdir / "logs").mkdir(parents=True, exist_ok=True)
+
+    @property
+    def gateway_target(self) -> str:
+        return f"127.0.0.1:{self.gateway_port}"
+
+    def log_path(self, name: str) -> Path:
+        return self.workdir / "logs" / f"{name}.log"
+
+    def start(self, module: str, *, name: str | None = None, env: dict[str, str] | None = None
+              ) -> subprocess.Popen[bytes]:
+        name = name or module
+        log = open(self.log_path(name), "ab")  # noqa: SIM115 - owned by the process
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module],
+            cwd=ROOT,
+            env={**self.env, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        self.procs[name] = proc
+        if module == "gateway":
+            self.wait_serving(self.gateway_target, name)
+        return proc
+
+    def wait_serving(self, target: str, name: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        with grpc.insecure_channel(target) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                if self.procs[name].poll() is not None:
+                    raise RuntimeError(f"{name} exited: {self.log_path(name).read_text()[-3000:]}")
+                try:
+                    answer = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                    if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.1)
+        raise TimeoutError(f"{name} not serving: {self.log_path(name).read_text()[-3000:]}")
+
+    def kill(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def stop(self, name: str, timeout: float = 15.0) -> int:
+        proc = self.procs.pop(name)
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
+
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            try:
+                self.stop(name, timeout=10)
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                pass
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text()[-4000:]}" for p in sorted((self.workdir / "logs").glob("*.log"))
+        )
