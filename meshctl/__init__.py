@@ -1,0 +1,1 @@
+"""meshctl: the contextmesh command line (up, refresh, job, bundle, search)."""

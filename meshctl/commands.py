@@ -1,0 +1,158 @@
+"""The client commands: refresh, job, bundle, search, deadletters. They talk gRPC only."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import grpc
+from contextmesh.gateway.v1 import bundle_service_pb2 as pb
+from contextmesh.gateway.v1 import bundle_service_pb2_grpc
+from contextmesh.job.v1 import job_pb2
+from contextmesh.ops.v1 import ops_service_pb2 as ops
+from contextmesh.ops.v1 import ops_service_pb2_grpc
+from google.protobuf import json_format
+
+from meshctl.progress import progress_line, summary
+
+__all__ = ["add_parsers"]
+
+JobState = job_pb2.JobState
+FAILED_STATES = (JobState.JOB_STATE_FAILED, JobState.JOB_STATE_CANCELLED)
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("refresh", help="refresh a user's bundle")
+    p.add_argument("user")
+    p.add_argument("--force", action="store_true", help="re-sync every repository")
+    p.add_argument("--watch", action="store_true", help="follow the job to its end")
+    p.set_defaults(run=refresh)
+    p = sub.add_parser("job", help="show a job")
+    p.add_argument("id")
+    p.add_argument("--watch", action="store_true", help="follow the job to its end")
+    p.set_defaults(run=job)
+    p = sub.add_parser("cancel", help="cancel a job")
+    p.add_argument("id")
+    p.set_defaults(run=cancel)
+    p = sub.add_parser("bundle", help="show a user's latest bundle")
+    p.add_argument("user")
+    p.add_argument("--download", metavar="FILE", help="write the full bundle JSON to FILE ('-': stdout)")
+    p.set_defaults(run=bundle)
+    p = sub.add_parser("search", help="which of a user's repositories match a query")
+    p.add_argument("user")
+    p.add_argument("query")
+    p.add_argument("-k", "--top-k", type=int, default=5)
+    p.set_defaults(run=search)
+    p = sub.add_parser("deadletters", help="list parked tasks, or redrive one")
+    p.add_argument("--redrive", type=int, metavar="SEQ", help="publish a parked task again")
+    p.set_defaults(run=deadletters)
+
+
+def target() -> str:
+    return os.environ.get("CONTEXTMESH_TARGET", "localhost:50051")
+
+
+def _stub() -> bundle_service_pb2_grpc.BundleServiceStub:
+    return bundle_service_pb2_grpc.BundleServiceStub(grpc.insecure_channel(target()))
+
+
+def _follow(stub: bundle_service_pb2_grpc.BundleServiceStub, job_id: str) -> job_pb2.Job:
+    """Print progress until the job ends; reconnect if the stream is cut."""
+    tty = sys.stdout.isatty()
+    last_line = ""
+    while True:
+        final: job_pb2.Job | None = None
+        try:
+            for update in stub.WatchJob(pb.WatchJobRequest(id=job_id)):
+                line = progress_line(update.job)
+                if line != last_line:
+                    print(f"\r\033[K{line}" if tty else line, end="" if tty else "\n", flush=True)
+                    last_line = line
+                if update.final:
+                    final = update.job
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE:  # type: ignore[attr-defined]
+                raise
+        if final is not None:
+            if tty:
+                print()
+            return final
+        # No final message: the stream was cut (gateway restart); watch again.
+
+
+def refresh(args: argparse.Namespace) -> int:
+    stub = _stub()
+    answer = stub.RefreshBundle(pb.RefreshBundleRequest(user=args.user, force=args.force))
+    note = " (already running)" if answer.coalesced else ""
+    print(f"job {answer.job.id}{note}")
+    if not args.watch:
+        return 0
+    final = _follow(stub, answer.job.id)
+    print(summary(final))
+    return 1 if final.state in FAILED_STATES else 0
+
+
+def job(args: argparse.Namespace) -> int:
+    stub = _stub()
+    if args.watch:
+        final = _follow(stub, args.id)
+        print(summary(final))
+        return 1 if final.state in FAILED_STATES else 0
+    print(summary(stub.GetJob(pb.GetJobRequest(id=args.id)).job))
+    return 0
+
+
+def cancel(args: argparse.Namespace) -> int:
+    print(summary(_stub().CancelJob(pb.CancelJobRequest(id=args.id)).job))
+    return 0
+
+
+def bundle(args: argparse.Namespace) -> int:
+    stub = _stub()
+    if args.download:
+        out = sys.stdout.buffer if args.download == "-" else open(args.download, "wb")  # noqa: SIM115
+        for chunk in stub.DownloadBundle(pb.DownloadBundleRequest(user=args.user)):
+            out.write(chunk.data)
+        out.flush()
+        if out is not sys.stdout.buffer:
+            out.close()
+        return 0
+    answer = stub.GetBundle(pb.GetBundleRequest(user=args.user))
+    print(f"bundle {answer.bundle.content_hash} ({answer.bundle.repositories} repositories, "
+          f"{answer.bundle.size_bytes} bytes) from job {answer.job_id}")
+    for repo in answer.repositories:
+        status = job_pb2.RepoStatus.Name(repo.status).removeprefix("REPO_STATUS_").lower()
+        extra = f" — {repo.reason}" if repo.reason else ""
+        warn = f" ({len(repo.warnings)} warnings)" if repo.warnings else ""
+        print(f"  {status:<9} {repo.repository}{warn}{extra}")
+    return 0
+
+
+def search(args: argparse.Namespace) -> int:
+    answer = _stub().SearchBundle(
+        pb.SearchBundleRequest(user=args.user, query=args.query, top_k=args.top_k))
+    model = "tuned model" if answer.tuned else "base model"
+    print(f"{len(answer.hits)} results ({model}, bundle {answer.bundle_hash[:12]})")
+    for rank, hit in enumerate(answer.hits, 1):
+        passage = " ".join(hit.passage.split())
+        print(f"{rank}. {hit.repository}  {hit.score:.3f}\n   [{hit.passage_source}] "
+              f"{passage[:160]}{'…' if len(passage) > 160 else ''}")
+    return 0
+
+
+def deadletters(args: argparse.Namespace) -> int:
+    stub = ops_service_pb2_grpc.OpsServiceStub(grpc.insecure_channel(target()))
+    if args.redrive is not None:
+        answer = stub.RedriveDeadLetter(ops.RedriveDeadLetterRequest(sequence=args.redrive))
+        print(f"redriven: {answer.task.msg_id}")
+        return 0
+    token = ""
+    while True:
+        page = stub.ListDeadLetters(ops.ListDeadLettersRequest(page_token=token))
+        for task in page.tasks:
+            print(json.dumps(json_format.MessageToDict(task)))
+        token = page.next_page_token
+        if not token:
+            return 0
