@@ -1,0 +1,115 @@
+"""Invariant 3: fan-in happens exactly once, whatever crashes and redeliveries do."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from contextmesh.gateway.v1 import bundle_service_pb2 as pb
+from contextmesh.gateway.v1 import bundle_service_pb2_grpc
+from contextmesh.job.v1 import job_pb2, job_record_pb2
+from contextmesh.merge.v1 import tasks_pb2 as merge_tasks
+from contextmesh.sync.v1 import tasks_pb2 as sync_tasks
+from contextmesh.task.v1 import task_pb2
+
+from meshkit.blob import FilesystemBlobStore
+from meshkit.config import NatsSettings
+from meshkit.nats_client import connect
+from meshkit.nats_server import NatsServer
+from meshkit.publish import publish_task
+from meshkit.topology import MERGE, SYNC, Buckets
+from tests.e2e.conftest import write_repo
+from tests.support.mesh import Mesh
+
+JobState = job_pb2.JobState
+REPOS = 400
+
+
+@pytest.fixture
+def big_source(tmp_path: Path) -> Path:
+    root = tmp_path / "big"
+    for i in range(REPOS):
+        write_repo(root, "bob", f"repo-{i:03d}", description=f"Repository {i}", tech=["Go"])
+    return root
+
+
+async def job_record(url: str, job_id: str) -> tuple[job_record_pb2.JobRecord, list[bytes]]:
+    nc, js = await connect(NatsSettings(url=url), name="test")
+    try:
+        entry = await (await js.key_value(Buckets.JOBS.name)).get(job_id)
+        record = job_record_pb2.JobRecord()
+        record.ParseFromString(entry.value or b"")
+        history = await (await js.key_value(Buckets.BUNDLES.name)).history("bob")
+        return record, [e.value or b"" for e in history]
+    finally:
+        await nc.drain()
+
+
+async def republish(url: str, record: job_record_pb2.JobRecord) -> None:
+    """Copies of tasks under new message ids: what a redelivery after the window looks like."""
+    nc, js = await connect(NatsSettings(url=url), name="test")
+    try:
+        job = record.job
+        for index in (0, 1, 2):
+            task = sync_tasks.SyncRepoTask(
+                meta=task_pb2.TaskMeta(job_id=job.id, task_id=f"dup-{index}"),
+                user=job.user, repository=f"bob/repo-{index:03d}", index=index,
+                fingerprint="whatever")
+            await publish_task(js, SYNC.subject, task, msg_id=f"dup-sync-{index}")
+        merge = merge_tasks.MergeTask(meta=task_pb2.TaskMeta(job_id=job.id, task_id="dup-merge"),
+                                      user=job.user, total=job.total)
+        await publish_task(js, MERGE.subject, merge, msg_id="dup-merge")
+    finally:
+        await nc.drain()
+
+
+def test_sigkill_of_a_sync_worker_mid_job_counts_each_repository_once(
+    fresh_nats: NatsServer, tmp_path: Path, big_source: Path
+) -> None:
+    mesh = Mesh(fresh_nats.url, tmp_path, env={
+        "CONTEXTMESH_SOURCE": "local",
+        "CONTEXTMESH_LOCAL_SOURCE_DIR": str(big_source),
+        "CONTEXTMESH_SYNC_CONCURRENCY": "4",
+    })
+    try:
+        mesh.start("gateway")
+        mesh.start("syncsvc", name="victim")
+        mesh.start("syncsvc", name="survivor")
+        mesh.start("mergesvc")
+        with grpc.insecure_channel(mesh.gateway_target) as channel:
+            stub = bundle_service_pb2_grpc.BundleServiceStub(channel)
+            job_id = stub.RefreshBundle(pb.RefreshBundleRequest(user="bob")).job.id
+            killed = False
+            for update in stub.WatchJob(pb.WatchJobRequest(id=job_id), timeout=120):
+                done = update.job.synced + update.job.failed
+                if not killed and done >= 40:
+                    assert done < REPOS, "the job finished before the kill; make it bigger"
+                    mesh.kill("victim")
+                    killed = True
+                final = update
+            assert killed
+            assert final.final and final.job.state == JobState.JOB_STATE_DONE, mesh.logs()
+            assert (final.job.total, final.job.synced, final.job.failed) == (REPOS, REPOS, 0)
+
+            record, pointers = asyncio.run(job_record(fresh_nats.url, job_id))
+            assert record.merges == 1
+            assert sum(bin(b).count("1") for b in record.counted) == REPOS
+            assert len(pointers) == 1  # the user's bundle pointer moved exactly once
+
+            blobs = FilesystemBlobStore(tmp_path / "data" / "blobs")
+            document = json.loads(asyncio.run(blobs.get(final.job.bundle.blob_key)))
+            names = [r["repository"] for r in document["repositories"]]
+            assert len(names) == len(set(names)) == REPOS
+
+            # Deliberate duplicates after the fact change no count and start no merge.
+            asyncio.run(republish(fresh_nats.url, record))
+            time.sleep(2)
+            again, pointers = asyncio.run(job_record(fresh_nats.url, job_id))
+            assert (again.job.synced, again.merges, len(pointers)) == (REPOS, 1, 1)
+            assert again.job.state == JobState.JOB_STATE_DONE
+    finally:
+        mesh.stop_all()
