@@ -113,7 +113,7 @@ class GithubSettings:
     api_url: str = "https://api.github.com"
     """CONTEXTMESH_GITHUB_API_URL: API base, for GitHub Enterprise or a stand-in."""
     token: str | None = field(default=None, repr=False)
-    """GITHUB_TOKEN (or CONTEXTMESH_GITHUB_TOKEN): sent only to the API host, never logged."""
+    """GITHUB_TOKEN: (or CONTEXTMESH_GITHUB_TOKEN) sent only to the API host, never logged."""
     timeout_s: float = 10.0
     """CONTEXTMESH_GITHUB_TIMEOUT_S: per-request timeout."""
     max_retries: int = 4
@@ -130,7 +130,7 @@ class SyncSettings:
     """CONTEXTMESH_SOURCE: 'github' or 'local'."""
     local_dir: pathlib.Path | None = None
     """CONTEXTMESH_LOCAL_SOURCE_DIR: for the local source, one folder per user of repo folders."""
-    concurrency: int = 16
+    concurrency: int = GITHUB_CONCURRENCY_BUDGET
     """CONTEXTMESH_SYNC_CONCURRENCY: repositories one worker syncs at once. Defaults to
     80 / CONTEXTMESH_SYNC_REPLICAS so all replicas stay under GitHub's concurrency limit."""
     max_file_bytes: int = 1024 * 1024
@@ -146,11 +146,11 @@ class TrainSettings:
     enabled: bool = True
     """CONTEXTMESH_TRAINING: 'off' ends jobs DONE when the bundle is ready."""
     epochs: int = 1
-    """CONTEXTMESH_TRAIN_EPOCHS."""
+    """CONTEXTMESH_TRAIN_EPOCHS: passes over the training pairs."""
     batch_size: int = 16
-    """CONTEXTMESH_TRAIN_BATCH_SIZE."""
+    """CONTEXTMESH_TRAIN_BATCH_SIZE: pairs per step; in-batch negatives grow with it."""
     learning_rate: float = 5e-5
-    """CONTEXTMESH_TRAIN_LR."""
+    """CONTEXTMESH_TRAIN_LR: learning rate."""
     seed: int = 42
     """CONTEXTMESH_TRAIN_SEED: same seed and thread count give the same model."""
     max_pairs: int = 4000

@@ -1,0 +1,84 @@
+"""Write docs/configuration.md from the documented fields of meshkit/config.py.
+
+    python tools/gen_config_doc.py           # rewrite the page
+    python tools/gen_config_doc.py --check   # exit 1 if the page is stale
+
+Each settings field is followed by a docstring "VARIABLE: meaning"; this turns them into the
+table, so the page cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import pathlib
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SOURCE = ROOT / "meshkit" / "config.py"
+PAGE = ROOT / "docs" / "configuration.md"
+
+HEADER = """# Configuration
+
+Every process reads the same environment variables once at start into
+`meshkit.config.Settings` (frozen, typed). A missing or malformed value stops the process
+with an error that names the variable. `contextmesh up` sets them for its processes; on
+Kubernetes they come from the ConfigMap and Secret in `k8s/base/`. This page is generated
+from `meshkit/config.py` by `python tools/gen_config_doc.py`.
+
+| variable | default | meaning |
+|---|---|---|
+"""
+
+FOOTER = """| `CONTEXTMESH_SYNC_REPLICAS` | `1` | how many sync workers run in all; the default per-worker GitHub concurrency is 80 divided by it |
+| `CONTEXTMESH_TRACE_CONSOLE` | unset | `1` prints trace spans to stderr |
+| `CONTEXTMESH_TARGET` | `localhost:50051` | the gateway that the CLI's client commands call |
+
+Blob store credentials follow each provider's usual variables: see docs/storage.md.
+"""
+
+
+def _default(node: ast.expr | None) -> str:
+    if node is None:
+        return "unset"
+    if isinstance(node, ast.Call) and any(k.arg == "default" for k in node.keywords):
+        node = next(k.value for k in node.keywords if k.arg == "default")
+    text = ast.unparse(node)
+    if text == "None":
+        return "unset"
+    return f"`{text.strip(chr(39))}`"
+
+
+def render() -> str:
+    rows = []
+    for cls in ast.parse(SOURCE.read_text()).body:
+        if not (isinstance(cls, ast.ClassDef) and cls.name.endswith("Settings")):
+            continue
+        for field, doc in zip(cls.body, cls.body[1:], strict=False):
+            if not (isinstance(field, ast.AnnAssign) and isinstance(doc, ast.Expr)):
+                continue
+            if not isinstance(doc.value, ast.Constant) or not isinstance(doc.value.value, str):
+                continue
+            text = " ".join(doc.value.value.split())
+            variable, _, meaning = text.partition(":")
+            variable = variable.rstrip(".")
+            rows.append(f"| `{variable}` | {_default(field.value)} | {meaning.strip()} |")
+    return HEADER + "\n".join(rows) + "\n" + FOOTER
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true")
+    page = render()
+    if parser.parse_args().check:
+        if not PAGE.exists() or PAGE.read_text() != page:
+            print("docs/configuration.md is stale; run: python tools/gen_config_doc.py",
+                  file=sys.stderr)
+            return 1
+        return 0
+    PAGE.write_text(page)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
