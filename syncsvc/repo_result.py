@@ -1,0 +1,124 @@
+"""Build a repository result (`contextmesh.repo/v1`, see meshkit.bundle) from what a source
+listed and fetched.
+
+The result is a pure function of its inputs: no clock, no host, no order that the inputs do
+not fix. The same listing and files give the same dict, so the same canonical bytes and the
+same content-addressed blob key, however often a task is redelivered (design invariant 2).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from meshkit.bundle import REPO_FORMAT
+from syncsvc.repo_context import parse_repo_context
+from syncsvc.sources.base import FetchedFile, FetchedRepo, RepoListing
+
+__all__ = ["FETCH_STATUSES", "decode_text", "normalize_repository"]
+
+FETCH_STATUSES = ("ok", "missing", "too_large", "invalid", "not_modified")
+# Statuses whose FetchedFile carries the body (a 304 carries the cached one).
+_HAS_BODY = ("ok", "not_modified")
+
+
+def normalize_repository(
+    listing: RepoListing, fetched: FetchedRepo, *, max_file_bytes: int
+) -> dict[str, Any]:
+    """The repository result document for listing and its fetched files."""
+    result = _Result(max_file_bytes)
+    result.warn_all(fetched.warnings)
+
+    context: dict[str, Any] | None = None
+    body = result.body(fetched.context)
+    if body is not None:
+        parsed = parse_repo_context(body, max_bytes=max_file_bytes)
+        result.warn_all(parsed.warnings)
+        context = parsed.context
+        if context is None:
+            result.fetch[fetched.context.path]["status"] = "invalid"
+
+    readme: dict[str, str] | None = None
+    body = result.body(fetched.readme)
+    if body is not None:
+        readme = {"path": fetched.readme.path, "text": result.text(fetched.readme.path, body)}
+
+    files: dict[str, str] = {}
+    for extra in fetched.extra:
+        body = result.body(extra)
+        if body is not None and extra.path not in files:
+            files[extra.path] = result.text(extra.path, body)
+
+    return {
+        "format": REPO_FORMAT,
+        "repository": listing.full_name,
+        "fingerprint": listing.fingerprint,
+        "default_branch": listing.default_branch,
+        "metadata": {
+            "description": listing.description,
+            "language": listing.language,
+            "topics": list(listing.topics),
+            "homepage": listing.homepage,
+            "url": listing.url,
+            "private": listing.private,
+        },
+        "context": context,
+        "readme": readme,
+        "files": files,
+        "fetch": result.fetch,
+        "warnings": result.warnings,
+    }
+
+
+def decode_text(data: bytes) -> tuple[str, bool]:
+    """data as text: UTF-8 (a leading BOM dropped) with undecodable bytes replaced, and line
+    endings made '\\n'. The flag says whether anything had to be replaced."""
+    try:
+        text, clean = data.decode("utf-8-sig"), True
+    except UnicodeDecodeError:
+        text, clean = data.decode("utf-8-sig", errors="replace"), False
+    return text.replace("\r\n", "\n").replace("\r", "\n"), clean
+
+
+class _Result:
+    """The fetch table and warnings of one result, filled file by file."""
+
+    def __init__(self, max_file_bytes: int) -> None:
+        self.max_file_bytes = max_file_bytes
+        self.fetch: dict[str, dict[str, Any]] = {}
+        self.warnings: list[str] = []
+
+    def warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+
+    def warn_all(self, messages: tuple[str, ...]) -> None:
+        for message in messages:
+            self.warn(message)
+
+    def body(self, file: FetchedFile) -> bytes | None:
+        """Record file in the fetch table; its bytes when they are there to use."""
+        if file.path in self.fetch:  # the same path fetched twice (a README also configured
+            return None  # as an extra file): the first one counts
+        status, data = file.status, file.data
+        size = len(data) if data is not None else file.size
+        if status not in FETCH_STATUSES:
+            self.warn(f"{file.path}: the source reported an unknown status {status!r}")
+            status, data = "invalid", None
+        elif status in _HAS_BODY and data is None:
+            self.warn(f"{file.path}: the source reported it {status} but returned no content")
+            status = "invalid"
+        elif status in _HAS_BODY and data is not None and len(data) > self.max_file_bytes:
+            status, data = "too_large", None
+        if status == "too_large":
+            self.warn(
+                f"{file.path} is too large: {size} bytes, the limit is {self.max_file_bytes}; "
+                "skipped"
+            )
+        self.fetch[file.path] = {"status": status, "bytes": size}
+        return data if status in _HAS_BODY else None
+
+    def text(self, path: str, data: bytes) -> str:
+        text, clean = decode_text(data)
+        if not clean:
+            self.warn(f"{path} is not valid UTF-8; undecodable bytes were replaced")
+        return text
