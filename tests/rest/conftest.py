@@ -1,0 +1,61 @@
+"""REST through real Envoy, in front of the stub gateway.
+
+The tests in this package ask only for these fixtures, so they can be pointed at the real
+gateway by providing the same names elsewhere:
+
+- `grpc_target`: host:port of a gRPC server with BundleService, OpsService, health and
+  reflection.
+- `proxy`: a `tests.support.envoy.RestProxy` (Envoy transcoding to `grpc_target`).
+- `rest`: an httpx.AsyncClient on the proxy.
+- `user`: a user no other test touches, whose refresh ends DONE with a bundle.
+- `parked_sequence`: the sequence of a task parked in the dead-letter stream.
+
+Only tests that need to steer the server (cutting a stream midway) ask for `stub`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+
+from tests.rest.stub_gateway import StubGateway, start_stub_gateway
+from tests.support.envoy import RestProxy, rest_proxy
+
+
+@pytest.fixture(scope="session")
+async def stub() -> AsyncIterator[StubGateway]:
+    gateway = await start_stub_gateway()
+    yield gateway
+    await gateway.stop()
+
+
+@pytest.fixture(scope="session")
+def grpc_target(stub: StubGateway) -> str:
+    return stub.address
+
+
+@pytest.fixture(scope="session")
+def proxy(grpc_target: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestProxy]:
+    with rest_proxy(grpc_target, tmp_path_factory.mktemp("envoy")) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+async def rest(proxy: RestProxy) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=proxy.base_url, timeout=10.0) as client:
+        yield client
+
+
+@pytest.fixture
+def user() -> str:
+    # A GitHub-shaped name of its own, so no two tests' jobs ever coalesce.
+    return f"u-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def parked_sequence(stub: StubGateway) -> int:
+    # The last one: tests that list parked tasks expect the first to stay.
+    return max(stub.state.parked)

@@ -1,0 +1,429 @@
+"""A stand-in gateway that follows the BundleService and OpsService contracts, for REST tests.
+
+The real gateway needs NATS, workers and a blob store; the transcoding tests only need
+something that answers like it. This stub keeps jobs in memory and walks each one through
+the states a user sees (QUEUED ... DONE) on a timer, so WatchJob replays the current state,
+then every change, then a final message, as the contract says. It validates requests with
+the contract's protovalidate rules, serves gRPC health and reflection, and can be told to
+cut a user's watch streams midway (`cut_watches`) to show what a client sees then.
+
+    stub = await start_stub_gateway()
+    ...  # gRPC on stub.address
+    await stub.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import grpc
+import protovalidate
+from contextmesh.bundle.v1 import bundle_pb2
+from contextmesh.gateway.v1 import bundle_service_pb2 as api
+from contextmesh.gateway.v1 import bundle_service_pb2_grpc as api_grpc
+from contextmesh.job.v1 import job_pb2
+from contextmesh.ops.v1 import ops_service_pb2 as ops
+from contextmesh.ops.v1 import ops_service_pb2_grpc as ops_grpc
+from contextmesh.search.v1 import search_pb2
+from google.api import httpbody_pb2
+from google.protobuf import message as proto_message
+from google.protobuf import timestamp_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+__all__ = [
+    "DOWNLOAD_CHUNK_BYTES",
+    "FIRST_PARKED_SEQUENCE",
+    "StubGateway",
+    "StubState",
+    "start_stub_gateway",
+]
+
+JobState = job_pb2.JobState
+FINAL_STATES = frozenset(
+    {JobState.JOB_STATE_DONE, JobState.JOB_STATE_FAILED, JobState.JOB_STATE_CANCELLED}
+)
+# Repositories every stub user owns, with the outcome each gets in a job.
+REPOSITORIES = (
+    (
+        "context-engine",
+        job_pb2.RepoStatus.REPO_STATUS_SYNCED,
+        "Semantic search over GitHub repos in Python",
+    ),
+    ("dotfiles", job_pb2.RepoStatus.REPO_STATUS_UNCHANGED, "Shell and editor configuration"),
+    ("rust-raytracer", job_pb2.RepoStatus.REPO_STATUS_FAILED, "A ray tracer written in Rust"),
+)
+DOWNLOAD_CHUNK_BYTES = 256
+"""DownloadBundle sends the bundle in HttpBody messages of at most this many bytes."""
+FIRST_PARKED_SEQUENCE = 2**53 + 7
+"""The sequence of the first parked task: above 2**53, so a JSON number would lose it."""
+# Tasks parked at start: subject and last error.
+PARKED = (
+    ("contextmesh.train", "CUDA out of memory"),
+    ("contextmesh.sync", "HTTP 502 from GitHub"),
+    ("contextmesh.merge", "blob store unavailable"),
+)
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def _new_job_id() -> str:
+    """A ULID-shaped id: 48 bits of milliseconds and 80 random bits, 26 Crockford chars."""
+    value = (time.time_ns() // 1_000_000) << 80 | secrets.randbits(80)
+    return "".join(_CROCKFORD[(value >> (5 * i)) & 31] for i in reversed(range(26)))
+
+
+def _now() -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.GetCurrentTime()
+    return stamp
+
+
+@dataclass
+class _JobRecord:
+    """A job and every state it went through; watchers read `history` from an index."""
+
+    history: list[job_pb2.Job]
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def job(self) -> job_pb2.Job:
+        return self.history[-1]
+
+
+@dataclass
+class StubState:
+    """What the stub knows: jobs, each user's latest bundle and the parked tasks."""
+
+    step_s: float
+    jobs: dict[str, _JobRecord] = field(default_factory=dict)
+    bundles: dict[str, tuple[api.GetBundleResponse, bytes]] = field(default_factory=dict)
+    parked: dict[int, ops.ParkedTask] = field(default_factory=dict)
+    cut_after: dict[str, int] = field(default_factory=dict)
+
+    def cut_watches(self, user: str, *, after: int) -> None:
+        """Abort WatchJob for `user`'s jobs with UNAVAILABLE after `after` messages."""
+        self.cut_after[user] = after
+
+    async def publish(self, record: _JobRecord, job: job_pb2.Job) -> None:
+        job.update_time.CopyFrom(_now())
+        if job.state in FINAL_STATES:
+            job.end_time.CopyFrom(job.update_time)
+        async with record.changed:
+            record.history.append(job)
+            record.changed.notify_all()
+
+    async def run(self, record: _JobRecord) -> None:
+        """Walk a job through the lifecycle, one state change a step."""
+        job = job_pb2.Job()
+        job.CopyFrom(record.job)
+        steps: list[tuple[job_pb2.JobState, dict[str, int]]] = [
+            (JobState.JOB_STATE_DISCOVERING, {}),
+            (JobState.JOB_STATE_SYNCING, {"total": len(REPOSITORIES)}),
+            (JobState.JOB_STATE_SYNCING, {"synced": 1}),
+            (JobState.JOB_STATE_SYNCING, {"unchanged": 1}),
+            (JobState.JOB_STATE_SYNCING, {"failed": 1}),
+            (JobState.JOB_STATE_MERGING, {}),
+            (JobState.JOB_STATE_BUNDLE_READY, {}),
+            (JobState.JOB_STATE_TRAINING, {}),
+            (JobState.JOB_STATE_DONE, {}),
+        ]
+        for state, counts in steps:
+            await asyncio.sleep(self.step_s)
+            job = _copy(job)
+            job.state = state
+            for name, value in counts.items():
+                setattr(job, name, value)
+            if counts.get("failed"):
+                job.failures.add(repository=f"{job.user}/{REPOSITORIES[2][0]}", reason="HTTP 404")
+            if state == JobState.JOB_STATE_BUNDLE_READY:
+                job.bundle.CopyFrom(self._store_bundle(job))
+                job.training.state = job_pb2.TrainingState.TRAINING_STATE_QUEUED
+            elif state == JobState.JOB_STATE_TRAINING:
+                job.training.state = job_pb2.TrainingState.TRAINING_STATE_RUNNING
+                job.training.total_steps = 19
+                job.training.attempt = 1
+            elif state == JobState.JOB_STATE_DONE:
+                job.training.state = job_pb2.TrainingState.TRAINING_STATE_PUBLISHED
+                job.training.step = 19
+                job.training.base.mrr_at_10 = 0.851
+                job.training.tuned.mrr_at_10 = 0.890
+            await self.publish(record, job)
+
+    def _store_bundle(self, job: job_pb2.Job) -> job_pb2.BundleRef:
+        document = {
+            "schema": "contextmesh.bundle/v1",
+            "user": job.user,
+            "repositories": [
+                {"repository": f"{job.user}/{name}", "description": text, "readme": text * 8}
+                for name, _, text in REPOSITORIES
+            ],
+        }
+        data = json.dumps(document, sort_keys=True).encode()
+        digest = hashlib.sha256(data).hexdigest()
+        ref = job_pb2.BundleRef(
+            content_hash=digest,
+            blob_key=f"bundles/{job.user}/{digest}.json",
+            repositories=len(REPOSITORIES),
+            size_bytes=len(data),
+        )
+        summary = api.GetBundleResponse(
+            user=job.user,
+            bundle=ref,
+            job_id=job.id,
+            create_time=_now(),
+            repositories=[
+                bundle_pb2.RepoEntry(
+                    repository=f"{job.user}/{name}",
+                    fingerprint=hashlib.sha1(name.encode()).hexdigest(),
+                    status=status,
+                    reason="HTTP 404" if status == job_pb2.RepoStatus.REPO_STATUS_FAILED else "",
+                )
+                for name, status, _ in REPOSITORIES
+            ],
+            download_path=f"/v1/users/{job.user}/bundle:download",
+        )
+        self.bundles[job.user] = (summary, data)
+        return ref
+
+
+def _copy(job: job_pb2.Job) -> job_pb2.Job:
+    out = job_pb2.Job()
+    out.CopyFrom(job)
+    return out
+
+
+async def _validate(request: proto_message.Message, context: grpc.aio.ServicerContext) -> None:
+    """Reject a request that breaks the contract's protovalidate rules, as the gateway does."""
+    violations = protovalidate.collect_violations(request)
+    if violations:
+        # The gateway's format: "field: message [rule id]", one per violation.
+        details = "; ".join(
+            f"{_field_path(v.proto.field)}: {v.proto.message} [{v.proto.rule_id}]"
+            for v in violations
+        )
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, details)
+
+
+def _field_path(path: protovalidate.FieldPathPb | None) -> str:
+    return ".".join(e.field_name for e in path.elements) if path else "request"
+
+
+class _BundleService(api_grpc.BundleServiceServicer):
+    """BundleService over StubState."""
+
+    def __init__(self, state: StubState) -> None:
+        self.state = state
+
+    async def _record(self, job_id: str, context: grpc.aio.ServicerContext) -> _JobRecord:
+        record = self.state.jobs.get(job_id)
+        if record is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"job {job_id} not found")
+        assert record is not None
+        return record
+
+    async def _bundle(
+        self, user: str, context: grpc.aio.ServicerContext
+    ) -> tuple[api.GetBundleResponse, bytes]:
+        found = self.state.bundles.get(user)
+        if found is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"user {user} has no bundle yet")
+        assert found is not None
+        return found
+
+    async def RefreshBundle(
+        self, request: api.RefreshBundleRequest, context: grpc.aio.ServicerContext
+    ) -> api.RefreshBundleResponse:
+        await _validate(request, context)
+        if not request.force:
+            for record in self.state.jobs.values():
+                if record.job.user == request.user and record.job.state not in FINAL_STATES:
+                    return api.RefreshBundleResponse(job=record.job, coalesced=True)
+        job = job_pb2.Job(
+            id=_new_job_id(),
+            user=request.user,
+            state=JobState.JOB_STATE_QUEUED,
+            force=request.force,
+            create_time=_now(),
+        )
+        job.update_time.CopyFrom(job.create_time)
+        record = _JobRecord(history=[job])
+        self.state.jobs[job.id] = record
+        record.task = asyncio.create_task(self.state.run(record))
+        return api.RefreshBundleResponse(job=job)
+
+    async def GetJob(
+        self, request: api.GetJobRequest, context: grpc.aio.ServicerContext
+    ) -> api.GetJobResponse:
+        await _validate(request, context)
+        return api.GetJobResponse(job=(await self._record(request.id, context)).job)
+
+    async def WatchJob(
+        self, request: api.WatchJobRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[api.WatchJobResponse]:
+        await _validate(request, context)
+        record = await self._record(request.id, context)
+        cut_after = self.state.cut_after.get(record.job.user)
+        index, sent = len(record.history) - 1, 0
+        while True:
+            async with record.changed:
+                while index >= len(record.history):
+                    await record.changed.wait()
+                job = record.history[index]
+            final = job.state in FINAL_STATES
+            yield api.WatchJobResponse(job=job, final=final)
+            sent += 1
+            if final:
+                return
+            if cut_after is not None and sent >= cut_after:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "stub: watch stream cut")
+            index += 1
+
+    async def GetBundle(
+        self, request: api.GetBundleRequest, context: grpc.aio.ServicerContext
+    ) -> api.GetBundleResponse:
+        await _validate(request, context)
+        summary, _ = await self._bundle(request.user, context)
+        return summary
+
+    async def DownloadBundle(
+        self, request: api.DownloadBundleRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        await _validate(request, context)
+        _, data = await self._bundle(request.user, context)
+        for offset in range(0, len(data), DOWNLOAD_CHUNK_BYTES):
+            # Envoy takes the response's Content-Type from the first message.
+            yield httpbody_pb2.HttpBody(
+                content_type="application/json" if offset == 0 else "",
+                data=data[offset : offset + DOWNLOAD_CHUNK_BYTES],
+            )
+
+    async def CancelJob(
+        self, request: api.CancelJobRequest, context: grpc.aio.ServicerContext
+    ) -> api.CancelJobResponse:
+        await _validate(request, context)
+        record = await self._record(request.id, context)
+        if record.job.state in FINAL_STATES:
+            return api.CancelJobResponse(job=record.job)
+        if record.task is not None:
+            record.task.cancel()
+        job = _copy(record.job)
+        job.state = JobState.JOB_STATE_CANCELLED
+        job.error = "cancelled by the caller"
+        await self.state.publish(record, job)
+        return api.CancelJobResponse(job=job)
+
+    async def SearchBundle(
+        self, request: api.SearchBundleRequest, context: grpc.aio.ServicerContext
+    ) -> api.SearchBundleResponse:
+        await _validate(request, context)
+        summary, data = await self._bundle(request.user, context)
+        words = set(request.query.lower().split())
+        repositories = json.loads(data)["repositories"]
+        hits = sorted(
+            (
+                search_pb2.SearchHit(
+                    repository=repo["repository"],
+                    score=len(words & set(repo["description"].lower().split())) / (len(words) or 1),
+                    passage=repo["description"],
+                    passage_source="description",
+                )
+                for repo in repositories
+            ),
+            key=lambda hit: (-hit.score, hit.repository),
+        )
+        return api.SearchBundleResponse(
+            hits=hits[: request.top_k or 10],
+            bundle_hash=summary.bundle.content_hash,
+            tuned=True,
+        )
+
+
+class _OpsService(ops_grpc.OpsServiceServicer):
+    """OpsService over StubState's parked tasks."""
+
+    def __init__(self, state: StubState) -> None:
+        self.state = state
+
+    async def ListDeadLetters(
+        self, request: ops.ListDeadLettersRequest, context: grpc.aio.ServicerContext
+    ) -> ops.ListDeadLettersResponse:
+        await _validate(request, context)
+        start = int(request.page_token) if request.page_token.isdigit() else 0
+        size = request.page_size or 100
+        tasks = [t for seq, t in sorted(self.state.parked.items()) if seq >= start]
+        page, rest = tasks[:size], tasks[size:]
+        return ops.ListDeadLettersResponse(
+            tasks=page, next_page_token=str(rest[0].sequence) if rest else ""
+        )
+
+    async def RedriveDeadLetter(
+        self, request: ops.RedriveDeadLetterRequest, context: grpc.aio.ServicerContext
+    ) -> ops.RedriveDeadLetterResponse:
+        await _validate(request, context)
+        task = self.state.parked.pop(request.sequence, None)
+        if task is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no parked task {request.sequence}")
+        return ops.RedriveDeadLetterResponse(task=task)
+
+
+@dataclass
+class StubGateway:
+    """A running stub: where it listens, its state, and stop()."""
+
+    server: grpc.aio.Server
+    port: int
+    state: StubState
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def stop(self) -> None:
+        for record in self.state.jobs.values():
+            if record.task is not None:
+                record.task.cancel()
+        await self.server.stop(grace=None)
+
+
+async def start_stub_gateway(*, host: str = "127.0.0.1", step_s: float = 0.01) -> StubGateway:
+    """Start the stub on a free port; each job changes state every `step_s` seconds."""
+    state = StubState(step_s=step_s)
+    for offset, (subject, reason) in enumerate(PARKED):
+        sequence = FIRST_PARKED_SEQUENCE + offset
+        state.parked[sequence] = ops.ParkedTask(
+            sequence=sequence,
+            subject=subject,
+            job_id=_new_job_id(),
+            msg_id=f"task-{offset}",
+            reason=reason,
+            deliveries=5,
+        )
+    server = grpc.aio.server()
+    api_grpc.add_BundleServiceServicer_to_server(_BundleService(state), server)
+    ops_grpc.add_OpsServiceServicer_to_server(_OpsService(state), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    services = [
+        api.DESCRIPTOR.services_by_name["BundleService"].full_name,
+        ops.DESCRIPTOR.services_by_name["OpsService"].full_name,
+    ]
+    for name in ["", *services]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        [
+            *services,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
+        server,
+    )
+    port = server.add_insecure_port(f"{host}:0")
+    await server.start()
+    return StubGateway(server=server, port=port, state=state)

@@ -1,0 +1,165 @@
+"""Every RPC answers at the REST path its google.api.http rule declares, with JSON as proto3
+maps it: camelCase names, enums by name, 64-bit integers as strings, defaults printed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.rest.flows import finished_job, refresh
+from tests.support.envoy import HttpRule, http_rules
+
+BUNDLE = "contextmesh.gateway.v1.BundleService"
+OPS = "contextmesh.ops.v1.OpsService"
+Check = Callable[[httpx.Response, dict[str, str]], None]
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    assert response.headers["content-type"] == "application/json"
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def _refreshed(response: httpx.Response, values: dict[str, str]) -> None:
+    job = _json(response)["job"]
+    assert job["user"] == values["user"] and len(job["id"]) == 26
+
+
+def _got_job(response: httpx.Response, values: dict[str, str]) -> None:
+    assert _json(response)["job"]["id"] == values["id"]
+
+
+def _watched(response: httpx.Response, values: dict[str, str]) -> None:
+    lines = [json.loads(line) for line in response.text.splitlines() if line.strip()]
+    assert lines[-1] == {"job": lines[-1]["job"], "final": True}
+    assert lines[-1]["job"]["id"] == values["id"]
+
+
+def _got_bundle(response: httpx.Response, values: dict[str, str]) -> None:
+    body = _json(response)
+    assert body["user"] == values["user"] and body["jobId"] == values["id"]
+
+
+def _downloaded(response: httpx.Response, values: dict[str, str]) -> None:
+    assert _json(response)["user"] == values["user"]
+
+
+def _cancelled(response: httpx.Response, values: dict[str, str]) -> None:
+    # The job had already ended: CancelJob returns it unchanged.
+    assert _json(response)["job"]["state"] == "JOB_STATE_DONE"
+
+
+def _searched(response: httpx.Response, values: dict[str, str]) -> None:
+    hits = _json(response)["hits"]
+    assert len(hits) == 2 and hits[0]["repository"].startswith(f"{values['user']}/")
+
+
+def _listed(response: httpx.Response, values: dict[str, str]) -> None:
+    assert any(t["sequence"] == values["sequence"] for t in _json(response)["tasks"])
+
+
+def _redriven(response: httpx.Response, values: dict[str, str]) -> None:
+    assert _json(response)["task"]["sequence"] == values["sequence"]
+
+
+# Per RPC: the JSON body it is sent (routes with body "*") and what its answer must show.
+CASES: dict[str, tuple[dict[str, Any] | None, Check]] = {
+    f"{BUNDLE}/RefreshBundle": ({"force": True}, _refreshed),
+    f"{BUNDLE}/GetJob": (None, _got_job),
+    f"{BUNDLE}/WatchJob": (None, _watched),
+    f"{BUNDLE}/GetBundle": (None, _got_bundle),
+    f"{BUNDLE}/DownloadBundle": (None, _downloaded),
+    f"{BUNDLE}/CancelJob": ({}, _cancelled),
+    f"{BUNDLE}/SearchBundle": ({"query": "search in python", "topK": 2}, _searched),
+    f"{OPS}/ListDeadLetters": (None, _listed),
+    f"{OPS}/RedriveDeadLetter": ({}, _redriven),
+}
+RULES = http_rules()
+
+
+def test_every_rpc_with_a_rest_route_has_a_case() -> None:
+    assert {rule.rpc for rule in RULES} == set(CASES)
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda rule: rule.method)
+async def test_every_rpc_answers_at_its_path(
+    rest: httpx.AsyncClient, user: str, parked_sequence: int, rule: HttpRule
+) -> None:
+    job = await finished_job(rest, user)
+    values = {"user": user, "id": job["id"], "sequence": str(parked_sequence)}
+    path = re.sub(r"\{(\w+)(=[^}]*)?\}", lambda m: values[m.group(1)], rule.path)
+    body, check = CASES[rule.rpc]
+    assert (body is not None) == (rule.body == "*"), rule
+
+    response = await rest.request(rule.verb, path, json=body)
+
+    assert response.status_code == 200, response.text
+    check(response, values)
+
+
+async def test_path_and_body_fields_both_reach_the_request(
+    rest: httpx.AsyncClient, user: str
+) -> None:
+    forced = (await refresh(rest, user, force=True))["job"]
+    assert (forced["user"], forced["force"]) == (user, True)
+
+    got = (await rest.get(f"/v1/jobs/{forced['id']}")).json()["job"]
+    assert (got["user"], got["force"]) == (user, True)
+
+
+async def test_query_parameters_map_to_fields(rest: httpx.AsyncClient) -> None:
+    first = (await rest.get("/v1/deadletters", params={"pageSize": 1})).json()
+    assert len(first["tasks"]) == 1 and first["nextPageToken"]
+
+    # The proto field name works as well as the JSON name.
+    second = (
+        await rest.get(
+            "/v1/deadletters", params={"page_size": 1, "pageToken": first["nextPageToken"]}
+        )
+    ).json()
+    assert second["tasks"][0]["sequence"] != first["tasks"][0]["sequence"]
+
+
+async def test_json_is_camel_case_with_enum_names_and_defaults(
+    rest: httpx.AsyncClient, user: str
+) -> None:
+    body = await refresh(rest, user)
+
+    # always_print_primitive_fields: false and zero values are there, not left out.
+    assert body["coalesced"] is False
+    assert {"createTime", "updateTime", "total", "synced", "failures"} <= set(body["job"])
+    assert body["job"]["state"] == "JOB_STATE_QUEUED"
+    assert not any("_" in key for key in body["job"])
+
+
+async def test_int64_fields_are_strings(rest: httpx.AsyncClient, user: str) -> None:
+    job = await finished_job(rest, user)
+    bundle = (await rest.get(f"/v1/users/{user}/bundle")).json()
+
+    size = bundle["bundle"]["sizeBytes"]
+    assert isinstance(size, str) and size.isdigit()
+    assert job["bundle"]["sizeBytes"] == size
+    tasks = (await rest.get("/v1/deadletters")).json()["tasks"]
+    assert all(isinstance(t["sequence"], str) for t in tasks)
+
+
+async def test_download_returns_the_raw_bundle_with_its_content_type(
+    rest: httpx.AsyncClient, user: str
+) -> None:
+    await finished_job(rest, user)
+    summary = (await rest.get(f"/v1/users/{user}/bundle")).json()
+
+    response = await rest.get(summary["downloadPath"])
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    # The bytes are the stored bundle itself, not HttpBody messages or base64.
+    assert len(response.content) == int(summary["bundle"]["sizeBytes"])
+    assert hashlib.sha256(response.content).hexdigest() == summary["bundle"]["contentHash"]
+    assert response.json()["user"] == user

@@ -1,0 +1,72 @@
+"""Write k8s/base/envoy/envoy.yaml, the gateway's Envoy sidecar config, from the contracts.
+
+    python tools/gen_envoy.py           # rewrite it
+    python tools/gen_envoy.py --check   # exit 1 if it differs from what would be written
+
+The transcoded services come from the descriptor image gen/contextmesh.binpb (run
+tools/gen_contracts.py first when proto/ changed). In the pod, Envoy reads the same image
+from SIDECAR_DESCRIPTOR_PATH, where k8s/base/gateway.yaml mounts it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import pathlib
+import sys
+
+from meshctl.envoy import render_envoy_config, transcoded_services
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DESCRIPTOR = ROOT / "gen" / "contextmesh.binpb"
+OUTPUT = ROOT / "k8s" / "base" / "envoy" / "envoy.yaml"
+SIDECAR_DESCRIPTOR_PATH = "/etc/envoy/descriptor/contextmesh.binpb"
+"""Where the gateway pod mounts the descriptor image (an emptyDir an init container fills)."""
+REST_PORT = 8080
+GATEWAY_PORT = 50051
+ADMIN_PORT = 9901
+"""Loopback only: reachable with kubectl port-forward, never from the pod network."""
+
+
+def render() -> str:
+    """The sidecar config: REST on every interface, the gateway on the pod's loopback."""
+    return render_envoy_config(
+        listen_host="0.0.0.0",
+        listen_port=REST_PORT,
+        upstream_host="127.0.0.1",
+        upstream_port=GATEWAY_PORT,
+        descriptor_path=SIDECAR_DESCRIPTOR_PATH,
+        admin_port=ADMIN_PORT,
+        services=transcoded_services(DESCRIPTOR),
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="fail if envoy.yaml is stale")
+    args = parser.parse_args()
+    fresh = render()
+    relative = OUTPUT.relative_to(ROOT)
+    if args.check:
+        current = OUTPUT.read_text() if OUTPUT.exists() else ""
+        if current == fresh:
+            print(f"{relative} is up to date")
+            return 0
+        print(f"{relative} is stale; run: python tools/gen_envoy.py", file=sys.stderr)
+        sys.stderr.writelines(
+            difflib.unified_diff(
+                current.splitlines(keepends=True),
+                fresh.splitlines(keepends=True),
+                f"{relative} (committed)",
+                f"{relative} (from the contracts)",
+            )
+        )
+        return 1
+    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
+    OUTPUT.write_text(fresh)
+    print(f"wrote {relative}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
