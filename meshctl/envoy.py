@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from types import TracebackType
 
 from google.api import annotations_pb2
-from google.protobuf import descriptor_pb2
+from google.protobuf import descriptor_pb2, message
 
 __all__ = [
     "LISTENER_NAME",
@@ -60,7 +60,7 @@ def transcoded_services(descriptor_path: str | os.PathLike[str]) -> list[str]:
     path = pathlib.Path(descriptor_path)
     try:
         image = descriptor_pb2.FileDescriptorSet.FromString(path.read_bytes())
-    except (OSError, ValueError) as exc:
+    except (OSError, message.DecodeError) as exc:
         raise EnvoyError(f"cannot read descriptor image {path}: {exc}") from exc
     names = [
         f"{file.package}.{service.name}" if file.package else service.name

@@ -62,6 +62,10 @@ def test_a_descriptor_without_rest_routes_is_refused(tmp_path: pathlib.Path) -> 
         transcoded_services(empty)
     with pytest.raises(EnvoyError, match="cannot read"):
         transcoded_services(tmp_path / "missing.binpb")
+    garbage = tmp_path / "garbage.binpb"
+    garbage.write_bytes(b"\xff\xff\xff\xff")
+    with pytest.raises(EnvoyError, match="cannot read"):
+        transcoded_services(garbage)
 
 
 def test_the_config_carries_the_transcoding_settings() -> None:
