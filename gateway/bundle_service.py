@@ -40,25 +40,25 @@ class BundleService(bundle_service_pb2_grpc.BundleServiceServicer):
         self.search = search
         self.search_timeout_s = search_timeout_s
 
-    async def RefreshBundle(  # noqa: N802 - gRPC method names
+    async def RefreshBundle(
         self, request: pb.RefreshBundleRequest, context: grpc.aio.ServicerContext
     ) -> pb.RefreshBundleResponse:
         job, coalesced = await self.refresher.refresh(request.user, force=request.force)
         return pb.RefreshBundleResponse(job=job, coalesced=coalesced)
 
-    async def GetJob(  # noqa: N802
+    async def GetJob(
         self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetJobResponse:
         record, _ = await self.jobs.get(request.id)
         return pb.GetJobResponse(job=record.job)
 
-    async def WatchJob(  # noqa: N802
+    async def WatchJob(
         self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchJobResponse]:
         async for job in self.jobs.watch(request.id):
             yield pb.WatchJobResponse(job=job, final=is_final(job.state))
 
-    async def GetBundle(  # noqa: N802
+    async def GetBundle(
         self, request: pb.GetBundleRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetBundleResponse:
         pointer = await self.bundles.pointer(request.user)
@@ -72,7 +72,7 @@ class BundleService(bundle_service_pb2_grpc.BundleServiceServicer):
             download_path=f"/v1/users/{request.user}/bundle:download",
         )
 
-    async def DownloadBundle(  # noqa: N802
+    async def DownloadBundle(
         self, request: pb.DownloadBundleRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         pointer = await self.bundles.pointer(request.user)
@@ -84,7 +84,7 @@ class BundleService(bundle_service_pb2_grpc.BundleServiceServicer):
             )
             first = False
 
-    async def CancelJob(  # noqa: N802
+    async def CancelJob(
         self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext
     ) -> pb.CancelJobResponse:
         def cancel(record: job_record_pb2.JobRecord) -> bool:
@@ -97,7 +97,7 @@ class BundleService(bundle_service_pb2_grpc.BundleServiceServicer):
         record = await self.jobs.update(request.id, cancel)
         return pb.CancelJobResponse(job=record.job)
 
-    async def SearchBundle(  # noqa: N802
+    async def SearchBundle(
         self, request: pb.SearchBundleRequest, context: grpc.aio.ServicerContext
     ) -> pb.SearchBundleResponse:
         try:

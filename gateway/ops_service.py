@@ -38,7 +38,7 @@ class OpsService(ops_service_pb2_grpc.OpsServiceServicer):
             deliveries=letter.deliveries,
         )
 
-    async def ListDeadLetters(  # noqa: N802
+    async def ListDeadLetters(
         self, request: pb.ListDeadLettersRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListDeadLettersResponse:
         size = request.page_size or 100
@@ -59,7 +59,7 @@ class OpsService(ops_service_pb2_grpc.OpsServiceServicer):
             tasks=tasks, next_page_token=str(seq) if seq <= last else ""
         )
 
-    async def RedriveDeadLetter(  # noqa: N802
+    async def RedriveDeadLetter(
         self, request: pb.RedriveDeadLetterRequest, context: grpc.aio.ServicerContext
     ) -> pb.RedriveDeadLetterResponse:
         try:

@@ -7,6 +7,7 @@ compare-and-set, so two concurrent refreshes of one user agree on one job.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from contextmesh.job.v1 import job_pb2, job_record_pb2
@@ -47,31 +48,44 @@ class Refresher:
                 if running is not None:
                     return running, True
             job_id = new_job_id()
-            try:
-                if entry is None:
-                    await self.active.create(user, job_id.encode())
-                else:
-                    await self.active.update(user, job_id.encode(), last=entry.revision)
-            except KeyWrongLastSequenceError:
+            record = _new_record(job_id, user, force)
+            # The pointer and the record are written at once (one round trip, not two); a
+            # record whose pointer write lost the race is deleted, never published.
+            claim, created = await asyncio.gather(
+                self._claim(user, job_id, entry), self.jobs.create(record), return_exceptions=True
+            )
+            if isinstance(created, BaseException):
+                raise created
+            if isinstance(claim, KeyWrongLastSequenceError):
+                await self.jobs.kv.delete(job_id)
                 continue  # another refresh of this user won the race; look again
-            return await self._start(job_id, user, force), False
+            if isinstance(claim, BaseException):
+                await self.jobs.kv.delete(job_id)
+                raise claim
+            return await self._queue(record), False
         raise ConflictError(f"too many concurrent refreshes of {user!r}; try again")
 
     async def _running(self, job_id: str) -> job_pb2.Job | None:
-        try:
-            record, _ = await self.jobs.get(job_id)
-        except JobNotFoundError:
-            return None  # expired, or its creator died before writing it
-        return None if is_final(record.job.state) else record.job
+        for attempt in range(2):
+            try:
+                record, _ = await self.jobs.get(job_id)
+            except JobNotFoundError:
+                # Its creator writes pointer and record at once: give the record a moment
+                # before calling the pointer stale (expired, or its creator died).
+                if attempt == 0:
+                    await asyncio.sleep(0.05)
+                continue
+            return None if is_final(record.job.state) else record.job
+        return None
 
-    async def _start(self, job_id: str, user: str, force: bool) -> job_pb2.Job:
-        record = job_record_pb2.JobRecord()
-        job = record.job
-        job.id, job.user, job.force = job_id, user, force
-        job.state = job_pb2.JOB_STATE_QUEUED
-        job.create_time.GetCurrentTime()
-        job.update_time.CopyFrom(job.create_time)
-        await self.jobs.create(record)
+    async def _claim(self, user: str, job_id: str, entry: KeyValue.Entry | None) -> None:
+        if entry is None:
+            await self.active.create(user, job_id.encode())
+        else:
+            await self.active.update(user, job_id.encode(), last=entry.revision)
+
+    async def _queue(self, record: job_record_pb2.JobRecord) -> job_pb2.Job:
+        job, job_id, user, force = record.job, record.job.id, record.job.user, record.job.force
         task = sync_tasks.DiscoverTask(
             meta=task_pb2.TaskMeta(
                 job_id=job_id, task_id=discover_msg_id(job_id), enqueue_time=job.create_time
@@ -93,3 +107,13 @@ class Refresher:
             raise ConnectionError("the work queue is unavailable; retry the refresh") from exc
         log.info("job %s queued", job_id, extra={"job_id": job_id, "user": user})
         return job
+
+
+def _new_record(job_id: str, user: str, force: bool) -> job_record_pb2.JobRecord:
+    record = job_record_pb2.JobRecord()
+    job = record.job
+    job.id, job.user, job.force = job_id, user, force
+    job.state = job_pb2.JOB_STATE_QUEUED
+    job.create_time.GetCurrentTime()
+    job.update_time.CopyFrom(job.create_time)
+    return record

@@ -48,10 +48,16 @@ async def serve(ctx: ServiceContext) -> None:
     bundle = create_server(
         settings.gateway_addr,
         [
-            (bundle_service_pb2_grpc.add_BundleServiceServicer_to_server, bundle_service,
-             BUNDLE_SERVICE),
-            (ops_service_pb2_grpc.add_OpsServiceServicer_to_server, OpsService(ctx.js),
-             OPS_SERVICE),
+            (
+                bundle_service_pb2_grpc.add_BundleServiceServicer_to_server,
+                bundle_service,
+                BUNDLE_SERVICE,
+            ),
+            (
+                ops_service_pb2_grpc.add_OpsServiceServicer_to_server,
+                OpsService(ctx.js),
+                OPS_SERVICE,
+            ),
         ],
     )
     await bundle.server.start()

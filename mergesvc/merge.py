@@ -27,6 +27,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from meshkit.blob import BlobStore
+from meshkit.blob.base import ensure_stored
 from meshkit.bundle import (
     BUNDLE_FORMAT,
     bundle_index_key,
@@ -34,9 +35,8 @@ from meshkit.bundle import (
     canonical_json,
     content_hash,
 )
-from meshkit.errors import BlobExistsError
 from meshkit.ids import train_msg_id
-from meshkit.jobs import JobStore, is_final
+from meshkit.jobs import JobStore, Mutation, is_final
 from meshkit.publish import publish_task
 from meshkit.topology import TRAIN
 from meshkit.worker import Delivery, RetryLater
@@ -131,13 +131,18 @@ class Merger:
                 for o in sorted(outcomes, key=lambda o: o.repository.lower())
             ],
         )
-        await self._create(ref.blob_key, data)
+        await ensure_stored(self.blobs, ref.blob_key, data)
         index_key = bundle_index_key(record.job.user, digest, job_id)
-        await self._create(index_key, index.SerializeToString(deterministic=True))
+        await ensure_stored(self.blobs, index_key, index.SerializeToString(deterministic=True))
         await self._move_pointer(record.job, ref, index_key)
         record = await self.jobs.update(job_id, self._ready(ref))
-        log.info("job %s: bundle %s with %d repositories", job_id, digest[:12], len(outcomes),
-                 extra={"job_id": job_id})
+        log.info(
+            "job %s: bundle %s with %d repositories",
+            job_id,
+            digest[:12],
+            len(outcomes),
+            extra={"job_id": job_id},
+        )
         await self._ask_for_training(record)
 
     async def _outcomes(self, job_id: str, total: int) -> list[sync_tasks.RepoOutcome]:
@@ -150,7 +155,9 @@ class Merger:
         found: list[sync_tasks.RepoOutcome] = []
         try:
             for start in range(0, total, 128):
-                found += await asyncio.gather(*(one(i) for i in range(start, min(total, start + 128))))
+                found += await asyncio.gather(
+                    *(one(i) for i in range(start, min(total, start + 128)))
+                )
         except KeyNotFoundError:
             raise RetryLater(1.0, f"job {job_id}: an outcome is not stored yet") from None
         return found
@@ -165,12 +172,6 @@ class Merger:
         for start in range(0, len(keys), 32):
             await asyncio.gather(*(load(k) for k in keys[start : start + 32]))
         return results
-
-    async def _create(self, key: str, data: bytes) -> None:
-        try:
-            await self.blobs.create(key, data)
-        except BlobExistsError:
-            pass  # content-addressed: the same bytes are already there
 
     async def _move_pointer(self, job: job_pb2.Job, ref: job_pb2.BundleRef, index_key: str) -> None:
         pointer = bundle_pb2.BundlePointer(bundle=ref, index_key=index_key, job_id=job.id)
@@ -196,7 +197,7 @@ class Merger:
                 continue
         raise RuntimeError(f"could not move the bundle pointer of {job.user!r}")
 
-    def _ready(self, ref: job_pb2.BundleRef):  # type: ignore[no-untyped-def]
+    def _ready(self, ref: job_pb2.BundleRef) -> Mutation:
         training = self.training
 
         def mutate(record: job_record_pb2.JobRecord) -> bool:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from contextmesh.job.v1 import job_pb2, job_record_pb2
 from contextmesh.merge.v1 import tasks_pb2 as merge_tasks
 
+from mergesvc.merge import Merger
 from meshkit.blob import open_blob_store
 from meshkit.errors import JobNotFoundError
 from meshkit.jobs import JobStore, is_final
 from meshkit.service import ServiceContext
 from meshkit.topology import MERGE, Buckets
 from meshkit.worker import Worker, watch_max_deliveries
-from mergesvc.merge import Merger
 
 __all__ = ["serve"]
 
@@ -39,15 +41,20 @@ async def serve(ctx: ServiceContext) -> None:
             record.job.error = f"merge failed: {reason}"
             return True
 
-        try:
+        with contextlib.suppress(JobNotFoundError):
             await jobs.update(task.meta.job_id, fail)
-        except JobNotFoundError:
-            pass
 
-    worker = Worker(ctx.js, MERGE, merge_tasks.MergeTask, merger.handle,
-                    concurrency=4, on_dead_letter=merge_failed)
-    stop_watch = await watch_max_deliveries(ctx.nc, ctx.js, MERGE, merge_tasks.MergeTask,
-                                            merge_failed)
+    worker = Worker(
+        ctx.js,
+        MERGE,
+        merge_tasks.MergeTask,
+        merger.handle,
+        concurrency=4,
+        on_dead_letter=merge_failed,
+    )
+    stop_watch = await watch_max_deliveries(
+        ctx.nc, ctx.js, MERGE, merge_tasks.MergeTask, merge_failed
+    )
     try:
         await worker.run(ctx.stop)
     finally:

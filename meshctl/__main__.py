@@ -25,8 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except grpc.RpcError as exc:
-        code = exc.code()  # type: ignore[attr-defined]
-        print(f"contextmesh: {code.name}: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+        code = exc.code()
+        print(f"contextmesh: {code.name}: {exc.details()}", file=sys.stderr)
         return 2 if code == grpc.StatusCode.INVALID_ARGUMENT else 1
     except KeyboardInterrupt:
         return 130

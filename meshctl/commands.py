@@ -23,7 +23,7 @@ JobState = job_pb2.JobState
 FAILED_STATES = (JobState.JOB_STATE_FAILED, JobState.JOB_STATE_CANCELLED)
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("refresh", help="refresh a user's bundle")
     p.add_argument("user")
     p.add_argument("--force", action="store_true", help="re-sync every repository")
@@ -38,7 +38,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.set_defaults(run=cancel)
     p = sub.add_parser("bundle", help="show a user's latest bundle")
     p.add_argument("user")
-    p.add_argument("--download", metavar="FILE", help="write the full bundle JSON to FILE ('-': stdout)")
+    p.add_argument(
+        "--download", metavar="FILE", help="write the full bundle JSON to FILE ('-': stdout)"
+    )
     p.set_defaults(run=bundle)
     p = sub.add_parser("search", help="which of a user's repositories match a query")
     p.add_argument("user")
@@ -73,7 +75,7 @@ def _follow(stub: bundle_service_pb2_grpc.BundleServiceStub, job_id: str) -> job
                 if update.final:
                     final = update.job
         except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.UNAVAILABLE:  # type: ignore[attr-defined]
+            if exc.code() != grpc.StatusCode.UNAVAILABLE:
                 raise
         if final is not None:
             if tty:
@@ -120,8 +122,10 @@ def bundle(args: argparse.Namespace) -> int:
             out.close()
         return 0
     answer = stub.GetBundle(pb.GetBundleRequest(user=args.user))
-    print(f"bundle {answer.bundle.content_hash} ({answer.bundle.repositories} repositories, "
-          f"{answer.bundle.size_bytes} bytes) from job {answer.job_id}")
+    print(
+        f"bundle {answer.bundle.content_hash} ({answer.bundle.repositories} repositories, "
+        f"{answer.bundle.size_bytes} bytes) from job {answer.job_id}"
+    )
     for repo in answer.repositories:
         status = job_pb2.RepoStatus.Name(repo.status).removeprefix("REPO_STATUS_").lower()
         extra = f" — {repo.reason}" if repo.reason else ""
@@ -132,13 +136,16 @@ def bundle(args: argparse.Namespace) -> int:
 
 def search(args: argparse.Namespace) -> int:
     answer = _stub().SearchBundle(
-        pb.SearchBundleRequest(user=args.user, query=args.query, top_k=args.top_k))
+        pb.SearchBundleRequest(user=args.user, query=args.query, top_k=args.top_k)
+    )
     model = "tuned model" if answer.tuned else "base model"
     print(f"{len(answer.hits)} results ({model}, bundle {answer.bundle_hash[:12]})")
     for rank, hit in enumerate(answer.hits, 1):
         passage = " ".join(hit.passage.split())
-        print(f"{rank}. {hit.repository}  {hit.score:.3f}\n   [{hit.passage_source}] "
-              f"{passage[:160]}{'…' if len(passage) > 160 else ''}")
+        print(
+            f"{rank}. {hit.repository}  {hit.score:.3f}\n   [{hit.passage_source}] "
+            f"{passage[:160]}{'…' if len(passage) > 160 else ''}"
+        )
     return 0
 
 

@@ -18,33 +18,43 @@ def progress_line(job: job_pb2.Job, width: int = 24) -> str:
     done = job.synced + job.unchanged + job.failed
     if job.state == JobState.JOB_STATE_TRAINING and job.training.total_steps:
         filled = width * job.training.step // job.training.total_steps
-        return (f"Training [{'#' * filled}{'.' * (width - filled)}] "
-                f"step {job.training.step}/{job.training.total_steps}")
+        return (
+            f"Training [{'#' * filled}{'.' * (width - filled)}] "
+            f"step {job.training.step}/{job.training.total_steps}"
+        )
     if job.total:
         filled = width * done // job.total
         bar = f"[{'#' * filled}{'.' * (width - filled)}] "
-        return (f"{_state(job)} {bar}{done}/{job.total} · {job.unchanged} unchanged · "
-                f"{job.failed} failed")
+        return (
+            f"{_state(job)} {bar}{done}/{job.total} · {job.unchanged} unchanged · "
+            f"{job.failed} failed"
+        )
     return f"{_state(job)}…"
 
 
 def summary(job: job_pb2.Job) -> str:
     lines = [f"Job {job.id}: {_state(job)}"]
     if job.total or job.state == JobState.JOB_STATE_DONE:
-        lines.append(f"  repositories {job.total}: {job.synced} synced, {job.unchanged} "
-                     f"unchanged, {job.failed} failed")
+        lines.append(
+            f"  repositories {job.total}: {job.synced} synced, {job.unchanged} "
+            f"unchanged, {job.failed} failed"
+        )
     for failure in job.failures:
         lines.append(f"  ✗ {failure.repository}: {failure.reason}")
     if job.bundle.content_hash:
-        lines.append(f"  bundle {job.bundle.content_hash[:16]}… "
-                     f"({job.bundle.repositories} repositories, {job.bundle.size_bytes} bytes)")
+        lines.append(
+            f"  bundle {job.bundle.content_hash[:16]}… "
+            f"({job.bundle.repositories} repositories, {job.bundle.size_bytes} bytes)"
+        )
     training = job.training
     if training.state:
         name = job_pb2.TrainingState.Name(training.state).removeprefix("TRAINING_STATE_").lower()
         line = f"  training {name.replace('_', ' ')}"
         if training.base.queries:
-            line += (f": MRR@10 base {training.base.mrr_at_10:.3f} → tuned "
-                     f"{training.tuned.mrr_at_10:.3f}")
+            line += (
+                f": MRR@10 base {training.base.mrr_at_10:.3f} → tuned "
+                f"{training.tuned.mrr_at_10:.3f}"
+            )
         if training.reason:
             line += f" ({training.reason})"
         lines.append(line)

@@ -24,21 +24,29 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO_SOURCE = ROOT / "examples" / "repos"
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("up", help="run everything on this machine (embedded default)")
-    p.add_argument("--data-dir", default=os.environ.get("CONTEXTMESH_DATA_DIR", ".contextmesh"),
-                   help="where NATS, blobs and logs live (env CONTEXTMESH_DATA_DIR)")
+    p.add_argument(
+        "--data-dir",
+        default=os.environ.get("CONTEXTMESH_DATA_DIR", ".contextmesh"),
+        help="where NATS, blobs and logs live (env CONTEXTMESH_DATA_DIR)",
+    )
     p.add_argument("--sync-workers", type=int, default=2, help="sync worker processes")
     p.add_argument("--grpc-port", type=int, default=50051, help="gateway gRPC port")
     p.add_argument("--rest-port", type=int, default=8080, help="REST (Envoy) port; 0: no REST")
     p.add_argument("--nats-port", type=int, default=4222, help="NATS client port")
     p.add_argument("--search-port", type=int, default=50052, help="search service port")
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--local-source", metavar="DIR",
-                        help="serve <DIR>/<user>/<repo> folders (default: the demo repositories)")
-    source.add_argument("--github", action="store_true",
-                        help="sync from GitHub (token in GITHUB_TOKEN; "
-                        "CONTEXTMESH_GITHUB_API_URL for Enterprise)")
+    source.add_argument(
+        "--local-source",
+        metavar="DIR",
+        help="serve <DIR>/<user>/<repo> folders (default: the demo repositories)",
+    )
+    source.add_argument(
+        "--github",
+        action="store_true",
+        help="sync from GitHub (token in GITHUB_TOKEN; CONTEXTMESH_GITHUB_API_URL for Enterprise)",
+    )
     p.add_argument("--no-training", action="store_true", help="end jobs when the bundle is ready")
     p.set_defaults(run=run)
 
@@ -47,7 +55,9 @@ def _have_training() -> bool:
     return importlib.util.find_spec("sentence_transformers") is not None
 
 
-def build_specs(args: argparse.Namespace, data_dir: Path) -> tuple[list[ProcessSpec], dict[str, str]]:
+def build_specs(
+    args: argparse.Namespace, data_dir: Path
+) -> tuple[list[ProcessSpec], dict[str, str]]:
     nats = NatsServer(data_dir / "nats", port=args.nats_port, die_with_parent=False)
     nats.write_config()
     training = not args.no_training and _have_training()
@@ -70,15 +80,28 @@ def build_specs(args: argparse.Namespace, data_dir: Path) -> tuple[list[ProcessS
     py = sys.executable
     specs = [
         ProcessSpec("nats", nats.argv, ready=tcp_ready("127.0.0.1", args.nats_port)),
-        ProcessSpec("gateway", [py, "-m", "gateway"], env=env,
-                    ready=grpc_health_ready(f"127.0.0.1:{args.grpc_port}")),
-        *[ProcessSpec(f"syncsvc-{i + 1}", [py, "-m", "syncsvc"], env=env)
-          for i in range(args.sync_workers)],
+        ProcessSpec(
+            "gateway",
+            [py, "-m", "gateway"],
+            env=env,
+            ready=grpc_health_ready(f"127.0.0.1:{args.grpc_port}"),
+        ),
+        *[
+            ProcessSpec(f"syncsvc-{i + 1}", [py, "-m", "syncsvc"], env=env)
+            for i in range(args.sync_workers)
+        ],
         ProcessSpec("mergesvc", [py, "-m", "mergesvc"], env=env),
     ]
     if _have_training():
-        specs.append(ProcessSpec("searchsvc", [py, "-m", "searchsvc"], env=env, ready_timeout=90,
-                                 ready=grpc_health_ready(f"127.0.0.1:{args.search_port}")))
+        specs.append(
+            ProcessSpec(
+                "searchsvc",
+                [py, "-m", "searchsvc"],
+                env=env,
+                ready_timeout=90,
+                ready=grpc_health_ready(f"127.0.0.1:{args.search_port}"),
+            )
+        )
     if training:
         specs.append(ProcessSpec("trainsvc", [py, "-m", "trainsvc"], env=env))
     if args.rest_port:
@@ -93,11 +116,25 @@ def _envoy_spec(data_dir: Path, args: argparse.Namespace) -> ProcessSpec:
 
     descriptor = Path(contextmesh.__file__).resolve().parents[1] / "contextmesh.binpb"
     config = data_dir / "envoy.yaml"
-    config.write_text(render_envoy_config(
-        listen_host="0.0.0.0", listen_port=args.rest_port, upstream_host="127.0.0.1",
-        upstream_port=args.grpc_port, descriptor_path=descriptor))
-    argv = [str(envoy_binary()), "-c", str(config), "--concurrency", "1",
-            "--disable-hot-restart", "--log-level", "warn"]
+    config.write_text(
+        render_envoy_config(
+            listen_host="0.0.0.0",
+            listen_port=args.rest_port,
+            upstream_host="127.0.0.1",
+            upstream_port=args.grpc_port,
+            descriptor_path=descriptor,
+        )
+    )
+    argv = [
+        str(envoy_binary()),
+        "-c",
+        str(config),
+        "--concurrency",
+        "1",
+        "--disable-hot-restart",
+        "--log-level",
+        "warn",
+    ]
     return ProcessSpec("envoy", argv, ready=tcp_ready("127.0.0.1", args.rest_port))
 
 
@@ -105,15 +142,19 @@ def run(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir).resolve()
     (data_dir / "logs").mkdir(parents=True, exist_ok=True)
     specs, env = build_specs(args, data_dir)
-    supervisor = Supervisor(specs, log_dir=data_dir / "logs", console=None,
-                            state_file=data_dir / "up.json")
+    supervisor = Supervisor(
+        specs, log_dir=data_dir / "logs", console=None, state_file=data_dir / "up.json"
+    )
     supervisor.start()
     source = "GitHub" if args.github else env["CONTEXTMESH_LOCAL_SOURCE_DIR"]
-    print(f"""contextmesh is up (data in {data_dir}, logs in {data_dir / 'logs'})
+    print(
+        f"""contextmesh is up (data in {data_dir}, logs in {data_dir / "logs"})
   gRPC     localhost:{args.grpc_port}   grpcurl -plaintext localhost:{args.grpc_port} list
-  REST     {f'http://localhost:{args.rest_port}' if args.rest_port else 'off'}
+  REST     {f"http://localhost:{args.rest_port}" if args.rest_port else "off"}
   NATS     nats://127.0.0.1:{args.nats_port}
   source   {source}
-  training {env['CONTEXTMESH_TRAINING']}
-Try: contextmesh refresh demo --watch      (Ctrl-C stops everything)""", flush=True)
+  training {env["CONTEXTMESH_TRAINING"]}
+Try: contextmesh refresh demo --watch      (Ctrl-C stops everything)""",
+        flush=True,
+    )
     return supervisor.run()

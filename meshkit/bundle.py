@@ -51,8 +51,8 @@ from typing import Any
 __all__ = [
     "BUNDLE_FORMAT",
     "REPO_FORMAT",
-    "bundle_key",
     "bundle_index_key",
+    "bundle_key",
     "canonical_json",
     "content_hash",
     "repo_result_key",

@@ -33,7 +33,7 @@ class _Env:
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
 
-    def str(self, name: str, default: str) -> str:
+    def text(self, name: str, default: str) -> str:
         value = self.env.get(name, "").strip()
         return value or default
 
@@ -41,7 +41,9 @@ class _Env:
         value = self.env.get(name, "").strip()
         return value or None
 
-    def int(self, name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
+    def integer(
+        self, name: str, default: int, *, minimum: int = 0, maximum: int | None = None
+    ) -> int:
         raw = self.env.get(name, "").strip()
         if not raw:
             return default
@@ -54,7 +56,7 @@ class _Env:
             raise ConfigError(name, f"must be {bound}, got {value}")
         return value
 
-    def float(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+    def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
         raw = self.env.get(name, "").strip()
         if not raw:
             return default
@@ -66,7 +68,7 @@ class _Env:
             raise ConfigError(name, f"must be >= {minimum}, got {value}")
         return value
 
-    def bool(self, name: str, default: bool) -> bool:
+    def flag(self, name: str, default: bool) -> bool:
         raw = self.env.get(name, "").strip().lower()
         if not raw:
             return default
@@ -76,13 +78,13 @@ class _Env:
             return False
         raise ConfigError(name, f"expected true or false, got {raw!r}")
 
-    def list(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    def items(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
         if name not in self.env:
             return default
         return tuple(item.strip() for item in self.env[name].split(",") if item.strip())
 
     def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
-        value = self.str(name, default).lower()
+        value = self.text(name, default).lower()
         if value not in choices:
             raise ConfigError(name, f"must be one of {', '.join(choices)}, got {value!r}")
         return value
@@ -191,55 +193,55 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read the environment (or `env`); raise ConfigError naming a bad variable."""
         e = _Env(os.environ if env is None else env)
-        data_dir = pathlib.Path(e.str("CONTEXTMESH_DATA_DIR", ".contextmesh")).resolve()
-        replicas = e.int("CONTEXTMESH_SYNC_REPLICAS", 1, minimum=1)
+        data_dir = pathlib.Path(e.text("CONTEXTMESH_DATA_DIR", ".contextmesh")).resolve()
+        replicas = e.integer("CONTEXTMESH_SYNC_REPLICAS", 1, minimum=1)
         source = e.choice("CONTEXTMESH_SOURCE", "local", ("local", "github"))
         local_dir = e.optional("CONTEXTMESH_LOCAL_SOURCE_DIR")
         return cls(
             data_dir=data_dir,
-            blob_url=e.str("CONTEXTMESH_BLOB_URL", (data_dir / "blobs").as_uri()),
+            blob_url=e.text("CONTEXTMESH_BLOB_URL", (data_dir / "blobs").as_uri()),
             nats=NatsSettings(
-                url=e.str("CONTEXTMESH_NATS_URL", NatsSettings.url),
+                url=e.text("CONTEXTMESH_NATS_URL", NatsSettings.url),
                 creds_file=e.optional("CONTEXTMESH_NATS_CREDS"),
                 tls_ca_file=e.optional("CONTEXTMESH_NATS_TLS_CA"),
                 tls_cert_file=e.optional("CONTEXTMESH_NATS_TLS_CERT"),
                 tls_key_file=e.optional("CONTEXTMESH_NATS_TLS_KEY"),
-                replicas=e.int("CONTEXTMESH_JS_REPLICAS", 1, minimum=1, maximum=5),
+                replicas=e.integer("CONTEXTMESH_JS_REPLICAS", 1, minimum=1, maximum=5),
             ),
             github=GithubSettings(
-                api_url=e.str("CONTEXTMESH_GITHUB_API_URL", GithubSettings.api_url).rstrip("/"),
+                api_url=e.text("CONTEXTMESH_GITHUB_API_URL", GithubSettings.api_url).rstrip("/"),
                 token=e.optional("CONTEXTMESH_GITHUB_TOKEN") or e.optional("GITHUB_TOKEN"),
-                timeout_s=e.float("CONTEXTMESH_GITHUB_TIMEOUT_S", 10.0, minimum=0.1),
-                max_retries=e.int("CONTEXTMESH_GITHUB_MAX_RETRIES", 4, maximum=20),
-                rate_limit_reserve=e.int("CONTEXTMESH_GITHUB_RATE_RESERVE", 50),
+                timeout_s=e.number("CONTEXTMESH_GITHUB_TIMEOUT_S", 10.0, minimum=0.1),
+                max_retries=e.integer("CONTEXTMESH_GITHUB_MAX_RETRIES", 4, maximum=20),
+                rate_limit_reserve=e.integer("CONTEXTMESH_GITHUB_RATE_RESERVE", 50),
             ),
             sync=SyncSettings(
                 source=source,
                 local_dir=pathlib.Path(local_dir).resolve() if local_dir else None,
-                concurrency=e.int(
+                concurrency=e.integer(
                     "CONTEXTMESH_SYNC_CONCURRENCY",
                     max(1, GITHUB_CONCURRENCY_BUDGET // replicas),
                     minimum=1,
                     maximum=100,
                 ),
-                max_file_bytes=e.int("CONTEXTMESH_MAX_FILE_BYTES", 1024 * 1024, minimum=1024),
-                extra_files=e.list("CONTEXTMESH_EXTRA_FILES", DEFAULT_EXTRA_FILES),
+                max_file_bytes=e.integer("CONTEXTMESH_MAX_FILE_BYTES", 1024 * 1024, minimum=1024),
+                extra_files=e.items("CONTEXTMESH_EXTRA_FILES", DEFAULT_EXTRA_FILES),
             ),
             train=TrainSettings(
-                enabled=e.bool("CONTEXTMESH_TRAINING", True),
-                epochs=e.int("CONTEXTMESH_TRAIN_EPOCHS", 1, minimum=1, maximum=50),
-                batch_size=e.int("CONTEXTMESH_TRAIN_BATCH_SIZE", 16, minimum=2, maximum=1024),
-                learning_rate=e.float("CONTEXTMESH_TRAIN_LR", 5e-5, minimum=1e-8),
-                seed=e.int("CONTEXTMESH_TRAIN_SEED", 42),
-                max_pairs=e.int("CONTEXTMESH_TRAIN_MAX_PAIRS", 4000, minimum=10),
+                enabled=e.flag("CONTEXTMESH_TRAINING", True),
+                epochs=e.integer("CONTEXTMESH_TRAIN_EPOCHS", 1, minimum=1, maximum=50),
+                batch_size=e.integer("CONTEXTMESH_TRAIN_BATCH_SIZE", 16, minimum=2, maximum=1024),
+                learning_rate=e.number("CONTEXTMESH_TRAIN_LR", 5e-5, minimum=1e-8),
+                seed=e.integer("CONTEXTMESH_TRAIN_SEED", 42),
+                max_pairs=e.integer("CONTEXTMESH_TRAIN_MAX_PAIRS", 4000, minimum=10),
                 model_path=e.optional("CONTEXTMESH_BASE_MODEL"),
                 device=e.choice("CONTEXTMESH_TRAIN_DEVICE", "auto", ("auto", "cuda", "cpu")),
-                model_cache_bytes=e.int(
+                model_cache_bytes=e.integer(
                     "CONTEXTMESH_SEARCH_CACHE_BYTES", 1024 * 1024 * 1024, minimum=1024 * 1024
                 ),
             ),
-            gateway_addr=e.str("CONTEXTMESH_GATEWAY_ADDR", "[::]:50051"),
-            search_addr=e.str("CONTEXTMESH_SEARCH_ADDR", "127.0.0.1:50052"),
+            gateway_addr=e.text("CONTEXTMESH_GATEWAY_ADDR", "[::]:50051"),
+            search_addr=e.text("CONTEXTMESH_SEARCH_ADDR", "127.0.0.1:50052"),
             health_addr=e.optional("CONTEXTMESH_HEALTH_ADDR"),
             log_level=e.choice(
                 "CONTEXTMESH_LOG_LEVEL", "info", ("debug", "info", "warning", "error")

@@ -37,7 +37,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 JobState = job_pb2.JobState
-FINAL_STATES = frozenset({JobState.JOB_STATE_DONE, JobState.JOB_STATE_FAILED, JobState.JOB_STATE_CANCELLED})
+FINAL_STATES = frozenset(
+    {JobState.JOB_STATE_DONE, JobState.JOB_STATE_FAILED, JobState.JOB_STATE_CANCELLED}
+)
 
 Mutation = Callable[[job_record_pb2.JobRecord], bool]
 """Changes a record in place; returns whether it changed anything."""
@@ -113,15 +115,8 @@ class JobStore:
         try:
             while pending := self._pending.pop(job_id, None):
                 batch = pending.mutations
-
-                def mutate_all(record: job_record_pb2.JobRecord) -> bool:
-                    changed = False
-                    for mutate, _ in batch:
-                        changed = mutate(record) or changed
-                    return changed
-
                 try:
-                    record = await self.update(job_id, mutate_all)
+                    record = await self.update(job_id, _all_of([m for m, _ in batch]))
                 except Exception as exc:
                     for _, future in batch:
                         if not future.done():
@@ -163,7 +158,17 @@ class JobStore:
 
 async def _entries(watcher: KeyValue.KeyWatcher) -> AsyncIterator[KeyValue.Entry | None]:
     while True:
-        yield await watcher.updates(timeout=None)  # type: ignore[arg-type]
+        yield await watcher.updates(timeout=None)
+
+
+def _all_of(mutations: list[Mutation]) -> Mutation:
+    def mutate_all(record: job_record_pb2.JobRecord) -> bool:
+        changed = False
+        for mutate in mutations:
+            changed = mutate(record) or changed
+        return changed
+
+    return mutate_all
 
 
 def _touch(record: job_record_pb2.JobRecord) -> None:

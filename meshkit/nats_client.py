@@ -52,7 +52,7 @@ async def connect(settings: NatsSettings, *, name: str) -> tuple[Client, JetStre
                 allow_reconnect=True,
             )
             return nc, nc.jetstream(timeout=10)
-        except (OSError, nats.errors.NoServersError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, nats.errors.NoServersError) as exc:
             log.warning("nats: cannot connect to %s yet (%s); retrying", settings.url, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)

@@ -74,7 +74,9 @@ def _status_for(exc: BaseException) -> grpc.StatusCode | None:
 def describe_violations(exc: protovalidate.ValidationError) -> str:
     parts = []
     for violation in exc.violations:
-        field = ".".join(e.field_name for e in violation.proto.field.elements) or "request"
+        path = violation.proto.field
+        field = ".".join(e.field_name for e in path.elements) if path else ""
+        field = field or "request"
         parts.append(f"{field}: {violation.proto.message} [{violation.proto.rule_id}]")
     return "; ".join(parts)
 
@@ -186,8 +188,13 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
 class ServerBundle:
     """A started-or-not gRPC server with its health servicer and bound port."""
 
-    def __init__(self, server: grpc.aio.Server, port: int, health: health.aio.HealthServicer,
-                 service_names: Sequence[str]) -> None:
+    def __init__(
+        self,
+        server: grpc.aio.Server,
+        port: int,
+        health: health.aio.HealthServicer,
+        service_names: Sequence[str],
+    ) -> None:
         self.server = server
         self.port = port
         self.health = health
@@ -237,8 +244,11 @@ def create_server(
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME],
+        [
+            *names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
         server,
     )
     port = server.add_insecure_port(address)

@@ -101,7 +101,8 @@ def decode_task(message_type: type[T], data: bytes) -> T:
         protovalidate.validate(task)
     except protovalidate.ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(e.field_name for e in v.proto.field.elements)}: {v.proto.message}"
+            f"{'.'.join(e.field_name for e in v.proto.field.elements) if v.proto.field else ''}:"
+            f" {v.proto.message}"
             for v in exc.violations
         )
         raise PermanentError(f"invalid {message_type.DESCRIPTOR.full_name}: {problems}") from None
@@ -173,7 +174,7 @@ class Worker(Generic[T]):
                     free += 1
                 try:
                     msgs = await sub.fetch(free, timeout=self.fetch_timeout_s)
-                except (NatsTimeoutError, asyncio.TimeoutError):
+                except (TimeoutError, NatsTimeoutError):
                     msgs = []
                 except Exception as exc:  # server unavailable during a re-election, etc.
                     log.warning("fetch from %s failed: %s", self.ws.stream, exc)

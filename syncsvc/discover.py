@@ -117,7 +117,9 @@ class Discovery:
             extra={"job_id": job_id},
         )
 
-    async def _plan(self, task: sync_tasks.DiscoverTask, delivery: Delivery) -> tuple[list[dict], str]:
+    async def _plan(
+        self, task: sync_tasks.DiscoverTask, delivery: Delivery
+    ) -> tuple[list[dict], str]:
         key = plan_key(task.meta.job_id)
         try:
             stored = json.loads(await self.blobs.get(key))
@@ -137,8 +139,10 @@ class Discovery:
                 f"{task.user!r} has {len(listing)} repositories; the limit is {MAX_REPOSITORIES}"
             )
         base, base_hash = await self._base(task.user)
-        plan = [_plan_entry(repo, base.get(repo.full_name.lower()), task.force)
-                for repo in sorted(listing, key=lambda r: r.full_name.lower())]
+        plan = [
+            _plan_entry(repo, base.get(repo.full_name.lower()), task.force)
+            for repo in sorted(listing, key=lambda r: r.full_name.lower())
+        ]
         document = {"base_bundle_hash": base_hash, "repositories": plan}
         try:
             await self.blobs.create(key, canonical_json(document))
@@ -161,8 +165,9 @@ class Discovery:
         try:
             index.ParseFromString(await self.blobs.get(pointer.index_key))
         except BlobNotFoundError:
-            log.warning("bundle index %s is missing; treating every repository as stale",
-                        pointer.index_key)
+            log.warning(
+                "bundle index %s is missing; treating every repository as stale", pointer.index_key
+            )
             return {}, ""
         return (
             {

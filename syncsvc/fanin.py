@@ -41,7 +41,7 @@ def outcome_key(job_id: str, index: int) -> str:
     return f"{job_id}.{index}"
 
 
-def bit_is_set(bitmap: bytes, index: int) -> bool:
+def bit_is_set(bitmap: bytes | bytearray, index: int) -> bool:
     byte = index // 8
     return byte < len(bitmap) and bool(bitmap[byte] & (1 << (index % 8)))
 

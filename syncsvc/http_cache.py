@@ -14,7 +14,8 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from meshkit.blob import BlobStore
-from meshkit.errors import BlobExistsError, BlobNotFoundError
+from meshkit.blob.base import ensure_stored
+from meshkit.errors import BlobNotFoundError
 from syncsvc.sources.base import CachedResponse, ResponseCache
 
 __all__ = ["SharedResponseCache"]
@@ -46,10 +47,7 @@ class SharedResponseCache(ResponseCache):
     async def put(self, url: str, response: CachedResponse) -> None:
         digest = hashlib.sha256(response.body).hexdigest()
         body_key = f"http-cache/{digest[:2]}/{digest}"
-        try:
-            await self.blobs.create(body_key, response.body)
-        except BlobExistsError:
-            pass
+        await ensure_stored(self.blobs, body_key, response.body)
         await self.kv.put(
             self._key(url), json.dumps({"etag": response.etag, "body": body_key}).encode()
         )

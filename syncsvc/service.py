@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from typing import Any
 
 from contextmesh.job.v1 import job_pb2, job_record_pb2
 from contextmesh.sync.v1 import tasks_pb2 as sync_tasks
@@ -45,25 +47,36 @@ async def serve(ctx: ServiceContext) -> None:
             record.job.error = f"discovery failed: {reason}"
             return True
 
-        try:
+        with contextlib.suppress(JobNotFoundError):
             await jobs.update(task.meta.job_id, fail)
-        except JobNotFoundError:
-            pass
 
     async def sync_failed(task: sync_tasks.SyncRepoTask | None, reason: str) -> None:
         # A repository that can never sync is one repository's failure, not the job's.
         if task is not None:
             await fanin.record(task.meta.job_id, task.user, [failed_outcome(task, reason)])
 
-    workers = [
-        Worker(ctx.js, DISCOVER, sync_tasks.DiscoverTask, discovery.handle,
-               concurrency=4, on_dead_letter=discovery_failed),
-        Worker(ctx.js, SYNC, sync_tasks.SyncRepoTask, repo_sync.handle,
-               concurrency=settings.sync.concurrency, on_dead_letter=sync_failed),
+    workers: list[Worker[Any]] = [
+        Worker(
+            ctx.js,
+            DISCOVER,
+            sync_tasks.DiscoverTask,
+            discovery.handle,
+            concurrency=4,
+            on_dead_letter=discovery_failed,
+        ),
+        Worker(
+            ctx.js,
+            SYNC,
+            sync_tasks.SyncRepoTask,
+            repo_sync.handle,
+            concurrency=settings.sync.concurrency,
+            on_dead_letter=sync_failed,
+        ),
     ]
     stops = [
-        await watch_max_deliveries(ctx.nc, ctx.js, DISCOVER, sync_tasks.DiscoverTask,
-                                   discovery_failed),
+        await watch_max_deliveries(
+            ctx.nc, ctx.js, DISCOVER, sync_tasks.DiscoverTask, discovery_failed
+        ),
         await watch_max_deliveries(ctx.nc, ctx.js, SYNC, sync_tasks.SyncRepoTask, sync_failed),
     ]
     try:

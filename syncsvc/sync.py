@@ -14,9 +14,9 @@ from contextmesh.job.v1 import job_pb2
 from contextmesh.sync.v1 import tasks_pb2 as sync_tasks
 
 from meshkit.blob import BlobStore
+from meshkit.blob.base import ensure_stored
 from meshkit.bundle import canonical_json, content_hash, repo_result_key
 from meshkit.config import SyncSettings
-from meshkit.errors import BlobExistsError
 from meshkit.jobs import JobStore, is_final
 from meshkit.worker import Delivery
 from syncsvc.fanin import FanIn
@@ -95,16 +95,14 @@ class RepoSync:
         except SourceError as exc:
             if exc.transient and not delivery.is_last:
                 raise  # the worker redelivers after the stream's backoff
-            log.warning("repository %s failed: %s", task.repository, exc,
-                        extra={"job_id": task.meta.job_id})
+            log.warning(
+                "repository %s failed: %s", task.repository, exc, extra={"job_id": task.meta.job_id}
+            )
             return failed_outcome(task, str(exc))
         result = normalize_repository(listing, fetched, max_file_bytes=self.settings.max_file_bytes)
         data = canonical_json(result)
         key = repo_result_key(task.repository, content_hash(data))
-        try:
-            await self.blobs.create(key, data)
-        except BlobExistsError:
-            pass  # same content already stored
+        await ensure_stored(self.blobs, key, data)
         return sync_tasks.RepoOutcome(
             repository=task.repository,
             index=task.index,

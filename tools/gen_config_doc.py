@@ -30,7 +30,9 @@ from `meshkit/config.py` by `python tools/gen_config_doc.py`.
 |---|---|---|
 """
 
-FOOTER = """| `CONTEXTMESH_SYNC_REPLICAS` | `1` | how many sync workers run in all; the default per-worker GitHub concurrency is 80 divided by it |
+FOOTER = """\
+| `CONTEXTMESH_SYNC_REPLICAS` | `1` | how many sync workers run in all; \
+the default per-worker GitHub concurrency is 80 divided by it |
 | `CONTEXTMESH_TRACE_CONSOLE` | unset | `1` prints trace spans to stderr |
 | `CONTEXTMESH_TARGET` | `localhost:50051` | the gateway that the CLI's client commands call |
 
@@ -72,8 +74,10 @@ def main() -> int:
     page = render()
     if parser.parse_args().check:
         if not PAGE.exists() or PAGE.read_text() != page:
-            print("docs/configuration.md is stale; run: python tools/gen_config_doc.py",
-                  file=sys.stderr)
+            print(
+                "docs/configuration.md is stale; run: python tools/gen_config_doc.py",
+                file=sys.stderr,
+            )
             return 1
         return 0
     PAGE.write_text(page)

@@ -68,7 +68,6 @@ def _file_desc_bytes(module_source: str) -> bytes:
 
 
 def generate(out_dir: pathlib.Path) -> None:
-    from grpc_tools import protoc
 
     protos = sorted(str(p.relative_to(PROTO_DIR)) for p in PROTO_DIR.rglob("*.proto"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -81,25 +80,14 @@ def generate(out_dir: pathlib.Path) -> None:
             f"-I{googleapis_include()}",
             f"-I{_grpc_tools_include()}",
         ]
-        _run(
-            common
-            + [
-                f"--python_out={out_dir}",
-                f"--pyi_out={out_dir}",
-                f"--grpc_python_out={out_dir}",
-                *protos,
-                "buf/validate/validate.proto",
-            ]
-        )
-        _run(
-            common
-            + [
-                "--include_imports",
-                "--include_source_info",
-                f"--descriptor_set_out={out_dir / IMAGE_NAME}",
-                *protos,
-            ]
-        )
+        outputs = [
+            f"--python_out={out_dir}",
+            f"--pyi_out={out_dir}",
+            f"--grpc_python_out={out_dir}",
+        ]
+        _run([*common, *outputs, *protos, "buf/validate/validate.proto"])
+        image = [f"--descriptor_set_out={out_dir / IMAGE_NAME}"]
+        _run([*common, "--include_imports", "--include_source_info", *image, *protos])
     # Regular packages, so gen/ installs as an ordinary import root.
     for folder in [out_dir / "contextmesh", out_dir / "buf"]:
         for sub in [folder, *[p for p in folder.rglob("*") if p.is_dir()]]:
@@ -125,12 +113,8 @@ def _differences(a: pathlib.Path, b: pathlib.Path) -> list[str]:
     out += [f"missing from gen/: {n}" for n in cmp.right_only]
     out += [f"differs: {n}" for n in cmp.diff_files]
     # dircmp compares by stat signature first; compare contents for files it called equal.
-    out += [
-        f"differs: {n}"
-        for n in cmp.same_files
-        if (a / n).read_bytes() != (b / n).read_bytes()
-    ]
-    for name, sub in cmp.subdirs.items():
+    out += [f"differs: {n}" for n in cmp.same_files if (a / n).read_bytes() != (b / n).read_bytes()]
+    for name, _sub in cmp.subdirs.items():
         out += [f"{name}/{d}" for d in _differences(a / name, b / name)]
     return out
 

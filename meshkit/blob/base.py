@@ -19,7 +19,15 @@ from dataclasses import dataclass
 
 from meshkit.errors import InvalidBlobKeyError
 
-__all__ = ["CHUNK_SIZE", "BlobInfo", "BlobStore", "Data", "as_chunks", "validate_key"]
+__all__ = [
+    "CHUNK_SIZE",
+    "BlobInfo",
+    "BlobStore",
+    "Data",
+    "as_chunks",
+    "ensure_stored",
+    "validate_key",
+]
 
 CHUNK_SIZE = 1024 * 1024
 MAX_KEY_LENGTH = 1024
@@ -101,3 +109,18 @@ async def as_chunks(data: Data) -> AsyncIterator[bytes]:
         return
     async for chunk in data:
         yield chunk
+
+
+async def ensure_stored(store: BlobStore, key: str, data: Data) -> bool:
+    """Create a content-addressed object; True if this call wrote it, False if it was there.
+
+    For keys derived from the content, an existing object holds the same bytes, so "already
+    exists" is success: this is how every immutable blob of the pipeline is written.
+    """
+    from meshkit.errors import BlobExistsError
+
+    try:
+        await store.create(key, data)
+    except BlobExistsError:
+        return False
+    return True

@@ -8,6 +8,7 @@ key exists, so exactly one of several concurrent creators wins and nobody sees h
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import errno
 import os
@@ -98,7 +99,7 @@ class FilesystemBlobStore(BlobStore):
         for info in infos:
             yield info
 
-    def _scan(self, prefix: str) -> list[BlobInfo]:
+    def _scan(self, prefix: str) -> builtins.list[BlobInfo]:
         # Walk only the deepest folder the prefix names, then filter by the rest.
         folder = self.root / prefix.rpartition("/")[0] if "/" in prefix else self.root
         if not folder.is_dir():

@@ -20,7 +20,9 @@ def open_source(settings: Settings, cache: ResponseCache) -> Source:
             "the local source needs a folder holding <user>/<repository> folders",
         )
     if not settings.sync.local_dir.is_dir():
-        raise ConfigError("CONTEXTMESH_LOCAL_SOURCE_DIR", f"{settings.sync.local_dir} is not a folder")
+        raise ConfigError(
+            "CONTEXTMESH_LOCAL_SOURCE_DIR", f"{settings.sync.local_dir} is not a folder"
+        )
     from syncsvc.sources.local import LocalSource
 
     return LocalSource(settings.sync.local_dir)

@@ -14,13 +14,24 @@ from meshkit.nats_server import NatsServer
 from tests.support.mesh import Mesh
 
 
-def write_repo(root: Path, user: str, name: str, *, description: str, tech: list[str],
-               readme: str | None = None) -> Path:
+def write_repo(
+    root: Path,
+    user: str,
+    name: str,
+    *,
+    description: str,
+    tech: list[str],
+    readme: str | None = None,
+) -> Path:
     folder = root / user / name
     folder.mkdir(parents=True, exist_ok=True)
     context = {
-        "project_identity": {"name": name, "type": "project", "scope": "backend",
-                             "description": description},
+        "project_identity": {
+            "name": name,
+            "type": "project",
+            "scope": "backend",
+            "description": description,
+        },
         "tech_stack": {"primary": tech},
         "skill_manifest": {"technical": [f"{t} development" for t in tech]},
     }
@@ -33,17 +44,26 @@ def write_repo(root: Path, user: str, name: str, *, description: str, tech: list
 def source_dir(tmp_path: Path) -> Path:
     root = tmp_path / "source"
     for i in range(12):
-        write_repo(root, "alice", f"project-{i:02d}", description=f"Project number {i}",
-                   tech=["Python", f"lib{i}"])
+        write_repo(
+            root,
+            "alice",
+            f"project-{i:02d}",
+            description=f"Project number {i}",
+            tech=["Python", f"lib{i}"],
+        )
     return root
 
 
 @pytest.fixture
 def mesh(fresh_nats: NatsServer, tmp_path: Path, source_dir: Path) -> Iterator[Mesh]:
-    m = Mesh(fresh_nats.url, tmp_path, env={
-        "CONTEXTMESH_SOURCE": "local",
-        "CONTEXTMESH_LOCAL_SOURCE_DIR": str(source_dir),
-    })
+    m = Mesh(
+        fresh_nats.url,
+        tmp_path,
+        env={
+            "CONTEXTMESH_SOURCE": "local",
+            "CONTEXTMESH_LOCAL_SOURCE_DIR": str(source_dir),
+        },
+    )
     try:
         yield m
     finally:

@@ -30,12 +30,15 @@ def test_bad_requests_get_invalid_argument_naming_the_field(mesh: Mesh, stub) ->
     assert "user:" in err.details() and "GitHub user or organisation name" in err.details()
     for user in ("", "-leading", "trailing-", "x" * 40):
         assert rpc_error(stub.RefreshBundle, pb.RefreshBundleRequest(user=user)).code() == (
-            grpc.StatusCode.INVALID_ARGUMENT)
+            grpc.StatusCode.INVALID_ARGUMENT
+        )
     err = rpc_error(stub.GetJob, pb.GetJobRequest(id="../../etc/passwd"))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "id:" in err.details()
     err = rpc_error(stub.GetJob, pb.GetJobRequest(id="01ARZ3NDEKTSV4RRFFQ69G5FAV"))
     assert err.code() == grpc.StatusCode.NOT_FOUND
-    err = rpc_error(lambda r: list(stub.WatchJob(r)), pb.WatchJobRequest(id="01ARZ3NDEKTSV4RRFFQ69G5FAV"))
+    err = rpc_error(
+        lambda r: list(stub.WatchJob(r)), pb.WatchJobRequest(id="01ARZ3NDEKTSV4RRFFQ69G5FAV")
+    )
     assert err.code() == grpc.StatusCode.NOT_FOUND
     err = rpc_error(stub.GetBundle, pb.GetBundleRequest(user="nobody"))
     assert err.code() == grpc.StatusCode.NOT_FOUND and "RefreshBundle" in err.details()
@@ -46,8 +49,9 @@ def test_bad_requests_get_invalid_argument_naming_the_field(mesh: Mesh, stub) ->
 def test_refresh_coalesces_with_the_running_job_unless_forced(mesh: Mesh, stub) -> None:
     mesh.start("gateway")  # no workers: the job stays queued
     with ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(lambda _: stub.RefreshBundle(pb.RefreshBundleRequest(user="alice")),
-                                range(8)))
+        answers = list(
+            pool.map(lambda _: stub.RefreshBundle(pb.RefreshBundleRequest(user="alice")), range(8))
+        )
     ids = {a.job.id for a in answers}
     assert len(ids) == 1
     assert sorted(a.coalesced for a in answers) == [False] + [True] * 7
@@ -72,12 +76,16 @@ def test_cancel_ends_the_job_and_later_work_is_dropped(mesh: Mesh, stub) -> None
     assert fresh.job.id != job.id and not fresh.coalesced
 
 
-def test_many_watchers_see_the_same_end_and_a_late_watcher_gets_the_state_first(mesh: Mesh, stub) -> None:
+def test_many_watchers_see_the_same_end_and_a_late_watcher_gets_the_state_first(
+    mesh: Mesh, stub
+) -> None:
     mesh.start("gateway")
     job = stub.RefreshBundle(pb.RefreshBundleRequest(user="alice")).job
     with ThreadPoolExecutor(6) as pool:
-        watches = [pool.submit(lambda: list(stub.WatchJob(pb.WatchJobRequest(id=job.id), timeout=60)))
-                   for _ in range(5)]
+        watches = [
+            pool.submit(lambda: list(stub.WatchJob(pb.WatchJobRequest(id=job.id), timeout=60)))
+            for _ in range(5)
+        ]
         mesh.start("syncsvc")
         mesh.start("mergesvc")
         results = [w.result() for w in watches]
@@ -106,7 +114,9 @@ def test_bad_repository_files_are_warnings_and_the_job_completes(
     job = stub.RefreshBundle(pb.RefreshBundleRequest(user="alice")).job
     final = list(stub.WatchJob(pb.WatchJobRequest(id=job.id), timeout=60))[-1].job
     assert final.state == JobState.JOB_STATE_DONE and (final.synced, final.failed) == (12, 0)
-    repos = {r.repository: r for r in stub.GetBundle(pb.GetBundleRequest(user="alice")).repositories}
+    repos = {
+        r.repository: r for r in stub.GetBundle(pb.GetBundleRequest(user="alice")).repositories
+    }
     assert all(r.status == RepoStatus.REPO_STATUS_SYNCED for r in repos.values())
     assert any("not valid JSON" in w for w in repos["alice/project-00"].warnings)
     assert any("4096" in w or "too large" in w.lower() for w in repos["alice/project-01"].warnings)

@@ -57,11 +57,17 @@ async def republish(url: str, record: job_record_pb2.JobRecord) -> None:
         for index in (0, 1, 2):
             task = sync_tasks.SyncRepoTask(
                 meta=task_pb2.TaskMeta(job_id=job.id, task_id=f"dup-{index}"),
-                user=job.user, repository=f"bob/repo-{index:03d}", index=index,
-                fingerprint="whatever")
+                user=job.user,
+                repository=f"bob/repo-{index:03d}",
+                index=index,
+                fingerprint="whatever",
+            )
             await publish_task(js, SYNC.subject, task, msg_id=f"dup-sync-{index}")
-        merge = merge_tasks.MergeTask(meta=task_pb2.TaskMeta(job_id=job.id, task_id="dup-merge"),
-                                      user=job.user, total=job.total)
+        merge = merge_tasks.MergeTask(
+            meta=task_pb2.TaskMeta(job_id=job.id, task_id="dup-merge"),
+            user=job.user,
+            total=job.total,
+        )
         await publish_task(js, MERGE.subject, merge, msg_id="dup-merge")
     finally:
         await nc.drain()
@@ -70,11 +76,15 @@ async def republish(url: str, record: job_record_pb2.JobRecord) -> None:
 def test_sigkill_of_a_sync_worker_mid_job_counts_each_repository_once(
     fresh_nats: NatsServer, tmp_path: Path, big_source: Path
 ) -> None:
-    mesh = Mesh(fresh_nats.url, tmp_path, env={
-        "CONTEXTMESH_SOURCE": "local",
-        "CONTEXTMESH_LOCAL_SOURCE_DIR": str(big_source),
-        "CONTEXTMESH_SYNC_CONCURRENCY": "4",
-    })
+    mesh = Mesh(
+        fresh_nats.url,
+        tmp_path,
+        env={
+            "CONTEXTMESH_SOURCE": "local",
+            "CONTEXTMESH_LOCAL_SOURCE_DIR": str(big_source),
+            "CONTEXTMESH_SYNC_CONCURRENCY": "4",
+        },
+    )
     try:
         mesh.start("gateway")
         mesh.start("syncsvc", name="victim")

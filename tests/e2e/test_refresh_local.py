@@ -17,7 +17,9 @@ def watch_to_end(stub, job_id: str, timeout: float = 60) -> list[pb.WatchJobResp
     return list(stub.WatchJob(pb.WatchJobRequest(id=job_id), timeout=timeout))
 
 
-def test_refresh_completes_and_unchanged_refresh_fetches_nothing(mesh: Mesh, stub, source_dir: Path):
+def test_refresh_completes_and_unchanged_refresh_fetches_nothing(
+    mesh: Mesh, stub, source_dir: Path
+):
     mesh.start("gateway")
     mesh.start("syncsvc", name="syncsvc-1")
     mesh.start("syncsvc", name="syncsvc-2")
@@ -41,8 +43,9 @@ def test_refresh_completes_and_unchanged_refresh_fetches_nothing(mesh: Mesh, stu
     assert (final2.job.synced, final2.job.unchanged) == (0, 12)
     assert final2.job.bundle.content_hash == final.job.bundle.content_hash
 
-    write_repo(source_dir, "alice", "project-03", description="Rewritten in Rust",
-               tech=["Rust", "Tokio"])
+    write_repo(
+        source_dir, "alice", "project-03", description="Rewritten in Rust", tech=["Rust", "Tokio"]
+    )
     third = stub.RefreshBundle(pb.RefreshBundleRequest(user="alice"))
     final3 = watch_to_end(stub, third.job.id)[-1]
     assert (final3.job.synced, final3.job.unchanged) == (1, 11)

@@ -1,14 +1,15 @@
 """The services as separate processes, as they run in production, for end-to-end tests.
 
-    mesh = Mesh(nats_url, tmp_path, env={...})
-    mesh.start("gateway"); mesh.start("syncsvc", name="syncsvc-1"); mesh.start("mergesvc")
-    ...
-    mesh.kill("syncsvc-1")      # SIGKILL, as a crash
-    mesh.stop_all()
+mesh = Mesh(nats_url, tmp_path, env={...})
+mesh.start("gateway"); mesh.start("syncsvc", name="syncsvc-1"); mesh.start("mergesvc")
+...
+mesh.kill("syncsvc-1")      # SIGKILL, as a crash
+mesh.stop_all()
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -53,8 +54,9 @@ class Mesh:
     def log_path(self, name: str) -> Path:
         return self.workdir / "logs" / f"{name}.log"
 
-    def start(self, module: str, *, name: str | None = None, env: dict[str, str] | None = None
-              ) -> subprocess.Popen[bytes]:
+    def start(
+        self, module: str, *, name: str | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         name = name or module
         log = open(self.log_path(name), "ab")  # noqa: SIM115 - owned by the process
         proc = subprocess.Popen(
@@ -104,12 +106,11 @@ class Mesh:
 
     def stop_all(self) -> None:
         for name in list(self.procs):
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired, ProcessLookupError):
                 self.stop(name, timeout=10)
-            except (subprocess.TimeoutExpired, ProcessLookupError):
-                pass
 
     def logs(self) -> str:
         return "\n".join(
-            f"--- {p.name}\n{p.read_text()[-4000:]}" for p in sorted((self.workdir / "logs").glob("*.log"))
+            f"--- {p.name}\n{p.read_text()[-4000:]}"
+            for p in sorted((self.workdir / "logs").glob("*.log"))
         )
