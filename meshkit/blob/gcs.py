@@ -10,7 +10,7 @@ Reads fetch ranges of one generation, so a long read never mixes two versions, a
 that fails half way resumes from where it stopped.
 
 Emulator caveat (docs/storage.md): fake-gcs-server honours `ifGenerationMatch` on single
-request uploads only, not on resumable ones.
+request uploads only, so the emulator cannot prove the resumable path's precondition.
 """
 
 from __future__ import annotations

@@ -179,7 +179,7 @@ async def test_concurrent_creators_one_winner(
             pytest.mark.xfail(
                 strict=True,
                 reason="fake-gcs-server ignores ifGenerationMatch on resumable uploads "
-                "(docs/storage.md); GCS itself enforces it when the upload is finalised",
+                "(docs/storage.md, Emulators)",
             )
         )
     writers = 4 if streamed else 8
