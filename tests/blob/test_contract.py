@@ -262,3 +262,51 @@ async def test_killed_writer_leaves_no_partial_object(
         return
     assert await store.get("victim") in allowed
     assert [info.key for info in await listing(store)] == ["victim"]
+
+
+class SourceFailed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("mode", ["create", "put"])
+async def test_failing_source_leaves_no_partial_object(store: BlobStore, mode: str) -> None:
+    """A stream that breaks after some parts went up must not become the object, nor be
+    finalised later by a clean-up path (GCS's BlobWriter finalises when collected)."""
+
+    async def breaks() -> AsyncIterator[bytes]:
+        for index in range(7):  # 7 MiB: past the first S3 part
+            yield payload(MiB, index)
+        raise SourceFailed
+
+    if mode == "put":
+        await store.put("broken", b"old")
+    write = store.create if mode == "create" else store.put
+    with pytest.raises(SourceFailed):
+        await write("broken", breaks())
+    import gc
+
+    gc.collect()
+    await asyncio.sleep(0.2)
+    if mode == "create":
+        assert not await store.exists("broken")
+    else:
+        assert await store.get("broken") == b"old"
+
+
+async def test_cancelled_writer_leaves_no_partial_object(store: BlobStore) -> None:
+    started = asyncio.Event()
+
+    async def endless() -> AsyncIterator[bytes]:
+        for index in range(1000):
+            if index == 7:
+                started.set()
+            yield payload(MiB, index)
+            await asyncio.sleep(0.001)
+
+    task = asyncio.create_task(store.create("cancelled", endless()))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.2)
+    assert not await store.exists("cancelled")
