@@ -7,9 +7,10 @@
                                         delivery park in DEADLETTER and term
     payload undecodable or invalid   -> park in DEADLETTER, term (it can never succeed)
 
-While a handler runs, the loop sends in-progress every third of ack_wait, so long work is
-never redelivered mid-run; a worker that dies stops sending and JetStream redelivers after
-ack_wait. A task whose worker crashed on every delivery never reaches the last-delivery
+While a handler runs, the loop sends in-progress every third of the delivery's ack deadline,
+so long work is never redelivered mid-run; a worker that dies stops sending and JetStream
+redelivers after that deadline. With a backoff configured, the deadline of delivery n is
+backoff[n-1], not ack_wait (`ack_deadline`). A task whose worker crashed on every delivery never reaches the last-delivery
 branch: the server announces it with a MAX_DELIVERIES advisory, which `watch_max_deliveries`
 turns into the same dead letter. `on_dead_letter` runs in both cases, so a service can
 record the failure on the job (it must be idempotent: every replica sees the advisory).
@@ -46,6 +47,7 @@ __all__ = [
     "PermanentError",
     "RetryLater",
     "Worker",
+    "ack_deadline",
     "decode_task",
     "park",
     "watch_max_deliveries",
@@ -88,6 +90,13 @@ class Delivery:
 
 Handler = Callable[[T, Delivery], Awaitable[None]]
 DeadLetterHook = Callable[[T | None, str], Awaitable[None]]
+
+
+def ack_deadline(ws: WorkStream, attempt: int) -> float:
+    """How long delivery `attempt` may go unacknowledged before JetStream redelivers it."""
+    if ws.backoff_s:
+        return ws.backoff_s[min(attempt, len(ws.backoff_s)) - 1]
+    return ws.ack_wait_s
 
 
 def decode_task(message_type: type[T], data: bytes) -> T:
@@ -204,7 +213,9 @@ class Worker(Generic[T]):
         delivery = Delivery(msg, meta.num_delivered, self.ws.max_deliver)
         msg_id = (msg.headers or {}).get(MSG_ID_HEADER, "")
         task: T | None = None
-        heartbeat = asyncio.create_task(self._heartbeat(msg))
+        heartbeat = asyncio.create_task(
+            self._heartbeat(msg, ack_deadline(self.ws, delivery.attempt))
+        )
         try:
             with tracer(__name__).start_as_current_span(
                 f"handle {self.ws.subject}",
@@ -245,9 +256,9 @@ class Worker(Generic[T]):
         finally:
             heartbeat.cancel()
 
-    async def _heartbeat(self, msg: Msg) -> None:
+    async def _heartbeat(self, msg: Msg, deadline_s: float) -> None:
         while True:
-            await asyncio.sleep(self.ws.ack_wait_s / 3)
+            await asyncio.sleep(deadline_s / 3)
             with contextlib.suppress(Exception):
                 await msg.in_progress()
 

@@ -1,0 +1,46 @@
+"""Settings come from the environment once, and every error names the variable to fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from meshkit.config import Settings
+from meshkit.errors import ConfigError
+
+
+def test_defaults_need_no_environment() -> None:
+    settings = Settings.from_env({})
+    assert settings.nats.url == "nats://127.0.0.1:4222"
+    assert settings.blob_url.startswith("file://") and settings.blob_url.endswith("/blobs")
+    assert settings.sync.concurrency == 80 and settings.train.enabled
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("CONTEXTMESH_SYNC_CONCURRENCY", "lots", "whole number"),
+        ("CONTEXTMESH_SYNC_CONCURRENCY", "500", "between 1 and 100"),
+        ("CONTEXTMESH_TRAINING", "maybe", "true or false"),
+        ("CONTEXTMESH_SOURCE", "gitlab", "one of local, github"),
+        ("CONTEXTMESH_TRAIN_LR", "fast", "a number"),
+        ("CONTEXTMESH_JS_REPLICAS", "7", "between 1 and 5"),
+    ],
+)
+def test_a_bad_value_names_its_variable(variable: str, value: str, says: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({variable: value})
+    assert info.value.variable == variable
+    assert str(info.value).startswith(f"{variable}: ") and says in str(info.value)
+
+
+def test_sync_concurrency_is_shared_by_the_replicas() -> None:
+    assert Settings.from_env({"CONTEXTMESH_SYNC_REPLICAS": "20"}).sync.concurrency == 4
+    assert Settings.from_env({"CONTEXTMESH_SYNC_REPLICAS": "2"}).sync.concurrency == 40
+
+
+def test_the_token_is_read_but_never_shown() -> None:
+    settings = Settings.from_env({"GITHUB_TOKEN": "ghp_" + "a" * 36})
+    assert settings.github.token == "ghp_" + "a" * 36
+    assert "ghp_" not in repr(settings)
+    settings = Settings.from_env({"CONTEXTMESH_EXTRA_FILES": "A.md, B.md,,"})
+    assert settings.sync.extra_files == ("A.md", "B.md")

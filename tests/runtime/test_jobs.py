@@ -1,0 +1,93 @@
+"""The job record: compare-and-set updates, coalesced updates, and watching."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from contextmesh.job.v1 import job_pb2, job_record_pb2
+from nats.js import JetStreamContext
+
+from meshkit.errors import JobNotFoundError
+from meshkit.ids import new_job_id
+from meshkit.jobs import JobStore
+
+JobState = job_pb2.JobState
+
+
+async def new_job(store: JobStore) -> str:
+    record = job_record_pb2.JobRecord()
+    record.job.id, record.job.user, record.job.state = (
+        new_job_id(),
+        "alice",
+        JobState.JOB_STATE_SYNCING,
+    )
+    record.job.total = 1000
+    await store.create(record)
+    return record.job.id
+
+
+def add_one(record: job_record_pb2.JobRecord) -> bool:
+    record.job.synced += 1
+    return True
+
+
+async def test_concurrent_updates_lose_nothing(js: JetStreamContext) -> None:
+    store = await JobStore.open(js)
+    job_id = await new_job(store)
+    await asyncio.gather(*(store.update(job_id, add_one) for _ in range(50)))
+    record, _ = await store.get(job_id)
+    assert record.job.synced == 50
+
+
+async def test_applied_updates_are_coalesced_into_few_writes(js: JetStreamContext) -> None:
+    store = await JobStore.open(js)
+    job_id = await new_job(store)
+    _, before = await store.get(job_id)
+    results = await asyncio.gather(*(store.apply(job_id, add_one) for _ in range(200)))
+    record, after = await store.get(job_id)
+    assert record.job.synced == 200
+    assert all(r.job.synced >= 1 for r in results)
+    assert after - before < 50  # revisions: far fewer writes than mutations
+
+
+async def test_a_mutation_that_changes_nothing_writes_nothing(js: JetStreamContext) -> None:
+    store = await JobStore.open(js)
+    job_id = await new_job(store)
+    _, before = await store.get(job_id)
+    await store.update(job_id, lambda record: False)
+    _, after = await store.get(job_id)
+    assert after == before
+
+
+async def test_missing_jobs_raise_job_not_found(js: JetStreamContext) -> None:
+    store = await JobStore.open(js)
+    with pytest.raises(JobNotFoundError):
+        await store.get(new_job_id())
+    with pytest.raises(JobNotFoundError):
+        async for _ in store.watch(new_job_id()):
+            pass
+
+
+async def test_watch_replays_the_current_state_then_changes_then_ends(js: JetStreamContext) -> None:
+    store = await JobStore.open(js)
+    job_id = await new_job(store)
+    await store.update(job_id, add_one)
+
+    async def finish_later() -> None:
+        await asyncio.sleep(0.2)
+        await store.update(job_id, add_one)
+
+        def done(record: job_record_pb2.JobRecord) -> bool:
+            record.job.state = JobState.JOB_STATE_DONE
+            return True
+
+        await store.update(job_id, done)
+
+    task = asyncio.create_task(finish_later())
+    seen = [(job.synced, job.state) async for job in store.watch(job_id)]
+    await task
+    assert seen[0] == (1, JobState.JOB_STATE_SYNCING)
+    assert seen[-1][1] == JobState.JOB_STATE_DONE
+    record, _ = await store.get(job_id)
+    assert record.job.end_time.seconds > 0  # a final state is stamped with its end time
