@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import uuid
 
@@ -41,13 +42,15 @@ def task(job_id: str | None = None) -> merge_tasks.MergeTask:
     )
 
 
-async def run_until(worker: Worker, condition, timeout: float = 10.0) -> None:
+async def run_until(worker: Worker, condition, limit_s: float = 10.0) -> None:
+    """Run the worker until condition() holds (polled: the worker has no event to wait on)."""
     stop = asyncio.Event()
     runner = asyncio.create_task(worker.run(stop, grace_s=2))
+    deadline = asyncio.get_running_loop().time() + limit_s
     try:
-        async with asyncio.timeout(timeout):
-            while not condition():
-                await asyncio.sleep(0.02)
+        while not condition():
+            assert asyncio.get_running_loop().time() < deadline, "condition never held"
+            await asyncio.sleep(0.02)
     finally:
         stop.set()
         await runner
@@ -211,10 +214,8 @@ async def test_a_task_whose_worker_always_crashes_is_parked_by_the_advisory(
     delivered = 0
     async with asyncio.timeout(15):
         while not hooked:  # a "worker" that takes the task and dies without a word, each time
-            try:
+            with contextlib.suppress(Exception):
                 delivered += len(await sub.fetch(1, timeout=0.5))
-            except Exception:
-                pass
     await sub.unsubscribe()
     await stop_watch()
     await nc.drain()
