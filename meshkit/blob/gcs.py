@@ -273,6 +273,14 @@ def _classify(exc: BaseException) -> Fault:
     from google.api_core import exceptions as api
     from google.auth.exceptions import TransportError
 
+    status = _media_status(exc)
+    if status is not None:
+        # Resumable uploads report HTTP failures as InvalidResponse, not as API errors.
+        if status in (408, 429) or status >= 500:
+            return Fault.TRANSIENT
+        return {404: Fault.NOT_FOUND, 412: Fault.CONFLICT}.get(status, Fault.OTHER)
+    if isinstance(exc, api.RetryError):
+        return Fault.TRANSIENT  # the SDK's retries of a resumable chunk ran out of time
     if isinstance(exc, api.ServerError) and not isinstance(exc, api.MethodNotImplemented):
         return Fault.TRANSIENT
     if isinstance(exc, api.GoogleAPICallError) and exc.code in (408, 429):
@@ -293,7 +301,25 @@ def _describe(exc: BaseException) -> str:
 
     if isinstance(exc, api.GoogleAPICallError):
         return f"{type(exc).__name__} (HTTP {exc.code})"
+    status = _media_status(exc)
+    if status is not None:
+        return f"{type(exc).__name__} (HTTP {status})"
     return type(exc).__name__
+
+
+def _media_status(exc: BaseException) -> int | None:
+    """The HTTP status of a resumable-media InvalidResponse, None for other exceptions."""
+    from google.cloud.storage.exceptions import InvalidResponse
+
+    kinds: tuple[type[BaseException], ...] = (InvalidResponse,)
+    with contextlib.suppress(ImportError):
+        from google.resumable_media.common import InvalidResponse as LegacyInvalidResponse
+
+        kinds += (LegacyInvalidResponse,)
+    if not isinstance(exc, kinds):
+        return None
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    return status if isinstance(status, int) else None
 
 
 _ERRORS = ErrorModel(classify=_classify, describe=_describe)

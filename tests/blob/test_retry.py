@@ -123,6 +123,16 @@ def test_sdk_faults_are_classified() -> None:
     assert gcs._classify(google.PreconditionFailed("x")) is Fault.CONFLICT
     assert gcs._classify(google.Forbidden("x")) is Fault.OTHER
     assert gcs._classify(ConnectionResetError()) is Fault.TRANSIENT
+    from google.cloud.storage.exceptions import InvalidResponse
+
+    class Response:
+        def __init__(self, status_code: int) -> None:
+            self.status_code = status_code
+
+    # What a resumable upload raises: by status, not by class.
+    assert gcs._classify(InvalidResponse(Response(503), "x")) is Fault.TRANSIENT
+    assert gcs._classify(InvalidResponse(Response(412), "x")) is Fault.CONFLICT
+    assert gcs._classify(InvalidResponse(Response(403), "x")) is Fault.OTHER
 
     def azure_error(status: int, code: str) -> HttpResponseError:
         error = HttpResponseError(message="x")
