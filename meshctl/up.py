@@ -93,15 +93,8 @@ def build_specs(
         ProcessSpec("mergesvc", [py, "-m", "mergesvc"], env=env),
     ]
     if _have_training():
-        specs.append(
-            ProcessSpec(
-                "searchsvc",
-                [py, "-m", "searchsvc"],
-                env=env,
-                ready_timeout=90,
-                ready=grpc_health_ready(f"127.0.0.1:{args.search_port}"),
-            )
-        )
+        # No readiness gate: loading torch takes seconds, and nothing else waits on search.
+        specs.append(ProcessSpec("searchsvc", [py, "-m", "searchsvc"], env=env))
     if training:
         specs.append(ProcessSpec("trainsvc", [py, "-m", "trainsvc"], env=env))
     if args.rest_port:
@@ -145,16 +138,19 @@ def run(args: argparse.Namespace) -> int:
     supervisor = Supervisor(
         specs, log_dir=data_dir / "logs", console=None, state_file=data_dir / "up.json"
     )
+
     supervisor.start()
     source = "GitHub" if args.github else env["CONTEXTMESH_LOCAL_SOURCE_DIR"]
+    rest = f"http://localhost:{args.rest_port}" if args.rest_port else "off"
     print(
-        f"""contextmesh is up (data in {data_dir}, logs in {data_dir / "logs"})
-  gRPC     localhost:{args.grpc_port}   grpcurl -plaintext localhost:{args.grpc_port} list
-  REST     {f"http://localhost:{args.rest_port}" if args.rest_port else "off"}
-  NATS     nats://127.0.0.1:{args.nats_port}
-  source   {source}
-  training {env["CONTEXTMESH_TRAINING"]}
-Try: contextmesh refresh demo --watch      (Ctrl-C stops everything)""",
+        f"contextmesh is up (data in {data_dir}, logs in {data_dir / 'logs'})\n"
+        f"  gRPC     localhost:{args.grpc_port}   "
+        f"grpcurl -plaintext localhost:{args.grpc_port} list\n"
+        f"  REST     {rest}\n"
+        f"  NATS     nats://127.0.0.1:{args.nats_port}\n"
+        f"  source   {source}\n"
+        f"  training {env['CONTEXTMESH_TRAINING']}\n"
+        "Try: contextmesh refresh demo --watch      (Ctrl-C stops everything)",
         flush=True,
     )
     return supervisor.run()
