@@ -1,0 +1,630 @@
+"""A small process supervisor for `contextmesh up`: start, watch, restart with backoff, stop.
+
+    supervisor = Supervisor([
+        ProcessSpec("nats", nats.argv, ready=tcp_ready("127.0.0.1", 4333)),
+        ProcessSpec("gateway", [sys.executable, "-m", "gateway"], ready=grpc_health_ready(...)),
+    ], log_dir=data_dir / "logs")
+    sys.exit(supervisor.run())          # blocks until SIGINT/SIGTERM, then stops everything
+
+Start: in order; a process with a readiness check must pass it before the next one starts
+(start() raises ProcessNotReadyError, after stopping what it started, if it does not).
+Watch: a process that exits when no stop was asked for is restarted after a backoff of 0.5 s,
+doubling to 30 s, back to 0.5 s once a run lasted `reset_after` seconds; every exit is
+reported on stderr ("syncsvc-1 exited with code -9; restarting in 1.0 s"). Stop: SIGTERM to
+each process group in reverse start order, SIGKILL after the grace period; a second SIGINT or
+SIGTERM to `run()` skips the grace. Output: each child's stdout and stderr, merged, go line by
+line to the console with a "name | " prefix, to `<log_dir>/<name>.log`, or both.
+
+No process is left behind:
+- each child leads its own process group (start_new_session, which also keeps a terminal's
+  Ctrl-C away from it: only the supervisor decides the order of shutdown), and every signal
+  goes to the whole group, so what a child forked goes with it; when a child exits, the rest
+  of its group is SIGKILLed before it is restarted, as a container's would be.
+- if the supervisor itself dies (SIGKILL, OOM), the kernel SIGKILLs the children: on Linux
+  each one sets PR_SET_PDEATHSIG (prctl via ctypes, in preexec_fn). Chosen over a pipe that the
+  child watches because it needs no cooperation from the child: nats-server and envoy are
+  binaries we do not write. Limits: it reaches the direct child only (our children do not
+  fork), it exists on Linux only (elsewhere this guard is missing; a normal stop still works),
+  and it fires when the *thread* that forked the child ends, which the design below respects.
+  The preexec function only calls prctl (looked up before the fork) and getppid, so it is
+  safe in the child of a threaded parent.
+
+Threads, not asyncio: each process has one worker thread that spawns it, blocks in waitid()
+until it exits, and then backs off and spawns it again, so the thread outlives every child it
+forks (what PR_SET_PDEATHSIG needs); one more thread per child copies its output. Blocking
+waits are the simplest correct way to watch a child; readiness checks can be plain blocking
+callables (a socket connect, a synchronous gRPC health call); and the supervisor is usable
+unchanged from a synchronous main() that blocks until a signal, from tests, and from async
+code (its calls return quickly, except start() and stop(), which wait by design). The cost,
+two mostly idle threads per process, is nothing at our scale (about ten processes).
+
+Exit statuses are reaped with waitid(WNOWAIT) first: while the child is a zombie its pid, and
+so its process-group id, cannot be reused, so signalling the group is never a wrong target.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import enum
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import IO, Any, Literal, TextIO
+
+from meshkit.errors import MeshError
+
+__all__ = [
+    "Backoff",
+    "ProcessNotReadyError",
+    "ProcessSpec",
+    "ProcessState",
+    "ProcessStatus",
+    "ReadyCheck",
+    "Supervisor",
+    "SupervisorError",
+    "grpc_health_ready",
+    "read_state_file",
+    "tcp_ready",
+]
+
+ReadyCheck = Callable[[], bool]
+"""One quick probe: True when the process is ready. The supervisor polls it."""
+
+_PR_SET_PDEATHSIG = 1
+_READY_POLL_S = 0.05
+_OUTPUT_DRAIN_S = 2.0
+_KILL_WAIT_S = 5.0
+_MAX_LINE = 64 * 1024
+
+
+class SupervisorError(MeshError):
+    """A process could not be started."""
+
+
+class ProcessNotReadyError(SupervisorError):
+    """A process did not pass its readiness check in time during start()."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+# -- configuration ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """One process to supervise."""
+
+    name: str
+    argv: Sequence[str]
+    env: Mapping[str, str] | None = None
+    """Set on top of the supervisor's own environment (PYTHONUNBUFFERED=1 is added unless
+    set, so Python children's output reaches the log as it is written)."""
+    cwd: str | os.PathLike[str] | None = None
+    ready: ReadyCheck | None = None
+    restart: bool = True
+    """Restart after any exit the supervisor did not ask for (Kubernetes' Always policy)."""
+    ready_timeout: float = 30.0
+    stop_timeout: float | None = None
+    """Grace between SIGTERM and SIGKILL; None takes the supervisor's `grace`."""
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Delay before restart n (n = consecutive quick exits): initial * factor**(n-1), capped.
+    A run that lasted `reset_after` seconds resets n."""
+
+    initial: float = 0.5
+    factor: float = 2.0
+    cap: float = 30.0
+    reset_after: float = 10.0
+
+    def delay(self, failures: int) -> float:
+        return float(min(self.cap, self.initial * self.factor ** max(0, failures - 1)))
+
+
+class ProcessState(enum.StrEnum):
+    STARTING = "starting"  # spawned, readiness check not passed yet
+    RUNNING = "running"  # ready (or has no check)
+    BACKOFF = "backoff"  # exited, waiting to be restarted
+    EXITED = "exited"  # exited and not to be restarted (restart=False)
+    STOPPED = "stopped"  # stopped by the supervisor
+
+
+@dataclass(frozen=True)
+class ProcessStatus:
+    """A snapshot for a status display."""
+
+    name: str
+    state: ProcessState
+    pid: int | None
+    restarts: int
+    up_since: float | None
+    """Wall-clock time (time.time()) the current run started; None when not running."""
+    last_exit_code: int | None
+    """Of the previous run; negative: killed by that signal (as subprocess reports it)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "state": str(self.state)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ProcessStatus:
+        return cls(**{**data, "state": ProcessState(data["state"])})
+
+
+def read_state_file(path: str | os.PathLike[str]) -> tuple[int, list[ProcessStatus]] | None:
+    """(supervisor pid, statuses) from a Supervisor's state_file; None when there is none.
+    The caller decides whether that pid is still alive (the file outlives a SIGKILL)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    return int(data["supervisor_pid"]), [ProcessStatus.from_json(p) for p in data["processes"]]
+
+
+# -- readiness checks ---------------------------------------------------------------------
+
+
+def tcp_ready(host: str, port: int, timeout: float = 0.5) -> ReadyCheck:
+    """Ready once something accepts TCP connections on host:port."""
+
+    def check() -> bool:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                return True
+        except OSError:
+            return False
+
+    return check
+
+
+def grpc_health_ready(target: str, service: str = "", timeout: float = 1.0) -> ReadyCheck:
+    """Ready once the gRPC health service at `target` answers SERVING for `service`."""
+
+    def check() -> bool:
+        import grpc  # here: only processes that use this check pay for the import
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        with grpc.insecure_channel(target) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+            except grpc.RpcError:
+                return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    return check
+
+
+# -- one supervised process ---------------------------------------------------------------
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """preexec_fn: the kernel SIGKILLs the child when the thread that forked it ends.
+    The symbol is resolved before the fork; the child only makes plain system calls."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    parent = os.getpid()
+    sigkill = int(signal.SIGKILL)
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, sigkill)
+        if os.getppid() != parent:  # the supervisor died before prctl took effect
+            os.kill(os.getpid(), sigkill)
+
+    return preexec
+
+
+@dataclass
+class _Managed:
+    spec: ProcessSpec
+    lock: threading.Condition = field(default_factory=threading.Condition)
+    proc: subprocess.Popen[bytes] | None = None
+    state: ProcessState = ProcessState.STARTING
+    restarts: int = 0
+    up_since: float | None = None
+    last_exit_code: int | None = None
+    spawn_error: OSError | None = None
+    thread: threading.Thread | None = None
+    log: IO[bytes] | None = None
+
+    def signal_group(self, sig: signal.Signals) -> bool:
+        """Signal the child's process group; False when there is no unreaped child."""
+        with self.lock:
+            proc = self.proc
+            if proc is None or proc.returncode is not None:
+                return False
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            return True
+
+    def status(self) -> ProcessStatus:
+        with self.lock:
+            alive = self.proc is not None and self.proc.returncode is None
+            return ProcessStatus(
+                name=self.spec.name,
+                state=self.state,
+                pid=self.proc.pid if alive and self.proc is not None else None,
+                restarts=self.restarts,
+                up_since=self.up_since if alive else None,
+                last_exit_code=self.last_exit_code,
+            )
+
+
+class _Default(enum.Enum):
+    STREAM = enum.auto()  # "the sys stream of the moment" (pytest swaps them)
+
+
+class Supervisor:
+    """Runs `specs` as child processes; see the module docstring."""
+
+    def __init__(
+        self,
+        specs: Iterable[ProcessSpec],
+        *,
+        log_dir: str | os.PathLike[str] | None = None,
+        console: TextIO | Literal[_Default.STREAM] | None = _Default.STREAM,
+        events: TextIO | Literal[_Default.STREAM] | None = _Default.STREAM,
+        backoff: Backoff | None = None,
+        grace: float = 10.0,
+        state_file: str | os.PathLike[str] | None = None,
+        die_with_parent: bool = True,
+    ) -> None:
+        """`log_dir`: write `<name>.log` per process there. `console`: where "name | line"
+        output goes (default sys.stdout; None: nowhere). `events`: where starts, exits and
+        restarts are reported (default sys.stderr; None: nowhere). `state_file`: a JSON
+        snapshot rewritten on every change, for `contextmesh status` in another process."""
+        self._managed = [_Managed(spec) for spec in specs]
+        names = [m.spec.name for m in self._managed]
+        if len(set(names)) != len(names):
+            raise ValueError(f"process names must be unique: {names}")
+        self.log_dir = Path(log_dir) if log_dir is not None else None
+        self._console = sys.stdout if isinstance(console, _Default) else console
+        self._events = sys.stderr if isinstance(events, _Default) else events
+        self.backoff = backoff or Backoff()
+        self.grace = grace
+        self.state_file = Path(state_file) if state_file is not None else None
+        self._die_with_parent = die_with_parent
+        self._width = max((len(n) for n in names), default=0)
+        self._write_lock = threading.Lock()
+        self._stopping = threading.Event()  # set: no more (re)starts; run() returns
+        self._force = threading.Event()  # set: skip the grace period
+        self._stop_lock = threading.Lock()
+        self._started = False
+        self._stopped = False
+
+    # -- public API ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start every process in order, each after the previous one is ready. On failure
+        everything started is stopped and SupervisorError (or ProcessNotReadyError) raised."""
+        if self._started:
+            raise SupervisorError("a Supervisor starts once; create a new one")
+        self._started = True
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            for m in self._managed:
+                if self._stopping.is_set():
+                    return
+                self._launch(m)
+                self._await_first_ready(m)
+        except BaseException:
+            self.stop()
+            raise
+        self._write_state()  # the workers write too, but maybe not yet
+
+    def stop(self) -> None:
+        """Stop every process, in reverse order: SIGTERM to its group, SIGKILL after the
+        grace period. Idempotent and safe to call from any thread."""
+        self._stopping.set()
+        with self._stop_lock:
+            if self._stopped:
+                return
+            for m in reversed(self._managed):
+                self._stop_one(m)
+            self._stopped = True
+            self._write_state()
+
+    def request_stop(self) -> None:
+        """Make run()/wait() return (and stop restarts); safe in a signal handler."""
+        self._stopping.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until a stop is requested; False on timeout."""
+        return self._stopping.wait(timeout)
+
+    def run(self) -> int:
+        """For a synchronous main(): start (unless start() was already called), block until
+        SIGINT or SIGTERM, stop; returns 0. A second signal during the stop skips the grace
+        period. Call from the main thread."""
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            if self._stopping.is_set():
+                self._force.set()
+            self._stopping.set()
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            if not self._started:
+                self.start()
+            # Short waits: a signal handler only runs when the main thread gets control.
+            while not self._stopping.wait(0.2):
+                pass
+        finally:
+            try:
+                self.stop()
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+        return 0
+
+    def status(self) -> list[ProcessStatus]:
+        """A snapshot of every process, in start order."""
+        return [m.status() for m in self._managed]
+
+    def status_of(self, name: str) -> ProcessStatus:
+        for m in self._managed:
+            if m.spec.name == name:
+                return m.status()
+        raise KeyError(name)
+
+    def __enter__(self) -> Supervisor:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- start -----------------------------------------------------------------------------
+
+    def _launch(self, m: _Managed) -> None:
+        if self.log_dir is not None:
+            # Kept open across restarts; the worker thread closes it when it ends.
+            m.log = open(self.log_dir / f"{m.spec.name}.log", "ab")  # noqa: SIM115
+        m.thread = threading.Thread(
+            target=self._supervise, args=(m,), name=f"supervise-{m.spec.name}", daemon=True
+        )
+        m.thread.start()
+
+    def _await_first_ready(self, m: _Managed) -> None:
+        spec = m.spec
+        deadline = time.monotonic() + spec.ready_timeout
+        with m.lock:
+            while True:
+                if m.state is ProcessState.RUNNING or self._stopping.is_set():
+                    return
+                if m.spawn_error is not None and m.restarts == 0:
+                    raise SupervisorError(f"cannot start {spec.name}: {m.spawn_error}")
+                if m.state is ProcessState.EXITED:
+                    raise ProcessNotReadyError(
+                        spec.name,
+                        f"{spec.name} exited with code {m.last_exit_code} before it was ready"
+                        f"{self._see_log(spec.name)}",
+                    )
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ProcessNotReadyError(
+                        spec.name,
+                        f"{spec.name} was not ready within {spec.ready_timeout} s "
+                        f"(restarts: {m.restarts}, last exit code: {m.last_exit_code})"
+                        f"{self._see_log(spec.name)}",
+                    )
+                m.lock.wait(min(left, 0.2))
+
+    def _see_log(self, name: str) -> str:
+        return f"; see {self.log_dir / f'{name}.log'}" if self.log_dir is not None else ""
+
+    # -- the worker thread: spawn, wait, back off, again -----------------------------------
+
+    def _supervise(self, m: _Managed) -> None:
+        failures = 0
+        try:
+            while True:
+                started = time.monotonic()
+                proc = self._spawn(m)
+                if proc is None:
+                    if self._stopping.is_set():
+                        return
+                    code: int | None = None
+                    what = f"{m.spec.name} could not be started ({m.spawn_error})"
+                else:
+                    self._event(m, f"{m.spec.name} started (pid {proc.pid})")
+                    code = self._watch(m, proc)
+                    what = f"{m.spec.name} exited with code {code}"
+                    if self._stopping.is_set():
+                        self._set_state(m, ProcessState.STOPPED)
+                        self._event(m, f"{m.spec.name} stopped (exit code {code})")
+                        return
+                if not m.spec.restart:
+                    self._set_state(m, ProcessState.EXITED)
+                    self._event(m, f"{what}; not restarting (restart=False)")
+                    return
+                failures = 0 if time.monotonic() - started >= self.backoff.reset_after else failures
+                failures += 1
+                delay = self.backoff.delay(failures)
+                self._set_state(m, ProcessState.BACKOFF)
+                self._event(m, f"{what}; restarting in {delay:.1f} s")
+                if self._stopping.wait(delay):
+                    self._set_state(m, ProcessState.STOPPED)
+                    return
+                with m.lock:
+                    m.restarts += 1
+        finally:
+            if m.log is not None:
+                with self._write_lock:
+                    m.log.close()
+
+    def _spawn(self, m: _Managed) -> subprocess.Popen[bytes] | None:
+        spec = m.spec
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        env.update(spec.env or {})
+        wants_output = self._console is not None or m.log is not None
+        with m.lock:
+            # Checked under the lock stop() takes to signal: no child is born after a stop.
+            if self._stopping.is_set():
+                return None
+            try:
+                proc = subprocess.Popen(
+                    list(spec.argv),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE if wants_output else subprocess.DEVNULL,
+                    stderr=subprocess.STDOUT,
+                    cwd=spec.cwd,
+                    env=env,
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent() if self._die_with_parent else None,
+                )
+            except OSError as exc:
+                m.spawn_error = exc
+                m.lock.notify_all()
+                return None
+            m.proc, m.spawn_error = proc, None
+            m.up_since = time.time()
+            m.state = ProcessState.STARTING if spec.ready is not None else ProcessState.RUNNING
+            m.lock.notify_all()
+        self._write_state()
+        return proc
+
+    def _watch(self, m: _Managed, proc: subprocess.Popen[bytes]) -> int:
+        """Wait for the child to exit, kill the rest of its group, reap it; its exit code."""
+        pump = None
+        if proc.stdout is not None:
+            pump = threading.Thread(
+                target=self._pump,
+                args=(m, proc.stdout),
+                name=f"output-{m.spec.name}",
+                daemon=True,
+            )
+            pump.start()
+        if m.spec.ready is not None:
+            self._probe_until_ready(m, proc)
+        # Exited, but not reaped: the pid (= group id) stays reserved while we clean up.
+        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with m.lock:
+            code = proc.wait()
+            m.last_exit_code = code
+            m.up_since = None
+            m.lock.notify_all()
+        if pump is not None:
+            pump.join(_OUTPUT_DRAIN_S)  # its last lines before the exit is reported
+        self._write_state()
+        return code
+
+    def _probe_until_ready(self, m: _Managed, proc: subprocess.Popen[bytes]) -> None:
+        check = m.spec.ready
+        assert check is not None
+        deadline = time.monotonic() + m.spec.ready_timeout
+        while not self._stopping.is_set():
+            if os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return
+            try:
+                ready = check()
+            except Exception as exc:  # a broken check must not kill the supervisor
+                self._event(m, f"{m.spec.name}: readiness check failed: {exc!r}")
+                ready = False
+            if ready:
+                self._set_state(m, ProcessState.RUNNING)
+                self._event(m, f"{m.spec.name} is ready")
+                return
+            if time.monotonic() >= deadline:
+                self._event(m, f"{m.spec.name} not ready after {m.spec.ready_timeout} s")
+                return
+            time.sleep(_READY_POLL_S)
+
+    # -- stop ------------------------------------------------------------------------------
+
+    def _stop_one(self, m: _Managed) -> None:
+        grace = m.spec.stop_timeout if m.spec.stop_timeout is not None else self.grace
+        if m.signal_group(signal.SIGTERM) and not self._wait_reaped(m, grace):
+            self._event(m, f"{m.spec.name} did not stop within {grace:.1f} s; killing it")
+            m.signal_group(signal.SIGKILL)
+            if not self._wait_reaped(m, _KILL_WAIT_S, forced=True):
+                self._event(m, f"{m.spec.name} (pid {m.proc and m.proc.pid}) survived SIGKILL")
+        if m.thread is not None:
+            m.thread.join(_OUTPUT_DRAIN_S + _KILL_WAIT_S)
+
+    def _wait_reaped(self, m: _Managed, timeout: float, *, forced: bool = False) -> bool:
+        deadline = time.monotonic() + timeout
+        with m.lock:
+            while m.proc is not None and m.proc.returncode is None:
+                left = deadline - time.monotonic()
+                if left <= 0 or (self._force.is_set() and not forced):
+                    return False
+                m.lock.wait(min(left, 0.05))
+        return True
+
+    # -- output, events, state -------------------------------------------------------------
+
+    def _pump(self, m: _Managed, stream: IO[bytes]) -> None:
+        prefix = f"{m.spec.name:<{self._width}} | "
+        try:
+            for line in iter(lambda: stream.readline(_MAX_LINE), b""):
+                with self._write_lock:
+                    if m.log is not None and not m.log.closed:
+                        m.log.write(line)
+                        m.log.flush()
+                    if self._console is not None:
+                        text = line.decode("utf-8", "replace").rstrip("\r\n")
+                        self._safe_write(self._console, f"{prefix}{text}\n")
+        finally:
+            stream.close()
+
+    def _event(self, m: _Managed, message: str) -> None:
+        with self._write_lock:
+            if self._events is not None:
+                self._safe_write(self._events, message + "\n")
+            if m.log is not None and not m.log.closed:
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+                m.log.write(f"--- {stamp} supervisor: {message}\n".encode())
+                m.log.flush()
+
+    @staticmethod
+    def _safe_write(stream: TextIO, text: str) -> None:
+        # A closed or broken console must not take the supervisor down with it.
+        with contextlib.suppress(ValueError, OSError):
+            stream.write(text)
+            stream.flush()
+
+    def _set_state(self, m: _Managed, state: ProcessState) -> None:
+        with m.lock:
+            m.state = state
+            m.lock.notify_all()
+        self._write_state()
+
+    def _write_state(self) -> None:
+        if self.state_file is None:
+            return
+        # The snapshot is taken under the lock, so a stale one never replaces a newer one.
+        with self._write_lock:
+            data = {
+                "supervisor_pid": os.getpid(),
+                "updated": time.time(),
+                "processes": [s.to_json() for s in self.status()],
+            }
+            tmp = self.state_file.with_name(f".{self.state_file.name}.tmp")
+            with contextlib.suppress(OSError):
+                tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+                tmp.replace(self.state_file)

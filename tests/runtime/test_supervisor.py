@@ -1,0 +1,447 @@
+"""The process supervisor, with real child processes: small Python scripts written per test.
+
+Liveness is read from /proc (psutil is not installed): a pid is alive when /proc/<pid> exists
+and is not a zombie (an orphan's zombie waits for pid 1 to reap it).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from meshctl.supervisor import (
+    Backoff,
+    ProcessNotReadyError,
+    ProcessSpec,
+    ProcessState,
+    ProcessStatus,
+    Supervisor,
+    SupervisorError,
+    grpc_health_ready,
+    read_state_file,
+    tcp_ready,
+)
+from tests.support.ports import free_port
+
+T = TypeVar("T")
+Make = Callable[..., tuple[Supervisor, io.StringIO]]
+
+SCRIPTS = {
+    "sleeper": """
+import os, sys, time
+print(f"hello from {os.getpid()}", flush=True)
+print("this went to stderr", file=sys.stderr, flush=True)
+time.sleep(600)
+""",
+    "crasher": """
+import sys
+print("crashing", flush=True)
+sys.exit(3)
+""",
+    "short_lived": """
+import sys, time
+time.sleep(float(sys.argv[1]))
+sys.exit(1)
+""",
+    "stubborn": """
+import signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("ignoring SIGTERM", flush=True)
+time.sleep(600)
+""",
+    "forker": """
+import subprocess, sys, time
+grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+print(f"grandchild {grandchild.pid}", flush=True)
+time.sleep(600)
+""",
+    "listener": """
+import pathlib, socket, sys, time
+time.sleep(float(sys.argv[2]))
+sock = socket.socket()
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+sock.bind(("127.0.0.1", int(sys.argv[1])))
+sock.listen()
+pathlib.Path(sys.argv[3]).write_text("listening")
+time.sleep(600)
+""",
+    "checker": """
+import pathlib, sys, time
+print("first was ready:", pathlib.Path(sys.argv[1]).exists(), flush=True)
+time.sleep(600)
+""",
+    "grpc_health": """
+import sys, time
+from concurrent import futures
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+server = grpc.server(futures.ThreadPoolExecutor(2))
+servicer = health.HealthServicer()
+health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+server.add_insecure_port(f"127.0.0.1:{sys.argv[1]}")
+servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+server.start()
+time.sleep(0.3)
+servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+time.sleep(600)
+""",
+}
+
+# Runs a Supervisor as its own process, as `contextmesh up` does: argv[1] is a JSON list of
+# [name, script, stop_timeout], argv[2] the state file, argv[3] "prestart" to call start()
+# before run() (as a CLI that prints a banner once everything is up does).
+HARNESS = """
+import json, sys
+from meshctl.supervisor import ProcessSpec, Supervisor
+specs = [
+    ProcessSpec(name, [sys.executable, script], stop_timeout=stop)
+    for name, script, stop in json.loads(sys.argv[1])
+]
+supervisor = Supervisor(specs, console=None, state_file=sys.argv[2], grace=30.0)
+if sys.argv[3] == "prestart":
+    supervisor.start()
+sys.exit(supervisor.run())
+"""
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def wait_until(predicate: Callable[[], T | None], timeout: float = 5.0, what: str = "") -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+        time.sleep(0.02)
+
+
+def started_pids(events: io.StringIO, name: str) -> list[int]:
+    return [int(p) for p in re.findall(rf"^{name} started \(pid (\d+)\)$", events.getvalue(), re.M)]
+
+
+@pytest.fixture
+def scripts(tmp_path: Path) -> dict[str, str]:
+    paths = {}
+    for name, text in SCRIPTS.items():
+        path = tmp_path / f"child_{name}.py"  # a prefix: "grpc_health.py" would shadow grpc_health
+        path.write_text(text)
+        paths[name] = str(path)
+    return paths
+
+
+@pytest.fixture
+def supervise() -> Iterator[Make]:
+    """Builds Supervisors that report events to a StringIO; every one is stopped at teardown."""
+    made: list[Supervisor] = []
+
+    def make(specs: list[ProcessSpec], **kwargs: object) -> tuple[Supervisor, io.StringIO]:
+        events = io.StringIO()
+        kwargs.setdefault("console", None)
+        supervisor = Supervisor(specs, events=events, **kwargs)  # type: ignore[arg-type]
+        made.append(supervisor)
+        return supervisor, events
+
+    yield make
+    for supervisor in made:
+        supervisor.stop()
+
+
+def py(script: str, *args: str) -> list[str]:
+    return [sys.executable, script, *args]
+
+
+def test_backoff_doubles_to_the_cap() -> None:
+    delays = [Backoff().delay(n) for n in range(1, 9)]
+    assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+
+
+def test_starts_in_order_after_readiness_and_routes_output(
+    tmp_path: Path, scripts: dict[str, str], supervise: Make
+) -> None:
+    port, marker = free_port(), tmp_path / "first.listening"
+    console = io.StringIO()
+    supervisor, events = supervise(
+        [
+            ProcessSpec(
+                "first",
+                py(scripts["listener"], str(port), "0.3", str(marker)),
+                ready=tcp_ready("127.0.0.1", port),
+                ready_timeout=5.0,
+            ),
+            ProcessSpec("second", py(scripts["checker"], str(marker))),
+            ProcessSpec("sleeper", py(scripts["sleeper"]), env={"EXTRA": "1"}, cwd=tmp_path),
+        ],
+        console=console,
+        log_dir=tmp_path / "logs",
+    )
+    supervisor.start()
+    assert supervisor.status_of("first").state is ProcessState.RUNNING
+    wait_until(lambda: "hello from" in console.getvalue(), what="sleeper output")
+    wait_until(lambda: "first was ready" in console.getvalue(), what="checker output")
+
+    # "second" started only once "first" accepted connections; names are padded to align.
+    assert "second  | first was ready: True\n" in console.getvalue()
+    assert "sleeper | this went to stderr\n" in console.getvalue()
+    assert "first is ready" in events.getvalue()
+    log = (tmp_path / "logs" / "second.log").read_text()
+    assert "supervisor: second started (pid" in log
+    assert "first was ready: True" in log
+    statuses = supervisor.status()
+    assert [s.name for s in statuses] == ["first", "second", "sleeper"]
+    assert all(s.pid is not None and alive(s.pid) and s.restarts == 0 for s in statuses)
+    assert all(s.up_since is not None and s.up_since <= time.time() for s in statuses)
+
+
+def test_restarts_a_sigkilled_child_with_backoff(scripts: dict[str, str], supervise: Make) -> None:
+    supervisor, events = supervise([ProcessSpec("syncsvc-1", py(scripts["sleeper"]))])
+    supervisor.start()
+    for restarts in (1, 2):
+        pid = supervisor.status_of("syncsvc-1").pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+
+        def restarted(old: int = pid, n: int = restarts) -> ProcessStatus | None:
+            status = supervisor.status_of("syncsvc-1")
+            return status if status.pid not in (None, old) and status.restarts == n else None
+
+        status = wait_until(restarted, what="a new pid")
+        assert status.state is ProcessState.RUNNING
+        assert status.last_exit_code == -signal.SIGKILL
+        assert not alive(pid)
+    lines = events.getvalue().splitlines()
+    assert "syncsvc-1 exited with code -9; restarting in 0.5 s" in lines
+    assert "syncsvc-1 exited with code -9; restarting in 1.0 s" in lines
+
+
+def test_a_child_that_exits_at_once_does_not_spin(scripts: dict[str, str], supervise: Make) -> None:
+    supervisor, events = supervise(
+        [ProcessSpec("crasher", py(scripts["crasher"]))],
+        backoff=Backoff(initial=0.1, cap=0.4, reset_after=10.0),
+    )
+    supervisor.start()
+    time.sleep(1.6)
+    restarts = supervisor.status_of("crasher").restarts
+    # Without backoff this would be dozens; with 0.1, 0.2, 0.4, 0.4, ... it is about four.
+    assert 2 <= restarts <= 6, restarts
+    delays = re.findall(r"crasher exited with code 3; restarting in (\S+) s", events.getvalue())
+    assert delays[:4] == ["0.1", "0.2", "0.4", "0.4"]
+
+
+def test_backoff_resets_after_a_long_enough_run(scripts: dict[str, str], supervise: Make) -> None:
+    supervisor, events = supervise(
+        [ProcessSpec("flaky", py(scripts["short_lived"], "0.3"))],
+        backoff=Backoff(initial=0.1, cap=5.0, reset_after=0.2),
+    )
+    supervisor.start()
+    wait_until(lambda: supervisor.status_of("flaky").restarts >= 3, what="three restarts")
+    delays = re.findall(r"flaky exited with code 1; restarting in (\S+) s", events.getvalue())
+    assert len(delays) >= 3
+    assert set(delays) == {"0.1"}
+
+
+def test_stop_terminates_in_reverse_order_and_leaves_nothing_behind(
+    scripts: dict[str, str], supervise: Make
+) -> None:
+    console = io.StringIO()
+    supervisor, events = supervise(
+        [
+            ProcessSpec("a", py(scripts["sleeper"])),
+            ProcessSpec("b", py(scripts["forker"])),
+            ProcessSpec("c", py(scripts["stubborn"]), stop_timeout=0.3),
+        ],
+        console=console,
+    )
+    supervisor.start()
+    grandchild = int(
+        wait_until(lambda: re.search(r"grandchild (\d+)", console.getvalue()), what="fork")[1]
+    )
+    wait_until(lambda: "ignoring SIGTERM" in console.getvalue(), what="stubborn child")
+    pids = [s.pid for s in supervisor.status()]
+    assert None not in pids
+
+    started = time.monotonic()
+    supervisor.stop()
+    assert time.monotonic() - started < 3.0
+
+    # Children are reaped by stop(); the grandchild, signalled with its group, dies a moment
+    # later (kill() returns before the target has exited).
+    assert [p for p in pids if p is not None and alive(p)] == []
+    wait_until(lambda: not alive(grandchild), 2.0, "the grandchild killed with its group")
+    lines = events.getvalue().splitlines()
+    order = [line.split()[0] for line in lines if " stopped " in line]
+    assert order == ["c", "b", "a"]
+    assert "c did not stop within 0.3 s; killing it" in lines
+    assert "a stopped (exit code -15)" in lines
+    assert all(s.state is ProcessState.STOPPED and s.pid is None for s in supervisor.status())
+    supervisor.stop()  # idempotent
+
+
+def test_a_process_that_never_gets_ready_fails_start_and_is_cleaned_up(
+    tmp_path: Path, scripts: dict[str, str], supervise: Make
+) -> None:
+    port = free_port()
+    supervisor, events = supervise(
+        [
+            ProcessSpec("before", py(scripts["sleeper"])),
+            ProcessSpec(
+                "never",
+                py(scripts["listener"], str(port), "600", str(tmp_path / "m")),
+                ready=tcp_ready("127.0.0.1", port),
+                ready_timeout=0.5,
+            ),
+            ProcessSpec("after", py(scripts["sleeper"])),
+        ],
+        log_dir=tmp_path / "logs",
+    )
+    with pytest.raises(ProcessNotReadyError, match=r"never was not ready within 0.5 s") as info:
+        supervisor.start()
+    assert info.value.name == "never"
+    assert "logs/never.log" in str(info.value)
+    pids = started_pids(events, "before") + started_pids(events, "never")
+    assert len(pids) == 2
+    assert not any(alive(pid) for pid in pids)
+    assert started_pids(events, "after") == []
+
+
+def test_an_unstartable_program_fails_start_at_once(supervise: Make, tmp_path: Path) -> None:
+    supervisor, _ = supervise([ProcessSpec("ghost", [str(tmp_path / "no-such-program")])])
+    with pytest.raises(SupervisorError, match="cannot start ghost"):
+        supervisor.start()
+
+
+def test_restart_false_leaves_an_exited_process_down(
+    scripts: dict[str, str], supervise: Make
+) -> None:
+    supervisor, events = supervise([ProcessSpec("once", py(scripts["crasher"]), restart=False)])
+    supervisor.start()
+
+    def exited() -> ProcessStatus | None:
+        status = supervisor.status_of("once")
+        return status if status.state is ProcessState.EXITED else None
+
+    status = wait_until(exited, what="exit")
+    assert (status.pid, status.restarts, status.last_exit_code) == (None, 0, 3)
+    assert "once exited with code 3; not restarting (restart=False)" in events.getvalue()
+
+
+def test_grpc_health_check_gates_readiness(scripts: dict[str, str], supervise: Make) -> None:
+    assert grpc_health_ready("127.0.0.1:1", timeout=0.2)() is False
+    port = free_port()
+    supervisor, events = supervise(
+        [
+            ProcessSpec(
+                "gateway",
+                py(scripts["grpc_health"], str(port)),
+                ready=grpc_health_ready(f"127.0.0.1:{port}", timeout=0.5),
+                ready_timeout=8.0,
+            )
+        ]
+    )
+    supervisor.start()
+    assert supervisor.status_of("gateway").state is ProcessState.RUNNING
+    assert "gateway is ready" in events.getvalue()
+
+
+def test_state_file_reports_status_to_another_process(
+    tmp_path: Path, scripts: dict[str, str], supervise: Make
+) -> None:
+    state_file = tmp_path / "supervisor.json"
+    supervisor, _ = supervise(
+        [ProcessSpec("a", py(scripts["sleeper"])), ProcessSpec("b", py(scripts["sleeper"]))],
+        state_file=state_file,
+    )
+    assert read_state_file(state_file) is None
+    supervisor.start()
+    loaded = read_state_file(state_file)
+    assert loaded is not None
+    owner, statuses = loaded
+    assert owner == os.getpid()
+    assert statuses == supervisor.status()
+    supervisor.stop()
+    loaded = read_state_file(state_file)
+    assert loaded is not None
+    assert {s.state for s in loaded[1]} == {ProcessState.STOPPED}
+
+
+def _start_harness(
+    tmp_path: Path, children: Sequence[tuple[str, str, float | None]], *, prestart: bool
+) -> tuple[subprocess.Popen[bytes], Path, list[int]]:
+    state_file = tmp_path / "harness.json"
+    mode = "prestart" if prestart else "run"
+    harness = subprocess.Popen(
+        [sys.executable, "-c", HARNESS, json.dumps(children), str(state_file), mode],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+    def running() -> list[int] | None:
+        loaded = read_state_file(state_file) if state_file.exists() else None
+        statuses = loaded[1] if loaded else []
+        pids = [s.pid for s in statuses if s.pid is not None]
+        return pids if len(pids) == len(children) else None
+
+    return harness, state_file, wait_until(running, 10.0, "the harness's children")
+
+
+def test_sigterm_to_the_supervisor_process_stops_every_child(
+    tmp_path: Path, scripts: dict[str, str]
+) -> None:
+    children = [
+        ("stubborn", scripts["stubborn"], None),  # started first, so stopped last
+        ("s1", scripts["sleeper"], None),
+        ("s2", scripts["sleeper"], None),
+    ]
+    harness, state_file, pids = _start_harness(tmp_path, children, prestart=True)
+    with harness:
+        time.sleep(0.3)  # let the stubborn child install its SIGTERM handler
+        harness.send_signal(signal.SIGTERM)
+
+        def stopped(name: str) -> bool:
+            loaded = read_state_file(state_file)
+            return loaded is not None and any(
+                s.name == name and s.state is ProcessState.STOPPED for s in loaded[1]
+            )
+
+        wait_until(lambda: stopped("s1") and stopped("s2"), what="s1 and s2 stopped")
+        assert alive(pids[0])  # waiting out its 30 s grace
+        started = time.monotonic()
+        harness.send_signal(signal.SIGTERM)  # a second signal skips the grace
+        _, stderr = harness.communicate(timeout=5.0)
+        assert time.monotonic() - started < 3.0
+    assert harness.returncode == 0, stderr.decode()
+    assert b"stubborn did not stop within 30.0 s; killing it" in stderr
+    assert [pid for pid in pids if alive(pid)] == []
+
+
+def test_sigkill_of_the_supervisor_takes_its_children_down(
+    tmp_path: Path, scripts: dict[str, str]
+) -> None:
+    children = [(f"s{i}", scripts["sleeper"], None) for i in range(3)]
+    harness, _, pids = _start_harness(tmp_path, children, prestart=False)
+    with harness:
+        harness.kill()
+        harness.communicate(timeout=5.0)
+    wait_until(lambda: not any(alive(pid) for pid in pids), what="children killed by the kernel")
