@@ -1,9 +1,11 @@
 """Per-repository sync: fetch the files, build the repository result, store it, count it.
 
 The result is stored content-addressed (create-only; the same content is the same key), so
-a redelivered task re-creates nothing. A repository whose fetch still fails on the task's
-last delivery, or fails for good (permission, not found), is counted FAILED with the reason
-and keeps its previous result, if it had one, for the merge to carry over. The job goes on.
+a redelivered task re-creates nothing. A repository whose fetch still fails after the
+source's own retries (5xx, timeouts) or fails for good (permission) is counted FAILED with
+the reason and keeps its previous result, if it had one, for the merge to carry over: the
+job goes on without waiting for it. Only a rate limit whose reset is far off hands the task
+back to the queue until then. Anything else (NATS, blob store) is redelivered by JetStream.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from meshkit.blob.base import ensure_stored
 from meshkit.bundle import canonical_json, content_hash, repo_result_key
 from meshkit.config import SyncSettings
 from meshkit.jobs import JobStore, is_final
-from meshkit.worker import Delivery
+from meshkit.worker import Delivery, RetryLater
 from syncsvc.fanin import FanIn
 from syncsvc.repo_result import normalize_repository
 from syncsvc.sources.base import RepoListing, Source, SourceError
@@ -93,8 +95,8 @@ class RepoSync:
                 max_file_bytes=self.settings.max_file_bytes,
             )
         except SourceError as exc:
-            if exc.transient and not delivery.is_last:
-                raise  # the worker redelivers after the stream's backoff
+            if exc.retry_after_s is not None and not delivery.is_last:
+                raise RetryLater(exc.retry_after_s, str(exc)) from None
             log.warning(
                 "repository %s failed: %s", task.repository, exc, extra={"job_id": task.meta.job_id}
             )

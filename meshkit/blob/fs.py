@@ -95,6 +95,9 @@ class FilesystemBlobStore(BlobStore):
         return await asyncio.to_thread(self._path(key).is_file)
 
     async def list(self, prefix: str = "") -> AsyncIterator[BlobInfo]:
+        if prefix:
+            # A prefix may end mid-segment ("repos/al"), but must not climb out of the root.
+            validate_key(prefix.rstrip("/") or "x")
         infos = await asyncio.to_thread(self._scan, prefix)
         for info in infos:
             yield info

@@ -67,11 +67,18 @@ class FetchedRepo:
 
 
 class SourceError(Exception):
-    """A source call failed. Its message is safe to log and show: it never holds a token."""
+    """A source call failed. Its message is safe to log and show: it never holds a token.
 
-    def __init__(self, message: str, *, transient: bool) -> None:
+    `retry_after_s` is set when the source was asked to wait longer than a worker should
+    hold a task (a rate limit until its reset): the task goes back to the queue until then.
+    """
+
+    def __init__(
+        self, message: str, *, transient: bool, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(message)
         self.transient = transient
+        self.retry_after_s = retry_after_s
 
 
 class UserNotFoundError(SourceError):
