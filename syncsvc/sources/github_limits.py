@@ -1,0 +1,160 @@
+"""How the GitHub source paces itself: backoff between retries and GitHub's rate limits.
+
+GitHub grants each token a budget of requests per window (`x-ratelimit-remaining`, reset at
+the epoch second `x-ratelimit-reset`) and, on top of it, secondary limits that answer 403 or
+429, usually with `retry-after`. One RateLimiter per process sees every response, so a pause
+that GitHub asks of one request holds back all of them, as GitHub expects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from syncsvc.sources.base import SourceError
+
+__all__ = ["RateLimiter", "RetryPolicy", "parse_retry_after"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """Timings of retries and waits. The defaults suit GitHub; tests shorten them."""
+
+    backoff_base_s: float = 0.5
+    """First retry of a 5xx, timeout or connection error waits between half this and this."""
+    backoff_max_s: float = 30.0
+    """Ceiling of the exponential backoff."""
+    secondary_wait_s: float = 60.0
+    """Pause after a secondary rate limit without retry-after (GitHub: at least a minute),
+    doubled on each repeat."""
+    max_wait_s: float = 300.0
+    """Longest single wait for a rate limit; beyond it the call fails transiently, so a
+    worker hands its task back (to be redelivered later) instead of holding it."""
+    reset_margin_s: float = 1.0
+    """Extra wait after x-ratelimit-reset: the header is rounded to whole seconds."""
+    max_redirects: int = 3
+    """Redirect hops followed per request (renamed repositories answer 301)."""
+
+    def backoff_s(self, attempt: int, rng: random.Random) -> float:
+        """Delay before retry number `attempt` (1-based): exponential, jittered in its upper
+        half so that workers spread out yet never retry at once."""
+        ceiling = min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1))
+        return rng.uniform(ceiling / 2, ceiling)
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Seconds to wait from a retry-after header (delta-seconds or an HTTP date), or None."""
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class RateLimiter:
+    """The process's view of GitHub's primary rate limit and of any pause GitHub asked for.
+
+    Every request goes through `slot()`: it waits while a pause is in force, spreads the
+    remaining budget evenly until the reset once fewer than `reserve` requests remain, and
+    waits for the reset when none remain. Requests in flight count as spent until their
+    response arrives (a 304 does not count at GitHub, so the estimate errs on the safe side).
+    """
+
+    def __init__(
+        self,
+        *,
+        reserve: int,
+        policy: RetryPolicy,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._reserve = reserve
+        self._policy = policy
+        self._clock = clock
+        self._sleep = sleep
+        self._remaining: int | None = None
+        self._reset: float | None = None
+        self._in_flight = 0
+        self._paused_until = 0.0
+        self._next_slot = 0.0
+
+    @property
+    def remaining(self) -> int | None:
+        """Requests left in the current window as GitHub last said, or None when unknown."""
+        return self._remaining
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Wait for a turn to send one request; the request is in flight inside the block."""
+        while (delay := self._delay(self._clock())) > 0:
+            if delay > self._policy.max_wait_s:
+                raise SourceError(
+                    f"GitHub rate limit: the next request could go only in {delay:.0f} s "
+                    f"(at {_utc(self._clock() + delay)}); giving up for now",
+                    transient=True,
+                )
+            await self._sleep(delay)
+        self._in_flight += 1
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+
+    def observe(self, headers: Mapping[str, str]) -> None:
+        """Learn the budget from a response's x-ratelimit-* headers (any status)."""
+        resource = headers.get("x-ratelimit-resource")
+        if resource is not None and resource != "core":
+            return
+        try:
+            remaining = int(headers["x-ratelimit-remaining"])
+            reset = float(headers["x-ratelimit-reset"])
+        except (KeyError, ValueError):
+            return  # GitHub Enterprise with rate limiting off sends neither
+        if self._reset is None or reset > self._reset:
+            self._remaining, self._reset = remaining, reset  # a new window
+        elif reset == self._reset and self._remaining is not None:
+            # Responses arrive out of order; within a window the budget only shrinks.
+            self._remaining = min(self._remaining, remaining)
+
+    def pause(self, seconds: float) -> None:
+        """Hold back every request of the process for `seconds` (retry-after, secondary)."""
+        self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+    def _delay(self, now: float) -> float:
+        """Seconds to wait before the next request may go; 0 takes a turn."""
+        if self._paused_until > now:
+            return self._paused_until - now
+        if self._remaining is None or self._reset is None:
+            return 0.0
+        if now >= self._reset:
+            self._remaining = self._reset = None  # the window is over: a fresh budget
+            return 0.0
+        left = self._remaining - self._in_flight
+        if left <= 0:
+            return self._reset - now + self._policy.reset_margin_s
+        if left < self._reserve:
+            # Spread what is left evenly over the rest of the window.
+            if self._next_slot > now:
+                return self._next_slot - now
+            self._next_slot = now + (self._reset - now) / left
+        return 0.0
+
+
+def _utc(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%H:%M:%S UTC")

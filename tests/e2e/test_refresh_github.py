@@ -1,0 +1,118 @@
+"""A refresh from the GitHub stand-in through the real processes (invariant 5)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from contextmesh.gateway.v1 import bundle_service_pb2 as pb
+from contextmesh.gateway.v1 import bundle_service_pb2_grpc
+from contextmesh.job.v1 import job_pb2
+
+from meshkit.nats_server import NatsServer
+from tests.support.fake_github import FakeGithub, populate
+from tests.support.mesh import Mesh
+
+JobState = job_pb2.JobState
+RepoStatus = job_pb2.RepoStatus
+TOKEN = "ghp_" + "Z" * 36
+CONTENT_KINDS = ("contents", "readme")
+REPOS = 150
+
+
+@pytest.fixture
+def github() -> Iterator[FakeGithub]:
+    with FakeGithub(token=TOKEN) as gh:
+        populate(gh, "octo", REPOS)
+        yield gh
+
+
+@pytest.fixture
+def gh_mesh(fresh_nats: NatsServer, tmp_path: Path, github: FakeGithub) -> Iterator[Mesh]:
+    mesh = Mesh(
+        fresh_nats.url,
+        tmp_path,
+        env={
+            "CONTEXTMESH_SOURCE": "github",
+            "CONTEXTMESH_GITHUB_API_URL": github.url,
+            "GITHUB_TOKEN": TOKEN,
+            "CONTEXTMESH_GITHUB_MAX_RETRIES": "1",
+            "CONTEXTMESH_MAX_FILE_BYTES": "65536",
+        },
+    )
+    mesh.start("gateway")
+    mesh.start("syncsvc", name="syncsvc-1")
+    mesh.start("syncsvc", name="syncsvc-2")
+    mesh.start("mergesvc")
+    try:
+        yield mesh
+    finally:
+        mesh.stop_all()
+
+
+def refresh(mesh: Mesh, user: str = "octo") -> job_pb2.Job:
+    with grpc.insecure_channel(mesh.gateway_target) as channel:
+        stub = bundle_service_pb2_grpc.BundleServiceStub(channel)
+        job = stub.RefreshBundle(pb.RefreshBundleRequest(user=user)).job
+        final = list(stub.WatchJob(pb.WatchJobRequest(id=job.id), timeout=120))[-1]
+        assert final.final, mesh.logs()
+        return final.job
+
+
+def content_requests(gh: FakeGithub, status: int | None = None) -> int:
+    return sum(gh.count(kind=kind, status=status) for kind in CONTENT_KINDS)
+
+
+def test_first_unchanged_and_one_changed_refresh(gh_mesh: Mesh, github: FakeGithub) -> None:
+    first = refresh(gh_mesh)
+    assert first.state == JobState.JOB_STATE_DONE, gh_mesh.logs()
+    assert (first.total, first.synced, first.failed) == (REPOS, REPOS, 0)
+    assert content_requests(github, 200) >= REPOS * 2  # context, README, extra files
+    assert github.count(kind="list") == 2  # 150 repositories: two pages of 100
+
+    github.reset_log()
+    second = refresh(gh_mesh)
+    assert (second.synced, second.unchanged) == (0, REPOS)
+    assert content_requests(github) == 0  # unchanged repositories cost nothing
+    assert all(r.status == 304 for r in github.requests())  # user lookup and pages: 304s
+    assert second.bundle.content_hash == first.bundle.content_hash
+
+    github.reset_log()
+    github.change_file("octo/repo-0042", "README.md", "# repo-0042\n\nNow with MQTT support.\n")
+    third = refresh(gh_mesh)
+    assert (third.synced, third.unchanged) == (1, REPOS - 1)
+    fetched = {r.repo for r in github.requests() if r.kind in CONTENT_KINDS}
+    assert fetched == {"octo/repo-0042"}
+    assert third.bundle.content_hash != first.bundle.content_hash
+
+    logs = gh_mesh.logs()
+    assert TOKEN not in logs and TOKEN[:12] not in logs  # the token never reaches a log
+
+
+def test_failing_and_oversized_repositories_do_not_fail_the_job(
+    gh_mesh: Mesh, github: FakeGithub
+) -> None:
+    github.fail(500, repo="octo/repo-0007")  # always
+    github.change_file("octo/repo-0009", "README.md", "x" * 100_000)  # over the 64 KiB cap
+    job = refresh(gh_mesh)
+    assert job.state == JobState.JOB_STATE_DONE, gh_mesh.logs()
+    assert (job.synced, job.failed) == (REPOS - 1, 1)
+    assert [f.repository for f in job.failures] == ["octo/repo-0007"]
+    assert "500" in job.failures[0].reason and TOKEN not in job.failures[0].reason
+    with grpc.insecure_channel(gh_mesh.gateway_target) as channel:
+        stub = bundle_service_pb2_grpc.BundleServiceStub(channel)
+        repos = {
+            r.repository: r for r in stub.GetBundle(pb.GetBundleRequest(user="octo")).repositories
+        }
+    assert repos["octo/repo-0007"].status == RepoStatus.REPO_STATUS_FAILED
+    assert repos["octo/repo-0007"].reason == job.failures[0].reason
+    assert repos["octo/repo-0009"].status == RepoStatus.REPO_STATUS_SYNCED
+    assert any("README" in w for w in repos["octo/repo-0009"].warnings)
+
+
+def test_an_unknown_user_fails_the_job_with_a_clear_error(gh_mesh: Mesh) -> None:
+    job = refresh(gh_mesh, user="nobody-here")
+    assert job.state == JobState.JOB_STATE_FAILED
+    assert "nobody-here" in job.error and "not found" in job.error
