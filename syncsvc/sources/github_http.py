@@ -121,7 +121,11 @@ class GithubHttp:
             # GitHub's own message is part of some errors: make sure no token rides along.
             if not self._token or self._token not in str(exc):
                 raise
-            clean = SourceError(str(exc).replace(self._token, "***"), transient=exc.transient)
+            clean = SourceError(
+                str(exc).replace(self._token, "***"),
+                transient=exc.transient,
+                retry_after_s=exc.retry_after_s,
+            )
         raise clean  # outside the except block, so the original is not chained to it
 
     async def _get(

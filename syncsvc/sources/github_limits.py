@@ -34,8 +34,9 @@ class RetryPolicy:
     """Pause after a secondary rate limit without retry-after (GitHub: at least a minute),
     doubled on each repeat."""
     max_wait_s: float = 300.0
-    """Longest single wait for a rate limit; beyond it the call fails transiently, so a
-    worker hands its task back (to be redelivered later) instead of holding it."""
+    """Longest single wait for a rate limit; beyond it the call fails with a SourceError
+    whose retry_after_s says how long, so a worker hands its task back until then instead
+    of holding it."""
     reset_margin_s: float = 1.0
     """Extra wait after x-ratelimit-reset: the header is rounded to whole seconds."""
     max_redirects: int = 3
@@ -108,6 +109,7 @@ class RateLimiter:
                     f"GitHub rate limit: the next request could go only in {delay:.0f} s "
                     f"(at {_utc(self._clock() + delay)}); giving up for now",
                     transient=True,
+                    retry_after_s=delay,
                 )
             await self._sleep(delay)
         self._in_flight += 1

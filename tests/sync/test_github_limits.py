@@ -142,6 +142,7 @@ async def test_limiter_refuses_a_wait_longer_than_the_policy_allows() -> None:
         async with lim.slot():
             pass
     assert caught.value.transient is True
+    assert caught.value.retry_after_s == pytest.approx(4000.5)  # the task comes back then
     assert "rate limit" in str(caught.value)
     assert fake.sleeps == []
 
@@ -203,6 +204,22 @@ async def test_slows_down_below_the_reserve_to_spread_the_budget(
     assert fake_github.count() == 10
 
 
+async def test_a_far_reset_hands_the_task_back_with_the_wait(
+    fake_github: FakeGithub, make_github_source: MakeSource
+) -> None:
+    [listing] = world(fake_github)
+    fake_github.set_rate_limit(1, window_s=3600)
+    source = make_github_source(rate_limit_reserve=0, concurrency=1)
+
+    with pytest.raises(SourceError) as caught:
+        await source.fetch(listing, extra_files=(), max_file_bytes=CAP)
+
+    assert caught.value.transient is True
+    assert caught.value.retry_after_s is not None
+    assert 3590 < caught.value.retry_after_s < 3610
+    assert fake_github.count() == 1  # the second request was never sent
+
+
 @pytest.mark.parametrize("status", [403, 429])
 async def test_retry_after_is_honoured(
     status: int, fake_github: FakeGithub, make_github_source: MakeSource
@@ -262,6 +279,7 @@ async def test_a_retry_after_longer_than_the_policy_allows_fails_transiently(
     with pytest.raises(SourceError) as caught:
         await make_github_source().fetch(listing, extra_files=(), max_file_bytes=CAP)
     assert caught.value.transient is True
+    assert caught.value.retry_after_s == 3600
     assert fake_github.count(kind="readme") == 1
 
 
@@ -304,6 +322,7 @@ async def test_always_500_fails_transiently_after_max_retries(
         await make_github_source(max_retries=2).fetch(listing, extra_files=(), max_file_bytes=CAP)
 
     assert caught.value.transient is True
+    assert caught.value.retry_after_s is None  # failed for now: not a wait to sit out
     assert "HTTP 500" in str(caught.value) and "3 attempts" in str(caught.value)
     assert fake_github.count(kind="contents") == 3
 
