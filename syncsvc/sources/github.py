@@ -63,6 +63,13 @@ _PATH_FIELD = re.compile(r'"path"\s*:\s*"((?:[^"\\]|\\.)*)"')
 _SIZE_FIELD = re.compile(r'"size"\s*:\s*(\d+)')
 
 
+class _ListingGone(SourceError):
+    """A listing page answered 404: the account was renamed or deleted."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transient=True)
+
+
 class GithubSource(Source):
     """Repositories on github.com or a GitHub Enterprise server (api_url with its prefix)."""
 
@@ -90,7 +97,24 @@ class GithubSource(Source):
     # -- discovery -------------------------------------------------------------------------
 
     async def list_repositories(self, user: str) -> list[RepoListing]:
-        login, kind = await self._lookup(user)
+        # An account's login and type are remembered from its last lookup, so an unchanged
+        # refresh costs only its list pages (all 304s). A listing that answers 404 means the
+        # account was renamed or deleted since: look it up again.
+        remembered = await self._remembered_account(user)
+        if remembered is not None:
+            try:
+                return await self._list(*remembered)
+            except _ListingGone:
+                pass
+        return await self._list(*await self._lookup(user))
+
+    async def _remembered_account(self, user: str) -> tuple[str, str] | None:
+        cached = await self._cache.get(str(self._http.url(f"/users/{_seg(user)}")))
+        if cached is None:
+            return None
+        return str(cached.meta.get("login", user)), str(cached.meta.get("type", "User"))
+
+    async def _list(self, login: str, kind: str) -> list[RepoListing]:
         if kind == "Organization":
             url = self._http.url(f"/orgs/{_seg(login)}/repos", {"per_page": PER_PAGE})
         else:
@@ -142,7 +166,7 @@ class GithubSource(Source):
             cached = None  # unreadable: ask in full
         reply = await self._http.get(url, accept=JSON_MEDIA, etag=_etag(cached))
         if reply.status == 404:
-            raise SourceError("GitHub listing vanished while it was read", transient=True)
+            raise _ListingGone("GitHub listing vanished while it was read")
         if reply.status == 304 and cached is not None and remembered_items is not None:
             items = remembered_items
             if "link" in reply.headers:

@@ -274,6 +274,15 @@ class FakeGithub:
     def add_org(self, login: str) -> FakeAccount:
         return self._add_account(login, "Organization")
 
+    def remove_account(self, login: str) -> None:
+        """Delete an account and its repositories: everything of it answers 404 from now."""
+        with self._lock:
+            self._accounts.pop(login.lower(), None)
+            for repo_id, repo in list(self._repos.items()):
+                if repo.full_name.split("/")[0].lower() == login.lower():
+                    del self._repos[repo_id]
+                    self._by_name.pop(repo.full_name.lower(), None)
+
     def add_repo(
         self,
         full_name: str,

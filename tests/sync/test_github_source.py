@@ -131,22 +131,49 @@ async def test_login_is_looked_up_case_insensitively(
     assert fake_github.requests(kind="list")[0].path == "/users/Octo/repos"
 
 
-async def test_unchanged_refresh_of_1000_repositories_is_11_requests_all_304(
+async def test_unchanged_refresh_of_1000_repositories_is_its_10_list_pages_all_304(
     fake_github: FakeGithub, make_github_source: MakeSource
 ) -> None:
     populate(fake_github, "octo", 1000)
     source = make_github_source()
     first = await source.list_repositories("octo")
-    assert fake_github.count() == 11
+    assert fake_github.count() == 11  # the account lookup, then 10 pages
     fake_github.reset_log()
 
     again = await source.list_repositories("octo")
 
     assert sorted(again, key=lambda r: r.full_name) == sorted(first, key=lambda r: r.full_name)
-    assert fake_github.count() == 11
-    assert fake_github.count(status=304) == 11
+    assert fake_github.count() == 10  # the account is remembered: pages only
+    assert fake_github.count(kind="list", status=304) == 10
     assert fake_github.stats()["body_bytes"] == 0
     assert all(r.if_none_match for r in fake_github.requests())
+
+
+async def test_unchanged_refresh_costs_at_most_11_even_when_304s_drop_the_link_header(
+    make_github_source: MakeSource,
+) -> None:
+    # 1000 repositories fill the last page exactly, so the source looks one page further.
+    with FakeGithub(link_on_304=False) as gh:
+        populate(gh, "octo", 1000)
+        source = make_github_source(gh)
+        await source.list_repositories("octo")
+        await source.list_repositories("octo")
+        gh.reset_log()
+        await source.list_repositories("octo")
+        assert gh.count() <= 11
+        assert gh.count(status=304) == gh.count()  # the probe page is remembered too
+
+
+async def test_a_remembered_account_that_is_gone_is_looked_up_again(
+    fake_github: FakeGithub, make_github_source: MakeSource
+) -> None:
+    populate(fake_github, "octo", 3)
+    source = make_github_source()
+    await source.list_repositories("octo")
+    fake_github.remove_account("octo")
+    with pytest.raises(UserNotFoundError):
+        await source.list_repositories("octo")
+    assert [r.kind for r in fake_github.requests()][-2:] == ["list", "user"]
 
 
 async def test_304_without_link_header_still_finds_a_repository_added_on_a_new_page(
@@ -352,7 +379,8 @@ async def test_the_cache_is_shared_between_workers(
     for listing in listings:
         await other.fetch(listing, extra_files=EXTRAS, max_file_bytes=CAP)
 
-    assert fake_github.count() == fake_github.count(status=304) == 2 + 2 * 4
+    # One list page (the account is remembered) and four files of each repository.
+    assert fake_github.count() == fake_github.count(status=304) == 1 + 2 * 4
 
 
 class BrokenCache(ResponseCache):
