@@ -64,7 +64,8 @@ async def serve(ctx: ServiceContext) -> None:
     log.info("gateway listening on %s (port %d)", settings.gateway_addr, bundle.port)
     health = asyncio.create_task(follow_nats_health(ctx, bundle))
     await ctx.stop.wait()
-    await health  # reports NOT_SERVING before the server stops taking calls
+    await health  # NOT_SERVING now, while calls are still answered
+    await asyncio.sleep(settings.drain_s)
     await bundle.server.stop(grace=5)
     await search_channel.close()
     await blobs.close()

@@ -83,6 +83,25 @@ class _Env:
             return default
         return tuple(item.strip() for item in self.env[name].split(",") if item.strip())
 
+    def numbers(
+        self, name: str, default: tuple[float, ...], *, minimum: float = 0.0, most: int = 10
+    ) -> tuple[float, ...]:
+        items = self.items(name, default=())
+        if not items:
+            return default
+        if len(items) > most:
+            raise ConfigError(name, f"at most {most} values, got {len(items)}")
+        values = []
+        for item in items:
+            try:
+                value = float(item)
+            except ValueError:
+                raise ConfigError(name, f"expected comma-separated numbers, got {item!r}") from None
+            if value < minimum:
+                raise ConfigError(name, f"every value must be >= {minimum}, got {value}")
+            values.append(value)
+        return tuple(values)
+
     def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
         value = self.text(name, default).lower()
         if value not in choices:
@@ -163,6 +182,13 @@ class TrainSettings:
     """CONTEXTMESH_TRAIN_DEVICE: 'auto' (CUDA when present), 'cuda' or 'cpu'."""
     model_cache_bytes: int = 1024 * 1024 * 1024
     """CONTEXTMESH_SEARCH_CACHE_BYTES: memory bound of the search service's model cache."""
+    ack_wait_s: float | None = None
+    """CONTEXTMESH_TRAIN_ACK_WAIT_S: trainsvc sends in-progress every third of it while it
+    trains; unset keeps the TRAIN stream's default (meshkit/topology.py)."""
+    retry_backoff_s: tuple[float, ...] | None = None
+    """CONTEXTMESH_TRAIN_RETRY_BACKOFF_S: comma-separated delays before each retry of a failed
+    training (a task is tried once more than there are delays, then parked in DEADLETTER);
+    unset keeps the TRAIN stream's default."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -184,6 +210,9 @@ class Settings:
     """CONTEXTMESH_SEARCH_ADDR: where the search service listens; the gateway dials it."""
     health_addr: str | None = None
     """CONTEXTMESH_HEALTH_ADDR: a worker's gRPC health endpoint (probes); off when unset."""
+    drain_s: float = 1.0
+    """CONTEXTMESH_DRAIN_S: after SIGTERM a server answers NOT_SERVING for this long before
+    it stops taking calls, so load balancers and probes move away first."""
     log_level: str = "info"
     """CONTEXTMESH_LOG_LEVEL: debug, info, warning or error."""
     log_format: str = "json"
@@ -239,10 +268,14 @@ class Settings:
                 model_cache_bytes=e.integer(
                     "CONTEXTMESH_SEARCH_CACHE_BYTES", 1024 * 1024 * 1024, minimum=1024 * 1024
                 ),
+                ack_wait_s=e.number("CONTEXTMESH_TRAIN_ACK_WAIT_S", 0.0, minimum=1.0) or None,
+                retry_backoff_s=e.numbers("CONTEXTMESH_TRAIN_RETRY_BACKOFF_S", (), minimum=0.1)
+                or None,
             ),
             gateway_addr=e.text("CONTEXTMESH_GATEWAY_ADDR", "[::]:50051"),
             search_addr=e.text("CONTEXTMESH_SEARCH_ADDR", "127.0.0.1:50052"),
             health_addr=e.optional("CONTEXTMESH_HEALTH_ADDR"),
+            drain_s=e.number("CONTEXTMESH_DRAIN_S", 1.0),
             log_level=e.choice(
                 "CONTEXTMESH_LOG_LEVEL", "info", ("debug", "info", "warning", "error")
             ),
