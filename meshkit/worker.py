@@ -12,8 +12,9 @@ so long work is never redelivered mid-run; a worker that dies stops sending and 
 redelivers after that deadline. With a backoff configured, the deadline of delivery n is
 backoff[n-1], not ack_wait (`ack_deadline`). A task whose worker crashed on every delivery
 never reaches the last-delivery branch: the server announces it with a MAX_DELIVERIES
-advisory, which `watch_max_deliveries` turns into the same dead letter. `on_dead_letter` runs in both cases, so a service can
-record the failure on the job (it must be idempotent: every replica sees the advisory).
+advisory, which `watch_max_deliveries` turns into the same dead letter. `on_dead_letter`
+runs in both cases, so a service can record the failure on the job (it must be idempotent:
+every replica sees the advisory).
 
 Delivery is at least once: handlers must be idempotent.
 """
