@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import grpc
+import httpx
 from contextmesh.gateway.v1 import bundle_service_pb2 as pb
 from contextmesh.gateway.v1 import bundle_service_pb2_grpc
 
@@ -91,6 +93,13 @@ def test_up_serves_refreshes_stops_cleanly_and_keeps_its_data(tmp_path: Path) ->
         assert refresh.returncode == 0, refresh.stdout + refresh.stderr + log.read_text()
         assert "Done" in refresh.stdout and "synced" in refresh.stdout
         first_hash = bundle_hash(target)
+
+        # REST through the Envoy that up started: the same job, as JSON, streamed to its end.
+        base = f"http://127.0.0.1:{ports['rest']}"
+        job = httpx.post(f"{base}/v1/users/demo/bundle:refresh", json={}, timeout=10).json()["job"]
+        with httpx.stream("GET", f"{base}/v1/jobs/{job['id']}:watch", timeout=60) as response:
+            lines = [json.loads(line) for line in response.iter_lines() if line.strip()]
+        assert lines[-1]["final"] is True and lines[-1]["job"]["state"] == "JOB_STATE_DONE"
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0, log.read_text()
