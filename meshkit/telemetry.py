@@ -2,8 +2,9 @@
 
 The gateway's gRPC server is instrumented (opentelemetry-instrumentation-grpc); publishes
 inject `traceparent` into the NATS headers and workers continue the trace from them, so one
-refresh is one trace across services. Spans are exported only when an exporter is
-configured (CONTEXTMESH_TRACE_CONSOLE=1 prints them); otherwise tracing costs little.
+refresh is one trace across services. The SDK is installed only when an exporter is
+configured (CONTEXTMESH_TRACE_CONSOLE=1 prints spans): without one, spans are the API's
+no-op spans, so the instrumentation costs next to nothing on the request path.
 """
 
 from __future__ import annotations
@@ -21,16 +22,15 @@ _initialised = False
 def init_tracing(service: str) -> None:
     """Install the SDK tracer provider once per process."""
     global _initialised
-    if _initialised:
+    if _initialised or os.environ.get("CONTEXTMESH_TRACE_CONSOLE") != "1":
         return
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
 
-    provider = TracerProvider(resource=Resource.create({"service.name": service}))
-    if os.environ.get("CONTEXTMESH_TRACE_CONSOLE") == "1":
-        from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
 
-        provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
     trace.set_tracer_provider(provider)
     _initialised = True
 
