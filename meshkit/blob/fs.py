@@ -3,6 +3,10 @@
 Writes go to a temporary file under <root>/.incoming, are fsynced, then appear at once:
 `put` renames over the key (atomic replace) and `create` hard-links to it, which fails if the
 key exists, so exactly one of several concurrent creators wins and nobody sees half a file.
+
+File calls run on the store's own thread pool: a sync worker writes thousands of small
+blobs, each with two fsyncs, and on asyncio's default pool (cores + 4 threads) they would
+queue one behind another; many in flight at once let the filesystem commit them together.
 """
 
 from __future__ import annotations
@@ -14,12 +18,16 @@ import errno
 import os
 import pathlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, BinaryIO, TypeVar
 
 from meshkit.blob.base import CHUNK_SIZE, BlobInfo, BlobStore, Data, as_chunks, validate_key
 from meshkit.errors import BlobExistsError, BlobNotFoundError
 
 __all__ = ["FilesystemBlobStore"]
+
+T = TypeVar("T")
 
 _INCOMING = ".incoming"
 
@@ -27,22 +35,29 @@ _INCOMING = ".incoming"
 class FilesystemBlobStore(BlobStore):
     """Blobs as files under one root directory."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, threads: int = 32) -> None:
         self.root = pathlib.Path(root).resolve()
         (self.root / _INCOMING).mkdir(parents=True, exist_ok=True)
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="blob-fs")
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=True)
 
     def _path(self, key: str) -> pathlib.Path:
         return self.root / validate_key(key)
 
     async def _write_temp(self, data: Data) -> tuple[pathlib.Path, int]:
         tmp = self.root / _INCOMING / uuid.uuid4().hex
-        fd = await asyncio.to_thread(os.open, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = await self._run(os.open, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         size = 0
         try:
             async for chunk in as_chunks(data):
-                await asyncio.to_thread(_write_all, fd, chunk)
+                await self._run(_write_all, fd, chunk)
                 size += len(chunk)
-            await asyncio.to_thread(os.fsync, fd)
+            await self._run(os.fsync, fd)
         except BaseException:
             os.close(fd)
             tmp.unlink(missing_ok=True)
@@ -50,55 +65,57 @@ class FilesystemBlobStore(BlobStore):
         os.close(fd)
         return tmp, size
 
-    async def put(self, key: str, data: Data) -> BlobInfo:
+    async def _store(self, key: str, data: Data, *, replace: bool) -> BlobInfo:
         path = self._path(key)
+        if isinstance(data, bytes | bytearray | memoryview):
+            # Whole bytes: write, fsync and publish in one trip to the pool.
+            size = await self._run(_store_bytes, self.root / _INCOMING, path, bytes(data), replace)
+            return BlobInfo(key, size)
         tmp, size = await self._write_temp(data)
         try:
-            await asyncio.to_thread(_publish, tmp, path, replace=True)
+            await self._run(_publish, tmp, path, replace)
         finally:
             tmp.unlink(missing_ok=True)
         return BlobInfo(key, size)
 
+    async def put(self, key: str, data: Data) -> BlobInfo:
+        return await self._store(key, data, replace=True)
+
     async def create(self, key: str, data: Data) -> BlobInfo:
-        path = self._path(key)
-        if path.exists():  # cheap early answer; the link below is what decides
+        if self._path(key).exists():  # cheap early answer; the link is what decides
             raise BlobExistsError(key)
-        tmp, size = await self._write_temp(data)
         try:
-            await asyncio.to_thread(_publish, tmp, path, replace=False)
+            return await self._store(key, data, replace=False)
         except FileExistsError:
             raise BlobExistsError(key) from None
-        finally:
-            tmp.unlink(missing_ok=True)
-        return BlobInfo(key, size)
 
     async def get(self, key: str) -> bytes:
         path = self._path(key)
         try:
-            return await asyncio.to_thread(path.read_bytes)
+            return await self._run(path.read_bytes)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise BlobNotFoundError(key) from None
 
     async def open_read(self, key: str, chunk_size: int = CHUNK_SIZE) -> AsyncIterator[bytes]:
         path = self._path(key)
         try:
-            handle = await asyncio.to_thread(open, path, "rb")
+            handle = await self._run(_open_binary, path)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise BlobNotFoundError(key) from None
         try:
-            while chunk := await asyncio.to_thread(handle.read, chunk_size):
+            while chunk := await self._run(handle.read, chunk_size):
                 yield chunk
         finally:
             handle.close()
 
     async def exists(self, key: str) -> bool:
-        return await asyncio.to_thread(self._path(key).is_file)
+        return await self._run(self._path(key).is_file)
 
     async def list(self, prefix: str = "") -> AsyncIterator[BlobInfo]:
         if prefix:
             # A prefix may end mid-segment ("repos/al"), but must not climb out of the root.
             validate_key(prefix.rstrip("/") or "x")
-        infos = await asyncio.to_thread(self._scan, prefix)
+        infos = await self._run(self._scan, prefix)
         for info in infos:
             yield info
 
@@ -120,7 +137,7 @@ class FilesystemBlobStore(BlobStore):
         return found
 
     async def delete(self, key: str) -> None:
-        await asyncio.to_thread(self._path(key).unlink, missing_ok=True)
+        await self._run(_unlink, self._path(key))
 
 
 def _write_all(fd: int, chunk: bytes) -> None:
@@ -129,7 +146,28 @@ def _write_all(fd: int, chunk: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _publish(tmp: pathlib.Path, path: pathlib.Path, *, replace: bool) -> None:
+def _open_binary(path: pathlib.Path) -> BinaryIO:
+    return open(path, "rb")  # closed by open_read
+
+
+def _unlink(path: pathlib.Path) -> None:
+    path.unlink(missing_ok=True)
+
+
+def _store_bytes(incoming: pathlib.Path, path: pathlib.Path, data: bytes, replace: bool) -> int:
+    tmp = incoming / uuid.uuid4().hex
+    try:
+        with open(tmp, "xb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        _publish(tmp, path, replace)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return len(data)
+
+
+def _publish(tmp: pathlib.Path, path: pathlib.Path, replace: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if replace:
         os.replace(tmp, path)
