@@ -14,7 +14,7 @@ backoff between them. A task that fails its last delivery is parked in DEADLETTE
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -28,6 +28,9 @@ from nats.js.api import (
 )
 from nats.js.errors import BadRequestError, NotFoundError
 
+from meshkit.config import Settings, TrainSettings
+from meshkit.errors import ConfigError
+
 __all__ = [
     "ALL_BUCKETS",
     "ALL_WORK_STREAMS",
@@ -40,6 +43,7 @@ __all__ = [
     "Buckets",
     "WorkStream",
     "declare",
+    "train_stream",
 ]
 
 log = logging.getLogger(__name__)
@@ -106,6 +110,24 @@ TRAIN = WorkStream(
     max_age_s=2 * DAY,
 )
 ALL_WORK_STREAMS = (DISCOVER, SYNC, MERGE, TRAIN)
+
+
+def train_stream(train: TrainSettings | None = None) -> WorkStream:
+    """TRAIN with the retry timing of the settings (from the environment when None); unset
+    values keep TRAIN's. Raises ConfigError when a running training would be redelivered:
+    with a backoff list JetStream uses the delays, not ack_wait, as the redelivery timer, so
+    the in-progress sent every ack_wait/3 must come sooner than the shortest delay."""
+    if train is None:
+        train = Settings.from_env().train
+    ack_wait = train.ack_wait_s or TRAIN.ack_wait_s
+    backoff = train.retry_backoff_s or TRAIN.backoff_s
+    if ack_wait / 3 >= min(backoff):
+        raise ConfigError(
+            "CONTEXTMESH_TRAIN_ACK_WAIT_S",
+            f"must be under 3 x the shortest retry delay ({min(backoff)} s), got {ack_wait}",
+        )
+    return replace(TRAIN, ack_wait_s=ack_wait, backoff_s=backoff, max_deliver=len(backoff) + 1)
+
 
 DEADLETTER = "DEADLETTER"
 DEADLETTER_SUBJECT_PREFIX = "contextmesh.deadletter"
@@ -200,7 +222,9 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
 
 async def declare(js: JetStreamContext, *, replicas: int = 1) -> None:
     """Create or update every stream, consumer and bucket. Safe to run from every process."""
-    for ws in ALL_WORK_STREAMS:
+    for default in ALL_WORK_STREAMS:
+        # TRAIN's retry timing is configurable (tests shorten it); every process must agree.
+        ws = train_stream() if default is TRAIN else default
         await _ensure_stream(js, work_stream_config(ws, replicas))
         await js.add_consumer(ws.stream, consumer_config(ws))
     await _ensure_stream(js, deadletter_stream_config(replicas))

@@ -1,0 +1,385 @@
+"""A bundle's repositories as passages: short, labelled pieces of text that search ranks.
+
+Search scores passages, not whole repositories: one embedding per repository blurs a README
+about five things into none of them, while a passage ("README: Deep sleep", "tech stack")
+matches one need and can be shown as the reason for a hit. Training pairs and the held-out
+evaluation are built from the same passages, so a model is tuned on exactly what it serves.
+
+Pure Python (no torch, no numpy): trainsvc and searchsvc both use it and must not import
+each other. Every function is deterministic: the same bundle gives the same passages in the
+same order, which is what lets trainsvc store passage embeddings that searchsvc reuses.
+
+Per repository, in this order (earlier sources survive the per-repository cap):
+    description            "<name>: <description>" (context, else GitHub's description)
+    tech stack             the technologies, one passage
+    skills                 the skills, in passages of at most MAX_PASSAGE_CHARS
+    topics                 context and GitHub topics
+    component: <name>      one per component with its description
+    FAQ: <question>        one per FAQ entry, question and answer
+    README: <heading>      one per README section (split further when long)
+    <file>: <heading>      the same for each extra file (ARCHITECTURE.md, SKILLS-INDEX.md)
+A repository with none of these still gets one "name" passage so it can be found by name.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "MAX_PASSAGES_PER_REPOSITORY",
+    "MAX_PASSAGE_CHARS",
+    "PASSAGES_FORMAT",
+    "Passage",
+    "RepositoryFacts",
+    "Section",
+    "bundle_facts",
+    "bundle_passages",
+    "clean_markdown",
+    "markdown_sections",
+    "passages_from_json",
+    "passages_of",
+    "passages_to_json",
+    "repository_facts",
+    "split_text",
+]
+
+PASSAGES_FORMAT = "contextmesh.passages/v1"
+MAX_PASSAGE_CHARS = 600
+"""About 130 word pieces: inside the model's window, and short enough to name one thing."""
+MAX_PASSAGES_PER_REPOSITORY = 48
+"""Bounds the index and the training set for repositories with huge READMEs."""
+MAX_SECTION_SOURCE_CHARS = 80
+_MIN_SECTION_CHARS = 20
+"""Shorter sections ("See LICENSE.") carry nothing worth ranking."""
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A piece of a repository's text, with where it came from."""
+
+    repository: str
+    """owner/name."""
+    source: str
+    """Where the text came from: 'description', 'skills', 'README: Usage', ..."""
+    text: str
+
+
+@dataclass(frozen=True)
+class Section:
+    """A heading and the text under it, from a README or an extra file."""
+
+    document: str
+    """'README' or the file's path."""
+    heading: str
+    text: str
+
+
+@dataclass(frozen=True)
+class RepositoryFacts:
+    """What one repository of a bundle says about itself, cleaned and de-duplicated."""
+
+    repository: str
+    name: str
+    description: str | None
+    descriptions: tuple[str, ...]
+    """Every distinct description (context first, then GitHub's)."""
+    tech: tuple[str, ...]
+    skills: tuple[str, ...]
+    topics: tuple[str, ...]
+    components: tuple[tuple[str, str], ...]
+    """(name, description) pairs."""
+    faq: tuple[tuple[str, str], ...]
+    """(question, answer) pairs."""
+    sections: tuple[Section, ...] = field(default=())
+
+    @property
+    def terms(self) -> tuple[str, ...]:
+        """Names a query may use verbatim: the repository's name, technologies and topics."""
+        return _unique([self.name, *self.tech, *self.topics])
+
+
+def bundle_facts(bundle: Mapping[str, Any]) -> list[RepositoryFacts]:
+    """The facts of every repository of a bundle document, in bundle order."""
+    return [repository_facts(repo) for repo in bundle.get("repositories") or []]
+
+
+def bundle_passages(bundle: Mapping[str, Any]) -> list[Passage]:
+    """Every passage of a bundle, grouped by repository in bundle order."""
+    return [p for facts in bundle_facts(bundle) for p in passages_of(facts)]
+
+
+def repository_facts(repo: Mapping[str, Any]) -> RepositoryFacts:
+    """Read one repository result (see meshkit.bundle) tolerantly: any part may be missing."""
+    full_name = str(repo.get("repository") or "unknown/unknown")
+    context = _mapping(repo.get("context"))
+    metadata = _mapping(repo.get("metadata"))
+    name = _text(context.get("name")) or full_name.rsplit("/", 1)[-1]
+    descriptions = _unique([_text(context.get("description")), _text(metadata.get("description"))])
+    topics = _unique(
+        [_topic(t) for t in _strings(context.get("topics"))]
+        + [_topic(t) for t in _strings(metadata.get("topics"))]
+    )
+    tech = _strings(context.get("tech"))
+    language = _text(metadata.get("language"))
+    if language:
+        tech = [*tech, language]
+    sections: list[Section] = []
+    readme = _mapping(repo.get("readme"))
+    if readme_text := _document(readme.get("text")):
+        sections += markdown_sections(readme_text, "README")
+    files = _mapping(repo.get("files"))
+    for path in sorted(files):
+        if text := _document(files[path]):
+            sections += markdown_sections(text, str(path))
+    return RepositoryFacts(
+        repository=full_name,
+        name=name,
+        description=descriptions[0] if descriptions else None,
+        descriptions=descriptions,
+        tech=_unique(tech),
+        skills=_unique(_strings(context.get("skills"))),
+        topics=topics,
+        components=tuple(_pairs(context.get("components"), "name", "description")),
+        faq=tuple(_pairs(context.get("faq"), "question", "answer")),
+        sections=tuple(sections),
+    )
+
+
+def passages_of(facts: RepositoryFacts) -> list[Passage]:
+    """The passages of one repository, at most MAX_PASSAGES_PER_REPOSITORY of them."""
+    out: list[Passage] = []
+
+    def add(source: str, text: str) -> None:
+        for piece in split_text(text, MAX_PASSAGE_CHARS):
+            out.append(Passage(facts.repository, source, piece))
+
+    for index, description in enumerate(facts.descriptions):
+        add("description" if index == 0 else "GitHub description", f"{facts.name}: {description}")
+    if facts.tech:
+        add("tech stack", f"{facts.name} is built with " + ", ".join(facts.tech) + ".")
+    if facts.skills:
+        add("skills", f"Skills shown in {facts.name}: " + "; ".join(facts.skills) + ".")
+    if facts.topics:
+        add("topics", f"Topics of {facts.name}: " + ", ".join(facts.topics) + ".")
+    for component, description in facts.components:
+        add(f"component: {component}", f"{component} ({facts.name}): {description}")
+    for question, answer in facts.faq:
+        add(f"FAQ: {question}"[:MAX_SECTION_SOURCE_CHARS], f"{question} {answer}")
+    for section in facts.sections:
+        label = f"{section.document}: {section.heading}" if section.heading else section.document
+        add(label[:MAX_SECTION_SOURCE_CHARS], section.text)
+    if not out:
+        out.append(Passage(facts.repository, "name", f"{facts.name} ({facts.repository})"))
+    return out[:MAX_PASSAGES_PER_REPOSITORY]
+
+
+# Markdown
+
+_FENCE = re.compile(r"^\s*(```|~~~)")
+_ATX = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
+_SETEXT = re.compile(r"^\s{0,3}(=+|-+)\s*$")
+_IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
+_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
+_HTML = re.compile(r"<[^>\n]{1,200}>")
+_EMPHASIS = re.compile(r"(\*\*|__|\*|`)")
+_TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
+_BULLET = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
+_SPACES = re.compile(r"[ \t]+")
+
+
+def markdown_sections(text: str, document: str) -> list[Section]:
+    """Split markdown at its headings; code blocks are dropped (commands and diagrams rank
+    badly and read worse as a hit's passage). Text before the first heading gets the heading
+    ''; a top-level title heading with no text of its own is dropped."""
+    sections: list[Section] = []
+    heading = ""
+    body: list[str] = []
+
+    def flush() -> None:
+        cleaned = clean_markdown("\n".join(body))
+        if len(cleaned) >= _MIN_SECTION_CHARS:
+            sections.append(Section(document, heading, cleaned))
+
+    in_fence = False
+    lines = text.split("\n")
+    for index, line in enumerate(lines):
+        if _FENCE.match(line):
+            in_fence = not in_fence
+            continue
+        if in_fence:
+            continue
+        atx = _ATX.match(line)
+        following = lines[index + 1] if index + 1 < len(lines) else ""
+        if atx or (line.strip() and _SETEXT.match(following) and not _BULLET.match(line)):
+            flush()
+            heading = clean_markdown(atx.group(2) if atx else line)[:MAX_SECTION_SOURCE_CHARS]
+            body = []
+            continue
+        if _SETEXT.match(line) and not body:
+            continue  # the underline of a setext heading
+        body.append(line)
+    flush()
+    return sections
+
+
+def clean_markdown(text: str) -> str:
+    """Markdown as plain sentences: links and images to their text, no HTML, emphasis or table
+    rules, list items and table rows joined as clauses, whitespace collapsed."""
+    paragraphs: list[list[str]] = [[]]
+    for raw in text.split("\n"):
+        line = raw.strip()
+        if not line or _TABLE_RULE.match(line):
+            if paragraphs[-1]:
+                paragraphs.append([])
+            continue
+        line = _IMAGE.sub(r"\1", line)
+        line = _LINK.sub(r"\1", line)
+        line = _HTML.sub(" ", line)
+        line = _EMPHASIS.sub("", line).lstrip("> ")
+        items = paragraphs[-1]
+        if line.startswith("|"):
+            row = ", ".join(cell.strip() for cell in line.strip("|").split("|") if cell.strip())
+            items.append(row)
+        elif bullet := _BULLET.match(line):
+            items.append(line[bullet.end() :])  # a list item starts a clause of its own
+        elif items:
+            items[-1] += " " + line  # a wrapped line continues its sentence or item
+        else:
+            items.append(line)
+    blocks = [_join_clauses([_SPACES.sub(" ", i).strip() for i in p]) for p in paragraphs if p]
+    return "\n\n".join(b for b in blocks if b).strip()
+
+
+def _join_clauses(items: list[str]) -> str:
+    joined = items[0]
+    for item in items[1:]:
+        joined += (" " if joined.endswith((".", "!", "?", ":", ";")) else "; ") + item
+    return joined
+
+
+# Splitting long text
+
+_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
+
+
+def split_text(text: str, limit: int) -> Iterator[str]:
+    """text in pieces of at most limit characters, cut at paragraphs, then sentences, then
+    words; paragraphs are packed together while they fit."""
+    text = text.strip()
+    if not text:
+        return
+    if len(text) <= limit:
+        yield _one_line(text)
+        return
+    units: list[str] = []
+    for paragraph in text.split("\n\n"):
+        paragraph = _one_line(paragraph)
+        if len(paragraph) <= limit:
+            units.append(paragraph)
+            continue
+        for sentence in _SENTENCE_END.split(paragraph):
+            units += _cut_words(sentence, limit)
+    yield from _pack(units, limit)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _cut_words(text: str, limit: int) -> list[str]:
+    pieces: list[str] = []
+    while len(text) > limit:
+        cut = text.rfind(" ", 0, limit + 1)
+        cut = cut if cut > limit // 2 else limit
+        pieces.append(text[:cut].strip())
+        text = text[cut:].strip()
+    if text:
+        pieces.append(text)
+    return pieces
+
+
+def _pack(units: Iterable[str], limit: int) -> Iterator[str]:
+    current = ""
+    for unit in units:
+        if current and len(current) + 1 + len(unit) > limit:
+            yield current
+            current = unit
+        else:
+            current = f"{current} {unit}" if current else unit
+    if current:
+        yield current
+
+
+# Stored form (beside a model's passage embeddings)
+
+
+def passages_to_json(passages: Iterable[Passage]) -> dict[str, Any]:
+    """The JSON document stored beside passage embeddings, row i describing row i."""
+    return {
+        "format": PASSAGES_FORMAT,
+        "passages": [
+            {"repository": p.repository, "source": p.source, "text": p.text} for p in passages
+        ],
+    }
+
+
+def passages_from_json(document: Mapping[str, Any]) -> list[Passage]:
+    """Read passages_to_json's document; ValueError when it is not one."""
+    if document.get("format") != PASSAGES_FORMAT:
+        raise ValueError(f"not a {PASSAGES_FORMAT} document")
+    return [
+        Passage(str(p["repository"]), str(p["source"]), str(p["text"]))
+        for p in document.get("passages") or []
+    ]
+
+
+# Tolerant reads of a repository result
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _text(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    value = " ".join(value.split())
+    return value or None
+
+
+def _document(value: Any) -> str | None:
+    """A whole file's text, line breaks kept (they carry the markdown structure)."""
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def _strings(value: Any) -> list[str]:
+    if not isinstance(value, list):
+        return []
+    return [text for item in value if (text := _text(item))]
+
+
+def _topic(topic: str) -> str:
+    return topic.replace("-", " ").replace("_", " ")
+
+
+def _unique(items: Iterable[str | None]) -> tuple[str, ...]:
+    seen: set[str] = set()
+    out: list[str] = []
+    for item in items:
+        if item and item.casefold() not in seen:
+            seen.add(item.casefold())
+            out.append(item)
+    return tuple(out)
+
+
+def _pairs(value: Any, first: str, second: str) -> Iterator[tuple[str, str]]:
+    if not isinstance(value, list):
+        return
+    for item in value:
+        if isinstance(item, Mapping):
+            a, b = _text(item.get(first)), _text(item.get(second))
+            if a and b:
+                yield a, b

@@ -1,0 +1,200 @@
+"""Answering a search: which model serves the user, its index of the bundle, the ranking.
+
+    latest bundle (cm_bundles)  ─┐
+    model pointer (cm_models)   ─┴─▶ tuned model + its stored passage embeddings, when the
+                                     pointer is tuned and for the latest bundle;
+                                     otherwise the base model, embedding the bundle's passages
+                                     itself (once: the index is cached)
+
+Models and indexes share one ByteLRU (CONTEXTMESH_SEARCH_CACHE_BYTES). Model work runs on two
+single-thread pools, so a query never waits behind a bundle's embedding pass and torch's own
+threads are not oversubscribed by concurrent calls. A tuned model that cannot be read is
+logged and the base model answers instead: search degrades, it does not fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from contextmesh.bundle.v1 import bundle_pb2
+from nats.js.kv import KeyValue
+
+from meshkit.blob import BlobStore
+from meshkit.embedding import encode, load_model, model_nbytes
+from meshkit.passages import bundle_facts, passages_of
+from searchsvc.artifacts import (
+    download_model,
+    read_bundle,
+    read_bundle_pointer,
+    read_embeddings,
+    read_model_pointer,
+)
+from searchsvc.cache import ByteLRU
+from searchsvc.index import SearchIndex, build_index
+from searchsvc.ranking import DEFAULT_TOP_K, Hit, rank
+
+__all__ = ["BASE_MODEL_ID", "SearchResult", "Searcher"]
+
+log = logging.getLogger(__name__)
+
+BASE_MODEL_ID = "base"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    hits: list[Hit]
+    bundle_hash: str
+    tuned: bool
+
+
+class Searcher:
+    def __init__(
+        self,
+        *,
+        bundles: KeyValue,
+        models: KeyValue,
+        blobs: BlobStore,
+        base_model: str,
+        cache: ByteLRU,
+        device: str = "cpu",
+    ) -> None:
+        self.bundles = bundles
+        self.models = models
+        self.blobs = blobs
+        self.base_model = base_model
+        self.cache = cache
+        self.device = device
+        self._query_pool = ThreadPoolExecutor(1, thread_name_prefix="search-query")
+        self._build_pool = ThreadPoolExecutor(1, thread_name_prefix="search-build")
+
+    async def warm_up(self) -> None:
+        """Load the base model (and import torch) before the first query needs it."""
+        await self._model(BASE_MODEL_ID)
+
+    def close(self) -> None:
+        self._query_pool.shutdown(wait=False, cancel_futures=True)
+        self._build_pool.shutdown(wait=False, cancel_futures=True)
+
+    async def search(self, user: str, query: str, top_k: int = 0) -> SearchResult:
+        bundle, pointer = await asyncio.gather(
+            read_bundle_pointer(self.bundles, user), read_model_pointer(self.models, user)
+        )
+        model, index = await self._serving(bundle, pointer)
+        vector = await self._run(self._query_pool, _encode_one, model, query)
+        hits = rank(index, query, vector, top_k=top_k or DEFAULT_TOP_K)
+        return SearchResult(hits, bundle.bundle.content_hash, index.tuned)
+
+    async def _serving(
+        self, bundle: bundle_pb2.BundlePointer, pointer: bundle_pb2.ModelPointer | None
+    ) -> tuple[Any, SearchIndex]:
+        digest = bundle.bundle.content_hash
+        if (
+            pointer is not None
+            and pointer.tuned
+            and pointer.bundle_hash == digest
+            and pointer.model_key
+            and pointer.embeddings_key
+        ):
+            try:
+                model = await self._model(pointer.model_key)
+                index = await self.cache.get(
+                    ("index", digest, pointer.model_key),
+                    lambda: self._tuned_index(bundle, pointer),
+                )
+                return model, index
+            except Exception as exc:
+                log.error(
+                    "tuned model %s unusable, the base model answers: %s", pointer.model_key, exc
+                )
+        model = await self._model(BASE_MODEL_ID)
+        index = await self.cache.get(
+            ("index", digest, BASE_MODEL_ID), lambda: self._base_index(bundle, model)
+        )
+        return model, index
+
+    async def _model(self, model_id: str) -> Any:
+        return await self.cache.get(("model", model_id), lambda: self._load_model(model_id))
+
+    async def _load_model(self, model_id: str) -> tuple[Any, int]:
+        if model_id == BASE_MODEL_ID:
+            model = await self._run(self._build_pool, load_model, self.base_model, self.device)
+        else:
+
+            async def load(folder: Path) -> Any:
+                return await self._run(self._build_pool, load_model, folder, self.device)
+
+            model = await download_model(self.blobs, model_id, load)
+        return model, model_nbytes(model)
+
+    async def _base_index(
+        self, bundle: bundle_pb2.BundlePointer, model: Any
+    ) -> tuple[SearchIndex, int]:
+        document = await read_bundle(self.blobs, bundle)
+        facts = bundle_facts(document)
+        passages = [p for f in facts for p in passages_of(f)]
+        vectors = await self._run(self._build_pool, encode, model, [p.text for p in passages])
+        log.info(
+            "embedded %d passages of bundle %s", len(passages), bundle.bundle.content_hash[:12]
+        )
+        index = await self._run(
+            self._build_pool,
+            _index,
+            bundle.bundle.content_hash,
+            BASE_MODEL_ID,
+            False,
+            passages,
+            vectors,
+            {f.repository: f.terms for f in facts},
+        )
+        return index, index.nbytes
+
+    async def _tuned_index(
+        self, bundle: bundle_pb2.BundlePointer, pointer: bundle_pb2.ModelPointer
+    ) -> tuple[SearchIndex, int]:
+        document = await read_bundle(self.blobs, bundle)
+        passages, vectors = await read_embeddings(self.blobs, pointer.embeddings_key)
+        terms = {f.repository: f.terms for f in bundle_facts(document)}
+        index = await self._run(
+            self._build_pool,
+            _index,
+            bundle.bundle.content_hash,
+            pointer.model_key,
+            True,
+            passages,
+            vectors,
+            terms,
+        )
+        return index, index.nbytes
+
+    async def _run(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+
+
+def _encode_one(model: Any, query: str) -> np.ndarray:
+    return encode(model, [query])[0]
+
+
+def _index(
+    bundle_hash: str,
+    model_id: str,
+    tuned: bool,
+    passages: list[Any],
+    vectors: np.ndarray,
+    terms: dict[str, tuple[str, ...]],
+) -> SearchIndex:
+    return build_index(
+        bundle_hash=bundle_hash,
+        model_id=model_id,
+        tuned=tuned,
+        passages=passages,
+        vectors=vectors,
+        terms=terms,
+    )

@@ -1,0 +1,139 @@
+"""Lexical matching: BM25 over passages, and exact matches of names and technologies.
+
+The embedding model has never seen most proper names ("Zig", "MQTT", "sqlfluff"): their word
+pieces carry little meaning, so a query naming one can rank its repository anywhere. The
+words themselves are unambiguous, which is what lexical matching catches.
+
+- `tokenize` lower-cases, splits at anything but letters and digits (keeping the '+' and '#'
+  of "c++" and "c#"), and folds a plural 's' so "snapshots" meets "snapshot".
+- `Bm25` scores passages for a query (k1 1.2, b 0.75) and normalises the score by the query's
+  own weight (the sum of the idf of its terms that occur in the corpus), so 1.0 means "every
+  known query term matched once in an average-length passage" whatever the query's length.
+- `TermMatcher` finds repositories whose name, technology or topic appears verbatim in the
+  query, as a whole token sequence ("home assistant", "c++"), weighted by how few
+  repositories share the term.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["STOPWORDS", "Bm25", "TermMatcher", "content_tokens", "tokenize"]
+
+_TOKEN = re.compile(r"[^\W_]+[+#]*")
+# Function words, and the words people wrap around what they look for ("show me projects
+# with ..."). They match everywhere and would drown the one word that matters.
+_STOPWORD_TEXT = """
+    a about all also an and any anything are as at be been but by can could did do does done
+    for from had has have having he her his how i if in into is it its me my of on or our she
+    so some someone something than that the their them then there these they this those to
+    us was we were what when where which who whom why will with would you your yours
+    built build builds building project projects repo repos repository repositories work
+    works worked working show shows find experience example examples portfolio developer
+    use uses used using knows know need looking look want thing things made make
+"""
+STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased word tokens, plural 's' folded."""
+    return [_fold(t) for t in _TOKEN.findall(text.lower())]
+
+
+def _fold(token: str) -> str:
+    if len(token) > 3 and token.endswith("s") and not token.endswith(("ss", "us", "is")):
+        return token[:-1]
+    return token
+
+
+def content_tokens(text: str) -> list[str]:
+    """tokenize without stopwords (checked before folding too: "does" is not "doe")."""
+    raw = _TOKEN.findall(text.lower())
+    return [f for t in raw if t not in STOPWORDS and (f := _fold(t)) not in STOPWORDS]
+
+
+class Bm25:
+    """An inverted index over a fixed list of texts."""
+
+    K1 = 1.2
+    B = 0.75
+
+    def __init__(self, texts: Sequence[str]) -> None:
+        self.size = len(texts)
+        lengths = np.zeros(self.size, dtype=np.float32)
+        postings: dict[str, dict[int, int]] = defaultdict(dict)
+        for doc, text in enumerate(texts):
+            tokens = content_tokens(text)
+            lengths[doc] = len(tokens)
+            for token in tokens:
+                postings[token][doc] = postings[token].get(doc, 0) + 1
+        average = float(lengths.mean()) if self.size else 1.0
+        self._norm = self.K1 * (1 - self.B + self.B * lengths / max(average, 1.0))
+        self._postings = {
+            token: (
+                np.fromiter(docs.keys(), dtype=np.int32, count=len(docs)),
+                np.fromiter(docs.values(), dtype=np.float32, count=len(docs)),
+            )
+            for token, docs in postings.items()
+        }
+        self.nbytes = sum(ids.nbytes + tf.nbytes + 64 for ids, tf in self._postings.values())
+
+    def idf(self, token: str) -> float:
+        found = self._postings.get(token)
+        df = 0 if found is None else len(found[0])
+        return math.log(1 + (self.size - df + 0.5) / (df + 0.5))
+
+    def scores(self, query: str) -> np.ndarray:
+        """Normalised BM25 of every text for query, in [0, 1]; zeros when nothing matches."""
+        out = np.zeros(self.size, dtype=np.float32)
+        weight = 0.0
+        for token in set(content_tokens(query)):
+            found = self._postings.get(token)
+            if found is None:
+                continue  # a word no passage has cannot tell passages apart
+            ids, tf = found
+            idf = self.idf(token)
+            weight += idf
+            out[ids] += idf * tf * (self.K1 + 1) / (tf + self._norm[ids])
+        if weight > 0:
+            np.minimum(out / weight, 1.0, out=out)
+        return out
+
+
+class TermMatcher:
+    """Which repositories' names, technologies or topics a query names verbatim."""
+
+    def __init__(self, terms: Mapping[str, Iterable[str]]) -> None:
+        owners: dict[tuple[str, ...], set[str]] = defaultdict(set)
+        for repository, names in terms.items():
+            for name in names:
+                tokens = tuple(tokenize(name))
+                if tokens and not all(t in STOPWORDS for t in tokens):
+                    owners[tokens].add(repository)
+        total = max(len(terms), 1)
+        # A term every repository has says nothing; one only a single repository has, a lot.
+        self._terms = {
+            tokens: (repos, math.log((1 + total) / len(repos)) / math.log(1 + total))
+            for tokens, repos in owners.items()
+        }
+        self._longest = max((len(t) for t in self._terms), default=0)
+        self.nbytes = sum(64 + 48 * len(r) for r, _ in self._terms.values())
+
+    def matches(self, query: str) -> dict[str, float]:
+        """repository -> weight in (0, 1] of the most specific term of it the query names."""
+        tokens = tokenize(query)
+        found: dict[str, float] = {}
+        for start in range(len(tokens)):
+            for end in range(start + 1, min(len(tokens), start + self._longest) + 1):
+                entry = self._terms.get(tuple(tokens[start:end]))
+                if entry is None:
+                    continue
+                repos, weight = entry
+                for repo in repos:
+                    found[repo] = max(found.get(repo, 0.0), weight)
+        return found

@@ -1,0 +1,84 @@
+"""Ranking a bundle's repositories for a query: passages first, repositories from them.
+
+Each passage p gets
+    blended(p) = semantic * cos(query, p) + lexical * bm25(p)          (bm25 normalised to [0, 1])
+and each repository r
+    score(r) = max_p blended(p) + support * max(0, second best blended(p))
+             + term * (weight of the most specific name/technology/topic of r the query names)
+so one strongly matching passage decides, a second good one adds a little (a repository that
+is about the query in several places beats one that mentions it once), and a technology or
+name the model does not know still puts its repository first. The hit shows the repository's
+best passage and its source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from meshkit.passages import Passage
+from searchsvc.index import SearchIndex
+
+__all__ = ["BLENDED", "BM25_ONLY", "DEFAULT_TOP_K", "SEMANTIC_ONLY", "Hit", "Weights", "rank"]
+
+DEFAULT_TOP_K = 10
+
+
+@dataclass(frozen=True)
+class Weights:
+    semantic: float = 1.0
+    lexical: float = 0.3
+    support: float = 0.1
+    term: float = 0.2
+
+
+BLENDED = Weights()
+"""What the service ranks with."""
+SEMANTIC_ONLY = Weights(semantic=1.0, lexical=0.0, support=0.0, term=0.0)
+BM25_ONLY = Weights(semantic=0.0, lexical=1.0, support=0.0, term=0.5)
+
+
+@dataclass(frozen=True)
+class Hit:
+    repository: str
+    score: float
+    passage: Passage
+
+
+def rank(
+    index: SearchIndex,
+    query: str,
+    query_vector: np.ndarray | None,
+    *,
+    top_k: int = DEFAULT_TOP_K,
+    weights: Weights = BLENDED,
+) -> list[Hit]:
+    """The top_k repositories for query, best first (ties keep bundle order)."""
+    count = len(index.passages)
+    if count == 0 or top_k <= 0:
+        return []
+    blended = np.zeros(count, dtype=np.float32)
+    if weights.semantic and query_vector is not None:
+        blended += weights.semantic * (index.vectors @ query_vector.astype(np.float32))
+    if weights.lexical:
+        blended += weights.lexical * index.bm25.scores(query)
+    bounds = [*index.starts.tolist(), count]
+    best_rows = np.empty(len(index.repositories), dtype=np.int64)
+    scores = np.empty(len(index.repositories), dtype=np.float64)
+    for j in range(len(index.repositories)):
+        segment = blended[bounds[j] : bounds[j + 1]]
+        top = int(np.argmax(segment))
+        best_rows[j] = bounds[j] + top
+        scores[j] = float(segment[top])
+        if weights.support and len(segment) > 1:
+            second = float(np.partition(segment, -2)[-2])
+            scores[j] += weights.support * max(0.0, second)
+    if weights.term:
+        for repository, weight in index.terms.matches(query).items():
+            scores[index.repositories.index(repository)] += weights.term * weight
+    order = np.argsort(-scores, kind="stable")[:top_k]
+    return [
+        Hit(index.repositories[j], float(scores[j]), index.passages[int(best_rows[j])])
+        for j in order
+    ]

@@ -1,0 +1,53 @@
+"""Lexical matching: tokens, BM25 normalised per query, verbatim names and technologies."""
+
+from __future__ import annotations
+
+import pytest
+
+from searchsvc.lexical import Bm25, TermMatcher, content_tokens, tokenize
+
+
+def test_tokens_keep_language_names_and_fold_plurals() -> None:
+    assert tokenize("C++ and C# with Node.js; ESP32-MQTT snapshots") == [
+        "c++",
+        "and",
+        "c#",
+        "with",
+        "node",
+        "js",
+        "esp32",
+        "mqtt",
+        "snapshot",
+    ]
+    assert content_tokens("Which projects use Zig? Show me your experience with snapshots") == [
+        "zig",
+        "snapshot",
+    ]
+    assert content_tokens("what does it do") == []
+
+
+def test_bm25_is_one_for_a_full_match_and_zero_without_one() -> None:
+    index = Bm25(["Zig path tracer", "MQTT firmware in C", "A chat in Elixir", "Rust CLI"])
+    scores = index.scores("which project uses Zig")
+    assert scores[0] == pytest.approx(1.0, abs=0.2) and scores[0] > 0.8
+    assert list(scores[1:]) == [0, 0, 0]
+    assert list(index.scores("kotlin")) == [0, 0, 0, 0]  # unknown words weigh nothing
+    both = index.scores("zig and elixir")
+    assert 0.3 < both[0] < 0.7 and 0.3 < both[2] < 0.7  # each matches half the query
+
+
+def test_terms_match_whole_token_sequences_weighted_by_rarity() -> None:
+    matcher = TermMatcher(
+        {
+            "o/a": ["air-station", "C", "MQTT", "home assistant", "Python"],
+            "o/b": ["shelf-api", "Python", "FastAPI"],
+            "o/c": ["chat", "Elixir", "Python"],
+        }
+    )
+    found = matcher.matches("Home Assistant sensors over MQTT")
+    assert set(found) == {"o/a"} and found["o/a"] == pytest.approx(1.0)
+    assert matcher.matches("home") == {}  # half a term is no term
+    assert matcher.matches("the air station") == {"o/a": pytest.approx(1.0)}
+    python = matcher.matches("python")
+    assert set(python) == {"o/a", "o/b", "o/c"} and python["o/a"] < 0.25  # shared by all
+    assert matcher.matches("c++") == {}

@@ -1,0 +1,71 @@
+"""Ranking passages, then repositories from them, with lexical blending."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from meshkit.passages import Passage
+from searchsvc.index import build_index
+from searchsvc.ranking import BLENDED, SEMANTIC_ONLY, rank
+
+PASSAGES = [
+    Passage("o/tracer", "description", "tracer: a path tracer written in Zig"),
+    Passage("o/tracer", "README: Materials", "GGX metals and glass with Fresnel terms"),
+    Passage("o/station", "description", "station: ESP32 firmware that publishes over MQTT"),
+    Passage("o/station", "README: Power budget", "four months on one battery cell"),
+    Passage("o/station", "README: Updates", "signed over-the-air firmware updates"),
+    Passage("o/chat", "description", "chat: real-time team chat in Elixir"),
+]
+TERMS = {"o/tracer": ["tracer", "Zig"], "o/station": ["station", "MQTT"], "o/chat": ["chat"]}
+
+
+def index_with(vectors: list[list[float]]):  # type: ignore[no-untyped-def]
+    matrix = np.array(vectors, dtype=np.float32)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    return build_index(
+        bundle_hash="h", model_id="m", tuned=False, passages=PASSAGES, vectors=matrix, terms=TERMS
+    )
+
+
+EYE = np.eye(6).tolist()
+
+
+def test_a_repository_ranks_by_its_best_passage_and_shows_it() -> None:
+    index = index_with(EYE)
+    query = np.eye(6, dtype=np.float32)[3] * 0.9 + np.eye(6, dtype=np.float32)[1] * 0.3
+    hits = rank(index, "how long does the battery last", query, weights=SEMANTIC_ONLY)
+    assert [h.repository for h in hits] == ["o/station", "o/tracer", "o/chat"]
+    assert hits[0].passage.source == "README: Power budget"
+    assert hits[0].passage.text == "four months on one battery cell"  # a passage, not the repo
+    assert hits[0].score == pytest.approx(0.9)
+
+
+def test_a_name_the_model_does_not_know_is_rescued_lexically() -> None:
+    # The "model" puts every query nearer the chat repository than the tracer: Zig means
+    # nothing to it.
+    index = index_with(EYE)
+    confused = np.array([0.2, 0.2, 0.25, 0.2, 0.2, 0.45], dtype=np.float32)
+    assert rank(index, "Zig", confused, weights=SEMANTIC_ONLY)[0].repository == "o/chat"
+    hits = rank(index, "which project uses Zig", confused)
+    assert hits[0].repository == "o/tracer"
+    assert hits[0].passage.source == "description"
+    assert rank(index, "MQTT", confused)[0].repository == "o/station"
+
+
+def test_several_matching_passages_beat_one() -> None:
+    # Both repositories' best passage scores the same; the station has a second good one.
+    vectors = [[1, 0], [0, 1], [1, 0], [1, 0.2], [0, 1], [0, 1]]
+    index = index_with(vectors)
+    hits = rank(index, "firmware", np.array([1, 0], dtype=np.float32))
+    assert [h.repository for h in hits[:2]] == ["o/station", "o/tracer"]
+    assert hits[0].score > hits[1].score
+
+
+def test_top_k_bounds_the_hits() -> None:
+    index = index_with(EYE)
+    query = np.eye(6, dtype=np.float32)[0]
+    assert len(rank(index, "x", query, top_k=2)) == 2
+    assert len(rank(index, "x", query, top_k=10)) == 3
+    assert rank(index, "x", query, top_k=0) == []
+    assert BLENDED.lexical > 0 and BLENDED.term > 0

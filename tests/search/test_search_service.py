@@ -1,0 +1,196 @@
+"""SearchService over gRPC with the tiny model: errors, lexical rescue, passages, top_k, the
+switch between base and tuned models, and the cache bound."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from contextmesh.bundle.v1 import bundle_pb2
+from contextmesh.search.v1 import search_service_pb2 as pb
+from contextmesh.search.v1 import search_service_pb2_grpc
+
+from meshkit.blob import BlobStore
+from meshkit.embedding import encode, load_model, model_nbytes
+from meshkit.ids import new_job_id
+from meshkit.passages import bundle_passages
+from meshkit.rpc import create_server
+from meshkit.topology import Buckets
+from searchsvc.cache import ByteLRU
+from searchsvc.engine import Searcher
+from searchsvc.servicer import SEARCH_SERVICE, SearchServicer
+from tests.train.support import sample_bundle, store_bundle
+from trainsvc.evaluate import Metrics
+from trainsvc.pipeline import TrainResult
+from trainsvc.pointers import move_model_pointer
+from trainsvc.store import ModelLayout, store_result
+
+
+@dataclass
+class Service:
+    stub: search_service_pb2_grpc.SearchServiceStub
+    searcher: Searcher
+
+
+async def start(js: Any, blobs: BlobStore, model: Path, cache_bytes: int) -> Any:
+    searcher = Searcher(
+        bundles=await js.key_value(Buckets.BUNDLES.name),
+        models=await js.key_value(Buckets.MODELS.name),
+        blobs=blobs,
+        base_model=str(model),
+        cache=ByteLRU(cache_bytes),
+    )
+    server = create_server(
+        "127.0.0.1:0",
+        [
+            (
+                search_service_pb2_grpc.add_SearchServiceServicer_to_server,
+                SearchServicer(searcher),
+                SEARCH_SERVICE,
+            )
+        ],
+    )
+    await server.server.start()
+    return searcher, server
+
+
+@pytest.fixture
+async def service(js: Any, blobs: BlobStore, tiny_model_dir: Path) -> AsyncIterator[Service]:
+    searcher, server = await start(js, blobs, tiny_model_dir, 256 * 1024 * 1024)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        yield Service(search_service_pb2_grpc.SearchServiceStub(channel), searcher)
+    await server.server.stop(None)
+    searcher.close()
+
+
+async def search(service: Service, user: str, query: str, top_k: int = 0) -> pb.SearchResponse:
+    return await service.stub.Search(pb.SearchRequest(user=user, query=query, top_k=top_k))
+
+
+async def test_a_user_without_a_bundle_gets_not_found(service: Service, user: str) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await search(service, user, "anything")
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "has no bundle yet" in (info.value.details() or "")
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await search(service, user, "anything", top_k=500)
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("Zig", "zig-tracer"),
+        ("MQTT", "air-station"),
+        ("which project uses sqlfluff", "huddle-chat"),  # a library named once, in a README
+        ("Elixir experience", "huddle-chat"),
+        ("FastAPI", "shelf-api"),
+    ],
+)
+async def test_names_the_model_cannot_know_rank_their_repository_first(
+    js: Any, blobs: BlobStore, service: Service, user: str, query: str, expected: str
+) -> None:
+    ref = await store_bundle(js, blobs, sample_bundle(user), new_job_id())
+    answer = await search(service, user, query)
+    assert answer.hits[0].repository == f"{user}/{expected}"
+    assert answer.bundle_hash == ref.content_hash and not answer.tuned
+
+
+async def test_a_hit_shows_its_best_passage_not_the_whole_repository(
+    js: Any, blobs: BlobStore, service: Service, user: str
+) -> None:
+    await store_bundle(js, blobs, sample_bundle(user), new_job_id())
+    answer = await search(service, user, "how many months on one battery cell")
+    hit = answer.hits[0]
+    assert hit.repository == f"{user}/air-station"
+    assert hit.passage_source == "README: Power budget"
+    assert hit.passage.startswith("Awake two seconds") and "Over-the-air" not in hit.passage
+
+
+async def test_top_k_bounds_the_hits_and_zero_means_ten(
+    js: Any, blobs: BlobStore, service: Service, user: str
+) -> None:
+    await store_bundle(js, blobs, sample_bundle(user), new_job_id())
+    everything = await search(service, user, "a project")
+    assert len(everything.hits) == 6  # all six: fewer than the default ten
+    scores = [h.score for h in everything.hits]
+    assert scores == sorted(scores, reverse=True)
+    assert len({h.repository for h in everything.hits}) == 6
+    assert len((await search(service, user, "a project", top_k=2)).hits) == 2
+
+
+async def _publish_tuned(
+    js: Any, blobs: BlobStore, model_dir: Path, tmp: Path, user: str, bundle_hash: str
+) -> bundle_pb2.ModelPointer:
+    """Store the tiny model as if trainsvc had tuned it, and point the user at it."""
+    document = sample_bundle(user)
+    passages = tuple(bundle_passages(document))
+    copy = tmp / "tuned"
+    shutil.copytree(model_dir, copy)
+    vectors = encode(load_model(copy), [p.text for p in passages])
+    result = TrainResult(
+        True,
+        Metrics(0.1, 0, 0, 1),
+        Metrics(0.2, 0, 0, 1),
+        1,
+        1,
+        passages,
+        copy,
+        vectors,
+        0.1,
+        "cpu",
+    )
+    manifest = await store_result(blobs, ModelLayout(user, bundle_hash, "c" * 32), result)
+    pointer = bundle_pb2.ModelPointer(
+        model_key=manifest.model_key,
+        bundle_hash=bundle_hash,
+        embeddings_key=manifest.embeddings_key,
+        tuned=True,
+    )
+    models = await js.key_value(Buckets.MODELS.name)
+    bundles = await js.key_value(Buckets.BUNDLES.name)
+    assert await move_model_pointer(models, bundles, user, pointer)
+    return pointer
+
+
+async def test_the_tuned_model_serves_only_the_bundle_it_was_tuned_on(
+    js: Any, blobs: BlobStore, service: Service, tiny_model_dir: Path, tmp_path: Path, user: str
+) -> None:
+    ref = await store_bundle(js, blobs, sample_bundle(user), new_job_id())
+    assert not (await search(service, user, "Zig")).tuned
+    pointer = await _publish_tuned(js, blobs, tiny_model_dir, tmp_path, user, ref.content_hash)
+    tuned = await search(service, user, "Zig")
+    assert tuned.tuned and tuned.hits[0].repository == f"{user}/zig-tracer"
+    assert ("model", pointer.model_key) in service.searcher.cache
+
+    # A newer bundle arrives: its model is not trained yet, so the base model answers it.
+    newer = sample_bundle(user)
+    newer["repositories"] = newer["repositories"][:4]
+    newer_ref = await store_bundle(js, blobs, newer, new_job_id())
+    stale = await search(service, user, "Zig")
+    assert not stale.tuned and stale.bundle_hash == newer_ref.content_hash
+    assert len((await search(service, user, "Zig")).hits) == 4
+
+
+async def test_the_cache_evicts_to_stay_under_its_byte_bound(
+    js: Any, blobs: BlobStore, tiny_model_dir: Path, user: str
+) -> None:
+    bound = model_nbytes(load_model(tiny_model_dir)) + 64 * 1024  # the model and one index
+    searcher, server = await start(js, blobs, tiny_model_dir, bound)
+    try:
+        users = [f"{user}{i}" for i in range(3)]
+        for name in users:
+            await store_bundle(js, blobs, sample_bundle(name), new_job_id())
+            answer = await searcher.search(name, "Zig", 1)
+            assert answer.hits[0].repository == f"{name}/zig-tracer"
+            assert searcher.cache.total_bytes <= bound
+        assert searcher.cache.stats.evictions >= 2
+        assert len(searcher.cache) <= 2
+    finally:
+        await server.server.stop(None)
+        searcher.close()

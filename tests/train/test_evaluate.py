@@ -1,0 +1,68 @@
+"""Held-out metrics on a hand-made case whose answers are known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from meshkit.passages import Passage
+from trainsvc.evaluate import Metrics, beats, evaluate, metrics_from_ranks, repository_ranks
+from trainsvc.pairs import HeldOutQuery
+
+# Three repositories; a and c have two passages each. Vectors are unit axes, so a query's
+# score against a passage is the query's component on that passage's axis.
+PASSAGES = [
+    Passage("o/a", "description", "a1"),
+    Passage("o/a", "skills", "a2"),
+    Passage("o/b", "description", "b1"),
+    Passage("o/c", "description", "c1"),
+    Passage("o/c", "README", "c2"),
+]
+AXES = {text: np.eye(5)[i] for i, text in enumerate(["a1", "a2", "b1", "c1", "c2"])}
+QUERIES = {
+    "best is a2": [0.1, 0.9, 0.2, 0.3, 0.0],  # a ranks 1st
+    "b beats nobody": [0.5, 0.1, 0.2, 0.0, 0.6],  # c 0.6 > a 0.5 > b 0.2: b ranks 3rd
+    "c second": [0.7, 0.0, 0.1, 0.2, 0.3],  # a 0.7 > c 0.3 > b 0.1: c ranks 2nd
+}
+HELD_OUT = [
+    HeldOutQuery("best is a2", "o/a", "term"),
+    HeldOutQuery("b beats nobody", "o/b", "term"),
+    HeldOutQuery("c second", "o/c", "term"),
+]
+
+
+def fake_encoder(texts: list[str]) -> np.ndarray:
+    rows = [AXES[t] if t in AXES else np.array(QUERIES[t]) for t in texts]
+    return np.array(rows, dtype=np.float32)
+
+
+def test_ranks_count_each_repository_by_its_best_passage() -> None:
+    metrics, vectors = evaluate(fake_encoder, PASSAGES, HELD_OUT)
+    assert vectors.shape == (5, 5)
+    assert metrics == Metrics(
+        mrr_at_10=pytest.approx((1 + 1 / 3 + 1 / 2) / 3),
+        recall_at_1=pytest.approx(1 / 3),
+        recall_at_5=1.0,
+        queries=3,
+    )
+
+
+def test_ties_rank_against_the_model() -> None:
+    flat = np.ones((1, 5), dtype=np.float32)
+    assert repository_ranks(flat, [p.repository for p in PASSAGES], ["o/a"]) == [3]
+    assert repository_ranks(flat, [p.repository for p in PASSAGES], ["o/missing"]) == [4]
+
+
+def test_mrr_counts_only_the_first_ten() -> None:
+    metrics = metrics_from_ranks([1, 2, 10, 11])
+    assert metrics.mrr_at_10 == pytest.approx((1 + 0.5 + 0.1 + 0) / 4)
+    assert metrics.recall_at_1 == 0.25 and metrics.recall_at_5 == 0.5
+    assert metrics_from_ranks([]) == Metrics(0.0, 0.0, 0.0, 0)
+
+
+def test_the_tuned_model_must_be_strictly_better() -> None:
+    base = Metrics(0.5, 0.4, 0.9, 10)
+    assert beats(Metrics(0.51, 0.3, 0.8, 10), base)  # MRR@10 decides
+    assert not beats(Metrics(0.5, 0.9, 1.0, 10), base)
+    assert not beats(Metrics(0.4, 0.9, 1.0, 10), base)
+    assert Metrics.from_proto(base.to_proto()) == base

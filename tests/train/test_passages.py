@@ -1,0 +1,112 @@
+"""A bundle's repositories become short, labelled passages, deterministically."""
+
+from __future__ import annotations
+
+from meshkit.passages import (
+    MAX_PASSAGE_CHARS,
+    MAX_PASSAGES_PER_REPOSITORY,
+    Passage,
+    bundle_passages,
+    markdown_sections,
+    passages_from_json,
+    passages_of,
+    passages_to_json,
+    repository_facts,
+)
+from tests.train.support import repo, sample_bundle
+
+README = """# Tool
+
+Intro line of the tool that says what it is.
+
+## Install
+
+```sh
+# not a heading: inside a code fence
+pip install tool
+```
+
+Run the [installer](https://example.com) with **care**.
+
+Usage
+-----
+
+- first item of the list
+  continues on the next line
+- second item
+
+| a | b |
+|---|---|
+| 1 | 2 |
+"""
+
+
+def test_markdown_is_split_at_headings_without_code() -> None:
+    sections = markdown_sections(README, "README")
+    assert [s.heading for s in sections] == ["Tool", "Install", "Usage"]
+    install = sections[1].text
+    assert "pip install" not in install and "not a heading" not in install
+    assert install == "Run the installer with care."
+    usage = sections[2].text
+    assert "first item of the list continues on the next line; second item" in usage
+    assert "a, b" in usage and "1, 2" in usage
+
+
+def test_every_source_becomes_a_labelled_passage() -> None:
+    facts = repository_facts(
+        repo(
+            "demo-tool",
+            description="Does one thing well.",
+            tech=["Rust", "Tokio"],
+            skills=["Async I/O"],
+            topics=["cli-tools"],
+            components=[("parser", "Parses the input.")],
+            faq=[("Why Rust?", "Speed and safety.")],
+            readme=README,
+            files={"ARCHITECTURE.md": "# Design\n\nThe design is a pipeline of stages.\n"},
+        )
+    )
+    sources = [p.source for p in passages_of(facts)]
+    assert sources == [
+        "description",
+        "tech stack",
+        "skills",
+        "topics",
+        "component: parser",
+        "FAQ: Why Rust?",
+        "README: Tool",
+        "README: Install",
+        "README: Usage",
+        "ARCHITECTURE.md: Design",
+    ]
+    assert facts.topics == ("cli tools",)
+    assert facts.terms == ("demo-tool", "Rust", "Tokio", "cli tools")
+
+
+def test_long_text_is_cut_into_bounded_passages() -> None:
+    paragraph = " ".join(f"Sentence number {i} about streaming logs." for i in range(200))
+    facts = repository_facts(repo("big", description="Big.", readme=f"# Big\n\n{paragraph}\n"))
+    passages = passages_of(facts)
+    assert len(passages) > 5
+    assert all(len(p.text) <= MAX_PASSAGE_CHARS for p in passages)
+    readme = " ".join(p.text for p in passages if p.source == "README: Big")
+    assert readme == paragraph  # cut at sentence ends, nothing lost
+
+
+def test_a_huge_readme_is_capped_and_an_empty_repository_still_has_its_name() -> None:
+    huge = "".join(f"## Part {i}\n\nSome text about part {i} of it.\n\n" for i in range(500))
+    assert len(passages_of(repository_facts(repo("huge", description="x", readme=huge)))) == (
+        MAX_PASSAGES_PER_REPOSITORY
+    )
+    empty = {"repository": "alice/empty", "context": None, "readme": None, "files": {}}
+    assert passages_of(repository_facts(empty)) == [
+        Passage("alice/empty", "name", "empty (alice/empty)")
+    ]
+
+
+def test_passages_are_deterministic_and_round_trip_as_json() -> None:
+    first, second = bundle_passages(sample_bundle()), bundle_passages(sample_bundle())
+    assert first == second
+    repositories = [p.repository for p in first]
+    assert repositories == sorted(repositories, key=str.lower)  # grouped, in bundle order
+    assert passages_from_json(passages_to_json(first)) == first

@@ -1,0 +1,66 @@
+"""The trainsvc process: one consumer of TRAIN, one training at a time per replica."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from contextmesh.train.v1 import tasks_pb2 as train_tasks
+
+from meshkit.blob import open_blob_store
+from meshkit.embedding import prepare_offline
+from meshkit.jobs import JobStore
+from meshkit.service import ServiceContext
+from meshkit.topology import Buckets, train_stream
+from meshkit.worker import Worker, watch_max_deliveries
+from trainsvc.finetune import warm_up
+from trainsvc.handler import TrainHandler
+
+__all__ = ["serve"]
+
+log = logging.getLogger(__name__)
+
+
+async def serve(ctx: ServiceContext) -> None:
+    prepare_offline()
+    # Import torch and sentence-transformers while waiting for the first task (seconds).
+    threading.Thread(target=_warm_up, name="trainsvc-warm-up", daemon=True).start()
+    stream = train_stream(ctx.settings.train)
+    blobs = open_blob_store(ctx.settings.blob_url)
+    handler = TrainHandler(
+        jobs=await JobStore.open(ctx.js),
+        models=await ctx.js.key_value(Buckets.MODELS.name),
+        bundles=await ctx.js.key_value(Buckets.BUNDLES.name),
+        blobs=blobs,
+        settings=ctx.settings.train,
+    )
+    worker = Worker(
+        ctx.js,
+        stream,
+        train_tasks.TrainTask,
+        handler.handle,
+        concurrency=1,
+        on_dead_letter=handler.on_dead_letter,
+    )
+    stop_watch = await watch_max_deliveries(
+        ctx.nc, ctx.js, stream, train_tasks.TrainTask, handler.on_dead_letter
+    )
+    log.info(
+        "trainsvc consuming %s (ack wait %.0f s, retries after %s s)",
+        stream.stream,
+        stream.ack_wait_s,
+        ", ".join(f"{d:g}" for d in stream.backoff_s),
+    )
+    try:
+        # A short grace: a training cannot finish in it anyway; its task goes back at once.
+        await worker.run(ctx.stop, grace_s=1.0)
+    finally:
+        await stop_watch()
+        await blobs.close()
+
+
+def _warm_up() -> None:
+    try:
+        warm_up()
+    except Exception as exc:  # the first training will raise it properly
+        log.warning("warm-up import failed: %s", exc)
