@@ -11,7 +11,10 @@ words themselves are unambiguous, which is what lexical matching catches.
   known query term matched once in an average-length passage" whatever the query's length.
 - `TermMatcher` finds repositories whose name, technology or topic appears verbatim in the
   query, as a whole token sequence ("home assistant", "c++"), weighted by how few
-  repositories share the term.
+  repositories share the term. Repository names are often compounds ("homelab",
+  "leafscan"), so a query word of four or more letters that begins a part of a repository's
+  name counts too, at half weight ("home" in "servers at home" for homelab-ansible). Only
+  names: a technology such as "database" would answer every query about "data".
 """
 
 from __future__ import annotations
@@ -122,6 +125,11 @@ class TermMatcher:
             for tokens, repos in owners.items()
         }
         self._longest = max((len(t) for t in self._terms), default=0)
+        self._total = total
+        self._name_parts = {
+            repository: {p for p in tokenize(repository.rpartition("/")[2]) if len(p) > 4}
+            for repository in terms
+        }
         self.nbytes = sum(64 + 48 * len(r) for r, _ in self._terms.values())
 
     def matches(self, query: str) -> dict[str, float]:
@@ -136,4 +144,22 @@ class TermMatcher:
                 repos, weight = entry
                 for repo in repos:
                     found[repo] = max(found.get(repo, 0.0), weight)
+        for repo, weight in self._name_prefix_matches(query).items():
+            found[repo] = max(found.get(repo, 0.0), weight)
+        return found
+
+    def _name_prefix_matches(self, query: str) -> dict[str, float]:
+        """Repositories a query word begins a name part of ("home" -> "homelab"), at half the
+        weight of a whole term shared by as many repositories."""
+        words = {w for w in content_tokens(query) if len(w) >= 4}
+        hits: dict[str, set[str]] = defaultdict(set)
+        for repo, parts in self._name_parts.items():
+            for word in words:
+                if any(part != word and part.startswith(word) for part in parts):
+                    hits[word].add(repo)
+        found: dict[str, float] = {}
+        for repos in hits.values():
+            weight = 0.5 * math.log((1 + self._total) / len(repos)) / math.log(1 + self._total)
+            for repo in repos:
+                found[repo] = max(found.get(repo, 0.0), weight)
         return found

@@ -51,3 +51,21 @@ def test_terms_match_whole_token_sequences_weighted_by_rarity() -> None:
     python = matcher.matches("python")
     assert set(python) == {"o/a", "o/b", "o/c"} and python["o/a"] < 0.25  # shared by all
     assert matcher.matches("c++") == {}
+
+
+def test_a_query_word_that_begins_a_compound_repository_name_counts_at_half_weight() -> None:
+    matcher = TermMatcher(
+        {
+            "demo/homelab-ansible": [],
+            "demo/leafscan": [],
+            "demo/database-tools": ["database"],
+            "demo/other": [],
+        }
+    )
+    found = matcher.matches("how do you run the servers at home?")
+    assert set(found) == {"demo/homelab-ansible"}
+    assert found["demo/homelab-ansible"] == pytest.approx(0.5)  # unique: half of a full 1.0
+    assert set(matcher.matches("leaf disease detection")) == {"demo/leafscan"}
+    # Words under four letters never count; a whole part is a whole term's business.
+    assert matcher.matches("web app at hom") == {}
+    assert matcher.matches("database backups") == {"demo/database-tools": pytest.approx(1.0)}
