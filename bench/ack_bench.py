@@ -136,9 +136,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument(
+        "--nats-sync-interval",
+        default="always",
+        help="'always' (shipped: fsync before every ack) or e.g. 2m (nats-server's default)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        nats = NatsServer(Path(tmp) / "nats").start()
+        nats = NatsServer(Path(tmp) / "nats", sync_interval=args.nats_sync_interval).start()
         mesh = Mesh(
             nats.url,
             Path(tmp) / "mesh",
@@ -165,7 +170,10 @@ def main() -> None:
             mesh.stop_all()
             nats.stop()
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-    print(f"median of {args.runs} runs, {args.seconds:.0f} s per measure\n")
+    print(
+        f"median of {args.runs} runs, {args.seconds:.0f} s per measure, "
+        f"nats-server sync_interval {args.nats_sync_interval}\n"
+    )
     print("| measure | empty grpc.aio RPC (floor) | RefreshBundle | target |")
     print("|---|---|---|---|")
     print(f"| one client p50 | {med['floor_seq_p50']:.2f} ms | {med['refresh_seq_p50']:.2f} ms | |")

@@ -1,6 +1,6 @@
 """contextmesh.gateway.v1.BundleService: the public API.
 
-Requests arrive already validated (meshkit.rpc.ValidationInterceptor) and domain errors are
+Requests arrive already validated (meshkit.rpc.GuardInterceptor) and domain errors are
 mapped to statuses in one place (meshkit.rpc.STATUS_OF); handlers here only do the work.
 """
 

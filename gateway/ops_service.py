@@ -10,7 +10,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from meshkit.publish import MSG_ID_HEADER, TYPE_HEADER
-from meshkit.rpc import NotFound
+from meshkit.rpc import InvalidArgument, NotFound
 from meshkit.telemetry import inject_headers
 from meshkit.topology import DEADLETTER
 
@@ -43,7 +43,11 @@ class OpsService(ops_service_pb2_grpc.OpsServiceServicer):
     ) -> pb.ListDeadLettersResponse:
         size = request.page_size or 100
         info = await self.js.stream_info(DEADLETTER)
-        start = max(int(request.page_token or 0), info.state.first_seq)
+        token = request.page_token or "0"
+        if not token.isdigit():
+            raise InvalidArgument("page_token: pass the next_page_token of the previous page")
+        # Sequences start at 1; an empty stream reports first_seq 0.
+        start = max(int(token), info.state.first_seq, 1)
         last = info.state.last_seq
         tasks: list[pb.ParkedTask] = []
         seq = start

@@ -131,21 +131,22 @@ class JobStore:
     async def watch(self, job_id: str) -> AsyncIterator[job_pb2.Job]:
         """The job's current state, then every change, ending after a final state.
 
-        Raises JobNotFoundError when the job does not exist when the watch starts.
+        Raises JobNotFoundError when the job does not exist when the watch starts. The current
+        state is read, not taken from the watch: nats-py's "initial values done" marker can
+        arrive before a value already in flight, which would look like a missing job.
         """
+        record, revision = await self.get(job_id)
+        yield record.job
+        if is_final(record.job.state):
+            return
         watcher = await self.kv.watch(job_id)
         try:
-            first = True
             async for entry in _entries(watcher):
-                if entry is None:  # end of the initial values
-                    if first:
-                        raise JobNotFoundError(job_id)
-                    continue
+                if entry is None or (entry.revision or 0) <= revision:
+                    continue  # the marker, or a state already sent
                 if entry.value is None or entry.operation is not None:
-                    if first:
-                        raise JobNotFoundError(job_id)
                     return  # deleted or expired while watched
-                first = False
+                revision = entry.revision or revision
                 record = job_record_pb2.JobRecord()
                 record.ParseFromString(entry.value)
                 yield record.job

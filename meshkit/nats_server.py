@@ -133,6 +133,7 @@ def render_config(
     store_dir: Path,
     ports_file_dir: Path,
     max_payload: int = DEFAULT_MAX_PAYLOAD,
+    sync_interval: str = "always",
     monitor_port: int | None = None,
     server_name: str | None = None,
     cluster: ClusterSettings | None = None,
@@ -158,7 +159,7 @@ def render_config(
         "  # Durability, made explicit: nats-server acknowledges a write before it is fsynced",
         "  # and by default fsyncs only every 2 minutes, so a crash or power loss could lose",
         "  # writes that were already acknowledged. 'always' fsyncs before every ack.",
-        "  sync_interval: always",
+        f"  sync_interval: {_quote(sync_interval) if sync_interval != 'always' else 'always'}",
         "}",
     ]
     if cluster is not None:
@@ -196,6 +197,7 @@ class NatsServer:
         port: int = 0,
         monitor_port: int | None = None,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
+        sync_interval: str = "always",
         server_name: str | None = None,
         cluster: ClusterSettings | None = None,
         binary: str | os.PathLike[str] | None = None,
@@ -206,6 +208,9 @@ class NatsServer:
         self.data_dir = Path(data_dir)
         self.host = host
         self.max_payload = max_payload
+        self.sync_interval = sync_interval
+        """'always' (the default) fsyncs before every ack; a duration such as '2m' is the
+        server's own default, faster and able to lose acknowledged writes in a crash."""
         self.server_name = server_name
         self.cluster = cluster
         self._binary = str(binary) if binary is not None else None
@@ -279,6 +284,7 @@ class NatsServer:
             store_dir=self.store_dir,
             ports_file_dir=self.data_dir,
             max_payload=self.max_payload,
+            sync_interval=self.sync_interval,
             monitor_port=self._monitor_port,
             server_name=self.server_name,
             cluster=self.cluster,

@@ -2,8 +2,9 @@
 
 - Requests are checked against the rules in the contracts (protovalidate) by one
   interceptor before any handler runs: INVALID_ARGUMENT naming each field and rule.
-- Domain errors are mapped to gRPC status codes in one place (`STATUS_OF`), so handlers raise
-  meaningful exceptions and never build statuses themselves.
+- Domain errors are mapped to gRPC status codes in one place (`STATUS_OF`), by the same
+  interceptor, so handlers raise meaningful exceptions and never build statuses themselves.
+- The OpenTelemetry server interceptor is installed when tracing is on (meshkit.telemetry).
 - Every server serves grpc.health.v1.Health (a status per service) and reflection.
 """
 
@@ -26,14 +27,15 @@ from meshkit.errors import (
     JobNotFoundError,
     MeshError,
 )
+from meshkit.telemetry import tracing_enabled
 
 __all__ = [
     "STATUS_OF",
-    "ErrorMappingInterceptor",
     "FailedPrecondition",
+    "GuardInterceptor",
+    "InvalidArgument",
     "NotFound",
     "ServerBundle",
-    "ValidationInterceptor",
     "create_server",
     "describe_violations",
 ]
@@ -47,6 +49,10 @@ class NotFound(MeshError):
     """The thing a request names does not exist; the message says what to do."""
 
 
+class InvalidArgument(MeshError):
+    """A request field the contract's rules cannot check is wrong; the message says how."""
+
+
 class FailedPrecondition(MeshError):
     """The request is valid but the system is not in a state to serve it yet."""
 
@@ -55,6 +61,7 @@ STATUS_OF: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (JobNotFoundError, grpc.StatusCode.NOT_FOUND),
     (BlobNotFoundError, grpc.StatusCode.NOT_FOUND),
     (NotFound, grpc.StatusCode.NOT_FOUND),
+    (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
     (InvalidBlobKeyError, grpc.StatusCode.INVALID_ARGUMENT),
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (ConflictError, grpc.StatusCode.ABORTED),
@@ -81,41 +88,21 @@ def describe_violations(exc: protovalidate.ValidationError) -> str:
     return "; ".join(parts)
 
 
-def _wrap(
-    handler: grpc.RpcMethodHandler,
-    around_unary: Callable[[Any, Any, Callable[..., Awaitable[Any]]], Awaitable[Any]],
-    around_stream: Callable[[Any, Any, Callable[..., AsyncIterator[Any]]], AsyncIterator[Any]],
-) -> grpc.RpcMethodHandler:
-    """Rewrap a unary-request handler so its behaviour runs inside around_*."""
-    if handler.unary_unary:
-        inner_uu = handler.unary_unary
+class GuardInterceptor(grpc.aio.ServerInterceptor):
+    """Checks each request against the contract's rules, then maps domain errors to statuses.
 
-        async def unary(request: Any, context: Any) -> Any:
-            return await around_unary(request, context, inner_uu)
+    INVALID_ARGUMENT names every broken field and rule; a domain error becomes its status
+    (STATUS_OF) with its message; anything unexpected is INTERNAL, logged, its details kept
+    out of the answer. Wrapped handlers are built once per method, not once per call.
+    """
 
-        return grpc.unary_unary_rpc_method_handler(
-            unary, handler.request_deserializer, handler.response_serializer
-        )
-    if handler.unary_stream:
-        inner_us = handler.unary_stream
+    def __init__(self, *, validate: bool = True) -> None:
+        self.validator = protovalidate.Validator() if validate else None
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
 
-        async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
-            async for item in around_stream(request, context, inner_us):
-                yield item
-
-        return grpc.unary_stream_rpc_method_handler(
-            stream, handler.request_deserializer, handler.response_serializer
-        )
-    return handler
-
-
-class ValidationInterceptor(grpc.aio.ServerInterceptor):
-    """Rejects requests that break the contracts' protovalidate rules."""
-
-    def __init__(self) -> None:
-        self.validator = protovalidate.Validator()
-
-    def _check(self, request: Any) -> str | None:
+    def _problem(self, request: Any) -> str | None:
+        if self.validator is None:
+            return None
         try:
             self.validator.validate(request)
         except protovalidate.ValidationError as exc:
@@ -127,37 +114,17 @@ class ValidationInterceptor(grpc.aio.ServerInterceptor):
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-
-        async def unary(request: Any, context: Any, inner: Callable[..., Any]) -> Any:
-            if problem := self._check(request):
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
-            return await inner(request, context)
-
-        async def stream(request: Any, context: Any, inner: Callable[..., Any]) -> Any:
-            if problem := self._check(request):
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
-            async for item in inner(request, context):
-                yield item
-
-        return _wrap(handler, unary, stream)
-
-
-class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
-    """Turns domain errors into gRPC statuses; anything unexpected is INTERNAL, logged."""
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
         method = handler_call_details.method
+        if (cached := self._handlers.get(method)) is not None:
+            return cached
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        guarded = self._guard(method, handler)
+        self._handlers[method] = guarded
+        return guarded
 
+    def _guard(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         async def fail(context: Any, exc: Exception) -> None:
             code = _status_for(exc)
             if code is None:
@@ -165,24 +132,40 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
                 await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}")
             await context.abort(code, str(exc))
 
-        async def unary(request: Any, context: Any, inner: Callable[..., Any]) -> Any:
-            try:
-                return await inner(request, context)
-            except grpc.aio.AbortError:
-                raise
-            except Exception as exc:
-                await fail(context, exc)
+        if handler.unary_unary:
+            inner_unary = handler.unary_unary
 
-        async def stream(request: Any, context: Any, inner: Callable[..., Any]) -> Any:
-            try:
-                async for item in inner(request, context):
-                    yield item
-            except grpc.aio.AbortError:
-                raise
-            except Exception as exc:
-                await fail(context, exc)
+            async def unary(request: Any, context: Any) -> Any:
+                if problem := self._problem(request):
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+                try:
+                    return await inner_unary(request, context)
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as exc:
+                    await fail(context, exc)
 
-        return _wrap(handler, unary, stream)
+            return grpc.unary_unary_rpc_method_handler(
+                unary, handler.request_deserializer, handler.response_serializer
+            )
+        if handler.unary_stream:
+            inner_stream = handler.unary_stream
+
+            async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
+                if problem := self._problem(request):
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+                try:
+                    async for item in inner_stream(request, context):
+                        yield item
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as exc:
+                    await fail(context, exc)
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream, handler.request_deserializer, handler.response_serializer
+            )
+        return handler
 
 
 class ServerBundle:
@@ -222,10 +205,8 @@ def create_server(
     register holds (add_XServicer_to_server, servicer, full service name) triples.
     Health starts NOT_SERVING; call set_serving(True) once dependencies are reachable.
     """
-    interceptors: list[grpc.aio.ServerInterceptor] = [ErrorMappingInterceptor()]
-    if validate:
-        interceptors.append(ValidationInterceptor())
-    if trace:
+    interceptors: list[grpc.aio.ServerInterceptor] = [GuardInterceptor(validate=validate)]
+    if trace and tracing_enabled():
         from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
         interceptors.insert(0, aio_server_interceptor())

@@ -14,19 +14,24 @@ from collections.abc import Mapping
 
 from opentelemetry import context, propagate, trace
 
-__all__ = ["extract_context", "init_tracing", "inject_headers", "tracer"]
+__all__ = ["extract_context", "init_tracing", "inject_headers", "tracer", "tracing_enabled"]
 
 _initialised = False
 
 
+def tracing_enabled() -> bool:
+    """Whether spans go anywhere: only then are the SDK and the gRPC instrumentation worth
+    their cost on the request path."""
+    return os.environ.get("CONTEXTMESH_TRACE_CONSOLE") == "1"
+
+
 def init_tracing(service: str) -> None:
-    """Install the SDK tracer provider once per process."""
+    """Install the SDK tracer provider once per process, when tracing is enabled."""
     global _initialised
-    if _initialised or os.environ.get("CONTEXTMESH_TRACE_CONSOLE") != "1":
+    if _initialised or not tracing_enabled():
         return
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-
     from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
 
     provider = TracerProvider(resource=Resource.create({"service.name": service}))

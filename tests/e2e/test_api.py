@@ -126,3 +126,18 @@ def test_bad_repository_files_are_warnings_and_the_job_completes(
     bundle = b"".join(c.data for c in stub.DownloadBundle(pb.DownloadBundleRequest(user="alice")))
     document = json.loads(bundle)
     assert [r["repository"] for r in document["repositories"]] == sorted(repos)
+
+
+def test_dead_letters_on_an_empty_stream_and_a_bad_page_token(mesh: Mesh) -> None:
+    from contextmesh.ops.v1 import ops_service_pb2 as ops
+    from contextmesh.ops.v1 import ops_service_pb2_grpc
+
+    mesh.start("gateway")
+    with grpc.insecure_channel(mesh.gateway_target) as channel:
+        stub = ops_service_pb2_grpc.OpsServiceStub(channel)
+        page = stub.ListDeadLetters(ops.ListDeadLettersRequest())
+        assert list(page.tasks) == [] and page.next_page_token == ""
+        err = rpc_error(stub.ListDeadLetters, ops.ListDeadLettersRequest(page_token="abc"))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "page_token" in err.details()
+        err = rpc_error(stub.RedriveDeadLetter, ops.RedriveDeadLetterRequest(sequence=99))
+        assert err.code() == grpc.StatusCode.NOT_FOUND

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from contextmesh.task.v1 import task_pb2
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from meshkit.nats_server import NatsServer
 from meshkit.topology import DEADLETTER, SYNC
@@ -99,8 +100,11 @@ async def parked_sequence(gateway_mesh: Mesh, js: JetStreamContext) -> int:
     async with asyncio.timeout(30):
         while True:
             info = await js.stream_info(DEADLETTER)
-            for seq in range(info.state.first_seq, info.state.last_seq + 1):
-                stored = await js.get_msg(DEADLETTER, seq)
+            for seq in range(max(info.state.first_seq, 1), info.state.last_seq + 1):
+                try:
+                    stored = await js.get_msg(DEADLETTER, seq)
+                except NotFoundError:
+                    continue  # redriven
                 letter = task_pb2.DeadLetter()
                 letter.ParseFromString(stored.data or b"")
                 if letter.msg_id == msg_id:

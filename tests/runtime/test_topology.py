@@ -25,3 +25,4 @@ async def test_declare_twice_is_harmless_and_sets_what_docs_say(js: JetStreamCon
     for bucket in ALL_BUCKETS:
         status = await (await js.key_value(bucket.name)).status()
         assert status.bucket == bucket.name
+        assert (await js.stream_info(f"KV_{bucket.name}")).config.allow_direct
