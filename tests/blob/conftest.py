@@ -26,12 +26,6 @@ from tests.support.emulators import (
 BACKENDS = ("fs", "azure", "gcs", "s3")
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # google.api_core warns at import that grpcio-status is missing; that only degrades the
-    # text of gRPC errors, and the storage SDK speaks JSON over HTTP, not gRPC.
-    config.addinivalue_line("filterwarnings", "ignore:Please install grpcio-status:ImportWarning")
-
-
 def _emulator(start: Callable[[Path], Emulator], workdir: Path) -> Iterator[Emulator]:
     try:
         emulator = start(workdir)
