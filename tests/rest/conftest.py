@@ -16,13 +16,12 @@ Only tests that need to steer the server (cutting a stream midway) ask for `stub
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 
 from tests.rest.stub_gateway import StubGateway, start_stub_gateway
-from tests.support.envoy import RestProxy, rest_proxy
+from tests.support.rest_fixtures import proxy, rest  # noqa: F401 - shared fixtures
 
 
 @pytest.fixture(scope="session")
@@ -35,18 +34,6 @@ async def stub() -> AsyncIterator[StubGateway]:
 @pytest.fixture(scope="session")
 def grpc_target(stub: StubGateway) -> str:
     return stub.address
-
-
-@pytest.fixture(scope="session")
-def proxy(grpc_target: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestProxy]:
-    with rest_proxy(grpc_target, tmp_path_factory.mktemp("envoy")) as running:
-        yield running
-
-
-@pytest.fixture(scope="session")
-async def rest(proxy: RestProxy) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=proxy.base_url, timeout=10.0) as client:
-        yield client
 
 
 @pytest.fixture

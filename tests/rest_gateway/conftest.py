@@ -13,7 +13,6 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from contextmesh.task.v1 import task_pb2
 from nats.js import JetStreamContext
@@ -21,8 +20,8 @@ from nats.js.errors import NotFoundError
 
 from meshkit.nats_server import NatsServer
 from meshkit.topology import DEADLETTER, SYNC
-from tests.support.envoy import RestProxy, rest_proxy
 from tests.support.mesh import Mesh
+from tests.support.rest_fixtures import proxy, rest  # noqa: F401 - shared fixtures
 
 
 @pytest.fixture(scope="session")
@@ -56,18 +55,6 @@ def gateway_mesh(
 @pytest.fixture(scope="session")
 def grpc_target(gateway_mesh: Mesh) -> str:
     return gateway_mesh.gateway_target
-
-
-@pytest.fixture(scope="session")
-def proxy(grpc_target: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestProxy]:
-    with rest_proxy(grpc_target, tmp_path_factory.mktemp("envoy")) as running:
-        yield running
-
-
-@pytest.fixture(scope="session")
-async def rest(proxy: RestProxy) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=proxy.base_url, timeout=30.0) as client:
-        yield client
 
 
 @pytest.fixture
