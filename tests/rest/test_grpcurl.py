@@ -44,7 +44,19 @@ async def test_refresh_then_watch_to_the_final_message(grpc_target: str, user: s
     watched = await grpcurl(grpc_target, f"{BUNDLE}/WatchJob", data={"id": job["id"]})
 
     messages = watched.check().messages()
-    assert len(messages) > 2
+    # How many states a watcher sees depends on how fast the job runs; what it can rely on
+    # is that they only move forward and that exactly one final message ends the stream.
+    order = [
+        "JOB_STATE_QUEUED",
+        "JOB_STATE_DISCOVERING",
+        "JOB_STATE_SYNCING",
+        "JOB_STATE_MERGING",
+        "JOB_STATE_BUNDLE_READY",
+        "JOB_STATE_TRAINING",
+        "JOB_STATE_DONE",
+    ]
+    states = [order.index(m["job"]["state"]) for m in messages]
+    assert states == sorted(states)
     assert messages[-1]["final"] is True
     assert messages[-1]["job"]["state"] == "JOB_STATE_DONE"
     assert not any(m.get("final") for m in messages[:-1])
