@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 
 import grpc
@@ -15,6 +14,7 @@ from contextmesh.job.v1 import job_pb2, job_record_pb2
 from contextmesh.merge.v1 import tasks_pb2 as merge_tasks
 from contextmesh.sync.v1 import tasks_pb2 as sync_tasks
 from contextmesh.task.v1 import task_pb2
+from nats.js import JetStreamContext
 
 from meshkit.blob import FilesystemBlobStore
 from meshkit.config import NatsSettings
@@ -73,6 +73,22 @@ async def republish(url: str, record: job_record_pb2.JobRecord) -> None:
         await nc.drain()
 
 
+async def wait_until_handled(url: str, limit_s: float = 30.0) -> None:
+    """Until SYNC and MERGE are empty: work-queue streams drop a task once it is acked, so
+    the duplicates were handled (not merely not yet seen) when the assertions run."""
+    nc, js = await connect(NatsSettings(url=url), name="test")
+    try:
+        async with asyncio.timeout(limit_s):
+            while await _pending(js):  # noqa: ASYNC110 - polling the server's state
+                await asyncio.sleep(0.1)
+    finally:
+        await nc.drain()
+
+
+async def _pending(js: JetStreamContext) -> int:
+    return sum([(await js.stream_info(s.stream)).state.messages for s in (SYNC, MERGE)])
+
+
 def test_sigkill_of_a_sync_worker_mid_job_counts_each_repository_once(
     fresh_nats: NatsServer, tmp_path: Path, big_source: Path
 ) -> None:
@@ -117,7 +133,7 @@ def test_sigkill_of_a_sync_worker_mid_job_counts_each_repository_once(
 
             # Deliberate duplicates after the fact change no count and start no merge.
             asyncio.run(republish(fresh_nats.url, record))
-            time.sleep(2)
+            asyncio.run(wait_until_handled(fresh_nats.url))
             again, pointers = asyncio.run(job_record(fresh_nats.url, job_id))
             assert (again.job.synced, again.merges, len(pointers)) == (REPOS, 1, 1)
             assert again.job.state == JobState.JOB_STATE_DONE
