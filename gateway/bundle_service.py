@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import grpc
 from contextmesh.gateway.v1 import bundle_service_pb2 as pb
 from contextmesh.gateway.v1 import bundle_service_pb2_grpc
-from contextmesh.job.v1 import job_pb2, job_record_pb2
+from contextmesh.job.v1 import job_pb2
 from contextmesh.search.v1 import search_service_pb2, search_service_pb2_grpc
 from google.api import httpbody_pb2
 
@@ -87,14 +87,10 @@ class BundleService(bundle_service_pb2_grpc.BundleServiceServicer):
     async def CancelJob(
         self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext
     ) -> pb.CancelJobResponse:
-        def cancel(record: job_record_pb2.JobRecord) -> bool:
-            if is_final(record.job.state):
-                return False
-            record.job.state = JobState.JOB_STATE_CANCELLED
-            record.job.error = "cancelled by a caller"
-            return True
-
-        record = await self.jobs.update(request.id, cancel)
+        record = await self.jobs.end(
+            request.id, JobState.JOB_STATE_CANCELLED, "cancelled by a caller"
+        )
+        assert record is not None  # an unknown id raised JobNotFoundError
         return pb.CancelJobResponse(job=record.job)
 
     async def SearchBundle(

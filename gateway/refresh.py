@@ -97,13 +97,9 @@ class Refresher:
             await publish_task(self.js, DISCOVER.subject, task, msg_id=task.meta.task_id)
         except Exception as exc:
             log.error("could not queue discovery of job %s: %s", job_id, exc)
-
-            def fail(rec: job_record_pb2.JobRecord) -> bool:
-                rec.job.state = job_pb2.JOB_STATE_FAILED
-                rec.job.error = "the job could not be queued; retry the refresh"
-                return True
-
-            await self.jobs.update(job_id, fail)
+            await self.jobs.end(
+                job_id, job_pb2.JOB_STATE_FAILED, "the job could not be queued; retry the refresh"
+            )
             raise ConnectionError("the work queue is unavailable; retry the refresh") from exc
         log.info("job %s queued", job_id, extra={"job_id": job_id, "user": user})
         return job

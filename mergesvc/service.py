@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-
-from contextmesh.job.v1 import job_pb2, job_record_pb2
+from contextmesh.job.v1 import job_pb2
 from contextmesh.merge.v1 import tasks_pb2 as merge_tasks
 
 from mergesvc.merge import Merger
 from meshkit.blob import open_blob_store
-from meshkit.errors import JobNotFoundError
-from meshkit.jobs import JobStore, is_final
+from meshkit.jobs import JobStore
 from meshkit.service import ServiceContext
 from meshkit.topology import MERGE, Buckets
 from meshkit.worker import Worker, watch_max_deliveries
@@ -31,18 +28,14 @@ async def serve(ctx: ServiceContext) -> None:
     )
 
     async def merge_failed(task: merge_tasks.MergeTask | None, reason: str) -> None:
-        if task is None:
-            return
-
-        def fail(record: job_record_pb2.JobRecord) -> bool:
-            if is_final(record.job.state) or record.job.state != job_pb2.JOB_STATE_MERGING:
-                return False
-            record.job.state = job_pb2.JOB_STATE_FAILED
-            record.job.error = f"merge failed: {reason}"
-            return True
-
-        with contextlib.suppress(JobNotFoundError):
-            await jobs.update(task.meta.job_id, fail)
+        if task is not None:
+            await jobs.end(
+                task.meta.job_id,
+                job_pb2.JOB_STATE_FAILED,
+                f"merge failed: {reason}",
+                only_from=frozenset({job_pb2.JOB_STATE_MERGING}),
+                missing_ok=True,
+            )
 
     worker = Worker(
         ctx.js,

@@ -8,13 +8,10 @@ so a duplicate publish of the same task is dropped by JetStream's duplicate wind
 from __future__ import annotations
 
 import os
-import re
 import time
 
 __all__ = [
-    "JOB_ID_PATTERN",
     "discover_msg_id",
-    "is_job_id",
     "merge_msg_id",
     "new_job_id",
     "sync_msg_id",
@@ -22,7 +19,6 @@ __all__ = [
 ]
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-JOB_ID_PATTERN = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 
 
 def new_job_id(now: float | None = None) -> str:
@@ -30,10 +26,6 @@ def new_job_id(now: float | None = None) -> str:
     millis = int((time.time() if now is None else now) * 1000)
     value = (millis << 80) | int.from_bytes(os.urandom(10), "big")
     return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
-
-
-def is_job_id(value: str) -> bool:
-    return bool(JOB_ID_PATTERN.match(value))
 
 
 def discover_msg_id(job_id: str) -> str:

@@ -101,6 +101,32 @@ class JobStore:
                 await asyncio.sleep(min(0.001 * (attempt + 1), 0.05))
         raise ConflictError(f"job {job_id}: update lost {self.max_attempts} races in a row")
 
+    async def end(
+        self,
+        job_id: str,
+        state: int,
+        error: str,
+        *,
+        only_from: frozenset[int] = frozenset(),
+        missing_ok: bool = False,
+    ) -> job_record_pb2.JobRecord | None:
+        """End a job FAILED or CANCELLED with error, unless it has ended already (or is not
+        in one of `only_from`, when given). `missing_ok` answers None for an unknown job."""
+
+        def end_it(record: job_record_pb2.JobRecord) -> bool:
+            if is_final(record.job.state) or (only_from and record.job.state not in only_from):
+                return False
+            record.job.state = state  # type: ignore[assignment]
+            record.job.error = error
+            return True
+
+        try:
+            return await self.update(job_id, end_it)
+        except JobNotFoundError:
+            if missing_ok:
+                return None
+            raise
+
     async def apply(self, job_id: str, mutate: Mutation) -> job_record_pb2.JobRecord:
         """Like update, but coalesced with other mutations of the same job queued meanwhile."""
         future: asyncio.Future[job_record_pb2.JobRecord] = (

@@ -28,16 +28,15 @@ from meshkit.errors import (
     MeshError,
 )
 from meshkit.telemetry import tracing_enabled
+from meshkit.validation import describe_violations
 
 __all__ = [
     "STATUS_OF",
-    "FailedPrecondition",
     "GuardInterceptor",
     "InvalidArgument",
     "NotFound",
     "ServerBundle",
     "create_server",
-    "describe_violations",
 ]
 
 log = logging.getLogger(__name__)
@@ -53,17 +52,12 @@ class InvalidArgument(MeshError):
     """A request field the contract's rules cannot check is wrong; the message says how."""
 
 
-class FailedPrecondition(MeshError):
-    """The request is valid but the system is not in a state to serve it yet."""
-
-
 STATUS_OF: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (JobNotFoundError, grpc.StatusCode.NOT_FOUND),
     (BlobNotFoundError, grpc.StatusCode.NOT_FOUND),
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
     (InvalidBlobKeyError, grpc.StatusCode.INVALID_ARGUMENT),
-    (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (ConflictError, grpc.StatusCode.ABORTED),
     (ConfigError, grpc.StatusCode.FAILED_PRECONDITION),
     (TimeoutError, grpc.StatusCode.UNAVAILABLE),
@@ -76,16 +70,6 @@ def _status_for(exc: BaseException) -> grpc.StatusCode | None:
         if isinstance(exc, kind):
             return code
     return None
-
-
-def describe_violations(exc: protovalidate.ValidationError) -> str:
-    parts = []
-    for violation in exc.violations:
-        path = violation.proto.field
-        field = ".".join(e.field_name for e in path.elements) if path else ""
-        field = field or "request"
-        parts.append(f"{field}: {violation.proto.message} [{violation.proto.rule_id}]")
-    return "; ".join(parts)
 
 
 class GuardInterceptor(grpc.aio.ServerInterceptor):

@@ -28,8 +28,7 @@ from nats.js.api import (
 )
 from nats.js.errors import BadRequestError, NotFoundError
 
-from meshkit.config import Settings, TrainSettings
-from meshkit.errors import ConfigError
+from meshkit.config import TrainSettings
 
 __all__ = [
     "ALL_BUCKETS",
@@ -113,20 +112,17 @@ ALL_WORK_STREAMS = (DISCOVER, SYNC, MERGE, TRAIN)
 
 
 def train_stream(train: TrainSettings | None = None) -> WorkStream:
-    """TRAIN with the retry timing of the settings (from the environment when None); unset
-    values keep TRAIN's. Raises ConfigError when a running training would be redelivered:
-    with a backoff list JetStream uses the delays, not ack_wait, as the redelivery timer, so
-    the in-progress sent every ack_wait/3 must come sooner than the shortest delay."""
-    if train is None:
-        train = Settings.from_env().train
-    ack_wait = train.ack_wait_s or TRAIN.ack_wait_s
+    """TRAIN with the retry timing of the settings; unset values keep TRAIN's. A worker's
+    in-progress follows each delivery's own deadline (meshkit.worker.ack_deadline), so any
+    ack wait and backoff go together."""
+    train = train or TrainSettings()
     backoff = train.retry_backoff_s or TRAIN.backoff_s
-    if ack_wait / 3 >= min(backoff):
-        raise ConfigError(
-            "CONTEXTMESH_TRAIN_ACK_WAIT_S",
-            f"must be under 3 x the shortest retry delay ({min(backoff)} s), got {ack_wait}",
-        )
-    return replace(TRAIN, ack_wait_s=ack_wait, backoff_s=backoff, max_deliver=len(backoff) + 1)
+    return replace(
+        TRAIN,
+        ack_wait_s=train.ack_wait_s or TRAIN.ack_wait_s,
+        backoff_s=backoff,
+        max_deliver=len(backoff) + 1,
+    )
 
 
 DEADLETTER = "DEADLETTER"
@@ -220,11 +216,13 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
         log.warning("stream %s kept its settings: %s", config.name, exc.description)
 
 
-async def declare(js: JetStreamContext, *, replicas: int = 1) -> None:
-    """Create or update every stream, consumer and bucket. Safe to run from every process."""
+async def declare(
+    js: JetStreamContext, *, replicas: int = 1, train: TrainSettings | None = None
+) -> None:
+    """Create or update every stream, consumer and bucket. Safe to run from every process.
+    `train` sets TRAIN's retry timing (tests shorten it); every process must pass the same."""
     for default in ALL_WORK_STREAMS:
-        # TRAIN's retry timing is configurable (tests shorten it); every process must agree.
-        ws = train_stream() if default is TRAIN else default
+        ws = train_stream(train) if default is TRAIN else default
         await _ensure_stream(js, work_stream_config(ws, replicas))
         await js.add_consumer(ws.stream, consumer_config(ws))
     await _ensure_stream(js, deadletter_stream_config(replicas))

@@ -41,6 +41,7 @@ from nats.js.errors import NotFoundError
 from meshkit.publish import MSG_ID_HEADER, publish_task
 from meshkit.telemetry import extract_context, tracer
 from meshkit.topology import DEADLETTER_SUBJECT_PREFIX, WorkStream
+from meshkit.validation import describe_violations
 
 __all__ = [
     "DeadLetterHook",
@@ -110,11 +111,7 @@ def decode_task(message_type: type[T], data: bytes) -> T:
     try:
         protovalidate.validate(task)
     except protovalidate.ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(e.field_name for e in v.proto.field.elements) if v.proto.field else ''}:"
-            f" {v.proto.message}"
-            for v in exc.violations
-        )
+        problems = describe_violations(exc)
         raise PermanentError(f"invalid {message_type.DESCRIPTOR.full_name}: {problems}") from None
     return task
 

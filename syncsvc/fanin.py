@@ -21,7 +21,7 @@ from contextmesh.merge.v1 import tasks_pb2 as merge_tasks
 from contextmesh.sync.v1 import tasks_pb2 as sync_tasks
 from contextmesh.task.v1 import task_pb2
 from nats.js import JetStreamContext
-from nats.js.errors import KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from meshkit.ids import merge_msg_id
@@ -29,7 +29,7 @@ from meshkit.jobs import JobStore, is_final
 from meshkit.publish import publish_task
 from meshkit.topology import MERGE
 
-__all__ = ["FanIn", "bit_is_set", "count_bits", "outcome_key"]
+__all__ = ["FanIn", "bit_is_set", "outcome_key"]
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +44,6 @@ def outcome_key(job_id: str, index: int) -> str:
 def bit_is_set(bitmap: bytes | bytearray, index: int) -> bool:
     byte = index // 8
     return byte < len(bitmap) and bool(bitmap[byte] & (1 << (index % 8)))
-
-
-def count_bits(bitmap: bytes) -> int:
-    return sum(bin(b).count("1") for b in bitmap)
 
 
 class FanIn:
@@ -69,8 +65,6 @@ class FanIn:
             return kept
 
     async def stored(self, job_id: str, index: int) -> sync_tasks.RepoOutcome | None:
-        from nats.js.errors import KeyNotFoundError
-
         try:
             entry = await self.outcomes.get(outcome_key(job_id, index))
         except KeyNotFoundError:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
-from contextmesh.job.v1 import job_pb2, job_record_pb2
+from contextmesh.job.v1 import job_pb2
 from contextmesh.sync.v1 import tasks_pb2 as sync_tasks
 
 from meshkit.blob import open_blob_store
-from meshkit.errors import JobNotFoundError
-from meshkit.jobs import JobStore, is_final
+from meshkit.jobs import JobStore
 from meshkit.service import ServiceContext
 from meshkit.topology import DISCOVER, SYNC, Buckets
 from meshkit.worker import Worker, watch_max_deliveries
@@ -37,18 +35,13 @@ async def serve(ctx: ServiceContext) -> None:
     repo_sync = RepoSync(jobs, fanin, blobs, source, settings.sync)
 
     async def discovery_failed(task: sync_tasks.DiscoverTask | None, reason: str) -> None:
-        if task is None:
-            return
-
-        def fail(record: job_record_pb2.JobRecord) -> bool:
-            if is_final(record.job.state):
-                return False
-            record.job.state = job_pb2.JOB_STATE_FAILED
-            record.job.error = f"discovery failed: {reason}"
-            return True
-
-        with contextlib.suppress(JobNotFoundError):
-            await jobs.update(task.meta.job_id, fail)
+        if task is not None:
+            await jobs.end(
+                task.meta.job_id,
+                job_pb2.JOB_STATE_FAILED,
+                f"discovery failed: {reason}",
+                missing_ok=True,
+            )
 
     async def sync_failed(task: sync_tasks.SyncRepoTask | None, reason: str) -> None:
         # A repository that can never sync is one repository's failure, not the job's.

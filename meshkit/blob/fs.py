@@ -44,7 +44,8 @@ class FilesystemBlobStore(BlobStore):
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     async def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        # Waiting for in-flight file calls must not block the event loop.
+        await asyncio.to_thread(self._pool.shutdown, wait=True)
 
     def _path(self, key: str) -> pathlib.Path:
         return self.root / validate_key(key)

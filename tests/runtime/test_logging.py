@@ -36,10 +36,11 @@ def test_setup_is_idempotent() -> None:
     from meshkit.logging import setup_logging
 
     root = logging.getLogger()
-    saved = root.handlers[:], root.level
+    handlers, level = root.handlers[:], root.level
     try:
         setup_logging("a")
         setup_logging("b")
         assert len(root.handlers) == 1
     finally:
-        root.handlers[:], _ = saved[0], root.setLevel(saved[1])
+        root.handlers[:] = handlers
+        root.setLevel(level)

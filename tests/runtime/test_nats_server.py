@@ -160,11 +160,10 @@ def test_a_taken_port_fails_fast_with_the_server_log(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         server = NatsServer(tmp_path / "nats", port=taken.getsockname()[1])
-        started = time.monotonic()
+        # "exited with code 1": it failed when the server died, not at the ready timeout.
         expected = r"(?s)exited with code 1.*address already in use"
         with pytest.raises(NatsServerError, match=expected):
             server.start(ready_timeout=10.0)
-        assert time.monotonic() - started < 5.0
         assert not server.running
 
 

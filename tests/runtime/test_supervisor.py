@@ -240,10 +240,8 @@ def test_a_child_that_exits_at_once_does_not_spin(scripts: dict[str, str], super
         backoff=Backoff(initial=0.1, cap=0.4, reset_after=10.0),
     )
     supervisor.start()
-    time.sleep(1.6)
-    restarts = supervisor.status_of("crasher").restarts
-    # Without backoff this would be dozens; with 0.1, 0.2, 0.4, 0.4, ... it is about four.
-    assert 2 <= restarts <= 6, restarts
+    wait_until(lambda: supervisor.status_of("crasher").restarts >= 4, what="four restarts")
+    # Each restart waited its backoff (a spinning supervisor would show no delays at all).
     delays = re.findall(r"crasher exited with code 3; restarting in (\S+) s", events.getvalue())
     assert delays[:4] == ["0.1", "0.2", "0.4", "0.4"]
 
@@ -280,9 +278,9 @@ def test_stop_terminates_in_reverse_order_and_leaves_nothing_behind(
     pids = [s.pid for s in supervisor.status()]
     assert None not in pids
 
-    started = time.monotonic()
     supervisor.stop()
-    assert time.monotonic() - started < 3.0
+    # The stubborn child was killed after its own 0.3 s, not the supervisor's grace.
+    assert "c did not stop within 0.3 s; killing it" in events.getvalue()
 
     # Children are reaped by stop(); the grandchild, signalled with its group, dies a moment
     # later (kill() returns before the target has exited).
@@ -427,10 +425,8 @@ def test_sigterm_to_the_supervisor_process_stops_every_child(
 
         wait_until(lambda: stopped("s1") and stopped("s2"), what="s1 and s2 stopped")
         assert alive(pids[0])  # waiting out its 30 s grace
-        started = time.monotonic()
         harness.send_signal(signal.SIGTERM)  # a second signal skips the grace
-        _, stderr = harness.communicate(timeout=5.0)
-        assert time.monotonic() - started < 3.0
+        _, stderr = harness.communicate(timeout=15.0)  # half the 30 s grace it skips
     assert harness.returncode == 0, stderr.decode()
     assert b"stubborn did not stop within 30.0 s; killing it" in stderr
     assert [pid for pid in pids if alive(pid)] == []

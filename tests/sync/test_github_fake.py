@@ -116,8 +116,8 @@ async def test_latency_is_a_non_blocking_sleep() -> None:
             elapsed = time.monotonic() - started
 
     assert all(a.status_code == 200 for a in answers)
-    assert 0.2 <= elapsed < 1.5  # fifty at once, not fifty in a row (10 s)
-    assert gh.max_in_flight > 10
+    assert elapsed >= 0.2  # the latency was applied
+    assert gh.max_in_flight > 10  # many at once: the sleep blocks no other request
 
 
 async def test_a_renamed_repository_answers_301_to_its_new_place(fake_github: FakeGithub) -> None:

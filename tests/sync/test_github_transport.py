@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 
 import httpx
 import pytest
@@ -29,14 +28,11 @@ async def test_concurrent_requests_all_run_at_once_and_give_their_slots_back() -
         populate(gh, "octo", 1)
         transport = ShardedTransport(20, shard_size=8)
         async with httpx.AsyncClient(transport=transport, base_url=gh.url) as client:
-            started = time.monotonic()
             answers = await asyncio.gather(*(client.get("/users/octo") for _ in range(20)))
-            elapsed = time.monotonic() - started
             again = await client.get("/users/octo")
 
         assert all(a.status_code == 200 for a in [*answers, again])
-        assert gh.max_in_flight == 20
-        assert elapsed < 0.4  # no request waited for a connection
+        assert gh.max_in_flight == 20  # no request waited for a connection
         assert transport._in_flight == [0, 0, 0]
 
 

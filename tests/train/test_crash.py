@@ -4,7 +4,6 @@ and the job still ends DONE; then `python -m searchsvc` serves the result over g
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from contextmesh.search.v1 import search_service_pb2 as pb
 from contextmesh.search.v1 import search_service_pb2_grpc
 
 from meshkit.blob import FilesystemBlobStore
-from meshkit.config import NatsSettings
+from meshkit.config import NatsSettings, Settings
 from meshkit.jobs import JobStore
 from meshkit.nats_client import connect
 from meshkit.nats_server import NatsServer
@@ -38,11 +37,7 @@ ENV = {
 
 
 @pytest.fixture
-async def mesh(
-    fresh_nats: NatsServer, tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Mesh]:
-    for name, value in ENV.items():
-        monkeypatch.setenv(name, value)  # for this process's declare(), like the services'
+async def mesh(fresh_nats: NatsServer, tmp_path: Path, tiny_model_dir: Path) -> AsyncIterator[Mesh]:
     m = Mesh(fresh_nats.url, tmp_path, env={**ENV, "CONTEXTMESH_BASE_MODEL": str(tiny_model_dir)})
     try:
         yield m
@@ -67,7 +62,7 @@ async def test_a_killed_trainer_is_replaced_and_the_job_ends_done(
     mesh.start("searchsvc")
     nc, js = await connect(NatsSettings(url=fresh_nats.url), name="crash-test")
     try:
-        await declare(js)
+        await declare(js, train=Settings.from_env(ENV).train)  # as the services declare it
         jobs = await JobStore.open(js)
         blobs = FilesystemBlobStore(tmp_path / "data" / "blobs")
         job_id, ref, task = await prepare_job(js, jobs, blobs, sample_bundle("carol"))
@@ -84,7 +79,6 @@ async def test_a_killed_trainer_is_replaced_and_the_job_ends_done(
                     mesh.kill(victim)  # SIGKILL: no ack, no nak, no goodbye
                     break
         assert victim is not None
-        killed_at = time.monotonic()
 
         final = job_pb2.Job()
         async with asyncio.timeout(90):
@@ -99,7 +93,6 @@ async def test_a_killed_trainer_is_replaced_and_the_job_ends_done(
         assert final.bundle == ref
         survivor = next(r for r in replicas if r != victim)
         assert "training on bundle" in mesh.log_path(survivor).read_text()
-        assert time.monotonic() - killed_at < 60
         await blobs.close()
     finally:
         await nc.drain()

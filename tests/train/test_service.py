@@ -31,8 +31,6 @@ from trainsvc.service import serve
 JobState = job_pb2.JobState
 TS = job_pb2.TrainingState
 
-RETRY_ENV = {"CONTEXTMESH_TRAIN_ACK_WAIT_S": "2", "CONTEXTMESH_TRAIN_RETRY_BACKOFF_S": "1,1"}
-
 
 @dataclass
 class Running:
@@ -44,18 +42,16 @@ class Running:
 
 @pytest.fixture
 async def trainsvc(
-    fresh_nats: NatsServer, tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+    fresh_nats: NatsServer, tmp_path: Path, tiny_model_dir: Path
 ) -> AsyncIterator[Running]:
-    for name, value in RETRY_ENV.items():
-        monkeypatch.setenv(name, value)  # declare() builds TRAIN's consumer from them
     nc, js = await connect(NatsSettings(url=fresh_nats.url), name="trainsvc-test")
-    await declare(js)
     settings = Settings(
         blob_url=(tmp_path / "blobs").as_uri(),
         train=TrainSettings(
             model_path=str(tiny_model_dir), batch_size=8, ack_wait_s=2, retry_backoff_s=(1, 1)
         ),
     )
+    await declare(js, train=settings.train)
     ctx = ServiceContext("trainsvc", settings, nc, js)
     blobs = FilesystemBlobStore(tmp_path / "blobs")
     running = Running(ctx, blobs, await JobStore.open(js), asyncio.create_task(serve(ctx)))
