@@ -2,9 +2,10 @@
 
     .venv/bin/python bench/ack_bench.py [--runs 3] [--seconds 10]
 
-Starts a nats-server, the gateway (a separate process, no workers: tasks just queue) and a
-"floor" process serving an empty unary RPC on the same gRPC stack, then measures both with
-one Python grpc.aio client process:
+Starts a nats-server, the gateway (a separate process, no workers: tasks just queue), a
+"floor" process serving an empty unary RPC on the same gRPC stack, and a control process
+whose RPC does nothing but one nats-py KV read (a quarter of RefreshBundle's NATS work),
+then measures all three with one Python grpc.aio client process:
   1. one client, sequential calls: p50 / p99
   2. open loop at an offered 200 requests/s (latency from the scheduled send time, so a
      stall is not hidden): p50 / p99
@@ -51,7 +52,39 @@ async def main():
 asyncio.run(main())
 """
 
+# The control: the floor plus one KV direct get, the cheapest of RefreshBundle's four NATS
+# round trips. It shows what a single nats-py round trip costs on this stack.
+KV_READ_SERVER = """
+import asyncio, sys, grpc, nats
+from nats.js.api import KeyValueConfig
+from nats.js.errors import KeyNotFoundError
+async def main():
+    nc = await nats.connect(sys.argv[2])
+    config = KeyValueConfig(bucket="bench_control", direct=True)
+    kv = await nc.jetstream().create_key_value(config)
+    async def read(request, context):
+        try:
+            await kv.get("absent")
+        except KeyNotFoundError:
+            pass
+        return b""
+    handler = grpc.method_handlers_generic_handler(
+        "bench.Control", {"Read": grpc.unary_unary_rpc_method_handler(read)}
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    server.add_insecure_port("127.0.0.1:" + sys.argv[1])
+    await server.start()
+    await server.wait_for_termination()
+asyncio.run(main())
+"""
+
 Call = Callable[[int], Awaitable[object]]
+MEASURES = (
+    ("floor", "empty RPC (floor)"),
+    ("kv_read", "one KV read RPC"),
+    ("refresh", "RefreshBundle"),
+)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -107,10 +140,17 @@ async def concurrent(call: Call, clients: int, seconds: float) -> float:
     return done / (time.perf_counter() - started)
 
 
-async def measure(gateway: str, floor: str, seconds: float, run: int) -> dict[str, float]:
-    async with grpc.aio.insecure_channel(gateway) as gch, grpc.aio.insecure_channel(floor) as fch:
+async def measure(
+    gateway: str, floor: str, control: str, seconds: float, run: int
+) -> dict[str, float]:
+    async with (
+        grpc.aio.insecure_channel(gateway) as gch,
+        grpc.aio.insecure_channel(floor) as fch,
+        grpc.aio.insecure_channel(control) as cch,
+    ):
         stub = bundle_service_pb2_grpc.BundleServiceStub(gch)
         health = health_pb2_grpc.HealthStub(fch)
+        read = cch.unary_unary("/bench.Control/Read")
         prefix = f"r{run}-{os.getpid()}"
 
         async def refresh(n: int) -> object:
@@ -119,11 +159,15 @@ async def measure(gateway: str, floor: str, seconds: float, run: int) -> dict[st
         async def empty(n: int) -> object:
             return await health.Check(health_pb2.HealthCheckRequest())
 
-        for call in (refresh, empty):  # warm up connections and code paths
+        async def kv_read(n: int) -> object:
+            return await read(b"")
+
+        calls = {"floor": empty, "kv_read": kv_read, "refresh": refresh}
+        for call in calls.values():  # warm up connections and code paths
             for n in range(200):
                 await call(10**8 + n)
         out: dict[str, float] = {}
-        for name, call in (("floor", empty), ("refresh", refresh)):
+        for name, call in calls.items():
             out[f"{name}_seq_p50"], out[f"{name}_seq_p99"] = await sequential(call, seconds)
             out[f"{name}_open_p50"], out[f"{name}_open_p99"] = await open_loop(call, 200, seconds)
             prefix = f"{prefix}c"
@@ -153,20 +197,30 @@ def main() -> None:
                 "CONTEXTMESH_LOCAL_SOURCE_DIR": tmp,
             },
         )
-        floor_port = free_port()
-        floor = subprocess.Popen([sys.executable, "-c", FLOOR_SERVER, str(floor_port)])
+        floor_port, control_port = free_port(), free_port()
+        helpers = [
+            subprocess.Popen([sys.executable, "-c", FLOOR_SERVER, str(floor_port)]),
+            subprocess.Popen([sys.executable, "-c", KV_READ_SERVER, str(control_port), nats.url]),
+        ]
         try:
             mesh.start("gateway")
             time.sleep(0.5)
             runs = [
                 asyncio.run(
-                    measure(mesh.gateway_target, f"127.0.0.1:{floor_port}", args.seconds, run)
+                    measure(
+                        mesh.gateway_target,
+                        f"127.0.0.1:{floor_port}",
+                        f"127.0.0.1:{control_port}",
+                        args.seconds,
+                        run,
+                    )
                 )
                 for run in range(args.runs)
             ]
         finally:
-            floor.terminate()
-            floor.wait()
+            for helper in helpers:
+                helper.terminate()
+                helper.wait()
             mesh.stop_all()
             nats.stop()
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
@@ -174,26 +228,24 @@ def main() -> None:
         f"median of {args.runs} runs, {args.seconds:.0f} s per measure, "
         f"nats-server sync_interval {args.nats_sync_interval}\n"
     )
-    print("| measure | empty grpc.aio RPC (floor) | RefreshBundle | target |")
-    print("|---|---|---|---|")
-    print(f"| one client p50 | {med['floor_seq_p50']:.2f} ms | {med['refresh_seq_p50']:.2f} ms | |")
-    print(
-        f"| one client p99 | {med['floor_seq_p99']:.2f} ms | {med['refresh_seq_p99']:.2f} ms "
-        "| ≤ 10 ms |"
-    )
-    print(
-        f"| 200 req/s offered, p50 | {med['floor_open_p50']:.2f} ms | "
-        f"{med['refresh_open_p50']:.2f} ms | |"
-    )
-    print(
-        f"| 200 req/s offered, p99 | {med['floor_open_p99']:.2f} ms | "
-        f"{med['refresh_open_p99']:.2f} ms | ≤ 25 ms |"
-    )
-    print(
-        f"| 50 concurrent clients | {med['floor_c50_rps']:.0f} req/s | "
-        f"{med['refresh_c50_rps']:.0f} req/s ({med['refresh_c50_rps'] / med['floor_c50_rps']:.0%} "
-        "of floor) | ≥ 33% of floor |"
-    )
+    rows = [
+        ("one client p50", "seq_p50", "ms", ""),
+        ("one client p99", "seq_p99", "ms", "≤ 10 ms"),
+        ("200 req/s offered, p50", "open_p50", "ms", ""),
+        ("200 req/s offered, p99", "open_p99", "ms", "≤ 25 ms"),
+        ("50 concurrent clients", "c50_rps", "req/s", "≥ 33% of floor"),
+    ]
+    print("| measure | " + " | ".join(title for _, title in MEASURES) + " | target |")
+    print("|---" * (len(MEASURES) + 2) + "|")
+    for label, key, unit, target in rows:
+        cells = []
+        for name, _ in MEASURES:
+            value = med[f"{name}_{key}"]
+            cell = f"{value:.2f} ms" if unit == "ms" else f"{value:,.0f} req/s"
+            if unit == "req/s" and name != "floor":
+                cell += f" ({value / med[f'floor_{key}']:.0%} of floor)"
+            cells.append(cell)
+        print(f"| {label} | " + " | ".join(cells) + f" | {target} |")
 
 
 if __name__ == "__main__":
