@@ -215,7 +215,7 @@ class TrainHandler:
         reporter = ProgressReporter(
             self.jobs, job_id, interval_s=self.progress_interval_s, stop=stop
         )
-        reporting = asyncio.create_task(reporter.run())
+        reporter.start()
         base_model = await self._base()
         try:
             with tempfile.TemporaryDirectory(prefix="contextmesh-trainsvc-") as workdir:
@@ -244,9 +244,7 @@ class TrainHandler:
                     return _Outcome(TrainingState.TRAINING_STATE_SKIPPED, str(exc))
                 manifest = await store_result(self.blobs, layout, result)
         finally:
-            reporting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reporting
+            await reporter.close()
         return await self._publish(task, manifest)
 
     async def _publish(self, task: train_tasks.TrainTask, manifest: Manifest) -> _Outcome:

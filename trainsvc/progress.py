@@ -26,8 +26,9 @@ JobState = job_pb2.JobState
 class ProgressReporter:
     """Carries (step, total) from the training thread to the job record.
 
-    `report` may be called from any thread; `run` writes until cancelled. When the job became
-    final meanwhile (a caller cancelled it), `stop` is set so the training can give up.
+    `report` may be called from any thread; `start` begins writing and `close` ends it. When
+    the job became final meanwhile (a caller cancelled it), `stop` is set so the training can
+    give up.
     """
 
     def __init__(
@@ -41,6 +42,8 @@ class ProgressReporter:
         self._lock = threading.Lock()
         self._latest: tuple[int, int] | None = None
         self._wake = asyncio.Event()
+        self._closed = False
+        self._task: asyncio.Task[None] | None = None
 
     def report(self, step: int, total: int) -> None:
         with self._lock:
@@ -49,10 +52,30 @@ class ProgressReporter:
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(self._wake.set)
 
-    async def run(self) -> None:
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"progress-{self.job_id}")
+
+    async def close(self) -> None:
+        """Stop writing and wait for the writer to end.
+
+        Cancelling alone is not enough: on Python 3.11 a cancellation that arrives as a NATS
+        reply lands is swallowed by asyncio.wait_for inside nats-py, and the writer would then
+        wait for a wake-up that never comes. The flag ends it at its next step whatever.
+        """
+        self._closed = True
+        self._wake.set()
+        if self._task is None:
+            return
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _run(self) -> None:
         written: tuple[int, int] | None = None
         while True:
             await self._wake.wait()
+            if self._closed:
+                return
             self._wake.clear()
             with self._lock:
                 latest = self._latest
@@ -63,6 +86,8 @@ class ProgressReporter:
                 written = latest
             except Exception as exc:  # progress is best effort: training goes on
                 log.warning("job %s: progress not recorded: %s", self.job_id, exc)
+            if self._closed:
+                return
             await asyncio.sleep(self.interval_s)
 
     def _mutation(self, step: int, total: int) -> Mutation:
