@@ -166,10 +166,13 @@ def quality() -> None:
         )
         for name, model in (("base", base), ("tuned", tuned))
     }
-    hand = json.loads((ROOT / "bench" / "demo_questions.json").read_text())["questions"]
+    written = json.loads((ROOT / "bench" / "demo_questions.json").read_text())
+    hand = [(q["question"], q["repository"]) for q in written["questions"]]
+    blind = hand[written["blind_from"] :]
     generated = build_pairs(bundle, seed=config.seed, max_pairs=config.max_pairs).held_out
     sets = {
-        f"hand-written questions ({len(hand)})": [(q["question"], q["repository"]) for q in hand],
+        f"hand-written questions ({len(hand)})": hand,
+        f"of which written blind to the ranking ({len(blind)})": blind,
         f"generated held-out queries ({len(generated)})": [
             (q.query, q.repository) for q in generated
         ],
