@@ -29,6 +29,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.train.support import repo  # noqa: E402
+
 __all__ = ["synthetic_bundle"]
 
 
@@ -140,45 +142,23 @@ def synthetic_bundle(size: int, seed: int = 0, user: str = "bench") -> dict[str,
             f"## {heading}\n\n{text}\n\n" for heading, text in sections
         )
         repositories.append(
-            {
-                "format": "contextmesh.repo/v1",
-                "repository": f"{user}/{name}",
-                "fingerprint": f"sha256:{seed}-{i}",
-                "default_branch": "main",
-                "metadata": {
-                    "description": description,
-                    "language": language,
-                    "topics": [domain],
-                    "homepage": None,
-                    "url": None,
-                    "private": False,
-                },
-                "context": {
-                    "name": name,
-                    "description": description,
-                    "type": "project",
-                    "scope": domain,
-                    "tech": tech,
-                    "skills": skills,
-                    "topics": [domain, language.lower()],
-                    "components": [
-                        {"name": "api", "description": f"The public API of {name}, in {language}."},
-                        {"name": "worker", "description": f"Background jobs that {purpose}."},
-                    ],
-                    "faq": [
-                        {
-                            "question": f"Why {tech[1]}?",
-                            "answer": f"It was the simplest way to make {name} {purpose}.",
-                        }
-                    ],
-                    "raw": {},
-                },
-                "readme": {"path": "README.md", "text": readme},
-                "files": {},
-                "fetch": {},
-                "warnings": [],
-                "sync_error": None,
-            }
+            repo(
+                name,
+                owner=user,
+                description=description,
+                tech=tech,
+                skills=skills,
+                topics=[domain, language.lower()],
+                components=[
+                    ("api", f"The public API of {name}, in {language}."),
+                    ("worker", f"Background jobs that {purpose}."),
+                ],
+                faq=[(f"Why {tech[1]}?", f"It was the simplest way to make {name} {purpose}.")],
+                readme=readme,
+                scope=domain,
+                fingerprint=f"sha256:{seed}-{i}",
+                metadata={"description": description, "language": language, "topics": [domain]},
+            )
         )
     repositories.sort(key=lambda r: r["repository"].lower())
     return {"format": "contextmesh.bundle/v1", "user": user, "repositories": repositories}

@@ -28,15 +28,14 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
-from meshkit.blob.base import CHUNK_SIZE, BlobInfo, BlobStore, Data
+from meshkit.blob.base import CHUNK_SIZE, BlobInfo, Data
+from meshkit.blob.cloud import CloudBlobStore, Names, Page
 from meshkit.blob.keys import KeySpace
 from meshkit.blob.parts import PartReader
 from meshkit.blob.retry import ErrorModel, Fault, RetryPolicy, call
 from meshkit.errors import BlobError, BlobExistsError, BlobNotFoundError, ConfigError
 
 # A list page, taken outside the classes, whose list() method shadows the builtin there.
-_Names = list[tuple[str, int]]
-_Page = tuple[_Names, str | None]
 
 __all__ = ["AzureBlobStore"]
 
@@ -48,7 +47,7 @@ _RESPONSE_BLOCK = 256 * 1024
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
-class AzureBlobStore(BlobStore):
+class AzureBlobStore(CloudBlobStore):
     """Blobs as block blobs in one Azure container, under an optional name prefix."""
 
     def __init__(
@@ -124,14 +123,6 @@ class AzureBlobStore(BlobStore):
             key=key,
             conflict=conflict,
         )
-
-    async def put(self, key: str, data: Data) -> BlobInfo:
-        return await self._write(key, data, create=False)
-
-    async def create(self, key: str, data: Data) -> BlobInfo:
-        if await self.exists(key):  # cheap early answer; the condition on the write decides
-            raise BlobExistsError(key)
-        return await self._write(key, data, create=True)
 
     async def _write(self, key: str, data: Data, *, create: bool) -> BlobInfo:
         from azure.core import MatchConditions
@@ -222,21 +213,10 @@ class AzureBlobStore(BlobStore):
             await self._call("stat", key, functools.partial(blob.exists, timeout=self._timeout))
         )
 
-    async def list(self, prefix: str = "") -> AsyncIterator[BlobInfo]:
-        wanted = self._keys.list_prefix(prefix)
-        token: str | None = None
-        while True:
-            names, token = await self._call(
-                "list", prefix, functools.partial(self._list_page, wanted, token)
-            )
-            for name, size in names:
-                key = self._keys.key(name)
-                if key is not None:
-                    yield BlobInfo(key, size)
-            if not token:
-                return
+    async def _list_page(self, prefix: str, wanted: str, token: str | None) -> Page:
+        return await self._call("list", prefix, functools.partial(self._fetch_page, wanted, token))
 
-    async def _list_page(self, prefix: str, token: str | None) -> _Page:
+    async def _fetch_page(self, prefix: str, token: str | None) -> Page:
         # One page per call, restarted from its token, so that a retry repeats only a page.
         pages = self._container.list_blobs(
             name_starts_with=prefix, results_per_page=self._page_size, timeout=self._timeout
@@ -244,7 +224,7 @@ class AzureBlobStore(BlobStore):
         page = await anext(pages, None)
         if page is None:
             return [], None
-        names: _Names = [(item.name, int(item.size or 0)) async for item in page]
+        names: Names = [(item.name, int(item.size or 0)) async for item in page]
         return names, pages.continuation_token
 
     async def delete(self, key: str) -> None:

@@ -20,7 +20,8 @@ import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from meshkit.blob.base import CHUNK_SIZE, BlobInfo, BlobStore, Data
+from meshkit.blob.base import CHUNK_SIZE, BlobInfo, Data
+from meshkit.blob.cloud import CloudBlobStore, Page
 from meshkit.blob.keys import KeySpace
 from meshkit.blob.parts import PartReader
 from meshkit.blob.retry import ErrorModel, Fault, RetryPolicy, call
@@ -28,8 +29,6 @@ from meshkit.blob.threads import BlockingCalls
 from meshkit.errors import BlobError, BlobExistsError, BlobNotFoundError, ConfigError
 
 # A list page, taken outside the classes, whose list() method shadows the builtin there.
-_Names = list[tuple[str, int]]
-_Page = tuple[_Names, str | None]
 
 __all__ = ["GCSBlobStore"]
 
@@ -38,7 +37,7 @@ DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024  # also the most the SDK sends as one multi
 DEFAULT_READ_WINDOW = 8 * 1024 * 1024
 
 
-class GCSBlobStore(BlobStore):
+class GCSBlobStore(CloudBlobStore):
     """Blobs as objects in one GCS bucket, under an optional name prefix."""
 
     def __init__(
@@ -108,14 +107,6 @@ class GCSBlobStore(BlobStore):
             key=key,
             conflict=conflict,
         )
-
-    async def put(self, key: str, data: Data) -> BlobInfo:
-        return await self._write(key, data, create=False)
-
-    async def create(self, key: str, data: Data) -> BlobInfo:
-        if await self.exists(key):  # cheap early answer; the precondition decides
-            raise BlobExistsError(key)
-        return await self._write(key, data, create=True)
 
     async def _write(self, key: str, data: Data, *, create: bool) -> BlobInfo:
         blob = self._bucket.blob(self._keys.name(key))
@@ -206,19 +197,10 @@ class GCSBlobStore(BlobStore):
         blob = self._bucket.blob(self._keys.name(key))
         return bool(await self._call("stat", key, blob.exists))
 
-    async def list(self, prefix: str = "") -> AsyncIterator[BlobInfo]:
-        wanted = self._keys.list_prefix(prefix)
-        token: str | None = None
-        while True:
-            names, token = await self._call("list", prefix, self._list_page, wanted, token)
-            for name, size in names:
-                key = self._keys.key(name)
-                if key is not None:
-                    yield BlobInfo(key, size)
-            if not token:
-                return
+    async def _list_page(self, prefix: str, wanted: str, token: str | None) -> Page:
+        return await self._call("list", prefix, self._fetch_page, wanted, token)
 
-    def _list_page(self, prefix: str, token: str | None, *, timeout: Any, retry: Any) -> _Page:
+    def _fetch_page(self, prefix: str, token: str | None, *, timeout: Any, retry: Any) -> Page:
         # One page per call, restarted from its token, so that a retry repeats only a page.
         pages = self._client.list_blobs(
             self._bucket,

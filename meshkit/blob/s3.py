@@ -22,7 +22,8 @@ import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from meshkit.blob.base import CHUNK_SIZE, BlobInfo, BlobStore, Data
+from meshkit.blob.base import CHUNK_SIZE, BlobInfo, Data
+from meshkit.blob.cloud import CloudBlobStore, Page
 from meshkit.blob.keys import KeySpace
 from meshkit.blob.parts import PartReader
 from meshkit.blob.retry import ErrorModel, Fault, RetryPolicy, call
@@ -49,7 +50,7 @@ _TRANSIENT_CODES = frozenset(
 )
 
 
-class S3BlobStore(BlobStore):
+class S3BlobStore(CloudBlobStore):
     """Blobs as objects in one S3 bucket, under an optional key prefix."""
 
     def __init__(
@@ -102,14 +103,6 @@ class S3BlobStore(BlobStore):
             key=key,
             conflict=conflict,
         )
-
-    async def put(self, key: str, data: Data) -> BlobInfo:
-        return await self._write(key, data, create=False)
-
-    async def create(self, key: str, data: Data) -> BlobInfo:
-        if await self.exists(key):  # cheap early answer; the conditional write decides
-            raise BlobExistsError(key)
-        return await self._write(key, data, create=True)
 
     async def _write(self, key: str, data: Data, *, create: bool) -> BlobInfo:
         name = self._keys.name(key)
@@ -244,21 +237,13 @@ class S3BlobStore(BlobStore):
             return False
         return True
 
-    async def list(self, prefix: str = "") -> AsyncIterator[BlobInfo]:
-        wanted = self._keys.list_prefix(prefix)
-        token: str | None = None
-        while True:
-            page_args: dict[str, Any] = {"Prefix": wanted, "MaxKeys": self._page_size}
-            if token:
-                page_args["ContinuationToken"] = token
-            page = await self._call("list", prefix, self._client.list_objects_v2, **page_args)
-            for item in page.get("Contents", ()):
-                key = self._keys.key(item["Key"])
-                if key is not None:
-                    yield BlobInfo(key, int(item["Size"]))
-            token = page.get("NextContinuationToken")
-            if not page.get("IsTruncated") or not token:
-                return
+    async def _list_page(self, prefix: str, wanted: str, token: str | None) -> Page:
+        page_args: dict[str, Any] = {"Prefix": wanted, "MaxKeys": self._page_size}
+        if token:
+            page_args["ContinuationToken"] = token
+        page = await self._call("list", prefix, self._client.list_objects_v2, **page_args)
+        names = [(item["Key"], int(item["Size"])) for item in page.get("Contents", ())]
+        return names, page.get("NextContinuationToken") if page.get("IsTruncated") else None
 
     async def delete(self, key: str) -> None:
         # S3 answers 204 for a missing key too.

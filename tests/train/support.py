@@ -8,7 +8,8 @@ so tests assert what does not depend on its quality.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from contextmesh.job.v1 import job_pb2, job_record_pb2
 from contextmesh.task.v1 import task_pb2
 from contextmesh.train.v1 import tasks_pb2 as train_tasks
 
-from meshkit.blob import BlobStore
+from meshkit.blob import BlobStore, FilesystemBlobStore
 from meshkit.bundle import BUNDLE_FORMAT, bundle_key, canonical_json, content_hash
 from meshkit.ids import new_job_id, train_msg_id
 from meshkit.jobs import JobStore
@@ -39,12 +40,16 @@ def repo(
     readme: str | None = None,
     files: dict[str, str] | None = None,
     owner: str = "alice",
+    scope: str | None = None,
+    fingerprint: str | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A repository result document (meshkit.bundle) with the given content."""
+    """A repository result document (meshkit.bundle) with the given content; `metadata`
+    overrides fields of the source's metadata (description, language, topics...)."""
     return {
         "format": "contextmesh.repo/v1",
         "repository": f"{owner}/{name}",
-        "fingerprint": f"sha256:{name}",
+        "fingerprint": fingerprint or f"sha256:{name}",
         "default_branch": "main",
         "metadata": {
             "description": None,
@@ -53,12 +58,13 @@ def repo(
             "homepage": None,
             "url": None,
             "private": False,
+            **(metadata or {}),
         },
         "context": {
             "name": name,
             "description": description,
             "type": "project",
-            "scope": None,
+            "scope": scope,
             "tech": list(tech),
             "skills": list(skills),
             "topics": list(topics),
@@ -190,6 +196,19 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
     prepare_offline()
     yield build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture
+async def blobs(tmp_path: Path) -> AsyncIterator[BlobStore]:
+    store = FilesystemBlobStore(tmp_path / "blobs")
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+def user() -> str:
+    """A user name no other test uses (the session's nats-server is shared)."""
+    return f"u{uuid.uuid4().hex[:12]}"
 
 
 async def store_bundle(
