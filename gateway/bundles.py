@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from contextmesh.bundle.v1 import bundle_pb2
-from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from meshkit.blob import BlobStore
+from meshkit.pointers import read_bundle_pointer
 from meshkit.rpc import NotFound
 
 __all__ = ["BundleReader"]
@@ -20,14 +20,9 @@ class BundleReader:
         self.blobs = blobs
 
     async def pointer(self, user: str) -> bundle_pb2.BundlePointer:
-        try:
-            entry = await self.pointers.get(user)
-        except KeyNotFoundError:
-            entry = None
-        if entry is None or not entry.value:
+        pointer = await read_bundle_pointer(self.pointers, user)
+        if pointer is None:
             raise NotFound(f"user {user!r} has no bundle yet; call RefreshBundle first")
-        pointer = bundle_pb2.BundlePointer()
-        pointer.ParseFromString(entry.value)
         return pointer
 
     async def index(self, pointer: bundle_pb2.BundlePointer) -> bundle_pb2.BundleIndex:

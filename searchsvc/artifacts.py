@@ -15,39 +15,38 @@ from typing import Any, TypeVar
 
 import numpy as np
 from contextmesh.bundle.v1 import bundle_pb2
-from google.protobuf.message import Message
-from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from meshkit.blob import BlobStore
 from meshkit.embedding import embeddings_from_npy, passages_key
 from meshkit.passages import Passage, passages_from_json
+from meshkit.pointers import read_bundle_pointer, read_model_pointer
 from meshkit.rpc import NotFound
 
 __all__ = [
     "download_model",
     "read_bundle",
-    "read_bundle_pointer",
     "read_embeddings",
-    "read_model_pointer",
+    "read_model",
+    "require_bundle_pointer",
 ]
 
 T = TypeVar("T")
-M = TypeVar("M", bound=Message)
 
 
-async def read_bundle_pointer(bundles: KeyValue, user: str) -> bundle_pb2.BundlePointer:
+async def require_bundle_pointer(bundles: KeyValue, user: str) -> bundle_pb2.BundlePointer:
     """The user's latest bundle; NotFound (a clear NOT_FOUND for the caller) when none."""
-    pointer = await _read(bundles, user, bundle_pb2.BundlePointer)
-    if pointer is None or not pointer.bundle.content_hash:
+    pointer = await read_bundle_pointer(bundles, user)
+    if pointer is None:
         raise NotFound(
             f"user {user!r} has no bundle yet: refresh it first (RefreshBundle), then search"
         )
     return pointer
 
 
-async def read_model_pointer(models: KeyValue, user: str) -> bundle_pb2.ModelPointer | None:
-    return await _read(models, user, bundle_pb2.ModelPointer)
+async def read_model(models: KeyValue, user: str) -> bundle_pb2.ModelPointer | None:
+    """The user's model pointer, None before their first training."""
+    return (await read_model_pointer(models, user))[0]
 
 
 async def read_bundle(blobs: BlobStore, pointer: bundle_pb2.BundlePointer) -> dict[str, Any]:
@@ -92,15 +91,3 @@ async def download_model(
         for module in json.loads((root / "modules.json").read_text()):
             (root / str(module.get("path", ""))).mkdir(parents=True, exist_ok=True)
         return await load(root)
-
-
-async def _read(kv: KeyValue, key: str, kind: type[M]) -> M | None:
-    try:
-        entry = await kv.get(key)
-    except KeyNotFoundError:
-        return None
-    if entry is None or not entry.value:
-        return None
-    message = kind()
-    message.ParseFromString(entry.value)
-    return message

@@ -32,9 +32,9 @@ from meshkit.passages import bundle_facts, passages_of
 from searchsvc.artifacts import (
     download_model,
     read_bundle,
-    read_bundle_pointer,
     read_embeddings,
-    read_model_pointer,
+    read_model,
+    require_bundle_pointer,
 )
 from searchsvc.cache import ByteLRU
 from searchsvc.index import SearchIndex, build_index
@@ -85,7 +85,7 @@ class Searcher:
 
     async def search(self, user: str, query: str, top_k: int = 0) -> SearchResult:
         bundle, pointer = await asyncio.gather(
-            read_bundle_pointer(self.bundles, user), read_model_pointer(self.models, user)
+            require_bundle_pointer(self.bundles, user), read_model(self.models, user)
         )
         model, index = await self._serving(bundle, pointer)
         vector = await self._run(self._query_pool, _encode_one, model, query)

@@ -19,7 +19,6 @@ from contextmesh.job.v1 import job_pb2, job_record_pb2
 from contextmesh.sync.v1 import tasks_pb2 as sync_tasks
 from contextmesh.task.v1 import task_pb2
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from meshkit.blob import BlobStore
@@ -27,6 +26,7 @@ from meshkit.bundle import canonical_json
 from meshkit.errors import BlobExistsError, BlobNotFoundError
 from meshkit.ids import sync_msg_id
 from meshkit.jobs import JobStore, is_final
+from meshkit.pointers import read_bundle_pointer
 from meshkit.publish import publish_task
 from meshkit.topology import SYNC
 from meshkit.worker import Delivery, PermanentError
@@ -153,14 +153,9 @@ class Discovery:
 
     async def _base(self, user: str) -> tuple[dict[str, _Base], str]:
         """The fingerprints of the user's current bundle, from its small index blob."""
-        try:
-            entry = await self.pointers.get(user)
-        except KeyNotFoundError:
+        pointer = await read_bundle_pointer(self.pointers, user)
+        if pointer is None:
             return {}, ""
-        if not entry.value:
-            return {}, ""
-        pointer = bundle_pb2.BundlePointer()
-        pointer.ParseFromString(entry.value)
         index = bundle_pb2.BundleIndex()
         try:
             index.ParseFromString(await self.blobs.get(pointer.index_key))

@@ -42,12 +42,13 @@ from meshkit.config import TrainSettings
 from meshkit.embedding import base_model_path
 from meshkit.errors import JobNotFoundError
 from meshkit.jobs import JobStore, Mutation, is_final
+from meshkit.pointers import read_model_pointer
 from meshkit.worker import Delivery, PermanentError
 from trainsvc.background import run_in_daemon_thread
 from trainsvc.evaluate import Metrics
 from trainsvc.finetune import TrainConfig, base_model_identity
 from trainsvc.pipeline import NotEnoughData, TrainResult, train_on_bundle
-from trainsvc.pointers import latest_bundle_hash, move_model_pointer, read_model_pointer
+from trainsvc.pointers import latest_bundle_hash, move_model_pointer
 from trainsvc.progress import ProgressReporter
 from trainsvc.store import Manifest, ModelLayout, read_manifest, store_result
 

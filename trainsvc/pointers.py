@@ -13,44 +13,23 @@ from __future__ import annotations
 import logging
 
 from contextmesh.bundle.v1 import bundle_pb2
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from meshkit.errors import ConflictError
+from meshkit.pointers import read_bundle_pointer, read_model_pointer
 
-__all__ = ["latest_bundle_hash", "move_model_pointer", "read_model_pointer"]
+__all__ = ["latest_bundle_hash", "move_model_pointer"]
 
 log = logging.getLogger(__name__)
 
 _MAX_ATTEMPTS = 50
 
 
-async def read_model_pointer(
-    models: KeyValue, user: str
-) -> tuple[bundle_pb2.ModelPointer | None, int | None]:
-    """The user's model pointer and its revision; (None, None) when there is none."""
-    try:
-        entry = await models.get(user)
-    except KeyNotFoundError:
-        return None, None
-    if entry is None or not entry.value:
-        return None, entry.revision if entry is not None else None
-    pointer = bundle_pb2.ModelPointer()
-    pointer.ParseFromString(entry.value)
-    return pointer, entry.revision
-
-
 async def latest_bundle_hash(bundles: KeyValue, user: str) -> str | None:
     """The content hash of the user's latest bundle, None when the user has none."""
-    try:
-        entry = await bundles.get(user)
-    except KeyNotFoundError:
-        return None
-    if entry is None or not entry.value:
-        return None
-    pointer = bundle_pb2.BundlePointer()
-    pointer.ParseFromString(entry.value)
-    return pointer.bundle.content_hash or None
+    pointer = await read_bundle_pointer(bundles, user)
+    return pointer.bundle.content_hash if pointer is not None else None
 
 
 async def move_model_pointer(

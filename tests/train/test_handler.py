@@ -17,13 +17,14 @@ from meshkit.blob import BlobStore
 from meshkit.config import TrainSettings
 from meshkit.jobs import JobStore
 from meshkit.passages import bundle_passages
+from meshkit.pointers import read_model_pointer
 from meshkit.topology import Buckets
 from meshkit.worker import Delivery
 from tests.train.support import bundle, prepare_job, repo, sample_bundle, store_bundle
 from trainsvc.evaluate import Metrics
 from trainsvc.handler import TrainHandler
 from trainsvc.pipeline import TrainResult, train_on_bundle
-from trainsvc.pointers import move_model_pointer, read_model_pointer
+from trainsvc.pointers import move_model_pointer
 
 JobState = job_pb2.JobState
 TS = job_pb2.TrainingState

@@ -1,0 +1,45 @@
+"""Reading the users' pointers from their KV buckets, on a real nats-server."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from contextmesh.bundle.v1 import bundle_pb2
+from contextmesh.job.v1 import job_pb2
+
+from meshkit.pointers import read_bundle_pointer, read_message, read_model_pointer
+from meshkit.topology import Buckets
+
+
+async def test_a_user_without_a_pointer_reads_as_none(js: Any) -> None:
+    user = f"u{uuid.uuid4().hex[:12]}"
+    assert await read_bundle_pointer(await js.key_value(Buckets.BUNDLES.name), user) is None
+    assert await read_model_pointer(await js.key_value(Buckets.MODELS.name), user) == (None, None)
+
+
+async def test_a_stored_pointer_reads_back_with_its_revision(js: Any) -> None:
+    user = f"u{uuid.uuid4().hex[:12]}"
+    kv = await js.key_value(Buckets.BUNDLES.name)
+    stored = bundle_pb2.BundlePointer(
+        bundle=job_pb2.BundleRef(content_hash="ab" * 32, repositories=3), job_id="01J0"
+    )
+    revision = await kv.put(user, stored.SerializeToString())
+
+    assert await read_message(kv, user, bundle_pb2.BundlePointer) == (stored, revision)
+    assert await read_bundle_pointer(kv, user) == stored
+
+
+async def test_an_empty_entry_is_no_pointer_but_keeps_its_revision(js: Any) -> None:
+    # A compare-and-set writer needs the revision to replace it.
+    user = f"u{uuid.uuid4().hex[:12]}"
+    kv = await js.key_value(Buckets.MODELS.name)
+    revision = await kv.put(user, b"")
+    assert await read_model_pointer(kv, user) == (None, revision)
+
+
+async def test_a_bundle_pointer_without_a_bundle_is_no_bundle(js: Any) -> None:
+    user = f"u{uuid.uuid4().hex[:12]}"
+    kv = await js.key_value(Buckets.BUNDLES.name)
+    await kv.put(user, bundle_pb2.BundlePointer(job_id="01J0").SerializeToString())
+    assert await read_bundle_pointer(kv, user) is None
