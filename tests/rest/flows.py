@@ -9,8 +9,9 @@ import json
 from typing import Any
 
 import httpx
+from contextmesh.job.v1 import job_pb2
 
-__all__ = ["finished_job", "refresh", "watch"]
+__all__ = ["finished_job", "moves_forward", "refresh", "watch"]
 
 
 async def refresh(rest: httpx.AsyncClient, user: str, *, force: bool = False) -> dict[str, Any]:
@@ -40,3 +41,10 @@ async def finished_job(rest: httpx.AsyncClient, user: str) -> dict[str, Any]:
     job: dict[str, Any] = messages[-1]["job"]
     assert job["state"] == "JOB_STATE_DONE", job
     return job
+
+
+def moves_forward(messages: list[dict[str, Any]]) -> bool:
+    """Whether the jobs' states in JSON messages never go back. QUEUED to DONE are numbered
+    in the order a job passes through them."""
+    ranks = [job_pb2.JobState.Value(m["job"]["state"]) for m in messages]
+    return ranks == sorted(ranks)
