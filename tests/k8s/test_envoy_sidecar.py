@@ -13,6 +13,7 @@ import yaml
 
 from meshctl.envoy import envoy_binary
 from tests.k8s.manifests import BASE, ROOT, build_base, containers, pod_spec
+from tests.support.envoy import envoy_validate
 
 ENVOY_YAML = BASE / "envoy" / "envoy.yaml"
 DESCRIPTOR = ROOT / "gen" / "contextmesh.binpb"
@@ -46,13 +47,7 @@ def test_envoy_validates_the_committed_config(tmp_path: pathlib.Path) -> None:
     config = tmp_path / "envoy.yaml"
     config.write_text(ENVOY_YAML.read_text().replace(_descriptor_path(), str(DESCRIPTOR)))
 
-    result = subprocess.run(
-        [envoy_binary(), "--mode", "validate", "--log-level", "warning", "-c", config],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = envoy_validate(config)
 
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import subprocess
 from typing import Any
 
 import pytest
@@ -13,12 +12,11 @@ from google.protobuf import descriptor_pb2
 
 from meshctl.envoy import (
     EnvoyError,
-    envoy_binary,
     render_envoy_config,
     start_envoy,
     transcoded_services,
 )
-from tests.support.envoy import DESCRIPTOR_PATH
+from tests.support.envoy import DESCRIPTOR_PATH, envoy_validate
 
 PUBLIC = ["contextmesh.gateway.v1.BundleService", "contextmesh.ops.v1.OpsService"]
 
@@ -129,13 +127,7 @@ def test_envoy_accepts_the_rendered_config(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "envoy.yaml"
     path.write_text(_render(upstream_host="gateway.contextmesh.svc", upstream_health_check=True))
 
-    result = subprocess.run(
-        [envoy_binary(), "--mode", "validate", "--log-level", "warning", "-c", path],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = envoy_validate(path)
 
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import pathlib
+import subprocess
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,13 +21,20 @@ import h11
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
-from meshctl.envoy import EnvoyProcess, render_envoy_config, start_envoy, transcoded_services
+from meshctl.envoy import (
+    EnvoyProcess,
+    envoy_binary,
+    render_envoy_config,
+    start_envoy,
+    transcoded_services,
+)
 
 __all__ = [
     "DESCRIPTOR_PATH",
     "HttpRule",
     "RawResponse",
     "RestProxy",
+    "envoy_validate",
     "get_with_trailers",
     "http_rules",
     "rest_proxy",
@@ -34,6 +42,17 @@ __all__ = [
 
 DESCRIPTOR_PATH = pathlib.Path(__file__).resolve().parents[2] / "gen" / "contextmesh.binpb"
 """The descriptor image tools/gen_contracts.py writes; Envoy transcodes with it."""
+
+
+def envoy_validate(config: pathlib.Path) -> subprocess.CompletedProcess[str]:
+    """Run the real Envoy's own check of a config file (`--mode validate`)."""
+    return subprocess.run(
+        [envoy_binary(), "--mode", "validate", "--log-level", "warning", "-c", config],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 @dataclass(frozen=True)
