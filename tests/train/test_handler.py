@@ -91,15 +91,23 @@ async def make_handler(js: Any, blobs: BlobStore, model: Path, train: Any) -> Tr
     )
 
 
+async def run_job(
+    handler: TrainHandler, js: Any, blobs: BlobStore, document: dict[str, Any]
+) -> tuple[job_pb2.Job, job_pb2.BundleRef]:
+    """Store document as a new job's bundle, let the handler take its train task, and return
+    the job as it ended, with its bundle."""
+    job_id, ref, task = await prepare_job(js, handler.jobs, blobs, document)
+    await handler.handle(task, delivery())
+    return (await handler.jobs.get(job_id))[0].job, ref
+
+
 async def test_a_better_model_is_published(
     js: Any, blobs: BlobStore, tiny_model_dir: Path, user: str
 ) -> None:
     fake = FakeTraining(BETTER)
     handler = await make_handler(js, blobs, tiny_model_dir, fake)
-    job_id, ref, task = await prepare_job(js, handler.jobs, blobs, sample_bundle(user))
-    await handler.handle(task, delivery())
+    job, ref = await run_job(handler, js, blobs, sample_bundle(user))
 
-    job = (await handler.jobs.get(job_id))[0].job
     assert job.state == JobState.JOB_STATE_DONE
     assert job.training.state == TS.TRAINING_STATE_PUBLISHED
     assert (job.training.step, job.training.total_steps, job.training.attempt) == (4, 4, 1)
@@ -121,10 +129,8 @@ async def test_a_model_that_is_not_better_leaves_the_base_serving(
     js: Any, blobs: BlobStore, tiny_model_dir: Path, user: str
 ) -> None:
     handler = await make_handler(js, blobs, tiny_model_dir, FakeTraining(WORSE))
-    job_id, _, task = await prepare_job(js, handler.jobs, blobs, sample_bundle(user))
-    await handler.handle(task, delivery())
+    job, _ = await run_job(handler, js, blobs, sample_bundle(user))
 
-    job = (await handler.jobs.get(job_id))[0].job
     assert job.state == JobState.JOB_STATE_DONE
     assert job.training.state == TS.TRAINING_STATE_NOT_IMPROVED
     assert "keeps serving" in job.training.reason
@@ -142,12 +148,9 @@ async def test_a_bundle_that_already_has_a_model_is_skipped(
 ) -> None:
     fake = FakeTraining(BETTER)
     handler = await make_handler(js, blobs, tiny_model_dir, fake)
-    _, _, task = await prepare_job(js, handler.jobs, blobs, sample_bundle(user))
-    await handler.handle(task, delivery())
-    second_id, _, second = await prepare_job(js, handler.jobs, blobs, sample_bundle(user))
-    await handler.handle(second, delivery())
+    await run_job(handler, js, blobs, sample_bundle(user))
+    job, _ = await run_job(handler, js, blobs, sample_bundle(user))
 
-    job = (await handler.jobs.get(second_id))[0].job
     assert fake.calls == 1
     assert job.state == JobState.JOB_STATE_DONE
     assert job.training.state == TS.TRAINING_STATE_SKIPPED
@@ -159,14 +162,11 @@ async def test_a_stored_result_is_reused_without_training(
 ) -> None:
     fake = FakeTraining(BETTER)
     handler = await make_handler(js, blobs, tiny_model_dir, fake)
-    _, _, task = await prepare_job(js, handler.jobs, blobs, sample_bundle(user))
-    await handler.handle(task, delivery())
+    await run_job(handler, js, blobs, sample_bundle(user))
     await handler.models.delete(user)  # as if the pointer moved elsewhere meanwhile
 
     # Another job with the same content: adopts the manifest, trains nothing.
-    other_id, _, other = await prepare_job(js, handler.jobs, blobs, sample_bundle(user))
-    await handler.handle(other, delivery())
-    job = (await handler.jobs.get(other_id))[0].job
+    job, _ = await run_job(handler, js, blobs, sample_bundle(user))
     assert fake.calls == 1
     assert job.training.state == TS.TRAINING_STATE_SKIPPED
     assert "reused" in job.training.reason
@@ -245,9 +245,7 @@ async def test_too_little_content_is_skipped_with_a_reason(
 ) -> None:
     handler = await make_handler(js, blobs, tiny_model_dir, train_on_bundle)
     lonely = bundle(user, [repo("only", owner=user, description="The one repository.")])
-    job_id, _, task = await prepare_job(js, handler.jobs, blobs, lonely)
-    await handler.handle(task, delivery())
-    job = (await handler.jobs.get(job_id))[0].job
+    job, _ = await run_job(handler, js, blobs, lonely)
     assert job.state == JobState.JOB_STATE_DONE
     assert job.training.state == TS.TRAINING_STATE_SKIPPED
     assert "too little to train on" in job.training.reason
