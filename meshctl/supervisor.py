@@ -320,14 +320,6 @@ class Supervisor:
             self._stopped = True
             self._write_state()
 
-    def request_stop(self) -> None:
-        """Make run()/wait() return (and stop restarts); safe in a signal handler."""
-        self._stopping.set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until a stop is requested; False on timeout."""
-        return self._stopping.wait(timeout)
-
     def run(self) -> int:
         """For a synchronous main(): start (unless start() was already called), block until
         SIGINT or SIGTERM, stop; returns 0. A second signal during the stop skips the grace
