@@ -30,6 +30,7 @@ from meshkit.nats_server import (
     NatsServerNotFoundError,
     find_nats_server,
 )
+from meshkit.topology import ALL_BUCKETS, ALL_WORK_STREAMS, DEADLETTER, declare
 
 T = TypeVar("T")
 
@@ -211,3 +212,24 @@ async def test_a_three_node_cluster_runs_a_replicated_stream(tmp_path: Path) -> 
     finally:
         cluster.stop()
     assert not any(node.running for node in cluster.nodes)
+
+
+async def test_the_topology_declares_with_three_replicas_on_a_cluster(tmp_path: Path) -> None:
+    # What k8s/ deploys: a 3-server JetStream cluster and CONTEXTMESH_JS_REPLICAS=3.
+    cluster = NatsCluster(tmp_path / "cluster", n=3, name="topology")
+    cluster.start()
+    try:
+        nc = await connect(*cluster.urls)
+        try:
+            js = nc.jetstream(timeout=2.0)
+            await retry(lambda: declare(js, replicas=3), within=30.0)
+            await declare(js, replicas=3)  # every process declares at start: idempotent
+            streams = [ws.stream for ws in ALL_WORK_STREAMS] + [DEADLETTER]
+            streams += [f"KV_{bucket.name}" for bucket in ALL_BUCKETS]
+            for stream in streams:
+                info = await retry(functools.partial(js.stream_info, stream))
+                assert info.config.num_replicas == 3, stream
+        finally:
+            await nc.close()
+    finally:
+        cluster.stop()
