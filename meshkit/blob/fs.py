@@ -169,7 +169,11 @@ def _store_bytes(incoming: pathlib.Path, path: pathlib.Path, data: bytes, replac
 
 
 def _publish(tmp: pathlib.Path, path: pathlib.Path, replace: bool) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        # A file where a folder must be: a failed write, never "the blob exists already".
+        raise NotADirectoryError(f"{path.parent} is a file, not a folder") from None
     if replace:
         os.replace(tmp, path)
     else:
