@@ -9,8 +9,8 @@ from mergesvc.merge import Merger
 from meshkit.blob import open_blob_store
 from meshkit.jobs import JobStore
 from meshkit.service import ServiceContext
-from meshkit.topology import MERGE, Buckets
-from meshkit.worker import Worker, watch_max_deliveries
+from meshkit.topology import MERGE, Buckets, work_stream
+from meshkit.worker import Worker
 
 __all__ = ["serve"]
 
@@ -23,6 +23,7 @@ async def serve(ctx: ServiceContext) -> None:
         jobs,
         await ctx.js.key_value(Buckets.OUTCOMES.name),
         await ctx.js.key_value(Buckets.BUNDLES.name),
+        await ctx.js.key_value(Buckets.MODELS.name),
         blobs,
         training=ctx.settings.train.enabled,
     )
@@ -38,18 +39,15 @@ async def serve(ctx: ServiceContext) -> None:
             )
 
     worker = Worker(
+        ctx.nc,
         ctx.js,
-        MERGE,
+        work_stream(MERGE, ctx.settings.timing),
         merge_tasks.MergeTask,
         merger.handle,
         concurrency=4,
         on_dead_letter=merge_failed,
     )
-    stop_watch = await watch_max_deliveries(
-        ctx.nc, ctx.js, MERGE, merge_tasks.MergeTask, merge_failed
-    )
     try:
         await worker.run(ctx.stop)
     finally:
-        await stop_watch()
         await blobs.close()

@@ -15,9 +15,12 @@ from dataclasses import dataclass, field
 from meshkit.errors import ConfigError
 
 __all__ = [
+    "WORK_STREAMS",
     "GithubSettings",
+    "JobSettings",
     "NatsSettings",
     "Settings",
+    "StreamTiming",
     "SyncSettings",
     "TrainSettings",
 ]
@@ -182,13 +185,37 @@ class TrainSettings:
     """CONTEXTMESH_TRAIN_DEVICE: 'auto' (CUDA when present), 'cuda' or 'cpu'."""
     model_cache_bytes: int = 1024 * 1024 * 1024
     """CONTEXTMESH_SEARCH_CACHE_BYTES: memory bound of the search service's model cache."""
+
+
+WORK_STREAMS = ("DISCOVER", "SYNC", "MERGE", "TRAIN")
+"""The work streams whose timing CONTEXTMESH_<STREAM>_* variables override."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamTiming:
+    """Overrides of one work stream's timing (meshkit/topology.py); None keeps its default.
+
+    Read from CONTEXTMESH_<STREAM>_ACK_WAIT_S, _DEADLINE_S and _RETRY_BACKOFF_S for each
+    stream in WORK_STREAMS. Every process declares the consumers, so all must agree.
+    """
+
     ack_wait_s: float | None = None
-    """CONTEXTMESH_TRAIN_ACK_WAIT_S: trainsvc sends in-progress every third of it while it
-    trains; unset keeps the TRAIN stream's default (meshkit/topology.py)."""
+    deadline_s: float | None = None
     retry_backoff_s: tuple[float, ...] | None = None
-    """CONTEXTMESH_TRAIN_RETRY_BACKOFF_S: comma-separated delays before each retry of a failed
-    training (a task is tried once more than there are delays, then parked in DEADLETTER);
-    unset keeps the TRAIN stream's default."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobSettings:
+    """How the gateway ends jobs that can no longer finish."""
+
+    stall_s: float = 7200.0
+    """CONTEXTMESH_JOB_STALL_S: a job still discovering, syncing or merging whose record has
+    not changed for this long is ended FAILED, so refreshes stop coalescing onto it."""
+    training_stall_s: float = 172800.0
+    """CONTEXTMESH_TRAINING_STALL_S: a job whose training has not moved for this long ends
+    DONE with training FAILED (the default is the TRAIN stream's age limit)."""
+    sweep_interval_s: float = 300.0
+    """CONTEXTMESH_SWEEP_INTERVAL_S: how often each gateway looks for such jobs."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -204,6 +231,8 @@ class Settings:
     github: GithubSettings = field(default_factory=GithubSettings)
     sync: SyncSettings = field(default_factory=SyncSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
+    jobs: JobSettings = field(default_factory=JobSettings)
+    timing: Mapping[str, StreamTiming] = field(default_factory=dict)
     gateway_addr: str = "[::]:50051"
     """CONTEXTMESH_GATEWAY_ADDR: where the gateway listens."""
     search_addr: str = "127.0.0.1:50052"
@@ -268,10 +297,17 @@ class Settings:
                 model_cache_bytes=e.integer(
                     "CONTEXTMESH_SEARCH_CACHE_BYTES", 1024 * 1024 * 1024, minimum=1024 * 1024
                 ),
-                ack_wait_s=e.number("CONTEXTMESH_TRAIN_ACK_WAIT_S", 0.0, minimum=1.0) or None,
-                retry_backoff_s=e.numbers("CONTEXTMESH_TRAIN_RETRY_BACKOFF_S", (), minimum=0.1)
-                or None,
             ),
+            jobs=JobSettings(
+                stall_s=e.number("CONTEXTMESH_JOB_STALL_S", JobSettings.stall_s, minimum=1.0),
+                training_stall_s=e.number(
+                    "CONTEXTMESH_TRAINING_STALL_S", JobSettings.training_stall_s, minimum=1.0
+                ),
+                sweep_interval_s=e.number(
+                    "CONTEXTMESH_SWEEP_INTERVAL_S", JobSettings.sweep_interval_s, minimum=0.1
+                ),
+            ),
+            timing={name: _stream_timing(e, name) for name in WORK_STREAMS},
             gateway_addr=e.text("CONTEXTMESH_GATEWAY_ADDR", "[::]:50051"),
             search_addr=e.text("CONTEXTMESH_SEARCH_ADDR", "127.0.0.1:50052"),
             health_addr=e.optional("CONTEXTMESH_HEALTH_ADDR"),
@@ -281,3 +317,12 @@ class Settings:
             ),
             log_format=e.choice("CONTEXTMESH_LOG_FORMAT", "json", ("json", "text")),
         )
+
+
+def _stream_timing(e: _Env, stream: str) -> StreamTiming:
+    prefix = f"CONTEXTMESH_{stream}_"
+    return StreamTiming(
+        ack_wait_s=e.number(prefix + "ACK_WAIT_S", 0.0, minimum=0.5) or None,
+        deadline_s=e.number(prefix + "DEADLINE_S", 0.0, minimum=0.1) or None,
+        retry_backoff_s=e.numbers(prefix + "RETRY_BACKOFF_S", (), minimum=0.1) or None,
+    )

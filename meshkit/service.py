@@ -80,7 +80,7 @@ async def _main(name: str, body: Callable[[ServiceContext], Awaitable[None]]) ->
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, ctx.stop.set)
     try:
-        await declare(js, replicas=settings.nats.replicas, train=settings.train)
+        await declare(js, replicas=settings.nats.replicas, timing=settings.timing)
         health_task = (
             asyncio.create_task(_serve_health(ctx, settings.health_addr))
             if settings.health_addr

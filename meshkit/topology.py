@@ -7,13 +7,15 @@ calls it at start, so any service can come up first on an empty server or a clus
 Work streams use work-queue retention (a task leaves the stream when acked), file storage,
 and a duplicate window long enough to drop a re-published task (every publish carries a
 Nats-Msg-Id derived from job and task identity). Each has one durable pull consumer shared
-by all replicas of its service, with explicit acks, a bounded number of deliveries and a
-backoff between them. A task that fails its last delivery is parked in DEADLETTER.
+by all replicas of its service, with explicit acks and a bounded number of deliveries; the
+workers time the retries (`WorkStream`). A task that fails its last delivery is parked in
+DEADLETTER.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from nats.js import JetStreamContext
@@ -28,7 +30,7 @@ from nats.js.api import (
 )
 from nats.js.errors import BadRequestError, NotFoundError
 
-from meshkit.config import TrainSettings
+from meshkit.config import StreamTiming
 
 __all__ = [
     "ALL_BUCKETS",
@@ -42,7 +44,7 @@ __all__ = [
     "Buckets",
     "WorkStream",
     "declare",
-    "train_stream",
+    "work_stream",
 ]
 
 log = logging.getLogger(__name__)
@@ -54,47 +56,77 @@ DAY = 24 * HOUR
 
 @dataclass(frozen=True)
 class WorkStream:
-    """A work-queue stream and the one durable consumer that drains it."""
+    """A work-queue stream, the one durable consumer that drains it, and its timing.
+
+    Three clocks, each with one job (docs/architecture.md has the table):
+    - ack_wait_s: JetStream redelivers a delivery that went this long without an ack or an
+      in-progress. Workers send in-progress every third of it while a handler runs, so only
+      a crashed or hung (stopped) worker's task moves on, after ack_wait_s.
+    - deadline_s: the longest one attempt may run; the worker then cancels the handler and
+      counts the attempt as failed, so a handler stuck on an await cannot hold its slot.
+    - retry_backoff_s: after failed attempt n the worker naks with delay retry_backoff_s[n-1].
+      The consumer has no BackOff of its own: with one, nats-server would take BackOff[0] as
+      the ack wait and time redeliveries from the list, and ack_wait_s would mean nothing.
+    """
 
     stream: str
     subject: str
     consumer: str
     ack_wait_s: float
-    """How long a delivery may go unacknowledged; workers send in-progress well within it."""
-    max_deliver: int
-    backoff_s: tuple[float, ...]
-    """Delay before each redelivery; the server requires max_deliver > len(backoff)."""
+    deadline_s: float
+    retry_backoff_s: tuple[float, ...]
     max_ack_pending: int
     """Deliveries in flight across all replicas; also bounds how fast a backlog drains."""
     duplicate_window_s: float = 20 * MINUTE
     max_age_s: float = 7 * DAY
+
+    @property
+    def max_deliver(self) -> int:
+        """Every attempt and every redelivery after a crash counts; the last one parks."""
+        return len(self.retry_backoff_s) + 1
+
+    def retry_delay(self, attempt: int) -> float:
+        """How long to wait after failed attempt `attempt` (1-based) before the next one."""
+        return self.retry_backoff_s[min(attempt, len(self.retry_backoff_s)) - 1]
+
+    def with_timing(self, timing: StreamTiming | None) -> WorkStream:
+        """This stream with the overrides of `timing` (unset values keep the defaults)."""
+        if timing is None:
+            return self
+        return replace(
+            self,
+            ack_wait_s=timing.ack_wait_s or self.ack_wait_s,
+            deadline_s=timing.deadline_s or self.deadline_s,
+            retry_backoff_s=timing.retry_backoff_s or self.retry_backoff_s,
+        )
 
 
 DISCOVER = WorkStream(
     stream="DISCOVER",
     subject="contextmesh.discover",
     consumer="syncsvc-discover",
-    ack_wait_s=60,
-    max_deliver=5,
-    backoff_s=(1, 5, 15, 60),
+    ack_wait_s=10,
+    deadline_s=2 * MINUTE,
+    retry_backoff_s=(1, 5, 15, 60),
     max_ack_pending=256,
 )
+# A crashed sync worker's repositories move on after 2 s: a refresh barely notices it.
 SYNC = WorkStream(
     stream="SYNC",
     subject="contextmesh.sync",
     consumer="syncsvc-sync",
-    ack_wait_s=60,
-    max_deliver=5,
-    backoff_s=(2, 10, 30, 60),
+    ack_wait_s=2,
+    deadline_s=2 * MINUTE,
+    retry_backoff_s=(2, 10, 30, 60),
     max_ack_pending=4096,
 )
 MERGE = WorkStream(
     stream="MERGE",
     subject="contextmesh.merge",
     consumer="mergesvc",
-    ack_wait_s=120,
-    max_deliver=5,
-    backoff_s=(1, 5, 15, 60),
+    ack_wait_s=10,
+    deadline_s=2 * MINUTE,
+    retry_backoff_s=(1, 5, 15, 60),
     max_ack_pending=64,
 )
 # Training is low priority: its own stream, few in flight, long backoff between attempts.
@@ -103,26 +135,17 @@ TRAIN = WorkStream(
     subject="contextmesh.train",
     consumer="trainsvc",
     ack_wait_s=60,
-    max_deliver=3,
-    backoff_s=(30, 120),
+    deadline_s=30 * MINUTE,
+    retry_backoff_s=(30, 120),
     max_ack_pending=4,
     max_age_s=2 * DAY,
 )
 ALL_WORK_STREAMS = (DISCOVER, SYNC, MERGE, TRAIN)
 
 
-def train_stream(train: TrainSettings | None = None) -> WorkStream:
-    """TRAIN with the retry timing of the settings; unset values keep TRAIN's. A worker's
-    in-progress follows each delivery's own deadline (meshkit.worker.ack_deadline), so any
-    ack wait and backoff go together."""
-    train = train or TrainSettings()
-    backoff = train.retry_backoff_s or TRAIN.backoff_s
-    return replace(
-        TRAIN,
-        ack_wait_s=train.ack_wait_s or TRAIN.ack_wait_s,
-        backoff_s=backoff,
-        max_deliver=len(backoff) + 1,
-    )
+def work_stream(default: WorkStream, timing: Mapping[str, StreamTiming] | None) -> WorkStream:
+    """`default` with the timing overrides of the settings (`Settings.timing`)."""
+    return default.with_timing((timing or {}).get(default.stream))
 
 
 DEADLETTER = "DEADLETTER"
@@ -150,6 +173,9 @@ class Buckets:
     BUNDLES = Bucket("cm_bundles", 5, 0, "user -> BundlePointer of the latest bundle")
     MODELS = Bucket("cm_models", 5, 0, "user -> ModelPointer of the serving model")
     HTTP_CACHE = Bucket("cm_http_cache", 1, 30 * DAY, "sha256(url) -> ETag and body blob key")
+    REDRIVES = Bucket(
+        "cm_redrives", 1, 30 * DAY, "dead-letter sequence -> id of the job redriving it"
+    )
 
 
 ALL_BUCKETS = (
@@ -159,6 +185,7 @@ ALL_BUCKETS = (
     Buckets.BUNDLES,
     Buckets.MODELS,
     Buckets.HTTP_CACHE,
+    Buckets.REDRIVES,
 )
 
 MAX_VALUE_BYTES = 1024 * 1024
@@ -184,7 +211,8 @@ def consumer_config(ws: WorkStream) -> ConsumerConfig:
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=ws.ack_wait_s,
         max_deliver=ws.max_deliver,
-        backoff=list(ws.backoff_s),
+        # No BackOff: it would replace ack_wait (see WorkStream); workers nak with the delay.
+        backoff=[],
         max_ack_pending=ws.max_ack_pending,
         filter_subject=ws.subject,
     )
@@ -217,12 +245,12 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
 
 
 async def declare(
-    js: JetStreamContext, *, replicas: int = 1, train: TrainSettings | None = None
+    js: JetStreamContext, *, replicas: int = 1, timing: Mapping[str, StreamTiming] | None = None
 ) -> None:
     """Create or update every stream, consumer and bucket. Safe to run from every process.
-    `train` sets TRAIN's retry timing (tests shorten it); every process must pass the same."""
+    `timing` overrides the streams' timing (Settings.timing); every process must pass the same."""
     for default in ALL_WORK_STREAMS:
-        ws = train_stream(train) if default is TRAIN else default
+        ws = work_stream(default, timing)
         await _ensure_stream(js, work_stream_config(ws, replicas))
         await js.add_consumer(ws.stream, consumer_config(ws))
     await _ensure_stream(js, deadletter_stream_config(replicas))

@@ -3,18 +3,19 @@
     handler returns                  -> ack
     handler raises RetryLater(d)     -> nak(delay=d)   (not a failure: e.g. rate limited)
     handler raises PermanentError    -> park in DEADLETTER, term
-    handler raises anything else     -> nak with the stream's backoff, or on the last
-                                        delivery park in DEADLETTER and term
+    handler raises anything else,    -> nak(delay=retry_backoff_s[n-1]) after attempt n, or on
+    or runs past the deadline           the last delivery park in DEADLETTER and term
     payload undecodable or invalid   -> park in DEADLETTER, term (it can never succeed)
 
-While a handler runs, the loop sends in-progress every third of the delivery's ack deadline,
-so long work is never redelivered mid-run; a worker that dies stops sending and JetStream
-redelivers after that deadline. With a backoff configured, the deadline of delivery n is
-backoff[n-1], not ack_wait (`ack_deadline`). A task whose worker crashed on every delivery
-never reaches the last-delivery branch: the server announces it with a MAX_DELIVERIES
-advisory, which `watch_max_deliveries` turns into the same dead letter. `on_dead_letter`
-runs in both cases, so a service can record the failure on the job (it must be idempotent:
-every replica sees the advisory).
+While a handler runs, the loop sends in-progress every third of the stream's ack wait, so
+work in progress is never redelivered; a worker that dies or hangs stops sending and
+JetStream redelivers after the ack wait. Every attempt has a deadline: past it the handler
+is cancelled (a training thread is told to stop) and the attempt counts as failed, so a
+handler stuck on an await cannot hold its slot forever. A task whose worker crashed on
+every delivery never reaches the last-delivery branch: the server announces it with a
+MAX_DELIVERIES advisory, which the worker's own watcher turns into the same dead letter.
+`on_dead_letter` runs in both cases, so a service can record the failure on the job (it
+must be idempotent: every replica sees the advisory).
 
 Delivery is at least once: handlers must be idempotent.
 """
@@ -45,11 +46,11 @@ from meshkit.validation import describe_violations
 
 __all__ = [
     "DeadLetterHook",
+    "DeadlineExceeded",
     "Delivery",
     "PermanentError",
     "RetryLater",
     "Worker",
-    "ack_deadline",
     "decode_task",
     "park",
     "watch_max_deliveries",
@@ -62,6 +63,10 @@ T = TypeVar("T", bound=Message)
 
 class PermanentError(Exception):
     """The task can never succeed as it is; park it now instead of retrying."""
+
+
+class DeadlineExceeded(Exception):
+    """An attempt ran past its stream's deadline and was abandoned; it counts as failed."""
 
 
 class RetryLater(Exception):
@@ -94,13 +99,6 @@ Handler = Callable[[T, Delivery], Awaitable[None]]
 DeadLetterHook = Callable[[T | None, str], Awaitable[None]]
 
 
-def ack_deadline(ws: WorkStream, attempt: int) -> float:
-    """How long delivery `attempt` may go unacknowledged before JetStream redelivers it."""
-    if ws.backoff_s:
-        return ws.backoff_s[min(attempt, len(ws.backoff_s)) - 1]
-    return ws.ack_wait_s
-
-
 def decode_task(message_type: type[T], data: bytes) -> T:
     """Parse and validate a task; PermanentError says what is wrong with it."""
     task = message_type()
@@ -126,8 +124,9 @@ async def park(
     job_id: str,
     reason: str,
     deliveries: int,
-) -> None:
-    """Copy a task into DEADLETTER. Keyed by stream sequence, so parking twice is harmless."""
+) -> int:
+    """Copy a task into DEADLETTER; returns the letter's sequence there. Keyed by the task's
+    stream sequence, so parking twice is harmless (the second answers the first's)."""
     letter = task_pb2.DeadLetter(
         subject=ws.subject,
         payload=payload,
@@ -136,12 +135,13 @@ async def park(
         job_id=job_id,
         msg_id=msg_id,
     )
-    await publish_task(
+    ack = await publish_task(
         js,
         f"{DEADLETTER_SUBJECT_PREFIX}.{ws.stream}",
         letter,
         msg_id=f"dl:{ws.stream}:{stream_seq}",
     )
+    return ack.seq
 
 
 class Worker(Generic[T]):
@@ -149,6 +149,7 @@ class Worker(Generic[T]):
 
     def __init__(
         self,
+        nc: Client,
         js: JetStreamContext,
         stream: WorkStream,
         message_type: type[T],
@@ -158,6 +159,7 @@ class Worker(Generic[T]):
         on_dead_letter: DeadLetterHook[T] | None = None,
         fetch_timeout_s: float = 1.0,
     ) -> None:
+        self.nc = nc
         self.js = js
         self.ws = stream
         self.message_type = message_type
@@ -170,7 +172,13 @@ class Worker(Generic[T]):
         self.handled = 0
 
     async def run(self, stop: asyncio.Event, *, grace_s: float = 20.0) -> None:
-        """Fetch and handle until stop is set, then let in-flight tasks finish (or nak them)."""
+        """Fetch and handle until stop is set, then let in-flight tasks finish (or nak them).
+
+        Also parks the tasks whose every delivery crashed a worker (`watch_max_deliveries`),
+        so no service can run a worker and forget its dead letters."""
+        stop_watch = await watch_max_deliveries(
+            self.nc, self.js, self.ws, self.message_type, self.on_dead_letter
+        )
         sub = await self.js.pull_subscribe_bind(durable=self.ws.consumer, stream=self.ws.stream)
         try:
             while not stop.is_set():
@@ -201,6 +209,8 @@ class Worker(Generic[T]):
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+            with contextlib.suppress(Exception):
+                await stop_watch()
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
@@ -211,9 +221,7 @@ class Worker(Generic[T]):
         delivery = Delivery(msg, meta.num_delivered, self.ws.max_deliver)
         msg_id = (msg.headers or {}).get(MSG_ID_HEADER, "")
         task: T | None = None
-        heartbeat = asyncio.create_task(
-            self._heartbeat(msg, ack_deadline(self.ws, delivery.attempt))
-        )
+        heartbeat = asyncio.create_task(self._heartbeat(msg, self.ws.ack_wait_s / 3))
         try:
             with tracer(__name__).start_as_current_span(
                 f"handle {self.ws.subject}",
@@ -221,7 +229,16 @@ class Worker(Generic[T]):
                 attributes={"messaging.message.id": msg_id, "delivery": delivery.attempt},
             ):
                 task = decode_task(self.message_type, msg.data)
-                await self.handler(task, delivery)
+                try:
+                    async with asyncio.timeout(self.ws.deadline_s) as deadline:
+                        await self.handler(task, delivery)
+                except TimeoutError as exc:
+                    if not deadline.expired():
+                        raise
+                    raise DeadlineExceeded(
+                        f"the attempt ran past its deadline of {self.ws.deadline_s:g} s "
+                        f"(CONTEXTMESH_{self.ws.stream}_DEADLINE_S)"
+                    ) from exc
         except RetryLater as exc:
             await msg.nak(delay=exc.delay_s)
         except PermanentError as exc:
@@ -232,20 +249,22 @@ class Worker(Generic[T]):
                 await msg.nak()
             raise
         except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = (
+                str(exc) if isinstance(exc, DeadlineExceeded) else f"{type(exc).__name__}: {exc}"
+            )
             if delivery.is_last:
                 log.error("task %s failed its last delivery: %s", msg_id, reason)
                 await self._dead_letter(msg, task, msg_id, reason, delivery.attempt)
             else:
-                delay = self.ws.backoff_s[min(delivery.attempt, len(self.ws.backoff_s)) - 1]
+                delay = self.ws.retry_delay(delivery.attempt)
                 log.warning(
-                    "task %s failed (delivery %d of %d), retrying in %.0fs: %s",
+                    "task %s failed (delivery %d of %d), retrying in %gs: %s",
                     msg_id,
                     delivery.attempt,
                     self.ws.max_deliver,
                     delay,
                     reason,
-                    exc_info=exc,
+                    exc_info=None if isinstance(exc, DeadlineExceeded) else exc,
                 )
                 await msg.nak(delay=delay)
         else:
@@ -254,9 +273,9 @@ class Worker(Generic[T]):
         finally:
             heartbeat.cancel()
 
-    async def _heartbeat(self, msg: Msg, deadline_s: float) -> None:
+    async def _heartbeat(self, msg: Msg, interval_s: float) -> None:
         while True:
-            await asyncio.sleep(deadline_s / 3)
+            await asyncio.sleep(interval_s)
             with contextlib.suppress(Exception):
                 await msg.in_progress()
 

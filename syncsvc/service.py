@@ -11,8 +11,8 @@ from contextmesh.sync.v1 import tasks_pb2 as sync_tasks
 from meshkit.blob import open_blob_store
 from meshkit.jobs import JobStore
 from meshkit.service import ServiceContext
-from meshkit.topology import DISCOVER, SYNC, Buckets
-from meshkit.worker import Worker, watch_max_deliveries
+from meshkit.topology import DISCOVER, SYNC, Buckets, work_stream
+from meshkit.worker import Worker
 from syncsvc.discover import Discovery
 from syncsvc.fanin import FanIn
 from syncsvc.http_cache import SharedResponseCache
@@ -50,32 +50,26 @@ async def serve(ctx: ServiceContext) -> None:
 
     workers: list[Worker[Any]] = [
         Worker(
+            ctx.nc,
             ctx.js,
-            DISCOVER,
+            work_stream(DISCOVER, settings.timing),
             sync_tasks.DiscoverTask,
             discovery.handle,
             concurrency=4,
             on_dead_letter=discovery_failed,
         ),
         Worker(
+            ctx.nc,
             ctx.js,
-            SYNC,
+            work_stream(SYNC, settings.timing),
             sync_tasks.SyncRepoTask,
             repo_sync.handle,
             concurrency=settings.sync.concurrency,
             on_dead_letter=sync_failed,
         ),
     ]
-    stops = [
-        await watch_max_deliveries(
-            ctx.nc, ctx.js, DISCOVER, sync_tasks.DiscoverTask, discovery_failed
-        ),
-        await watch_max_deliveries(ctx.nc, ctx.js, SYNC, sync_tasks.SyncRepoTask, sync_failed),
-    ]
     try:
         await asyncio.gather(*(w.run(ctx.stop) for w in workers))
     finally:
-        for stop in stops:
-            await stop()
         await source.close()
         await blobs.close()

@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from nats.aio.client import Client
+from nats.js import JetStreamContext
 
 from meshkit.config import NatsSettings
 from meshkit.nats_client import connect
@@ -41,8 +43,19 @@ def fresh_nats(tmp_path: Path) -> Iterator[NatsServer]:
 
 
 @pytest.fixture
-async def js(nats_server: NatsServer) -> AsyncIterator[object]:
+async def connection(nats_server: NatsServer) -> AsyncIterator[tuple[Client, JetStreamContext]]:
+    """A client of the session's server and its JetStream context, the topology declared."""
     nc, js = await connect(NatsSettings(url=nats_server.url), name="tests")
     await declare(js)
-    yield js
+    yield nc, js
     await nc.drain()
+
+
+@pytest.fixture
+def nc(connection: tuple[Client, JetStreamContext]) -> Client:
+    return connection[0]
+
+
+@pytest.fixture
+def js(connection: tuple[Client, JetStreamContext]) -> JetStreamContext:
+    return connection[1]

@@ -31,6 +31,15 @@ from `meshkit/config.py` by `python tools/gen_config_doc.py`.
 """
 
 FOOTER = """\
+| `CONTEXTMESH_<STREAM>_ACK_WAIT_S` | see docs/architecture.md | for STREAM in DISCOVER, \
+SYNC, MERGE, TRAIN: how long a delivery may go without an acknowledgement or in-progress \
+before JetStream gives it to another worker (a crashed or hung worker's task moves on \
+after it); workers send in-progress every third of it |
+| `CONTEXTMESH_<STREAM>_DEADLINE_S` | see docs/architecture.md | the longest one attempt may \
+run; past it the handler is cancelled and the attempt counts as failed |
+| `CONTEXTMESH_<STREAM>_RETRY_BACKOFF_S` | see docs/architecture.md | comma-separated delays \
+before each retry of a failed attempt; a task is tried once more than there are delays, \
+then parked in DEADLETTER |
 | `CONTEXTMESH_SYNC_REPLICAS` | `1` | how many sync workers run in all; \
 the default per-worker GitHub concurrency is 80 divided by it |
 | `CONTEXTMESH_TRACE_CONSOLE` | unset | `1` prints trace spans to stderr |

@@ -11,8 +11,8 @@ from meshkit.blob import open_blob_store
 from meshkit.embedding import prepare_offline
 from meshkit.jobs import JobStore
 from meshkit.service import ServiceContext
-from meshkit.topology import Buckets, train_stream
-from meshkit.worker import Worker, watch_max_deliveries
+from meshkit.topology import TRAIN, Buckets, work_stream
+from meshkit.worker import Worker
 from trainsvc.finetune import warm_up
 from trainsvc.handler import TrainHandler
 
@@ -25,7 +25,7 @@ async def serve(ctx: ServiceContext) -> None:
     prepare_offline()
     # Import torch and sentence-transformers while waiting for the first task (seconds).
     threading.Thread(target=_warm_up, name="trainsvc-warm-up", daemon=True).start()
-    stream = train_stream(ctx.settings.train)
+    stream = work_stream(TRAIN, ctx.settings.timing)
     blobs = open_blob_store(ctx.settings.blob_url)
     handler = TrainHandler(
         jobs=await JobStore.open(ctx.js),
@@ -35,6 +35,7 @@ async def serve(ctx: ServiceContext) -> None:
         settings=ctx.settings.train,
     )
     worker = Worker(
+        ctx.nc,
         ctx.js,
         stream,
         train_tasks.TrainTask,
@@ -42,20 +43,17 @@ async def serve(ctx: ServiceContext) -> None:
         concurrency=1,
         on_dead_letter=handler.on_dead_letter,
     )
-    stop_watch = await watch_max_deliveries(
-        ctx.nc, ctx.js, stream, train_tasks.TrainTask, handler.on_dead_letter
-    )
     log.info(
-        "trainsvc consuming %s (ack wait %.0f s, retries after %s s)",
+        "trainsvc consuming %s (ack wait %g s, deadline %g s, retries after %s s)",
         stream.stream,
         stream.ack_wait_s,
-        ", ".join(f"{d:g}" for d in stream.backoff_s),
+        stream.deadline_s,
+        ", ".join(f"{d:g}" for d in stream.retry_backoff_s),
     )
     try:
         # A short grace: a training cannot finish in it anyway; its task goes back at once.
         await worker.run(ctx.stop, grace_s=1.0)
     finally:
-        await stop_watch()
         await blobs.close()
 
 

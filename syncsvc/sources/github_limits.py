@@ -33,10 +33,11 @@ class RetryPolicy:
     secondary_wait_s: float = 60.0
     """Pause after a secondary rate limit without retry-after (GitHub: at least a minute),
     doubled on each repeat."""
-    max_wait_s: float = 300.0
+    max_wait_s: float = 60.0
     """Longest single wait for a rate limit; beyond it the call fails with a SourceError
     whose retry_after_s says how long, so a worker hands its task back until then instead
-    of holding it."""
+    of holding it. Well inside the DISCOVER and SYNC deadlines (120 s), which would
+    otherwise cut the wait and count it as a failed attempt."""
     reset_margin_s: float = 1.0
     """Extra wait after x-ratelimit-reset: the header is rounded to whole seconds."""
     max_redirects: int = 3

@@ -18,9 +18,10 @@ async def test_declare_twice_is_harmless_and_sets_what_docs_say(js: JetStreamCon
         assert info.config.storage == StorageType.FILE
         assert info.config.duplicate_window == ws.duplicate_window_s
         consumer = await js.consumer_info(ws.stream, ws.consumer)
-        assert consumer.config.max_deliver == ws.max_deliver
-        assert consumer.config.max_deliver > len(ws.backoff_s)  # the server requires it
-        assert consumer.config.backoff == list(ws.backoff_s)
+        assert consumer.config.max_deliver == ws.max_deliver == len(ws.retry_backoff_s) + 1
+        assert consumer.config.ack_wait == ws.ack_wait_s
+        # No server-side BackOff: it would replace the ack wait (WorkStream's docstring).
+        assert not consumer.config.backoff
     assert (await js.stream_info(DEADLETTER)).config.retention == RetentionPolicy.LIMITS
     for bucket in ALL_BUCKETS:
         status = await (await js.key_value(bucket.name)).status()

@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
+import threading
+import time
 import uuid
 
 from contextmesh.merge.v1 import tasks_pb2 as merge_tasks
 from contextmesh.task.v1 import task_pb2
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from meshkit.ids import new_job_id
@@ -16,6 +20,7 @@ from meshkit.publish import publish_task
 from meshkit.topology import (
     DEADLETTER,
     MERGE,
+    SYNC,
     WorkStream,
     consumer_config,
     work_stream_config,
@@ -26,7 +31,7 @@ from meshkit.worker import Delivery, PermanentError, RetryLater, Worker, watch_m
 async def make_stream(js: JetStreamContext, **overrides: object) -> WorkStream:
     """A private copy of the MERGE stream with short timings, so retries take milliseconds."""
     name = f"T{uuid.uuid4().hex[:8].upper()}"
-    settings: dict[str, object] = {"ack_wait_s": 1.0, "backoff_s": (0.1, 0.1), "max_deliver": 3}
+    settings: dict[str, object] = {"ack_wait_s": 1.0, "retry_backoff_s": (0.1, 0.1)}
     ws = dataclasses.replace(
         MERGE, stream=name, subject=f"test.{name}", consumer=f"c{name}", **{**settings, **overrides}
     )  # type: ignore[arg-type]
@@ -77,7 +82,7 @@ async def pending(js: JetStreamContext, ws: WorkStream) -> int:
     return (await js.stream_info(ws.stream)).state.messages
 
 
-async def test_success_is_acked_once(js: JetStreamContext) -> None:
+async def test_success_is_acked_once(nc: Client, js: JetStreamContext) -> None:
     ws = await make_stream(js)
     seen: list[int] = []
 
@@ -88,13 +93,13 @@ async def test_success_is_acked_once(js: JetStreamContext) -> None:
     await publish_task(js, ws.subject, t, msg_id=t.meta.task_id)
     ack = await publish_task(js, ws.subject, t, msg_id=t.meta.task_id)
     assert ack.duplicate  # same Nats-Msg-Id: dropped by the duplicate window
-    worker = Worker(js, ws, merge_tasks.MergeTask, handler)
+    worker = Worker(nc, js, ws, merge_tasks.MergeTask, handler)
     await run_until(worker, lambda: worker.handled == 1)
     await asyncio.sleep(0.3)
     assert seen == [1] and await pending(js, ws) == 0
 
 
-async def test_failure_is_retried_then_succeeds(js: JetStreamContext) -> None:
+async def test_failure_is_retried_then_succeeds(nc: Client, js: JetStreamContext) -> None:
     ws = await make_stream(js)
     seen: list[int] = []
 
@@ -104,13 +109,14 @@ async def test_failure_is_retried_then_succeeds(js: JetStreamContext) -> None:
             raise RuntimeError("flaky")
 
     await publish_task(js, ws.subject, task(), msg_id="a")
-    worker = Worker(js, ws, merge_tasks.MergeTask, handler)
+    worker = Worker(nc, js, ws, merge_tasks.MergeTask, handler)
     await run_until(worker, lambda: worker.handled == 1)
     assert seen == [1, 2, 3]
     assert await dead_letters(js, ws) == []
 
 
 async def test_last_failure_is_parked_with_its_reason_and_the_hook_runs(
+    nc: Client,
     js: JetStreamContext,
 ) -> None:
     ws = await make_stream(js)
@@ -124,7 +130,7 @@ async def test_last_failure_is_parked_with_its_reason_and_the_hook_runs(
 
     t = task()
     await publish_task(js, ws.subject, t, msg_id="b")
-    worker = Worker(js, ws, merge_tasks.MergeTask, handler, on_dead_letter=hook)
+    worker = Worker(nc, js, ws, merge_tasks.MergeTask, handler, on_dead_letter=hook)
     await run_until(worker, lambda: bool(hooked))
     letters = await dead_letters(js, ws)
     assert len(letters) == 1
@@ -135,6 +141,7 @@ async def test_last_failure_is_parked_with_its_reason_and_the_hook_runs(
 
 
 async def test_permanent_errors_and_invalid_payloads_are_parked_at_once(
+    nc: Client,
     js: JetStreamContext,
 ) -> None:
     ws = await make_stream(js)
@@ -151,7 +158,7 @@ async def test_permanent_errors_and_invalid_payloads_are_parked_at_once(
     )
     await publish_task(js, ws.subject, bad, msg_id="d")
     await js.publish(ws.subject, b"\xff\xff garbage", headers={"Nats-Msg-Id": "e"})
-    worker = Worker(js, ws, merge_tasks.MergeTask, handler)
+    worker = Worker(nc, js, ws, merge_tasks.MergeTask, handler)
     stop = asyncio.Event()
     runner = asyncio.create_task(worker.run(stop))
     await asyncio.sleep(1.5)
@@ -165,8 +172,8 @@ async def test_permanent_errors_and_invalid_payloads_are_parked_at_once(
     assert await pending(js, ws) == 0
 
 
-async def test_retry_later_is_not_a_failure(js: JetStreamContext) -> None:
-    ws = await make_stream(js, max_deliver=2, backoff_s=(0.1,))
+async def test_retry_later_is_not_a_failure(nc: Client, js: JetStreamContext) -> None:
+    ws = await make_stream(js, retry_backoff_s=(0.1,))
     seen: list[int] = []
 
     async def handler(t: merge_tasks.MergeTask, d: Delivery) -> None:
@@ -175,12 +182,12 @@ async def test_retry_later_is_not_a_failure(js: JetStreamContext) -> None:
             raise RetryLater(0.05, "not yet")
 
     await publish_task(js, ws.subject, task(), msg_id="f")
-    worker = Worker(js, ws, merge_tasks.MergeTask, handler)
+    worker = Worker(nc, js, ws, merge_tasks.MergeTask, handler)
     await run_until(worker, lambda: worker.handled == 1)
     assert seen == [1, 2]
 
 
-async def test_long_work_is_kept_alive_by_in_progress(js: JetStreamContext) -> None:
+async def test_long_work_is_kept_alive_by_in_progress(nc: Client, js: JetStreamContext) -> None:
     ws = await make_stream(js)  # ack wait 1 s; the handler takes 2.5 s
     seen: list[int] = []
 
@@ -189,7 +196,7 @@ async def test_long_work_is_kept_alive_by_in_progress(js: JetStreamContext) -> N
         await asyncio.sleep(2.5)
 
     await publish_task(js, ws.subject, task(), msg_id="g")
-    worker = Worker(js, ws, merge_tasks.MergeTask, handler, concurrency=2)
+    worker = Worker(nc, js, ws, merge_tasks.MergeTask, handler, concurrency=2)
     await run_until(worker, lambda: worker.handled == 1)
     assert seen == [1]  # never redelivered mid-run
 
@@ -198,7 +205,7 @@ async def test_a_task_whose_worker_always_crashes_is_parked_by_the_advisory(
     js: JetStreamContext, nats_server
 ) -> None:
     """Nobody acks or naks: the server gives up after max_deliver and announces it."""
-    ws = await make_stream(js, ack_wait_s=0.3, backoff_s=(0.2, 0.2))
+    ws = await make_stream(js, ack_wait_s=0.3, retry_backoff_s=(0.2, 0.2))
     hooked: list[str] = []
 
     async def hook(t: merge_tasks.MergeTask | None, reason: str) -> None:
@@ -223,3 +230,97 @@ async def test_a_task_whose_worker_always_crashes_is_parked_by_the_advisory(
     letters = await dead_letters(js, ws)
     assert [letter.msg_id for letter in letters] == ["h"]
     assert await pending(js, ws) == 0
+
+
+async def test_a_handler_stuck_on_an_await_is_abandoned_at_its_deadline(
+    nc: Client, js: JetStreamContext
+) -> None:
+    """Past the deadline the attempt is cancelled and counts as failed: retried, then parked;
+    the one slot it held serves the next task meanwhile."""
+    ws = await make_stream(js, deadline_s=0.3, retry_backoff_s=(0.1, 0.1))
+    stuck: list[int] = []
+    hooked: list[str] = []
+
+    async def handler(t: merge_tasks.MergeTask, d: Delivery) -> None:
+        if t.user == "stuck":
+            stuck.append(d.attempt)
+            await asyncio.Event().wait()  # never set
+
+    async def hook(t: merge_tasks.MergeTask | None, reason: str) -> None:
+        hooked.append(reason)
+
+    hung = task()
+    hung.user = "stuck"
+    await publish_task(js, ws.subject, hung, msg_id="stuck")
+    await publish_task(js, ws.subject, task(), msg_id="fine")
+    worker = Worker(nc, js, ws, merge_tasks.MergeTask, handler, concurrency=1, on_dead_letter=hook)
+    await run_until(worker, lambda: bool(hooked) and worker.handled == 1)
+    assert stuck == [1, 2, 3]
+    assert "deadline of 0.3 s" in hooked[0] and "CONTEXTMESH_" in hooked[0]
+    [letter] = await dead_letters(js, ws)
+    assert letter.msg_id == "stuck" and letter.deliveries == 3
+    assert await pending(js, ws) == 0
+
+
+async def test_a_handler_whose_thread_blocks_is_abandoned_at_its_deadline(
+    nc: Client, js: JetStreamContext
+) -> None:
+    ws = await make_stream(js, deadline_s=0.3, retry_backoff_s=(0.1,))
+    release = threading.Event()
+    attempts: list[int] = []
+    hooked: list[str] = []
+
+    async def handler(t: merge_tasks.MergeTask, d: Delivery) -> None:
+        attempts.append(d.attempt)
+        await asyncio.to_thread(release.wait)  # a thread that never returns on its own
+
+    async def hook(t: merge_tasks.MergeTask | None, reason: str) -> None:
+        hooked.append(reason)
+
+    await publish_task(js, ws.subject, task(), msg_id="blocked")
+    worker = Worker(nc, js, ws, merge_tasks.MergeTask, handler, on_dead_letter=hook)
+    try:
+        await run_until(worker, lambda: bool(hooked))
+    finally:
+        release.set()  # let the abandoned threads end with the test
+    assert attempts == [1, 2] and "deadline" in hooked[0]
+    assert await pending(js, ws) == 0
+
+
+async def test_retries_wait_the_documented_delays(nc: Client, js: JetStreamContext) -> None:
+    """A failed attempt is retried after retry_backoff_s[n-1], measured on a real server
+    with MERGE's own first two delays (1 s, then 5 s)."""
+    table = MERGE.retry_backoff_s[:2]
+    ws = await make_stream(js, retry_backoff_s=table)
+    loop = asyncio.get_running_loop()
+    seen: list[float] = []
+
+    async def handler(t: merge_tasks.MergeTask, d: Delivery) -> None:
+        seen.append(loop.time())
+        if len(seen) <= len(table):
+            raise RuntimeError("not yet")
+
+    await publish_task(js, ws.subject, task(), msg_id="timed")
+    worker = Worker(nc, js, ws, merge_tasks.MergeTask, handler)
+    await run_until(worker, lambda: worker.handled == 1, limit_s=30)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(seen)]
+    assert len(gaps) == len(table)
+    for gap, expected in zip(gaps, table, strict=True):
+        assert expected - 0.05 <= gap <= expected + 1.0, (gaps, table)
+
+
+async def test_a_dead_workers_task_moves_on_after_the_ack_wait(js: JetStreamContext) -> None:
+    """Measured on a real server with SYNC's own ack wait: the delay a crash costs."""
+    ws = await make_stream(js, ack_wait_s=SYNC.ack_wait_s)
+    await publish_task(js, ws.subject, task(), msg_id="orphan")
+    sub = await js.pull_subscribe_bind(durable=ws.consumer, stream=ws.stream)
+    try:
+        [first] = await sub.fetch(1, timeout=5)  # taken by a worker that then dies silently
+        taken = time.monotonic()
+        [again] = await sub.fetch(1, timeout=ws.ack_wait_s + 5)
+        waited = time.monotonic() - taken
+        await again.ack()
+    finally:
+        await sub.unsubscribe()
+    assert again.metadata.num_delivered == 2 and first.data == again.data
+    assert ws.ack_wait_s - 0.05 <= waited <= ws.ack_wait_s + 1.0

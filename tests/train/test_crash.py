@@ -62,7 +62,7 @@ async def test_a_killed_trainer_is_replaced_and_the_job_ends_done(
     mesh.start("searchsvc")
     nc, js = await connect(NatsSettings(url=fresh_nats.url), name="crash-test")
     try:
-        await declare(js, train=Settings.from_env(ENV).train)  # as the services declare it
+        await declare(js, timing=Settings.from_env(ENV).timing)  # as the services declare it
         jobs = await JobStore.open(js)
         blobs = FilesystemBlobStore(tmp_path / "data" / "blobs")
         job_id, ref, task = await prepare_job(js, jobs, blobs, sample_bundle("carol"))

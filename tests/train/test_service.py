@@ -16,15 +16,17 @@ from contextmesh.job.v1 import job_pb2
 from contextmesh.task.v1 import task_pb2
 
 from meshkit.blob import BlobStore, FilesystemBlobStore
-from meshkit.config import NatsSettings, Settings, TrainSettings
+from meshkit.config import NatsSettings, Settings, StreamTiming, TrainSettings
 from meshkit.jobs import JobStore
 from meshkit.nats_client import connect
 from meshkit.nats_server import NatsServer
+from meshkit.pointers import read_model_pointer
 from meshkit.publish import publish_task
 from meshkit.service import ServiceContext
 from meshkit.topology import DEADLETTER, TRAIN, Buckets, declare
 from searchsvc.cache import ByteLRU
 from searchsvc.engine import Searcher
+from tests.gateway.conftest import open_gateway
 from tests.train.support import prepare_job, sample_bundle
 from trainsvc.service import serve
 
@@ -47,11 +49,10 @@ async def trainsvc(
     nc, js = await connect(NatsSettings(url=fresh_nats.url), name="trainsvc-test")
     settings = Settings(
         blob_url=(tmp_path / "blobs").as_uri(),
-        train=TrainSettings(
-            model_path=str(tiny_model_dir), batch_size=8, ack_wait_s=2, retry_backoff_s=(1, 1)
-        ),
+        train=TrainSettings(model_path=str(tiny_model_dir), batch_size=8),
+        timing={"TRAIN": StreamTiming(ack_wait_s=2, retry_backoff_s=(1, 1))},
     )
-    await declare(js, train=settings.train)
+    await declare(js, timing=settings.timing)
     ctx = ServiceContext("trainsvc", settings, nc, js)
     blobs = FilesystemBlobStore(tmp_path / "blobs")
     running = Running(ctx, blobs, await JobStore.open(js), asyncio.create_task(serve(ctx)))
@@ -124,3 +125,34 @@ async def test_a_task_that_always_fails_is_dead_lettered_and_the_bundle_stays(
     assert "missing.json" in letter.reason
     assert (await js.stream_info(TRAIN.stream)).state.messages == 0
     assert bundle_pb2.BundlePointer.FromString(pointer_before).bundle == ref
+
+
+async def test_a_parked_training_redriven_trains_that_bundle_once(
+    trainsvc: Running, user: str
+) -> None:
+    js: Any = trainsvc.ctx.js
+    job_id, ref, task = await prepare_job(js, trainsvc.jobs, trainsvc.blobs, sample_bundle(user))
+    stored_at = task.bundle_key
+    task.bundle_key = f"bundles/{user}/moved.json"  # every attempt fails to read it
+    await publish_task(js, TRAIN.subject, task, msg_id=task.meta.task_id)
+    failed = await final_job(trainsvc.jobs, job_id)
+    assert failed.training.state == TS.TRAINING_STATE_FAILED
+    parked = await js.get_last_msg(DEADLETTER, "contextmesh.deadletter.TRAIN")
+
+    # The fault is fixed: the bundle is where the task says it is.
+    await trainsvc.blobs.put(task.bundle_key, await trainsvc.blobs.get(stored_at))
+    gateway = await open_gateway(js)
+    redriven = await gateway.redriver.redrive(parked.seq)
+    assert redriven.job.redrive.job_id == job_id and redriven.job.id != job_id
+
+    job = await final_job(trainsvc.jobs, redriven.job.id)
+    assert job.state == JobState.JOB_STATE_DONE
+    assert job.training.state in (TS.TRAINING_STATE_PUBLISHED, TS.TRAINING_STATE_NOT_IMPROVED)
+    pointer, _ = await read_model_pointer(await js.key_value(Buckets.MODELS.name), user)
+    assert pointer is not None and pointer.bundle_hash == ref.content_hash
+    assert pointer.model_key == job.training.model_key
+
+    again = await gateway.redriver.redrive(parked.seq)
+    assert again.job.id == job.id
+    assert (await trainsvc.jobs.get(job.id))[0].job == job  # nothing trained it twice
+    assert (await js.stream_info(TRAIN.stream)).state.messages == 0
