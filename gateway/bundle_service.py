@@ -17,7 +17,7 @@ from google.api import httpbody_pb2
 
 from gateway.bundles import BundleReader
 from gateway.refresh import Refresher
-from meshkit.jobs import JobStore, is_final
+from meshkit.jobs import JobStore, bundle_is_ready, is_final
 
 __all__ = ["BundleService"]
 
@@ -56,7 +56,9 @@ class BundleService(bundle_service_pb2_grpc.BundleServiceServicer):
         self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchJobResponse]:
         async for job in self.jobs.watch(request.id):
-            yield pb.WatchJobResponse(job=job, final=is_final(job.state))
+            yield pb.WatchJobResponse(
+                job=job, final=is_final(job.state), bundle_ready=bundle_is_ready(job)
+            )
 
     async def GetBundle(
         self, request: pb.GetBundleRequest, context: grpc.aio.ServicerContext

@@ -1,4 +1,5 @@
-"""contextmesh.ops.v1.OpsService: list and redrive tasks parked in the DEADLETTER stream."""
+"""contextmesh.ops.v1.OpsService: list tasks parked in the DEADLETTER stream, and redrive
+them (gateway/redrive.py: a new job re-runs the work)."""
 
 from __future__ import annotations
 
@@ -7,25 +8,18 @@ from contextmesh.ops.v1 import ops_service_pb2 as pb
 from contextmesh.ops.v1 import ops_service_pb2_grpc
 from contextmesh.task.v1 import task_pb2
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
 
-from meshkit.publish import MSG_ID_HEADER, TYPE_HEADER
+from gateway.redrive import Redriver, read_letter
 from meshkit.rpc import InvalidArgument, NotFound
-from meshkit.telemetry import inject_headers
 from meshkit.topology import DEADLETTER
 
 __all__ = ["OpsService"]
 
 
 class OpsService(ops_service_pb2_grpc.OpsServiceServicer):
-    def __init__(self, js: JetStreamContext) -> None:
+    def __init__(self, js: JetStreamContext, redriver: Redriver) -> None:
         self.js = js
-
-    async def _letter(self, seq: int) -> tuple[task_pb2.DeadLetter, str]:
-        stored = await self.js.get_msg(DEADLETTER, seq)
-        letter = task_pb2.DeadLetter()
-        letter.ParseFromString(stored.data or b"")
-        return letter, stored.subject or ""
+        self.redriver = redriver
 
     @staticmethod
     def _parked(seq: int, letter: task_pb2.DeadLetter) -> pb.ParkedTask:
@@ -53,11 +47,11 @@ class OpsService(ops_service_pb2_grpc.OpsServiceServicer):
         seq = start
         while seq <= last and len(tasks) < size:
             try:
-                letter, _ = await self._letter(seq)
-            except NotFoundError:
+                found = await read_letter(self.js, seq)
+            except NotFound:
                 seq += 1  # redriven (deleted) letters leave gaps
                 continue
-            tasks.append(self._parked(seq, letter))
+            tasks.append(self._parked(seq, found.letter))
             seq += 1
         return pb.ListDeadLettersResponse(
             tasks=tasks, next_page_token=str(seq) if seq <= last else ""
@@ -66,19 +60,7 @@ class OpsService(ops_service_pb2_grpc.OpsServiceServicer):
     async def RedriveDeadLetter(
         self, request: pb.RedriveDeadLetterRequest, context: grpc.aio.ServicerContext
     ) -> pb.RedriveDeadLetterResponse:
-        try:
-            letter, _ = await self._letter(request.sequence)
-        except NotFoundError:
-            raise NotFound(
-                f"no dead letter with sequence {request.sequence}; list them with ListDeadLetters"
-            ) from None
-        # A fresh message id: the original is still inside the duplicate window, maybe.
-        headers = inject_headers(
-            {
-                MSG_ID_HEADER: f"{letter.msg_id}:redrive:{request.sequence}",
-                TYPE_HEADER: "redrive",
-            }
+        redriven = await self.redriver.redrive(request.sequence)
+        return pb.RedriveDeadLetterResponse(
+            task=self._parked(redriven.sequence, redriven.letter), job=redriven.job
         )
-        await self.js.publish(letter.subject, letter.payload, headers=headers)
-        await self.js.delete_msg(DEADLETTER, request.sequence)
-        return pb.RedriveDeadLetterResponse(task=self._parked(request.sequence, letter))

@@ -1,8 +1,12 @@
 """RefreshBundle's path: coalesce with a running job or record a new one and queue discovery.
 
-Nothing slow happens here (invariant 1): a few KV round trips and one publish, no GitHub call,
-no blob read. The user's entry in cm_active names their latest job; it is replaced with
+Nothing slow happens here: a few KV round trips and one publish, no GitHub call, no blob
+read. The user's entry in cm_active names their latest job; it is replaced with
 compare-and-set, so two concurrent refreshes of one user agree on one job.
+
+A refresh coalesces onto the user's latest job only while that job is still refreshing
+(QUEUED, DISCOVERING, SYNCING, MERGING) and `force` is not set. A job whose bundle is ready
+and that is only training never absorbs a refresh: a push made meanwhile gets its own job.
 """
 
 from __future__ import annotations
@@ -19,11 +23,11 @@ from nats.js.kv import KeyValue
 
 from meshkit.errors import ConflictError, JobNotFoundError
 from meshkit.ids import discover_msg_id, new_job_id
-from meshkit.jobs import JobStore, is_final
+from meshkit.jobs import JobStore, is_refreshing
 from meshkit.publish import publish_task
 from meshkit.topology import DISCOVER
 
-__all__ = ["Refresher"]
+__all__ = ["Refresher", "new_record"]
 
 log = logging.getLogger(__name__)
 
@@ -39,33 +43,58 @@ class Refresher:
     async def refresh(self, user: str, *, force: bool) -> tuple[job_pb2.Job, bool]:
         """Return (job, coalesced)."""
         for _ in range(20):
-            try:
-                entry = await self.active.get(user)
-            except KeyNotFoundError:
-                entry = None
+            entry = await self._active(user)
             if entry is not None and entry.value and not force:
-                running = await self._running(entry.value.decode())
+                running = await self._refreshing(entry.value.decode())
                 if running is not None:
                     return running, True
-            job_id = new_job_id()
-            record = _new_record(job_id, user, force)
-            # The pointer and the record are written at once (one round trip, not two); a
-            # record whose pointer write lost the race is deleted, never published.
-            claim, created = await asyncio.gather(
-                self._claim(user, job_id, entry), self.jobs.create(record), return_exceptions=True
-            )
-            if isinstance(created, BaseException):
-                raise created
-            if isinstance(claim, KeyWrongLastSequenceError):
-                await self.jobs.kv.delete(job_id)
-                continue  # another refresh of this user won the race; look again
-            if isinstance(claim, BaseException):
-                await self.jobs.kv.delete(job_id)
-                raise claim
-            return await self._queue(record), False
+            record = new_record(new_job_id(), user, force=force)
+            if await self._claim_and_create(user, entry, record):
+                return await self._queue(record), False
         raise ConflictError(f"too many concurrent refreshes of {user!r}; try again")
 
-    async def _running(self, job_id: str) -> job_pb2.Job | None:
+    async def start(self, record: job_record_pb2.JobRecord) -> job_pb2.Job:
+        """Start the job of `record` whatever is running for its user (a redrive): it becomes
+        the user's latest job, onto which later refreshes coalesce."""
+        user = record.job.user
+        for _ in range(20):
+            if await self._claim_and_create(user, await self._active(user), record):
+                return await self._queue(record)
+        raise ConflictError(f"too many concurrent refreshes of {user!r}; try again")
+
+    async def queue(self, record: job_record_pb2.JobRecord) -> job_pb2.Job:
+        """Publish the discover task of a recorded job again (deduplicated by its message id)."""
+        return await self._queue(record)
+
+    async def _active(self, user: str) -> KeyValue.Entry | None:
+        try:
+            return await self.active.get(user)
+        except KeyNotFoundError:
+            return None
+
+    async def _claim_and_create(
+        self, user: str, entry: KeyValue.Entry | None, record: job_record_pb2.JobRecord
+    ) -> bool:
+        """Point cm_active at the record's job and store the record; False if another refresh
+        of this user moved cm_active first (look again)."""
+        job_id = record.job.id
+        # The pointer and the record are written at once (one round trip, not two); a
+        # record whose pointer write lost the race is deleted, never published.
+        claim, created = await asyncio.gather(
+            self._claim(user, job_id, entry), self.jobs.create(record), return_exceptions=True
+        )
+        if isinstance(created, BaseException):
+            raise created
+        if isinstance(claim, KeyWrongLastSequenceError):
+            await self.jobs.kv.delete(job_id)
+            return False
+        if isinstance(claim, BaseException):
+            await self.jobs.kv.delete(job_id)
+            raise claim
+        return True
+
+    async def _refreshing(self, job_id: str) -> job_pb2.Job | None:
+        """The job if it is still refreshing (coalescing onto it is right), else None."""
         for attempt in range(2):
             try:
                 record, _ = await self.jobs.get(job_id)
@@ -75,7 +104,7 @@ class Refresher:
                 if attempt == 0:
                     await asyncio.sleep(0.05)
                 continue
-            return None if is_final(record.job.state) else record.job
+            return record.job if is_refreshing(record.job.state) else None
         return None
 
     async def _claim(self, user: str, job_id: str, entry: KeyValue.Entry | None) -> None:
@@ -92,6 +121,7 @@ class Refresher:
             ),
             user=user,
             force=force,
+            resync=[job.redrive.repository] if job.redrive.repository else [],
         )
         try:
             await publish_task(self.js, DISCOVER.subject, task, msg_id=task.meta.task_id)
@@ -105,7 +135,8 @@ class Refresher:
         return job
 
 
-def _new_record(job_id: str, user: str, force: bool) -> job_record_pb2.JobRecord:
+def new_record(job_id: str, user: str, *, force: bool = False) -> job_record_pb2.JobRecord:
+    """A QUEUED job's record."""
     record = job_record_pb2.JobRecord()
     job = record.job
     job.id, job.user, job.force = job_id, user, force

@@ -17,7 +17,9 @@ from contextmesh.search.v1 import search_service_pb2_grpc
 from gateway.bundle_service import BundleService
 from gateway.bundles import BundleReader
 from gateway.ops_service import OpsService
+from gateway.redrive import Redriver
 from gateway.refresh import Refresher
+from gateway.sweeper import JobSweeper
 from meshkit.blob import open_blob_store
 from meshkit.jobs import JobStore
 from meshkit.rpc import create_server
@@ -39,8 +41,10 @@ async def serve(ctx: ServiceContext) -> None:
     pointers = await ctx.js.key_value(Buckets.BUNDLES.name)
     blobs = open_blob_store(settings.blob_url)
     search_channel = grpc.aio.insecure_channel(settings.search_addr)
+    refresher = Refresher(ctx.js, jobs, active)
+    redriver = Redriver(ctx.js, jobs, refresher, await ctx.js.key_value(Buckets.REDRIVES.name))
     bundle_service = BundleService(
-        Refresher(ctx.js, jobs, active),
+        refresher,
         jobs,
         BundleReader(pointers, blobs),
         search_service_pb2_grpc.SearchServiceStub(search_channel),
@@ -55,7 +59,7 @@ async def serve(ctx: ServiceContext) -> None:
             ),
             (
                 ops_service_pb2_grpc.add_OpsServiceServicer_to_server,
-                OpsService(ctx.js),
+                OpsService(ctx.js, redriver),
                 OPS_SERVICE,
             ),
         ],
@@ -63,8 +67,10 @@ async def serve(ctx: ServiceContext) -> None:
     await bundle.server.start()
     log.info("gateway listening on %s (port %d)", settings.gateway_addr, bundle.port)
     health = asyncio.create_task(follow_nats_health(ctx, bundle))
+    sweeper = asyncio.create_task(JobSweeper(jobs, settings.jobs).run(ctx.stop))
     await ctx.stop.wait()
     await health  # NOT_SERVING now, while calls are still answered
+    await sweeper
     await asyncio.sleep(settings.drain_s)
     await bundle.server.stop(grace=5)
     await search_channel.close()

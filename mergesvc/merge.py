@@ -3,10 +3,16 @@
 Idempotent from every angle a redelivery can reach it:
 - the bundle and its index are content-addressed, created once (same inputs, same bytes);
 - the user's pointer moves with compare-and-set, and never back to an older job's bundle;
-- the job moves MERGING -> BUNDLE_READY (or DONE when training is off) in one
-  compare-and-set that also counts the merge, so `merges` is 1 however often this runs;
+- the job moves MERGING -> BUNDLE_READY in one compare-and-set that also counts the merge
+  and stamps bundle_ready_time, so `merges` is 1 however often this runs;
 - the train task carries Nats-Msg-Id "train:<job>", and a redelivery that finds the job
   already past MERGING only re-publishes it (a crash may have come between the two).
+
+Training is a follow-up, never a gate: the job goes straight to DONE, and no train task is
+published (trainsvc's GPU pool stays asleep), when training is off or when the model that
+serves the user was tuned on this very bundle already, as after a refresh that changed
+nothing. A new training configuration therefore applies at a user's next changed bundle,
+as trainsvc's own skip rule always did.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from meshkit.bundle import (
 )
 from meshkit.ids import train_msg_id
 from meshkit.jobs import JobStore, Mutation, is_final
+from meshkit.pointers import read_model_pointer
 from meshkit.publish import publish_task
 from meshkit.topology import TRAIN
 from meshkit.worker import Delivery, RetryLater
@@ -83,6 +90,7 @@ class Merger:
         jobs: JobStore,
         outcomes: KeyValue,
         pointers: KeyValue,
+        models: KeyValue,
         blobs: BlobStore,
         *,
         training: bool,
@@ -91,6 +99,7 @@ class Merger:
         self.jobs = jobs
         self.outcomes = outcomes
         self.pointers = pointers
+        self.models = models
         self.blobs = blobs
         self.training = training
 
@@ -135,7 +144,8 @@ class Merger:
         index_key = bundle_index_key(record.job.user, digest, job_id)
         await ensure_stored(self.blobs, index_key, index.SerializeToString(deterministic=True))
         await self._move_pointer(record.job, ref, index_key)
-        record = await self.jobs.update(job_id, self._ready(ref))
+        serving = await self._serving_model(record.job.user, digest)
+        record = await self.jobs.update(job_id, self._ready(ref, serving))
         log.info(
             "job %s: bundle %s with %d repositories",
             job_id,
@@ -197,20 +207,39 @@ class Merger:
                 continue
         raise RuntimeError(f"could not move the bundle pointer of {job.user!r}")
 
-    def _ready(self, ref: job_pb2.BundleRef) -> Mutation:
+    async def _serving_model(self, user: str, digest: str) -> bundle_pb2.ModelPointer | None:
+        """The user's serving model when it was tuned on this bundle already (no training)."""
+        if not self.training:
+            return None
+        pointer, _ = await read_model_pointer(self.models, user)
+        return pointer if pointer is not None and pointer.bundle_hash == digest else None
+
+    def _ready(self, ref: job_pb2.BundleRef, serving: bundle_pb2.ModelPointer | None) -> Mutation:
         training = self.training
 
         def mutate(record: job_record_pb2.JobRecord) -> bool:
             if record.job.state != JobState.JOB_STATE_MERGING:
                 return False
+            job = record.job
             record.merges += 1
-            record.job.bundle.CopyFrom(ref)
-            if training:
-                record.job.state = JobState.JOB_STATE_BUNDLE_READY
-                record.job.training.state = job_pb2.TRAINING_STATE_QUEUED
+            job.bundle.CopyFrom(ref)
+            job.bundle_ready_time.GetCurrentTime()
+            if not training:
+                job.state = JobState.JOB_STATE_DONE
+                job.training.state = job_pb2.TRAINING_STATE_DISABLED
+            elif serving is not None:
+                job.state = JobState.JOB_STATE_DONE
+                job.training.state = job_pb2.TRAINING_STATE_SKIPPED
+                job.training.reason = (
+                    f"the serving model was tuned on bundle {ref.content_hash[:12]} already; "
+                    "no training needed"
+                )
+                job.training.model_key = serving.model_key
+                job.training.base.CopyFrom(serving.base_metrics)
+                job.training.tuned.CopyFrom(serving.metrics)
             else:
-                record.job.state = JobState.JOB_STATE_DONE
-                record.job.training.state = job_pb2.TRAINING_STATE_DISABLED
+                job.state = JobState.JOB_STATE_BUNDLE_READY
+                job.training.state = job_pb2.TRAINING_STATE_QUEUED
             return True
 
         return mutate

@@ -15,7 +15,7 @@ from contextmesh.ops.v1 import ops_service_pb2 as ops
 from contextmesh.ops.v1 import ops_service_pb2_grpc
 from google.protobuf import json_format
 
-from meshctl.progress import progress_line, summary
+from meshctl.progress import bundle_line, progress_line, summary
 
 __all__ = ["add_parsers"]
 
@@ -48,7 +48,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-k", "--top-k", type=int, default=5)
     p.set_defaults(run=search)
     p = sub.add_parser("deadletters", help="list parked tasks, or redrive one")
-    p.add_argument("--redrive", type=int, metavar="SEQ", help="publish a parked task again")
+    p.add_argument(
+        "--redrive", type=int, metavar="SEQ", help="re-run a parked task's work in a new job"
+    )
     p.set_defaults(run=deadletters)
 
 
@@ -61,13 +63,20 @@ def _stub() -> bundle_service_pb2_grpc.BundleServiceStub:
 
 
 def _follow(stub: bundle_service_pb2_grpc.BundleServiceStub, job_id: str) -> job_pb2.Job:
-    """Print progress until the job ends; reconnect if the stream is cut."""
+    """Print progress until the job ends; reconnect if the stream is cut. The moment the
+    bundle is ready gets a line of its own: the refresh is done, training follows it."""
     tty = sys.stdout.isatty()
     last_line = ""
+    said_ready = False
     while True:
         final: job_pb2.Job | None = None
         try:
             for update in stub.WatchJob(pb.WatchJobRequest(id=job_id)):
+                if update.bundle_ready and not said_ready:
+                    said_ready = True
+                    ready = bundle_line(update.job)
+                    print(f"\r\033[K{ready}" if tty else ready, flush=True)
+                    last_line = ""
                 line = progress_line(update.job)
                 if line != last_line:
                     print(f"\r\033[K{line}" if tty else line, end="" if tty else "\n", flush=True)
@@ -153,7 +162,9 @@ def deadletters(args: argparse.Namespace) -> int:
     stub = ops_service_pb2_grpc.OpsServiceStub(grpc.insecure_channel(target()))
     if args.redrive is not None:
         answer = stub.RedriveDeadLetter(ops.RedriveDeadLetterRequest(sequence=args.redrive))
-        print(f"redriven: {answer.task.msg_id}")
+        print(
+            f"dead letter {args.redrive} (job {answer.task.job_id}) redriven as job {answer.job.id}"
+        )
         return 0
     token = ""
     while True:

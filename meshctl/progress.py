@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextmesh.job.v1 import job_pb2
 
-__all__ = ["progress_line", "summary"]
+__all__ = ["bundle_line", "progress_line", "summary"]
 
 JobState = job_pb2.JobState
 
@@ -13,8 +13,18 @@ def _state(job: job_pb2.Job) -> str:
     return JobState.Name(job.state).removeprefix("JOB_STATE_").replace("_", " ").capitalize()
 
 
+def bundle_line(job: job_pb2.Job) -> str:
+    """e.g. 'Bundle ready: 0123456789abcdef… (14 repositories: 2 synced, 12 unchanged,
+    0 failed)'."""
+    return (
+        f"Bundle ready: {job.bundle.content_hash[:16]}… ({job.bundle.repositories} "
+        f"repositories: {job.synced} synced, {job.unchanged} unchanged, {job.failed} failed)"
+    )
+
+
 def progress_line(job: job_pb2.Job, width: int = 24) -> str:
-    """e.g. 'Syncing [#########.......] 7/10 · 2 unchanged · 1 failed'."""
+    """e.g. 'Syncing [#########.......] 7/10 · 2 unchanged · 1 failed'; once the bundle is
+    ready, only training's progress ('Training queued…', 'Training [####....] step 3/8')."""
     done = job.synced + job.unchanged + job.failed
     if job.state == JobState.JOB_STATE_TRAINING and job.training.total_steps:
         filled = width * job.training.step // job.training.total_steps
@@ -22,6 +32,10 @@ def progress_line(job: job_pb2.Job, width: int = 24) -> str:
             f"Training [{'#' * filled}{'.' * (width - filled)}] "
             f"step {job.training.step}/{job.training.total_steps}"
         )
+    if job.state == JobState.JOB_STATE_BUNDLE_READY:
+        return "Training queued…"
+    if job.state == JobState.JOB_STATE_TRAINING:
+        return "Training…"
     if job.total:
         filled = width * done // job.total
         bar = f"[{'#' * filled}{'.' * (width - filled)}] "

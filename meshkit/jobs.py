@@ -29,9 +29,13 @@ from meshkit.topology import Buckets
 
 __all__ = [
     "FINAL_STATES",
+    "REFRESHING_STATES",
+    "TRAINING_STATES",
     "JobStore",
     "Mutation",
+    "bundle_is_ready",
     "is_final",
+    "is_refreshing",
 ]
 
 log = logging.getLogger(__name__)
@@ -45,8 +49,30 @@ Mutation = Callable[[job_record_pb2.JobRecord], bool]
 """Changes a record in place; returns whether it changed anything."""
 
 
+REFRESHING_STATES = frozenset(
+    {
+        JobState.JOB_STATE_QUEUED,
+        JobState.JOB_STATE_DISCOVERING,
+        JobState.JOB_STATE_SYNCING,
+        JobState.JOB_STATE_MERGING,
+    }
+)
+"""The states before the bundle is ready: the only ones a new refresh coalesces onto."""
+TRAINING_STATES = frozenset({JobState.JOB_STATE_BUNDLE_READY, JobState.JOB_STATE_TRAINING})
+"""The bundle is ready and only the training that follows it is left."""
+
+
 def is_final(state: int) -> bool:
     return state in FINAL_STATES
+
+
+def is_refreshing(state: int) -> bool:
+    return state in REFRESHING_STATES
+
+
+def bundle_is_ready(job: job_pb2.Job) -> bool:
+    """The job's bundle is stored and the user's pointer moved to it."""
+    return job.HasField("bundle_ready_time")
 
 
 @dataclass

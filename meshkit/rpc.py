@@ -32,6 +32,7 @@ from meshkit.validation import describe_violations
 
 __all__ = [
     "STATUS_OF",
+    "FailedPrecondition",
     "GuardInterceptor",
     "InvalidArgument",
     "NotFound",
@@ -52,11 +53,16 @@ class InvalidArgument(MeshError):
     """A request field the contract's rules cannot check is wrong; the message says how."""
 
 
+class FailedPrecondition(MeshError):
+    """The request is well formed but what it names is in no state to do it; says why."""
+
+
 STATUS_OF: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (JobNotFoundError, grpc.StatusCode.NOT_FOUND),
     (BlobNotFoundError, grpc.StatusCode.NOT_FOUND),
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (InvalidBlobKeyError, grpc.StatusCode.INVALID_ARGUMENT),
     (ConflictError, grpc.StatusCode.ABORTED),
     (ConfigError, grpc.StatusCode.FAILED_PRECONDITION),

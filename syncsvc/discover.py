@@ -139,8 +139,13 @@ class Discovery:
                 f"{task.user!r} has {len(listing)} repositories; the limit is {MAX_REPOSITORIES}"
             )
         base, base_hash = await self._base(task.user)
+        resync = {name.lower() for name in task.resync}
         plan = [
-            _plan_entry(repo, base.get(repo.full_name.lower()), task.force)
+            _plan_entry(
+                repo,
+                base.get(repo.full_name.lower()),
+                task.force or repo.full_name.lower() in resync,
+            )
             for repo in sorted(listing, key=lambda r: r.full_name.lower())
         ]
         document = {"base_bundle_hash": base_hash, "repositories": plan}
@@ -207,6 +212,7 @@ def _mark_discovering(record: job_record_pb2.JobRecord) -> bool:
 
 
 def _plan_entry(repo: RepoListing, base: _Base | None, force: bool) -> dict:
+    """One repository of the plan; `force` makes it stale whatever its fingerprint says."""
     unchanged = (
         not force
         and base is not None

@@ -49,6 +49,15 @@ JobState = job_pb2.JobState
 FINAL_STATES = frozenset(
     {JobState.JOB_STATE_DONE, JobState.JOB_STATE_FAILED, JobState.JOB_STATE_CANCELLED}
 )
+# As the gateway: a refresh joins a job only while its bundle is not ready yet.
+REFRESHING_STATES = frozenset(
+    {
+        JobState.JOB_STATE_QUEUED,
+        JobState.JOB_STATE_DISCOVERING,
+        JobState.JOB_STATE_SYNCING,
+        JobState.JOB_STATE_MERGING,
+    }
+)
 # Repositories every stub user owns, with the outcome each gets in a job.
 REPOSITORIES = (
     (
@@ -144,6 +153,7 @@ class StubState:
                 job.failures.add(repository=f"{job.user}/{REPOSITORIES[2][0]}", reason="HTTP 404")
             if state == JobState.JOB_STATE_BUNDLE_READY:
                 job.bundle.CopyFrom(self._store_bundle(job))
+                job.bundle_ready_time.GetCurrentTime()
                 job.training.state = job_pb2.TrainingState.TRAINING_STATE_QUEUED
             elif state == JobState.JOB_STATE_TRAINING:
                 job.training.state = job_pb2.TrainingState.TRAINING_STATE_RUNNING
@@ -243,7 +253,7 @@ class _BundleService(api_grpc.BundleServiceServicer):
         await _validate(request, context)
         if not request.force:
             for record in self.state.jobs.values():
-                if record.job.user == request.user and record.job.state not in FINAL_STATES:
+                if record.job.user == request.user and record.job.state in REFRESHING_STATES:
                     return api.RefreshBundleResponse(job=record.job, coalesced=True)
         job = job_pb2.Job(
             id=_new_job_id(),
@@ -277,7 +287,9 @@ class _BundleService(api_grpc.BundleServiceServicer):
                     await record.changed.wait()
                 job = record.history[index]
             final = job.state in FINAL_STATES
-            yield api.WatchJobResponse(job=job, final=final)
+            yield api.WatchJobResponse(
+                job=job, final=final, bundle_ready=job.HasField("bundle_ready_time")
+            )
             sent += 1
             if final:
                 return
@@ -370,7 +382,16 @@ class _OpsService(ops_grpc.OpsServiceServicer):
         task = self.state.parked.pop(request.sequence, None)
         if task is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no parked task {request.sequence}")
-        return ops.RedriveDeadLetterResponse(task=task)
+        assert task is not None
+        # Like the gateway: a new job re-runs the work and says which letter it came from.
+        job = job_pb2.Job(
+            id=_new_job_id(),
+            user="stub-parked",
+            state=JobState.JOB_STATE_QUEUED,
+            create_time=_now(),
+            redrive=job_pb2.Redrive(sequence=task.sequence, stream="SYNC", job_id=task.job_id),
+        )
+        return ops.RedriveDeadLetterResponse(task=task, job=job)
 
 
 @dataclass

@@ -37,7 +37,7 @@ def _got_job(response: httpx.Response, values: dict[str, str]) -> None:
 
 def _watched(response: httpx.Response, values: dict[str, str]) -> None:
     lines = [json.loads(line) for line in response.text.splitlines() if line.strip()]
-    assert lines[-1] == {"job": lines[-1]["job"], "final": True}
+    assert lines[-1] == {"job": lines[-1]["job"], "final": True, "bundleReady": True}
     assert lines[-1]["job"]["id"] == values["id"]
 
 
@@ -65,7 +65,9 @@ def _listed(response: httpx.Response, values: dict[str, str]) -> None:
 
 
 def _redriven(response: httpx.Response, values: dict[str, str]) -> None:
-    assert _json(response)["task"]["sequence"] == values["sequence"]
+    answer = _json(response)
+    assert answer["task"]["sequence"] == values["sequence"]
+    assert answer["job"]["redrive"]["sequence"] == values["sequence"]
 
 
 # Per RPC: the JSON body it is sent (routes with body "*") and what its answer must show.

@@ -24,6 +24,9 @@ async def test_watch_streams_ndjson_that_ends_with_a_final_line(
     assert messages
     assert [m["final"] for m in messages] == [False] * (len(messages) - 1) + [True]
     assert moves_forward(messages), messages
+    # Once the bundle is ready, every later line says so.
+    ready = [m["bundleReady"] for m in messages]
+    assert ready == sorted(ready) and ready[-1] is True
     assert messages[-1]["job"]["state"] == "JOB_STATE_DONE"
     assert {m["job"]["id"] for m in messages} == {job_id}
 
@@ -35,7 +38,7 @@ async def test_watch_of_an_ended_job_replays_its_state_as_the_final_line(
 
     messages = await watch(rest, job["id"])
 
-    assert messages == [{"job": job, "final": True}]
+    assert messages == [{"job": job, "final": True, "bundleReady": True}]
 
 
 async def test_one_message_per_line_with_trailers_ok(

@@ -7,19 +7,21 @@ nats-server, behind real Envoy. They ask only for the fixtures below.
 
 from __future__ import annotations
 
-import asyncio
 import json
+import random
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from contextmesh.sync.v1 import tasks_pb2 as sync_tasks
 from contextmesh.task.v1 import task_pb2
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
 
+from meshkit.ids import new_job_id, sync_msg_id
 from meshkit.nats_server import NatsServer
-from meshkit.topology import DEADLETTER, SYNC
+from meshkit.topology import SYNC
+from meshkit.worker import park
 from tests.support.mesh import Mesh
 from tests.support.rest_fixtures import proxy, rest  # noqa: F401 - shared fixtures
 
@@ -78,25 +80,28 @@ def user(source_root: Path) -> str:
 
 @pytest.fixture(scope="session")
 async def parked_sequence(gateway_mesh: Mesh, js: JetStreamContext) -> int:
-    """The last of two tasks the sync worker parks at once: they break the contract's rules.
-    (Two, because the paging test reads pages of one.)"""
-    for _ in range(2):
-        msg_id = f"poison-{uuid.uuid4().hex[:8]}"
-        bad = task_pb2.TaskMeta(job_id="not-a-job-id", task_id=msg_id)
-        await js.publish(SYNC.subject, bad.SerializeToString(), headers={"Nats-Msg-Id": msg_id})
-    async with asyncio.timeout(30):
-        while True:
-            info = await js.stream_info(DEADLETTER)
-            for seq in range(max(info.state.first_seq, 1), info.state.last_seq + 1):
-                try:
-                    stored = await js.get_msg(DEADLETTER, seq)
-                except NotFoundError:
-                    continue  # redriven
-                letter = task_pb2.DeadLetter()
-                letter.ParseFromString(stored.data or b"")
-                if letter.msg_id == msg_id:
-                    return seq
-            await asyncio.sleep(0.2)
+    """The last of two sync tasks parked as a worker parks one after its last delivery.
+    (Two, because the paging test reads pages of one.) Redriving one refreshes its user."""
+    seq = 0
+    for index in range(2):
+        job_id = new_job_id()
+        task = sync_tasks.SyncRepoTask(
+            meta=task_pb2.TaskMeta(job_id=job_id, task_id=sync_msg_id(job_id, index)),
+            user="u-parked",
+            repository="u-parked/broken",
+            index=index,
+        )
+        seq = await park(
+            js,
+            SYNC,
+            payload=task.SerializeToString(),
+            stream_seq=random.randrange(1 << 40),
+            msg_id=task.meta.task_id,
+            job_id=job_id,
+            reason="RuntimeError: the blob store was down",
+            deliveries=SYNC.max_deliver,
+        )
+    return seq
 
 
 @pytest.fixture(scope="session")

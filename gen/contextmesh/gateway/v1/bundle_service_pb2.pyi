@@ -50,12 +50,14 @@ class WatchJobRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class WatchJobResponse(_message.Message):
-    __slots__ = ("job", "final")
+    __slots__ = ("job", "final", "bundle_ready")
     JOB_FIELD_NUMBER: _ClassVar[int]
     FINAL_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_READY_FIELD_NUMBER: _ClassVar[int]
     job: _job_pb2.Job
     final: bool
-    def __init__(self, job: _Optional[_Union[_job_pb2.Job, _Mapping]] = ..., final: _Optional[bool] = ...) -> None: ...
+    bundle_ready: bool
+    def __init__(self, job: _Optional[_Union[_job_pb2.Job, _Mapping]] = ..., final: _Optional[bool] = ..., bundle_ready: _Optional[bool] = ...) -> None: ...
 
 class GetBundleRequest(_message.Message):
     __slots__ = ("user",)

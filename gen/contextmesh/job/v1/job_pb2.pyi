@@ -116,7 +116,7 @@ class BundleRef(_message.Message):
     def __init__(self, content_hash: _Optional[str] = ..., blob_key: _Optional[str] = ..., repositories: _Optional[int] = ..., size_bytes: _Optional[int] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "user", "state", "force", "total", "synced", "unchanged", "failed", "failures", "bundle", "training", "error", "create_time", "update_time", "end_time")
+    __slots__ = ("id", "user", "state", "force", "total", "synced", "unchanged", "failed", "failures", "bundle", "training", "error", "create_time", "update_time", "end_time", "bundle_ready_time", "redrive")
     ID_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -132,6 +132,8 @@ class Job(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_READY_TIME_FIELD_NUMBER: _ClassVar[int]
+    REDRIVE_FIELD_NUMBER: _ClassVar[int]
     id: str
     user: str
     state: JobState
@@ -147,4 +149,18 @@ class Job(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., user: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., force: _Optional[bool] = ..., total: _Optional[int] = ..., synced: _Optional[int] = ..., unchanged: _Optional[int] = ..., failed: _Optional[int] = ..., failures: _Optional[_Iterable[_Union[RepoFailure, _Mapping]]] = ..., bundle: _Optional[_Union[BundleRef, _Mapping]] = ..., training: _Optional[_Union[TrainingStatus, _Mapping]] = ..., error: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    bundle_ready_time: _timestamp_pb2.Timestamp
+    redrive: Redrive
+    def __init__(self, id: _Optional[str] = ..., user: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., force: _Optional[bool] = ..., total: _Optional[int] = ..., synced: _Optional[int] = ..., unchanged: _Optional[int] = ..., failed: _Optional[int] = ..., failures: _Optional[_Iterable[_Union[RepoFailure, _Mapping]]] = ..., bundle: _Optional[_Union[BundleRef, _Mapping]] = ..., training: _Optional[_Union[TrainingStatus, _Mapping]] = ..., error: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bundle_ready_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., redrive: _Optional[_Union[Redrive, _Mapping]] = ...) -> None: ...
+
+class Redrive(_message.Message):
+    __slots__ = ("sequence", "stream", "job_id", "repository")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    stream: str
+    job_id: str
+    repository: str
+    def __init__(self, sequence: _Optional[int] = ..., stream: _Optional[str] = ..., job_id: _Optional[str] = ..., repository: _Optional[str] = ...) -> None: ...

@@ -1,4 +1,5 @@
 from buf.validate import validate_pb2 as _validate_pb2
+from contextmesh.job.v1 import job_pb2 as _job_pb2
 from google.api import annotations_pb2 as _annotations_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -47,7 +48,9 @@ class RedriveDeadLetterRequest(_message.Message):
     def __init__(self, sequence: _Optional[int] = ...) -> None: ...
 
 class RedriveDeadLetterResponse(_message.Message):
-    __slots__ = ("task",)
+    __slots__ = ("task", "job")
     TASK_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
     task: ParkedTask
-    def __init__(self, task: _Optional[_Union[ParkedTask, _Mapping]] = ...) -> None: ...
+    job: _job_pb2.Job
+    def __init__(self, task: _Optional[_Union[ParkedTask, _Mapping]] = ..., job: _Optional[_Union[_job_pb2.Job, _Mapping]] = ...) -> None: ...

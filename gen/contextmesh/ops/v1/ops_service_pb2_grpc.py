@@ -59,8 +59,11 @@ class OpsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RedriveDeadLetter(self, request, context):
-        """RedriveDeadLetter publishes a parked task again with a fresh attempt and removes it
-        from the dead-letter stream.
+        """RedriveDeadLetter re-runs a parked task's work in a new job and removes the letter from
+        the dead-letter stream. A discover, sync or merge task becomes a new refresh of its user
+        (a sync task's repository fetched again whatever its fingerprint); a train task becomes a
+        job that trains that bundle. The job's `redrive` says where it came from. Redriving the
+        same letter again answers the same job and starts nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -10,14 +10,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class DiscoverTask(_message.Message):
-    __slots__ = ("meta", "user", "force")
+    __slots__ = ("meta", "user", "force", "resync")
     META_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
+    RESYNC_FIELD_NUMBER: _ClassVar[int]
     meta: _task_pb2.TaskMeta
     user: str
     force: bool
-    def __init__(self, meta: _Optional[_Union[_task_pb2.TaskMeta, _Mapping]] = ..., user: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+    resync: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, meta: _Optional[_Union[_task_pb2.TaskMeta, _Mapping]] = ..., user: _Optional[str] = ..., force: _Optional[bool] = ..., resync: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SyncRepoTask(_message.Message):
     __slots__ = ("meta", "user", "repository", "index", "fingerprint", "default_branch", "previous_result_key", "metadata")

@@ -1,0 +1,80 @@
+"""The sweeper ends jobs that can no longer finish, and only those."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from contextmesh.job.v1 import job_pb2, job_record_pb2
+
+from gateway.sweeper import JobSweeper
+from meshkit.config import JobSettings, NatsSettings
+from meshkit.nats_client import connect
+from meshkit.nats_server import NatsServer
+from meshkit.topology import DISCOVER, declare
+from tests.gateway.conftest import Gateway, open_gateway
+
+JobState = job_pb2.JobState
+SETTINGS = JobSettings(stall_s=60, training_stall_s=600, sweep_interval_s=1)
+
+
+@pytest.fixture
+async def own(fresh_nats: NatsServer) -> AsyncIterator[Gateway]:
+    """A gateway over a server of the test's own: a sweep reads every job in the bucket."""
+    nc, js = await connect(NatsSettings(url=fresh_nats.url), name="sweeper-test")
+    await declare(js)
+    yield await open_gateway(js)
+    await nc.drain()
+
+
+def ready(record: job_record_pb2.JobRecord) -> bool:
+    record.job.state = JobState.JOB_STATE_BUNDLE_READY
+    record.job.bundle.content_hash = "cd" * 32
+    record.job.training.state = job_pb2.TRAINING_STATE_QUEUED
+    return True
+
+
+async def test_a_job_whose_tasks_were_purged_ends_failed_and_stops_coalescing(
+    own: Gateway,
+) -> None:
+    sweeper = JobSweeper(own.jobs, SETTINGS)
+    lost, _ = await own.refresher.refresh("alice", force=False)
+    await own.js.purge_stream(DISCOVER.stream)  # its discover task is gone for good
+    assert await sweeper.sweep() == []  # not stalled yet: it only just moved
+
+    ended = await sweeper.sweep(now=time.time() + SETTINGS.stall_s + 1)
+
+    assert ended == [lost.id]
+    record, _ = await own.jobs.get(lost.id)
+    assert record.job.state == JobState.JOB_STATE_FAILED
+    assert "no progress" in record.job.error and "refresh again" in record.job.error
+    assert record.job.HasField("end_time")
+    fresh, coalesced = await own.refresher.refresh("alice", force=False)
+    assert not coalesced and fresh.id != lost.id
+
+
+async def test_a_stalled_training_ends_done_with_its_bundle(own: Gateway) -> None:
+    sweeper = JobSweeper(own.jobs, SETTINGS)
+    job, _ = await own.refresher.refresh("bob", force=False)
+    await own.jobs.update(job.id, ready)
+    # Past the refresh stall but within the training one: a training may wait its turn.
+    assert await sweeper.sweep(now=time.time() + SETTINGS.stall_s + 1) == []
+
+    assert await sweeper.sweep(now=time.time() + SETTINGS.training_stall_s + 1) == [job.id]
+    record, _ = await own.jobs.get(job.id)
+    assert record.job.state == JobState.JOB_STATE_DONE
+    assert record.job.training.state == job_pb2.TRAINING_STATE_FAILED
+    assert "training made no progress" in record.job.training.reason
+    assert record.job.bundle.content_hash == "cd" * 32 and not record.job.error
+
+
+async def test_final_and_moving_jobs_are_left_alone(own: Gateway) -> None:
+    sweeper = JobSweeper(own.jobs, SETTINGS)
+    done, _ = await own.refresher.refresh("carol", force=False)
+    await own.jobs.end(done.id, JobState.JOB_STATE_CANCELLED, "cancelled by a caller")
+    later = time.time() + SETTINGS.training_stall_s + 1
+    assert await sweeper.sweep(now=later) == []
+    record, _ = await own.jobs.get(done.id)
+    assert record.job.state == JobState.JOB_STATE_CANCELLED
+    assert record.job.error == "cancelled by a caller"
