@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import json
 import logging
 import pathlib
@@ -401,7 +402,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
                 call = await self._admit(method, request, context)
                 _current.set(call)
-                async for item in inner_stream(request, context):
+                answers = inner_stream(request, context)
+                if inspect.isawaitable(answers):  # a handler that writes with context.write
+                    await answers
+                    return
+                async for item in answers:
                     if needs_owner and not call.owner_checked:
                         await unchecked(context)
                     yield item

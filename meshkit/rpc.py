@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -187,7 +188,12 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
                 if problem := self._problem(request):
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
                 try:
-                    async for item in inner_stream(request, context):
+                    answers = inner_stream(request, context)
+                    if inspect.isawaitable(answers):
+                        # A handler that writes with context.write (grpc's Health/Watch).
+                        await answers
+                        return
+                    async for item in answers:
                         yield item
                 except grpc.aio.AbortError:
                     raise

@@ -19,22 +19,15 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from meshkit.auth import Authenticator
-from meshkit.config import AuthSettings
 from meshkit.signing import LocalSigner
 from tests.rest.stub_gateway import StubGateway, start_stub_gateway
+from tests.support.auth import authenticator_for
 from tests.support.rest_fixtures import proxy, rest  # noqa: F401 - shared fixtures
 
 
 @pytest.fixture(scope="session")
 async def stub(signer: LocalSigner) -> AsyncIterator[StubGateway]:
-    gateway = await start_stub_gateway(
-        Authenticator.from_settings(
-            AuthSettings(
-                keys_file=str(signer.jwks_path), issuer=signer.issuer, audience=signer.audience
-            )
-        )
-    )
+    gateway = await start_stub_gateway(authenticator_for(signer))
     yield gateway
     await gateway.stop()
 

@@ -15,10 +15,8 @@ from contextmesh.bundle.v1 import bundle_pb2
 from contextmesh.search.v1 import search_service_pb2 as pb
 from contextmesh.search.v1 import search_service_pb2_grpc
 
-from meshkit.auth import Authenticator
 from meshkit.bearer import aio_bearer_channel
 from meshkit.blob import BlobStore
-from meshkit.config import AuthSettings
 from meshkit.embedding import encode, load_model, model_nbytes
 from meshkit.ids import new_job_id
 from meshkit.passages import bundle_passages
@@ -28,6 +26,7 @@ from meshkit.topology import Buckets
 from searchsvc.cache import ByteLRU
 from searchsvc.engine import Searcher
 from searchsvc.servicer import SEARCH_RULES, SEARCH_SERVICE, SearchServicer
+from tests.support.auth import authenticator_for
 from tests.train.support import sample_bundle, store_bundle
 from trainsvc.evaluate import Metrics
 from trainsvc.pipeline import TrainResult
@@ -60,11 +59,7 @@ async def start(
                 SEARCH_SERVICE,
             )
         ],
-        auth=Authenticator.from_settings(
-            AuthSettings(
-                keys_file=str(signer.jwks_path), issuer=signer.issuer, audience=signer.audience
-            )
-        ),
+        auth=authenticator_for(signer),
         rules=SEARCH_RULES,
     )
     await server.server.start()

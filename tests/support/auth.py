@@ -7,9 +7,20 @@ verification off.
 
 from __future__ import annotations
 
+from meshkit.auth import Authenticator
+from meshkit.config import AuthSettings
 from meshkit.signing import LocalSigner
 
-__all__ = ["auth_env", "bearer_header", "grpcurl_token"]
+__all__ = ["auth_env", "authenticator_for", "bearer_header", "grpcurl_token"]
+
+
+def authenticator_for(signer: LocalSigner) -> Authenticator:
+    """What an in-process server verifies `signer`'s tokens with."""
+    return Authenticator.from_settings(
+        AuthSettings(
+            keys_file=str(signer.jwks_path), issuer=signer.issuer, audience=signer.audience
+        )
+    )
 
 
 def auth_env(signer: LocalSigner) -> dict[str, str]:
