@@ -323,9 +323,6 @@ def _principal_of(claims: Mapping[str, Any]) -> Principal:
     return Principal(str(claims["sub"]), frozenset(u.lower() for u in users), admin=admin)
 
 
-Wrapped = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
-
-
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Authenticates every call but health and reflection, then applies the method's Rule."""
 
