@@ -35,6 +35,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from meshkit.bearer import aio_bearer_channel  # noqa: E402
 from meshkit.nats_server import NatsServer  # noqa: E402
 from tests.support.mesh import Mesh  # noqa: E402
 from tests.support.ports import free_port  # noqa: E402
@@ -141,10 +142,10 @@ async def concurrent(call: Call, clients: int, seconds: float) -> float:
 
 
 async def measure(
-    gateway: str, floor: str, control: str, seconds: float, run: int
+    gateway: str, token: str, floor: str, control: str, seconds: float, run: int
 ) -> dict[str, float]:
     async with (
-        grpc.aio.insecure_channel(gateway) as gch,
+        aio_bearer_channel(gateway, token) as gch,
         grpc.aio.insecure_channel(floor) as fch,
         grpc.aio.insecure_channel(control) as cch,
     ):
@@ -209,6 +210,7 @@ def main() -> None:
                 asyncio.run(
                     measure(
                         mesh.gateway_target,
+                        mesh.admin_token,
                         f"127.0.0.1:{floor_port}",
                         f"127.0.0.1:{control_port}",
                         args.seconds,

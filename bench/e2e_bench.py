@@ -19,7 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import grpc
 from contextmesh.gateway.v1 import bundle_service_pb2 as pb
 from contextmesh.gateway.v1 import bundle_service_pb2_grpc
 
@@ -53,7 +52,7 @@ def one_run(size: int, workers: int, latency_s: float, concurrency: int) -> dict
                 mesh.start("syncsvc", name=f"syncsvc-{i}")
             mesh.start("mergesvc")
             time.sleep(1.0)  # let every worker bind its consumer
-            with grpc.insecure_channel(mesh.gateway_target) as channel:
+            with mesh.channel() as channel:
                 stub = bundle_service_pb2_grpc.BundleServiceStub(channel)
                 out: dict[str, float] = {}
                 for label in ("first", "unchanged"):

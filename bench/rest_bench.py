@@ -22,13 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import grpc
 from contextmesh.gateway.v1 import bundle_service_pb2 as pb
 from contextmesh.gateway.v1 import bundle_service_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from meshkit.bearer import aio_bearer_channel  # noqa: E402
 from meshkit.nats_server import NatsServer  # noqa: E402
 from tests.support.envoy import rest_proxy  # noqa: E402
 from tests.support.mesh import Mesh  # noqa: E402
@@ -42,14 +42,17 @@ end
 function request()
   counter = counter + 1
   local path = "/v1/users/" .. prefix .. "-" .. counter .. "/bundle:refresh"
-  return wrk.format("POST", path, {["Content-Type"] = "application/json"}, "{}")
+  local headers = {["Content-Type"] = "application/json", ["Authorization"] = "Bearer TOKEN"}
+  return wrk.format("POST", path, headers, "{}")
 end
 """
 
 
-async def grpc_load(target: str, clients: int, seconds: float, run: int) -> dict[str, float]:
+async def grpc_load(
+    target: str, token: str, clients: int, seconds: float, run: int
+) -> dict[str, float]:
     latencies: list[float] = []
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with aio_bearer_channel(target, token) as channel:
         stub = bundle_service_pb2_grpc.BundleServiceStub(channel)
         end = time.perf_counter() + seconds
 
@@ -112,16 +115,19 @@ def main() -> None:
         sys.exit("wrk is not installed: apt-get install -y wrk")
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "refresh.lua"
-        script.write_text(WRK_SCRIPT)
         nats = NatsServer(Path(tmp) / "nats").start()
         mesh = Mesh(nats.url, Path(tmp) / "mesh", env={"CONTEXTMESH_LOG_LEVEL": "warning"})
+        script.write_text(WRK_SCRIPT.replace("TOKEN", mesh.admin_token))
         try:
             mesh.start("gateway")
+            target = mesh.gateway_target
             with rest_proxy(mesh.gateway_target, Path(tmp) / "envoy") as proxy:
                 direct, rest = [], []
                 for run in range(args.runs):
                     direct.append(
-                        asyncio.run(grpc_load(mesh.gateway_target, args.clients, args.seconds, run))
+                        asyncio.run(
+                            grpc_load(target, mesh.admin_token, args.clients, args.seconds, run)
+                        )
                     )
                     rest.append(wrk_load(proxy.base_url, args.clients, args.seconds, script))
         finally:

@@ -32,11 +32,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-import grpc  # noqa: E402
 from contextmesh.search.v1 import search_service_pb2 as pb  # noqa: E402
 from contextmesh.search.v1 import search_service_pb2_grpc  # noqa: E402
 from train_bench import synthetic_bundle  # noqa: E402
 
+from meshkit.bearer import aio_bearer_channel  # noqa: E402
 from meshkit.blob import FilesystemBlobStore  # noqa: E402
 from meshkit.config import NatsSettings  # noqa: E402
 from meshkit.nats_client import connect  # noqa: E402
@@ -86,7 +86,7 @@ async def latency(runs: int, queries: int) -> None:
             started = time.monotonic()
             await asyncio.to_thread(mesh.wait_serving, target, "searchsvc", 120.0)
             print(f"searchsvc serving after {time.monotonic() - started:.1f} s", file=sys.stderr)
-            async with grpc.aio.insecure_channel(target) as channel:
+            async with aio_bearer_channel(target, mesh.admin_token) as channel:
                 stub = search_service_pb2_grpc.SearchServiceStub(channel)
 
                 async def call(query: str) -> float:

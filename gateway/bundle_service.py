@@ -1,7 +1,10 @@
 """contextmesh.gateway.v1.BundleService: the public API.
 
-Requests arrive already validated (meshkit.rpc.GuardInterceptor) and domain errors are
-mapped to statuses in one place (meshkit.rpc.STATUS_OF); handlers here only do the work.
+Requests arrive already authenticated and checked against the caller's users
+(gateway.access, meshkit.auth), validated (meshkit.rpc.GuardInterceptor), and domain errors
+are mapped to statuses in one place (meshkit.rpc.STATUS_OF); handlers here only do the work.
+The job methods check the job's owner on the record they read (`authorize_job`), so someone
+else's job answers exactly like an unknown one.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from google.api import httpbody_pb2
 
 from gateway.bundles import BundleReader
 from gateway.refresh import Refresher
+from meshkit.auth import authorize_job, forward_credentials
 from meshkit.jobs import JobStore, bundle_is_ready, is_final
 
 __all__ = ["BundleService"]
@@ -50,12 +54,17 @@ class BundleService(bundle_service_pb2_grpc.BundleServiceServicer):
         self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetJobResponse:
         record, _ = await self.jobs.get(request.id)
+        authorize_job(record.job.user, request.id)
         return pb.GetJobResponse(job=record.job)
 
     async def WatchJob(
         self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchJobResponse]:
+        first = True
         async for job in self.jobs.watch(request.id):
+            if first:
+                authorize_job(job.user, request.id)
+                first = False
             yield pb.WatchJobResponse(
                 job=job, final=is_final(job.state), bundle_ready=bundle_is_ready(job)
             )
@@ -89,6 +98,8 @@ class BundleService(bundle_service_pb2_grpc.BundleServiceServicer):
     async def CancelJob(
         self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext
     ) -> pb.CancelJobResponse:
+        current, _ = await self.jobs.get(request.id)
+        authorize_job(current.job.user, request.id)
         record = await self.jobs.end(
             request.id, JobState.JOB_STATE_CANCELLED, "cancelled by a caller"
         )
@@ -104,6 +115,8 @@ class BundleService(bundle_service_pb2_grpc.BundleServiceServicer):
                     user=request.user, query=request.query, top_k=request.top_k
                 ),
                 timeout=self.search_timeout_s,
+                # searchsvc verifies the caller's token too: it acts for the same caller.
+                metadata=forward_credentials(context),
             )
         except grpc.aio.AioRpcError as exc:
             code = exc.code()

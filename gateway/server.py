@@ -1,7 +1,9 @@
-"""The gateway process: BundleService and OpsService on one gRPC server.
+"""The gateway process: BundleService on the public listener, OpsService on the admin one.
 
 It never calls GitHub and never loads a model: refreshes are KV writes plus one publish,
-progress is a watch of the job record, search is forwarded to the search service.
+progress is a watch of the job record, search is forwarded to the search service. Operations
+(dead letters) live on a separate admin listener (CONTEXTMESH_ADMIN_ADDR, loopback by
+default) that only admin-scoped tokens may use; the public listener does not serve them.
 """
 
 from __future__ import annotations
@@ -10,16 +12,18 @@ import asyncio
 import logging
 
 import grpc
-from contextmesh.gateway.v1 import bundle_service_pb2, bundle_service_pb2_grpc
-from contextmesh.ops.v1 import ops_service_pb2, ops_service_pb2_grpc
+from contextmesh.gateway.v1 import bundle_service_pb2_grpc
+from contextmesh.ops.v1 import ops_service_pb2_grpc
 from contextmesh.search.v1 import search_service_pb2_grpc
 
+from gateway.access import ADMIN_RULES, BUNDLE_SERVICE, OPS_SERVICE, PUBLIC_RULES
 from gateway.bundle_service import BundleService
 from gateway.bundles import BundleReader
 from gateway.ops_service import OpsService
 from gateway.redrive import Redriver
 from gateway.refresh import Refresher
 from gateway.sweeper import JobSweeper
+from meshkit.auth import Authenticator
 from meshkit.blob import open_blob_store
 from meshkit.jobs import JobStore
 from meshkit.rpc import create_server
@@ -30,12 +34,10 @@ __all__ = ["serve"]
 
 log = logging.getLogger(__name__)
 
-BUNDLE_SERVICE = bundle_service_pb2.DESCRIPTOR.services_by_name["BundleService"].full_name
-OPS_SERVICE = ops_service_pb2.DESCRIPTOR.services_by_name["OpsService"].full_name
-
 
 async def serve(ctx: ServiceContext) -> None:
     settings = ctx.settings
+    auth = Authenticator.from_settings(settings.auth)
     jobs = await JobStore.open(ctx.js)
     active = await ctx.js.key_value(Buckets.ACTIVE.name)
     pointers = await ctx.js.key_value(Buckets.BUNDLES.name)
@@ -49,7 +51,7 @@ async def serve(ctx: ServiceContext) -> None:
         BundleReader(pointers, blobs),
         search_service_pb2_grpc.SearchServiceStub(search_channel),
     )
-    bundle = create_server(
+    public = create_server(
         settings.gateway_addr,
         [
             (
@@ -57,21 +59,34 @@ async def serve(ctx: ServiceContext) -> None:
                 bundle_service,
                 BUNDLE_SERVICE,
             ),
+        ],
+        auth=auth,
+        rules=PUBLIC_RULES,
+        max_concurrent_rpcs=settings.max_concurrent_rpcs,
+    )
+    admin = create_server(
+        settings.admin_addr,
+        [
             (
                 ops_service_pb2_grpc.add_OpsServiceServicer_to_server,
                 OpsService(ctx.js, redriver),
                 OPS_SERVICE,
             ),
         ],
+        auth=auth,
+        rules=ADMIN_RULES,
+        max_concurrent_rpcs=64,
     )
-    await bundle.server.start()
-    log.info("gateway listening on %s (port %d)", settings.gateway_addr, bundle.port)
-    health = asyncio.create_task(follow_nats_health(ctx, bundle))
+    await public.server.start()
+    await admin.server.start()
+    log.info("gateway listening on %s (port %d)", settings.gateway_addr, public.port)
+    log.info("gateway admin listening on %s (port %d)", settings.admin_addr, admin.port)
+    health = asyncio.gather(follow_nats_health(ctx, public), follow_nats_health(ctx, admin))
     sweeper = asyncio.create_task(JobSweeper(jobs, settings.jobs).run(ctx.stop))
     await ctx.stop.wait()
     await health  # NOT_SERVING now, while calls are still answered
     await sweeper
     await asyncio.sleep(settings.drain_s)
-    await bundle.server.stop(grace=5)
+    await asyncio.gather(public.server.stop(grace=5), admin.server.stop(grace=5))
     await search_channel.close()
     await blobs.close()

@@ -16,7 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="contextmesh",
         description="Fresh bundles of your repositories' context, and search over them. "
-        "Client commands talk to CONTEXTMESH_TARGET (default localhost:50051).",
+        "Client commands talk to CONTEXTMESH_TARGET (default localhost:50051) with the bearer "
+        "token in CONTEXTMESH_TOKEN, else the admin token `up` keeps in its data directory.",
     )
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
     up.add_parser(sub)

@@ -1,11 +1,19 @@
-"""The client commands: refresh, job, bundle, search, deadletters. They talk gRPC only."""
+"""The client commands: refresh, job, bundle, search, deadletters, token. They talk gRPC only.
+
+Every call carries a bearer token: CONTEXTMESH_TOKEN when set, else the admin token that
+`contextmesh up` keeps in its data directory (CONTEXTMESH_DATA_DIR, default .contextmesh),
+so the person who ran `up` needs no setup. `deadletters` talks to the admin listener
+(CONTEXTMESH_ADMIN_TARGET, default localhost:50053).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import sys
+from pathlib import Path
 
 import grpc
 from contextmesh.gateway.v1 import bundle_service_pb2 as pb
@@ -16,6 +24,8 @@ from contextmesh.ops.v1 import ops_service_pb2_grpc
 from google.protobuf import json_format
 
 from meshctl.progress import bundle_line, progress_line, summary
+from meshkit.bearer import bearer_channel
+from meshkit.signing import LocalSigner
 
 __all__ = ["add_parsers"]
 
@@ -47,19 +57,55 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("query")
     p.add_argument("-k", "--top-k", type=int, default=5)
     p.set_defaults(run=search)
-    p = sub.add_parser("deadletters", help="list parked tasks, or redrive one")
+    p = sub.add_parser("deadletters", help="list parked tasks, or redrive one (admin)")
     p.add_argument(
         "--redrive", type=int, metavar="SEQ", help="re-run a parked task's work in a new job"
     )
     p.set_defaults(run=deadletters)
+    p = sub.add_parser("token", help="print a token signed with the local `up` signing key")
+    p.add_argument(
+        "--user",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a GitHub user the token may act for (repeat for more)",
+    )
+    p.add_argument("--admin", action="store_true", help="admin scope: the admin plane too")
+    p.add_argument("--ttl", default="1h", help="lifetime: seconds, or e.g. 30m, 12h, 7d")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="the data directory of `up` (env CONTEXTMESH_DATA_DIR, default .contextmesh)",
+    )
+    p.set_defaults(run=token)
 
 
 def target() -> str:
     return os.environ.get("CONTEXTMESH_TARGET", "localhost:50051")
 
 
+def admin_target() -> str:
+    return os.environ.get("CONTEXTMESH_ADMIN_TARGET", "localhost:50053")
+
+
+def data_dir(explicit: str | None = None) -> Path:
+    return Path(explicit or os.environ.get("CONTEXTMESH_DATA_DIR") or ".contextmesh")
+
+
+def caller_token() -> str | None:
+    """CONTEXTMESH_TOKEN, else the admin token of a local `up`, else None (the server
+    then answers UNAUTHENTICATED, saying how to get one)."""
+    if env := os.environ.get("CONTEXTMESH_TOKEN", "").strip():
+        return env
+    path = data_dir() / "auth" / "admin.token"
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
 def _stub() -> bundle_service_pb2_grpc.BundleServiceStub:
-    return bundle_service_pb2_grpc.BundleServiceStub(grpc.insecure_channel(target()))
+    return bundle_service_pb2_grpc.BundleServiceStub(bearer_channel(target(), caller_token()))
 
 
 def _follow(stub: bundle_service_pb2_grpc.BundleServiceStub, job_id: str) -> job_pb2.Job:
@@ -159,7 +205,7 @@ def search(args: argparse.Namespace) -> int:
 
 
 def deadletters(args: argparse.Namespace) -> int:
-    stub = ops_service_pb2_grpc.OpsServiceStub(grpc.insecure_channel(target()))
+    stub = ops_service_pb2_grpc.OpsServiceStub(bearer_channel(admin_target(), caller_token()))
     if args.redrive is not None:
         answer = stub.RedriveDeadLetter(ops.RedriveDeadLetterRequest(sequence=args.redrive))
         print(
@@ -174,3 +220,30 @@ def deadletters(args: argparse.Namespace) -> int:
         token = page.next_page_token
         if not token:
             return 0
+
+
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_ttl(text: str) -> int:
+    match = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text)
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(
+            f"--ttl: expected a positive number of seconds or e.g. 30m, 12h, 7d; got {text!r}"
+        )
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def token(args: argparse.Namespace) -> int:
+    if not args.user and not args.admin:
+        print("contextmesh token: name at least one --user, or pass --admin", file=sys.stderr)
+        return 2
+    try:
+        ttl = parse_ttl(args.ttl)
+        signer = LocalSigner.open(data_dir(args.data_dir) / "auth", create=False)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"contextmesh token: {exc}", file=sys.stderr)
+        return 2
+    users = args.user or (["*"] if args.admin else [])
+    print(signer.mint(users=users, admin=args.admin, ttl_s=ttl))
+    return 0

@@ -11,6 +11,12 @@ proto/, which Envoy's gRPC-JSON transcoder reads from the descriptor image
         ...  # REST on :8080, transcoded to gRPC on :50051
 
 The admin interface always binds loopback: it can stop the server, so it is never exposed.
+Admin-plane services (ADMIN_SERVICES: OpsService) are never transcoded: they have REST rules
+in the contracts, but the public proxy answers 404 for them; they are served only on the
+gateway's admin listener. The edge has limits: request bodies above MAX_REQUEST_BYTES get
+413, the upstream cluster has circuit breakers, and the overload manager sheds load before
+Envoy's heap passes MAX_HEAP_BYTES. The Authorization header reaches the gateway as gRPC
+metadata, where it is verified.
 """
 
 from __future__ import annotations
@@ -32,7 +38,10 @@ from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2, message
 
 __all__ = [
+    "ADMIN_SERVICES",
     "LISTENER_NAME",
+    "MAX_HEAP_BYTES",
+    "MAX_REQUEST_BYTES",
     "EnvoyError",
     "EnvoyProcess",
     "envoy_binary",
@@ -46,16 +55,28 @@ LISTENER_NAME = "rest"
 
 _CLUSTER_NAME = "gateway"
 
+ADMIN_SERVICES = frozenset({"contextmesh.ops.v1.OpsService"})
+"""Services of the admin plane: served on the gateway's admin listener only, never on REST."""
+MAX_REQUEST_BYTES = 64 * 1024
+"""Every REST request is a few names and numbers; bigger bodies are refused with 413."""
+MAX_HEAP_BYTES = 256 * 1024 * 1024
+"""The overload manager's heap bound: Envoy shrinks its heap at 90%, stops taking requests
+at 95%."""
+MAX_UPSTREAM_REQUESTS = 1000
+"""Circuit breaker: requests (open watches included) Envoy sends the gateway at once; more get
+503 at once, instead of queueing in Envoy's memory. Matches CONTEXTMESH_MAX_CONCURRENT_RPCS."""
+
 
 class EnvoyError(RuntimeError):
     """Envoy could not be configured or did not become ready; the message says why."""
 
 
 def transcoded_services(descriptor_path: str | os.PathLike[str]) -> list[str]:
-    """Full names of the services in a descriptor image that have REST routes.
+    """Full names of the public services in a descriptor image that have REST routes.
 
     A service is transcoded when at least one of its methods carries a `google.api.http`
-    rule; internal services (contextmesh.search.v1.SearchService) have none and stay gRPC-only.
+    rule; internal services (contextmesh.search.v1.SearchService) have none and stay
+    gRPC-only, and admin-plane services (ADMIN_SERVICES) are left out whatever their rules.
     """
     path = pathlib.Path(descriptor_path)
     try:
@@ -68,6 +89,7 @@ def transcoded_services(descriptor_path: str | os.PathLike[str]) -> list[str]:
         for service in file.service
         if any(m.options.HasExtension(annotations_pb2.http) for m in service.method)
     ]
+    names = [name for name in names if name not in ADMIN_SERVICES]
     if not names:
         raise EnvoyError(f"{path} holds no service with google.api.http rules")
     return sorted(names)
@@ -99,6 +121,11 @@ def render_envoy_config(
     names = list(services) if services is not None else transcoded_services(descriptor_path)
     if not names:
         raise EnvoyError("services is empty: Envoy would transcode nothing")
+    if admin := sorted(set(names) & ADMIN_SERVICES):
+        raise EnvoyError(
+            f"{', '.join(admin)} belong to the admin plane: they are served only on the "
+            "gateway's admin listener, never through the public proxy"
+        )
     return _TEMPLATE.format(
         admin_port=admin_port or 0,
         listener=LISTENER_NAME,
@@ -111,6 +138,9 @@ def render_envoy_config(
         upstream_host=_q(upstream_host),
         upstream_port=upstream_port,
         health_checks=_HEALTH_CHECKS if upstream_health_check else "",
+        max_request_bytes=MAX_REQUEST_BYTES,
+        max_heap_bytes=MAX_HEAP_BYTES,
+        max_upstream_requests=MAX_UPSTREAM_REQUESTS,
         t="type.googleapis.com/envoy.extensions.",
     )
 
@@ -322,11 +352,34 @@ _TEMPLATE = """\
 admin:
   address:
     socket_address: {{address: "127.0.0.1", port_value: {admin_port}}}
+# Shed load before the heap grows without bound: one client must not exhaust the proxy.
+overload_manager:
+  refresh_interval: 0.25s
+  resource_monitors:
+  - name: envoy.resource_monitors.fixed_heap
+    typed_config:
+      "@type": {t}resource_monitors.fixed_heap.v3.FixedHeapConfig
+      max_heap_size_bytes: {max_heap_bytes}
+  - name: envoy.resource_monitors.global_downstream_max_connections
+    typed_config:
+      "@type": {t}resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig
+      max_active_downstream_connections: 10000
+  actions:
+  - name: envoy.overload_actions.shrink_heap
+    triggers:
+    - name: envoy.resource_monitors.fixed_heap
+      threshold: {{value: 0.90}}
+  - name: envoy.overload_actions.stop_accepting_requests
+    triggers:
+    - name: envoy.resource_monitors.fixed_heap
+      threshold: {{value: 0.95}}
 static_resources:
   listeners:
   - name: {listener}
     address:
       socket_address: {{address: {listen_host}, port_value: {listen_port}}}
+    # Bytes Envoy holds per connection before it stops reading from it (flow control).
+    per_connection_buffer_limit_bytes: 1048576
     filter_chains:
     - filters:
       - name: envoy.filters.network.http_connection_manager
@@ -363,6 +416,10 @@ static_resources:
               services: [{services}]
               # gRPC errors become HTTP codes with a google.rpc.Status JSON body.
               convert_grpc_status: true
+              # REST bodies above the limit get 413 before anything is sent upstream. (Not
+              # the buffer filter: it stalls native gRPC passing through; those requests are
+              # bounded by the gateway's receive limit and this listener's buffer limit.)
+              max_request_body_size: {max_request_bytes}
               print_options:
                 add_whitespace: false
                 always_print_primitive_fields: true
@@ -383,6 +440,14 @@ static_resources:
     type: {discovery}
     connect_timeout: 1s
     lb_policy: ROUND_ROBIN
+    # Bounded work in flight to the gateway: excess is refused (503), not queued in memory.
+    circuit_breakers:
+      thresholds:
+      - priority: DEFAULT
+        max_connections: 1024
+        max_pending_requests: 256
+        max_requests: {max_upstream_requests}
+        max_retries: 3
     typed_extension_protocol_options:
       envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
         "@type": {t}upstreams.http.v3.HttpProtocolOptions

@@ -5,6 +5,12 @@ gateway, N sync workers, the merge worker, the search service and the trainer wh
 `train` extra is installed, and Envoy serving REST. A process that dies is restarted with
 backoff, as Kubernetes would; Ctrl-C or SIGTERM stops everything and leaves nothing behind.
 A second `up` reuses the data directory: jobs, bundles and models survive.
+
+Safe by default: everything listens on 127.0.0.1 unless `--host` says otherwise (the admin
+listener needs its own `--admin-host`), and authentication is always on. The first start
+creates a signing key in <data dir>/auth/ (kept across restarts); the services verify tokens
+with its public half, `contextmesh token` signs with it, and each start writes an admin
+token there that the CLI uses when CONTEXTMESH_TOKEN is not set.
 """
 
 from __future__ import annotations
@@ -17,11 +23,13 @@ from pathlib import Path
 
 from meshctl.supervisor import ProcessSpec, Supervisor, grpc_health_ready, tcp_ready
 from meshkit.nats_server import NatsServer
+from meshkit.signing import LocalSigner
 
 __all__ = ["add_parser", "build_specs"]
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_SOURCE = ROOT / "examples" / "repos"
+ADMIN_TOKEN_TTL_S = 30 * 86400
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +40,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="where NATS, blobs and logs live (env CONTEXTMESH_DATA_DIR)",
     )
     p.add_argument("--sync-workers", type=int, default=2, help="sync worker processes")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address the gateway and REST listen on (default loopback; 0.0.0.0: everywhere)",
+    )
     p.add_argument("--grpc-port", type=int, default=50051, help="gateway gRPC port")
+    p.add_argument(
+        "--admin-port", type=int, default=50053, help="admin gRPC port (OpsService, admin tokens)"
+    )
+    p.add_argument(
+        "--admin-host", default="127.0.0.1", help="address the admin listener binds (loopback)"
+    )
     p.add_argument("--rest-port", type=int, default=8080, help="REST (Envoy) port; 0: no REST")
     p.add_argument("--nats-port", type=int, default=4222, help="NATS client port")
     p.add_argument("--search-port", type=int, default=50052, help="search service port")
@@ -61,10 +80,17 @@ def build_specs(
     nats = NatsServer(data_dir / "nats", port=args.nats_port, die_with_parent=False)
     nats.write_config()
     training = not args.no_training and _have_training()
+    signer = LocalSigner.open(data_dir / "auth")
     env = {
         "CONTEXTMESH_NATS_URL": f"nats://127.0.0.1:{args.nats_port}",
         "CONTEXTMESH_DATA_DIR": str(data_dir),
-        "CONTEXTMESH_GATEWAY_ADDR": f"[::]:{args.grpc_port}",
+        "CONTEXTMESH_GATEWAY_ADDR": _address(args.host, args.grpc_port),
+        "CONTEXTMESH_ADMIN_ADDR": _address(args.admin_host, args.admin_port),
+        # Set explicitly: an inherited CONTEXTMESH_AUTH=off never reaches what up runs.
+        "CONTEXTMESH_AUTH": "on",
+        "CONTEXTMESH_AUTH_KEYS_FILE": str(signer.jwks_path),
+        "CONTEXTMESH_AUTH_ISSUER": signer.issuer,
+        "CONTEXTMESH_AUTH_AUDIENCE": signer.audience,
         "CONTEXTMESH_SEARCH_ADDR": f"127.0.0.1:{args.search_port}",
         "CONTEXTMESH_SYNC_REPLICAS": str(args.sync_workers),
         "CONTEXTMESH_TRAINING": "on" if training else "off",
@@ -84,7 +110,7 @@ def build_specs(
             "gateway",
             [py, "-m", "gateway"],
             env=env,
-            ready=grpc_health_ready(f"127.0.0.1:{args.grpc_port}"),
+            ready=grpc_health_ready(f"{_dial(args.host)}:{args.grpc_port}"),
         ),
         *[
             ProcessSpec(f"syncsvc-{i + 1}", [py, "-m", "syncsvc"], env=env)
@@ -111,9 +137,9 @@ def _envoy_spec(data_dir: Path, args: argparse.Namespace) -> ProcessSpec:
     config = data_dir / "envoy.yaml"
     config.write_text(
         render_envoy_config(
-            listen_host="0.0.0.0",
+            listen_host=args.host,
             listen_port=args.rest_port,
-            upstream_host="127.0.0.1",
+            upstream_host=_dial(args.host),
             upstream_port=args.grpc_port,
             descriptor_path=descriptor,
         )
@@ -128,25 +154,49 @@ def _envoy_spec(data_dir: Path, args: argparse.Namespace) -> ProcessSpec:
         "--log-level",
         "warn",
     ]
-    return ProcessSpec("envoy", argv, ready=tcp_ready("127.0.0.1", args.rest_port))
+    return ProcessSpec("envoy", argv, ready=tcp_ready(_dial(args.host), args.rest_port))
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _dial(host: str) -> str:
+    """Where a local client reaches a listener bound to `host`."""
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host.strip("[]")
+
+
+def write_admin_token(data_dir: Path) -> Path:
+    """A fresh admin token for the CLI of the person who ran `up`, readable by them only."""
+    signer = LocalSigner.open(data_dir / "auth")
+    path = data_dir / "auth" / "admin.token"
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(signer.mint(users=["*"], admin=True, ttl_s=ADMIN_TOKEN_TTL_S) + "\n")
+    return path
 
 
 def run(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir).resolve()
     (data_dir / "logs").mkdir(parents=True, exist_ok=True)
     specs, env = build_specs(args, data_dir)
+    token_path = write_admin_token(data_dir)
     supervisor = Supervisor(
         specs, log_dir=data_dir / "logs", console=None, state_file=data_dir / "up.json"
     )
 
     supervisor.start()
     source = "GitHub" if args.github else env["CONTEXTMESH_LOCAL_SOURCE_DIR"]
-    rest = f"http://localhost:{args.rest_port}" if args.rest_port else "off"
+    host = _dial(args.host)
+    rest = f"http://{host}:{args.rest_port}" if args.rest_port else "off"
     print(
         f"contextmesh is up (data in {data_dir}, logs in {data_dir / 'logs'})\n"
-        f"  gRPC     localhost:{args.grpc_port}   "
-        f"grpcurl -plaintext localhost:{args.grpc_port} list\n"
+        f"  gRPC     {host}:{args.grpc_port}   "
+        f"grpcurl -plaintext {host}:{args.grpc_port} list\n"
         f"  REST     {rest}\n"
+        f"  admin    {_dial(args.admin_host)}:{args.admin_port} (admin tokens only)\n"
+        f"  tokens   the CLI uses {token_path}; others: contextmesh token --user NAME\n"
         f"  NATS     nats://127.0.0.1:{args.nats_port}\n"
         f"  source   {source}\n"
         f"  training {env['CONTEXTMESH_TRAINING']}\n"

@@ -16,6 +16,7 @@ from meshkit.errors import ConfigError
 
 __all__ = [
     "WORK_STREAMS",
+    "AuthSettings",
     "GithubSettings",
     "JobSettings",
     "NatsSettings",
@@ -219,6 +220,25 @@ class JobSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class AuthSettings:
+    """How the gateway and searchsvc verify callers' bearer tokens (docs/security.md)."""
+
+    enabled: bool = True
+    """CONTEXTMESH_AUTH: 'off' lets every caller act for every user (logged loudly; never
+    what `contextmesh up` does). On by default: then an issuer, an audience and keys are
+    required."""
+    jwks_url: str | None = None
+    """CONTEXTMESH_AUTH_JWKS_URL: the identity provider's JWKS, refetched on an unknown key id."""
+    keys_file: str | None = None
+    """CONTEXTMESH_AUTH_KEYS_FILE: a JWKS file, one JWK or a PEM public key (used instead of
+    the URL when both are set); `contextmesh up` points it at <data dir>/auth/jwks.json."""
+    issuer: str | None = None
+    """CONTEXTMESH_AUTH_ISSUER: the `iss` every token must carry."""
+    audience: str | None = None
+    """CONTEXTMESH_AUTH_AUDIENCE: a value the `aud` of every token must include."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     """Everything a contextmesh process is configured with."""
 
@@ -233,8 +253,15 @@ class Settings:
     train: TrainSettings = field(default_factory=TrainSettings)
     jobs: JobSettings = field(default_factory=JobSettings)
     timing: Mapping[str, StreamTiming] = field(default_factory=dict)
+    auth: AuthSettings = field(default_factory=AuthSettings)
     gateway_addr: str = "[::]:50051"
     """CONTEXTMESH_GATEWAY_ADDR: where the gateway listens."""
+    admin_addr: str = "127.0.0.1:50053"
+    """CONTEXTMESH_ADMIN_ADDR: the gateway's admin listener (OpsService, admin tokens only);
+    loopback unless an operator exposes it on purpose."""
+    max_concurrent_rpcs: int = 1000
+    """CONTEXTMESH_MAX_CONCURRENT_RPCS: calls (open watches included) one gRPC server runs at
+    once; more are refused with RESOURCE_EXHAUSTED."""
     search_addr: str = "127.0.0.1:50052"
     """CONTEXTMESH_SEARCH_ADDR: where the search service listens; the gateway dials it."""
     health_addr: str | None = None
@@ -308,7 +335,18 @@ class Settings:
                 ),
             ),
             timing={name: _stream_timing(e, name) for name in WORK_STREAMS},
+            auth=AuthSettings(
+                enabled=e.flag("CONTEXTMESH_AUTH", True),
+                jwks_url=e.optional("CONTEXTMESH_AUTH_JWKS_URL"),
+                keys_file=e.optional("CONTEXTMESH_AUTH_KEYS_FILE"),
+                issuer=e.optional("CONTEXTMESH_AUTH_ISSUER"),
+                audience=e.optional("CONTEXTMESH_AUTH_AUDIENCE"),
+            ),
             gateway_addr=e.text("CONTEXTMESH_GATEWAY_ADDR", "[::]:50051"),
+            admin_addr=e.text("CONTEXTMESH_ADMIN_ADDR", "127.0.0.1:50053"),
+            max_concurrent_rpcs=e.integer(
+                "CONTEXTMESH_MAX_CONCURRENT_RPCS", 1000, minimum=1, maximum=100_000
+            ),
             search_addr=e.text("CONTEXTMESH_SEARCH_ADDR", "127.0.0.1:50052"),
             health_addr=e.optional("CONTEXTMESH_HEALTH_ADDR"),
             drain_s=e.number("CONTEXTMESH_DRAIN_S", 1.0),

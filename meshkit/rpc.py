@@ -6,12 +6,16 @@
   interceptor, so handlers raise meaningful exceptions and never build statuses themselves.
 - The OpenTelemetry server interceptor is installed when tracing is on (meshkit.telemetry).
 - Every server serves grpc.health.v1.Health (a status per service) and reflection.
+- Every server authenticates its callers and applies its access rules (meshkit.auth) before
+  anything else, and has limits: a small receive size (requests are tiny; answers may be
+  large), a cap on concurrent calls, and requests that do not decode answer INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -19,6 +23,7 @@ import protovalidate
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from meshkit.auth import Authenticator, AuthInterceptor, Rule
 from meshkit.errors import (
     BlobNotFoundError,
     ConfigError,
@@ -31,6 +36,8 @@ from meshkit.telemetry import tracing_enabled
 from meshkit.validation import describe_violations
 
 __all__ = [
+    "MAX_RECEIVE_BYTES",
+    "MAX_SEND_BYTES",
     "STATUS_OF",
     "FailedPrecondition",
     "GuardInterceptor",
@@ -42,7 +49,46 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+MAX_SEND_BYTES = 64 * 1024 * 1024
+"""Answers may be large (a bundle index); downloads stream in chunks well below this."""
+MAX_RECEIVE_BYTES = 64 * 1024
+"""Every request of the contracts is a few names and numbers: anything larger is refused
+before it is buffered (RESOURCE_EXHAUSTED)."""
+DEFAULT_MAX_CONCURRENT_RPCS = 1000
+
+
+class _Undecodable:
+    """Stands in for a request whose bytes do not parse; the guard answers INVALID_ARGUMENT."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+
+def _decoding(
+    deserializer: Callable[[bytes], Any] | None, method: str
+) -> Callable[[bytes], Any] | None:
+    """Wrap a request deserializer so bad bytes become _Undecodable, not an UNKNOWN status
+    that names a Python exception."""
+    if deserializer is None:
+        return None
+
+    def decode(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:
+            return _Undecodable(
+                f"the request to {method} is not a valid protobuf message of its type; "
+                "send the message the contract declares"
+            )
+
+    return decode
+
+
+# Exceptions whose text comes from libraries, not from us: the client gets this instead.
+_FIXED_MESSAGES: list[tuple[type[BaseException], str]] = [
+    (TimeoutError, "a dependency did not answer in time; try again shortly"),
+    (ConnectionError, "a dependency is unreachable; try again shortly"),
+]
 
 
 class NotFound(MeshError):
@@ -91,6 +137,8 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
 
     def _problem(self, request: Any) -> str | None:
+        if isinstance(request, _Undecodable):
+            return request.problem
         if self.validator is None:
             return None
         try:
@@ -115,12 +163,15 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         return guarded
 
     def _guard(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        decode = _decoding(handler.request_deserializer, method)
+
         async def fail(context: Any, exc: Exception) -> None:
             code = _status_for(exc)
             if code is None:
                 log.exception("%s failed", method, exc_info=exc)
                 await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}")
-            await context.abort(code, str(exc))
+            fixed = next((text for kind, text in _FIXED_MESSAGES if isinstance(exc, kind)), None)
+            await context.abort(code, fixed or str(exc))
 
         if handler.unary_unary:
             inner_unary = handler.unary_unary
@@ -135,9 +186,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
                 except Exception as exc:
                     await fail(context, exc)
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary, handler.request_deserializer, handler.response_serializer
-            )
+            return grpc.unary_unary_rpc_method_handler(unary, decode, handler.response_serializer)
         if handler.unary_stream:
             inner_stream = handler.unary_stream
 
@@ -145,16 +194,19 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
                 if problem := self._problem(request):
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
                 try:
-                    async for item in inner_stream(request, context):
+                    answers = inner_stream(request, context)
+                    if inspect.isawaitable(answers):
+                        # A handler that writes with context.write (grpc's Health/Watch).
+                        await answers
+                        return
+                    async for item in answers:
                         yield item
                 except grpc.aio.AbortError:
                     raise
                 except Exception as exc:
                     await fail(context, exc)
 
-            return grpc.unary_stream_rpc_method_handler(
-                stream, handler.request_deserializer, handler.response_serializer
-            )
+            return grpc.unary_stream_rpc_method_handler(stream, decode, handler.response_serializer)
         return handler
 
 
@@ -187,15 +239,25 @@ def create_server(
     address: str,
     register: Sequence[tuple[Callable[[Any, grpc.aio.Server], None], Any, str]],
     *,
+    auth: Authenticator | None,
+    rules: Mapping[str, Rule] | None = None,
     validate: bool = True,
     trace: bool = True,
+    max_receive_bytes: int = MAX_RECEIVE_BYTES,
+    max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS,
 ) -> ServerBundle:
     """Build a server on address ('[::]:0' picks a free port) with the given servicers.
 
-    register holds (add_XServicer_to_server, servicer, full service name) triples.
+    register holds (add_XServicer_to_server, servicer, full service name) triples; rules
+    says, per full method name ('/pkg.Service/Method'), what a caller must hold (a method
+    without a rule is refused; health and reflection are open). `auth` may be None only for
+    a server with no rules (a worker's health endpoint).
     Health starts NOT_SERVING; call set_serving(True) once dependencies are reachable.
     """
-    interceptors: list[grpc.aio.ServerInterceptor] = [GuardInterceptor(validate=validate)]
+    interceptors: list[grpc.aio.ServerInterceptor] = [
+        AuthInterceptor(auth, rules or {}),
+        GuardInterceptor(validate=validate),
+    ]
     if trace and tracing_enabled():
         from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
@@ -203,10 +265,11 @@ def create_server(
     server = grpc.aio.server(
         interceptors=interceptors,
         options=[
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_SEND_BYTES),
+            ("grpc.max_receive_message_length", max_receive_bytes),
             ("grpc.so_reuseport", 0),
         ],
+        maximum_concurrent_rpcs=max_concurrent_rpcs,
     )
     names = []
     for add, servicer, name in register:

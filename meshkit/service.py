@@ -59,7 +59,7 @@ async def follow_nats_health(ctx: ServiceContext, bundle: ServerBundle) -> None:
 
 
 async def _serve_health(ctx: ServiceContext, address: str) -> None:
-    bundle = create_server(address, [], validate=False, trace=False)
+    bundle = create_server(address, [], auth=None, validate=False, trace=False)
     await bundle.server.start()
     ctx.servers.append(bundle)
     try:

@@ -12,6 +12,7 @@ import logging
 
 from contextmesh.search.v1 import search_service_pb2_grpc
 
+from meshkit.auth import Authenticator
 from meshkit.blob import open_blob_store
 from meshkit.embedding import base_model_path, prepare_offline
 from meshkit.rpc import create_server
@@ -19,7 +20,7 @@ from meshkit.service import ServiceContext, follow_nats_health
 from meshkit.topology import Buckets
 from searchsvc.cache import ByteLRU
 from searchsvc.engine import Searcher
-from searchsvc.servicer import SEARCH_SERVICE, SearchServicer
+from searchsvc.servicer import SEARCH_RULES, SEARCH_SERVICE, SearchServicer
 
 __all__ = ["serve"]
 
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 async def serve(ctx: ServiceContext) -> None:
     prepare_offline()
     settings = ctx.settings
+    auth = Authenticator.from_settings(settings.auth)
     blobs = open_blob_store(settings.blob_url)
     searcher = Searcher(
         bundles=await ctx.js.key_value(Buckets.BUNDLES.name),
@@ -47,6 +49,9 @@ async def serve(ctx: ServiceContext) -> None:
                 SEARCH_SERVICE,
             )
         ],
+        auth=auth,
+        rules=SEARCH_RULES,
+        max_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
     await bundle.server.start()
     log.info("searchsvc listening on %s (port %d)", settings.search_addr, bundle.port)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import grpc
 from contextmesh.search.v1 import search_pb2, search_service_pb2, search_service_pb2_grpc
 
+from meshkit.auth import Rule, user_field
 from searchsvc.engine import Searcher
 
-__all__ = ["SEARCH_SERVICE", "SearchServicer"]
+__all__ = ["SEARCH_RULES", "SEARCH_SERVICE", "SearchServicer"]
 
 SEARCH_SERVICE = search_service_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name
+SEARCH_RULES: dict[str, Rule] = {f"/{SEARCH_SERVICE}/Search": user_field("user")}
+"""The gateway forwards its caller's token, so searchsvc checks the same caller again."""
 
 
 class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):

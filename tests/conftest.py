@@ -17,6 +17,7 @@ from nats.js import JetStreamContext
 from meshkit.config import NatsSettings
 from meshkit.nats_client import connect
 from meshkit.nats_server import NatsServer
+from meshkit.signing import LocalSigner
 from meshkit.topology import declare
 
 # No test may reach a model hub (the model loads from an installed package).
@@ -59,3 +60,15 @@ def nc(connection: tuple[Client, JetStreamContext]) -> Client:
 @pytest.fixture
 def js(connection: tuple[Client, JetStreamContext]) -> JetStreamContext:
     return connection[1]
+
+
+@pytest.fixture(scope="session")
+def signer(tmp_path_factory: pytest.TempPathFactory) -> LocalSigner:
+    """A signing key for the session: services trust it (tests.support.auth.auth_env)."""
+    return LocalSigner.open(tmp_path_factory.mktemp("auth"))
+
+
+@pytest.fixture(scope="session")
+def admin_token(signer: LocalSigner) -> str:
+    """May act for every user and use the admin plane, as `up`'s CLI token does."""
+    return signer.mint(users=["*"], admin=True, ttl_s=86400)

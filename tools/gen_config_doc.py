@@ -44,6 +44,10 @@ then parked in DEADLETTER |
 the default per-worker GitHub concurrency is 80 divided by it |
 | `CONTEXTMESH_TRACE_CONSOLE` | unset | `1` prints trace spans to stderr |
 | `CONTEXTMESH_TARGET` | `localhost:50051` | the gateway that the CLI's client commands call |
+| `CONTEXTMESH_ADMIN_TARGET` | `localhost:50053` | the admin listener that \
+`contextmesh deadletters` calls |
+| `CONTEXTMESH_TOKEN` | unset | the bearer token the CLI sends; unset: the admin token `up` keeps \
+in `<data dir>/auth/admin.token` |
 
 Blob store credentials follow each provider's usual variables: see docs/storage.md.
 """

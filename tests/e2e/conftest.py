@@ -6,7 +6,6 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 from contextmesh.gateway.v1 import bundle_service_pb2_grpc
 
@@ -72,5 +71,5 @@ def mesh(fresh_nats: NatsServer, tmp_path: Path, source_dir: Path) -> Iterator[M
 
 @pytest.fixture
 def stub(mesh: Mesh) -> Iterator[bundle_service_pb2_grpc.BundleServiceStub]:
-    with grpc.insecure_channel(mesh.gateway_target) as channel:
+    with mesh.channel() as channel:
         yield bundle_service_pb2_grpc.BundleServiceStub(channel)

@@ -133,7 +133,7 @@ def test_dead_letters_on_an_empty_stream_and_a_bad_page_token(mesh: Mesh) -> Non
     from contextmesh.ops.v1 import ops_service_pb2_grpc
 
     mesh.start("gateway")
-    with grpc.insecure_channel(mesh.gateway_target) as channel:
+    with mesh.channel(target=mesh.admin_target) as channel:
         stub = ops_service_pb2_grpc.OpsServiceStub(channel)
         page = stub.ListDeadLetters(ops.ListDeadLettersRequest())
         assert list(page.tasks) == [] and page.next_page_token == ""

@@ -11,7 +11,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 from contextmesh.gateway.v1 import bundle_service_pb2 as pb
 from contextmesh.gateway.v1 import bundle_service_pb2_grpc
@@ -56,7 +55,7 @@ def test_refresh_download_and_unchanged_refresh_on_each_backend(
         mesh.start("gateway")
         mesh.start("syncsvc")
         mesh.start("mergesvc")
-        with grpc.insecure_channel(mesh.gateway_target) as channel:
+        with mesh.channel() as channel:
             stub = bundle_service_pb2_grpc.BundleServiceStub(channel)
 
             def refresh() -> job_pb2.Job:

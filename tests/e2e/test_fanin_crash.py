@@ -6,7 +6,6 @@ import asyncio
 import json
 from pathlib import Path
 
-import grpc
 import pytest
 from contextmesh.gateway.v1 import bundle_service_pb2 as pb
 from contextmesh.gateway.v1 import bundle_service_pb2_grpc
@@ -110,7 +109,7 @@ def test_sigkill_of_a_sync_worker_mid_job_counts_each_repository_once(
         mesh.start("syncsvc", name="victim")
         mesh.start("syncsvc", name="survivor")
         mesh.start("mergesvc")
-        with grpc.insecure_channel(mesh.gateway_target) as channel:
+        with mesh.channel() as channel:
             stub = bundle_service_pb2_grpc.BundleServiceStub(channel)
             job_id = stub.RefreshBundle(pb.RefreshBundleRequest(user="bob")).job.id
             killed = False

@@ -12,7 +12,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 from contextmesh.bundle.v1 import bundle_pb2
 from contextmesh.gateway.v1 import bundle_service_pb2 as pb
@@ -72,7 +71,7 @@ def stream_state(url: str, stream: str) -> tuple[int, int]:
 
 @pytest.fixture
 def ops_stub(mesh: Mesh) -> Iterator[ops_service_pb2_grpc.OpsServiceStub]:
-    with grpc.insecure_channel(mesh.gateway_target) as channel:
+    with mesh.channel(target=mesh.admin_target) as channel:
         yield ops_service_pb2_grpc.OpsServiceStub(channel)
 
 
@@ -191,7 +190,11 @@ def test_training_follows_a_ready_bundle_and_never_holds_a_refresh_back(
         watcher = subprocess.Popen(
             [sys.executable, "-m", "meshctl", "job", changed.job.id, "--watch"],
             cwd=ROOT,
-            env={**mesh.env, "CONTEXTMESH_TARGET": mesh.gateway_target},
+            env={
+                **mesh.env,
+                "CONTEXTMESH_TARGET": mesh.gateway_target,
+                "CONTEXTMESH_TOKEN": mesh.token("alice"),
+            },
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

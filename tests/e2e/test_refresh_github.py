@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 from contextmesh.gateway.v1 import bundle_service_pb2 as pb
 from contextmesh.gateway.v1 import bundle_service_pb2_grpc
@@ -53,7 +52,7 @@ def gh_mesh(fresh_nats: NatsServer, tmp_path: Path, github: FakeGithub) -> Itera
 
 
 def refresh(mesh: Mesh, user: str = "octo") -> job_pb2.Job:
-    with grpc.insecure_channel(mesh.gateway_target) as channel:
+    with mesh.channel() as channel:
         stub = bundle_service_pb2_grpc.BundleServiceStub(channel)
         job = stub.RefreshBundle(pb.RefreshBundleRequest(user=user)).job
         final = list(stub.WatchJob(pb.WatchJobRequest(id=job.id), timeout=120))[-1]
@@ -101,7 +100,7 @@ def test_failing_and_oversized_repositories_do_not_fail_the_job(
     assert (job.synced, job.failed) == (REPOS - 1, 1)
     assert [f.repository for f in job.failures] == ["octo/repo-0007"]
     assert "500" in job.failures[0].reason and TOKEN not in job.failures[0].reason
-    with grpc.insecure_channel(gh_mesh.gateway_target) as channel:
+    with gh_mesh.channel() as channel:
         stub = bundle_service_pb2_grpc.BundleServiceStub(channel)
         repos = {
             r.repository: r for r in stub.GetBundle(pb.GetBundleRequest(user="octo")).repositories

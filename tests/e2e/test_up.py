@@ -1,7 +1,13 @@
-"""`contextmesh up`: everything starts, answers, stops cleanly, and comes back with its data."""
+"""`contextmesh up`: everything starts, answers, stops cleanly, and comes back with its data.
+
+It is safe by default: every listener on loopback, authentication on with a signing key of
+its own (kept across restarts), the CLI using the admin token it writes, `contextmesh token`
+minting user tokens, and the admin plane on its own port.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
@@ -10,11 +16,11 @@ import sys
 import time
 from pathlib import Path
 
-import grpc
 import httpx
 from contextmesh.gateway.v1 import bundle_service_pb2 as pb
 from contextmesh.gateway.v1 import bundle_service_pb2_grpc
 
+from meshkit.bearer import bearer_channel
 from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,6 +40,24 @@ def processes_using(marker: str) -> list[int]:
     return found
 
 
+def listening_hosts(port: int) -> set[str]:
+    """The local addresses with a socket listening on `port`, from /proc/net/tcp{,6}."""
+    hosts = set()
+    for table, size in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            address, hex_port = fields[1].split(":")
+            if fields[3] == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(address)
+                # The kernel prints each 32-bit word in host (little-endian) order.
+                words = b"".join(raw[i : i + 4][::-1] for i in range(0, size, 4))
+                ip = ipaddress.ip_address(words)
+                # An IPv6 socket bound to ::ffff:127.0.0.1 (gRPC does this) is IPv4 loopback.
+                mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+                hosts.add(str(mapped or ip))
+    return hosts
+
+
 def start_up(data_dir: Path, ports: dict[str, int], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         proc = subprocess.Popen(
@@ -51,6 +75,8 @@ def start_up(data_dir: Path, ports: dict[str, int], log: Path) -> subprocess.Pop
                 str(ports["nats"]),
                 "--search-port",
                 str(ports["search"]),
+                "--admin-port",
+                str(ports["admin"]),
             ],
             cwd=ROOT,
             stdout=out,
@@ -66,12 +92,22 @@ def start_up(data_dir: Path, ports: dict[str, int], log: Path) -> subprocess.Pop
 
 def test_up_serves_refreshes_stops_cleanly_and_keeps_its_data(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    ports = {name: free_port() for name in ("grpc", "rest", "nats", "search")}
+    ports = {name: free_port() for name in ("grpc", "rest", "nats", "search", "admin")}
     log = tmp_path / "up.log"
     target = f"localhost:{ports['grpc']}"
-    env = {**os.environ, "CONTEXTMESH_TARGET": target}
+    # The CLI finds up's admin token in the data directory: no token to pass by hand.
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "CONTEXTMESH_TOKEN"},
+        "CONTEXTMESH_TARGET": target,
+        "CONTEXTMESH_ADMIN_TARGET": f"localhost:{ports['admin']}",
+        "CONTEXTMESH_DATA_DIR": str(data_dir),
+    }
     proc = start_up(data_dir, ports, log)
+    key = (data_dir / "auth" / "signing-key.pem").read_bytes()
     try:
+        for name in ("grpc", "rest", "admin"):
+            assert listening_hosts(ports[name]) == {"127.0.0.1"}, name
+        assert (data_dir / "auth" / "signing-key.pem").stat().st_mode & 0o077 == 0
         listed = subprocess.run(
             [str(BIN / "grpcurl"), "-plaintext", target, "list"],
             capture_output=True,
@@ -92,12 +128,35 @@ def test_up_serves_refreshes_stops_cleanly_and_keeps_its_data(tmp_path: Path) ->
         )
         assert refresh.returncode == 0, refresh.stdout + refresh.stderr + log.read_text()
         assert "Done" in refresh.stdout and "synced" in refresh.stdout
-        first_hash = bundle_hash(target)
+        token = cli(env, "token", "--user", "demo", "--ttl", "10m").stdout.strip()
+        first_hash = bundle_hash(target, token)
+
+        # A user token from `contextmesh token` works for its user only, from the CLI too.
+        as_demo = {**env, "CONTEXTMESH_TOKEN": token}
+        assert "bundle" in cli(as_demo, "bundle", "demo").stdout
+        other = cli(as_demo, "bundle", "someone-else", check=False)
+        assert other.returncode == 1 and "PERMISSION_DENIED" in other.stderr
+        anonymous = cli(
+            {**env, "CONTEXTMESH_DATA_DIR": str(tmp_path / "nowhere")},
+            "bundle",
+            "demo",
+            check=False,
+        )
+        assert "UNAUTHENTICATED" in anonymous.stderr and "contextmesh token" in anonymous.stderr
+        # The admin plane: up's admin token may list dead letters; a user token may not.
+        assert cli(env, "deadletters").returncode == 0
+        assert "PERMISSION_DENIED" in cli(as_demo, "deadletters", check=False).stderr
 
         # REST through the Envoy that up started: the same job, as JSON, streamed to its end.
         base = f"http://127.0.0.1:{ports['rest']}"
-        job = httpx.post(f"{base}/v1/users/demo/bundle:refresh", json={}, timeout=10).json()["job"]
-        with httpx.stream("GET", f"{base}/v1/jobs/{job['id']}:watch", timeout=60) as response:
+        auth = {"Authorization": f"Bearer {token}"}
+        assert httpx.get(f"{base}/v1/users/demo/bundle", timeout=10).status_code == 401
+        job = httpx.post(
+            f"{base}/v1/users/demo/bundle:refresh", json={}, headers=auth, timeout=10
+        ).json()["job"]
+        with httpx.stream(
+            "GET", f"{base}/v1/jobs/{job['id']}:watch", headers=auth, timeout=60
+        ) as response:
             lines = [json.loads(line) for line in response.iter_lines() if line.strip()]
         assert lines[-1]["final"] is True and lines[-1]["job"]["state"] == "JOB_STATE_DONE"
     finally:
@@ -108,14 +167,24 @@ def test_up_serves_refreshes_stops_cleanly_and_keeps_its_data(tmp_path: Path) ->
     log = tmp_path / "up-again.log"
     proc = start_up(data_dir, ports, log)  # the same data directory
     try:
-        assert bundle_hash(target) == first_hash
+        # The same signing key: a token minted before the restart still verifies.
+        assert (data_dir / "auth" / "signing-key.pem").read_bytes() == key
+        assert bundle_hash(target, token) == first_hash
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(60)
     assert processes_using(str(data_dir)) == []
 
 
-def bundle_hash(target: str) -> str:
-    with grpc.insecure_channel(target) as channel:
+def cli(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [str(BIN / "contextmesh"), *args], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert not check or done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def bundle_hash(target: str, token: str) -> str:
+    with bearer_channel(target, token) as channel:
         stub = bundle_service_pb2_grpc.BundleServiceStub(channel)
         return stub.GetBundle(pb.GetBundleRequest(user="demo"), timeout=10).bundle.content_hash

@@ -3,12 +3,11 @@
 The tests in this package ask only for these fixtures, so they can be pointed at the real
 gateway by providing the same names elsewhere:
 
-- `grpc_target`: host:port of a gRPC server with BundleService, OpsService, health and
-  reflection.
+- `grpc_target`: host:port of a gRPC server with BundleService, health and reflection,
+  that trusts the session's `signer` (tests/conftest.py).
 - `proxy`: a `tests.support.envoy.RestProxy` (Envoy transcoding to `grpc_target`).
 - `rest`: an httpx.AsyncClient on the proxy.
 - `user`: a user no other test touches, whose refresh ends DONE with a bundle.
-- `parked_sequence`: the sequence of a task parked in the dead-letter stream.
 
 Only tests that need to steer the server (cutting a stream midway) ask for `stub`.
 """
@@ -20,13 +19,15 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from meshkit.signing import LocalSigner
 from tests.rest.stub_gateway import StubGateway, start_stub_gateway
+from tests.support.auth import authenticator_for
 from tests.support.rest_fixtures import proxy, rest  # noqa: F401 - shared fixtures
 
 
 @pytest.fixture(scope="session")
-async def stub() -> AsyncIterator[StubGateway]:
-    gateway = await start_stub_gateway()
+async def stub(signer: LocalSigner) -> AsyncIterator[StubGateway]:
+    gateway = await start_stub_gateway(authenticator_for(signer))
     yield gateway
     await gateway.stop()
 
@@ -40,9 +41,3 @@ def grpc_target(stub: StubGateway) -> str:
 def user() -> str:
     # A GitHub-shaped name of its own, so no two tests' jobs ever coalesce.
     return f"u-{uuid.uuid4().hex[:12]}"
-
-
-@pytest.fixture(scope="session")
-def parked_sequence(stub: StubGateway) -> int:
-    # The last one: tests that list parked tasks expect the first to stay.
-    return max(stub.state.parked)

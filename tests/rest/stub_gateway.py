@@ -1,13 +1,15 @@
-"""A stand-in gateway that follows the BundleService and OpsService contracts, for REST tests.
+"""A stand-in gateway that follows the BundleService contract, for REST tests.
 
 The real gateway needs NATS, workers and a blob store; the transcoding tests only need
 something that answers like it. This stub keeps jobs in memory and walks each one through
 the states a user sees (QUEUED ... DONE) on a timer, so WatchJob replays the current state,
 then every change, then a final message, as the contract says. It validates requests with
 the contract's protovalidate rules, serves gRPC health and reflection, and can be told to
-cut a user's watch streams midway (`cut_watches`) to show what a client sees then.
+cut a user's watch streams midway (`cut_watches`) to show what a client sees then. Like the
+real public listener it authenticates callers with the project's interceptor and access table
+(meshkit.auth, gateway.access) and serves no admin-plane service.
 
-    stub = await start_stub_gateway()
+    stub = await start_stub_gateway(authenticator)
     ...  # gRPC on stub.address
     await stub.stop()
 """
@@ -28,8 +30,6 @@ from contextmesh.bundle.v1 import bundle_pb2
 from contextmesh.gateway.v1 import bundle_service_pb2 as api
 from contextmesh.gateway.v1 import bundle_service_pb2_grpc as api_grpc
 from contextmesh.job.v1 import job_pb2
-from contextmesh.ops.v1 import ops_service_pb2 as ops
-from contextmesh.ops.v1 import ops_service_pb2_grpc as ops_grpc
 from contextmesh.search.v1 import search_pb2
 from google.api import httpbody_pb2
 from google.protobuf import message as proto_message
@@ -37,9 +37,12 @@ from google.protobuf import timestamp_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from gateway.access import PUBLIC_RULES
+from meshkit.auth import Authenticator, AuthInterceptor, authorize_job
+from meshkit.errors import JobNotFoundError
+
 __all__ = [
     "DOWNLOAD_CHUNK_BYTES",
-    "FIRST_PARKED_SEQUENCE",
     "StubGateway",
     "StubState",
     "start_stub_gateway",
@@ -70,14 +73,6 @@ REPOSITORIES = (
 )
 DOWNLOAD_CHUNK_BYTES = 256
 """DownloadBundle sends the bundle in HttpBody messages of at most this many bytes."""
-FIRST_PARKED_SEQUENCE = 2**53 + 7
-"""The sequence of the first parked task: above 2**53, so a JSON number would lose it."""
-# Tasks parked at start: subject and last error.
-PARKED = (
-    ("contextmesh.train", "CUDA out of memory"),
-    ("contextmesh.sync", "HTTP 502 from GitHub"),
-    ("contextmesh.merge", "blob store unavailable"),
-)
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
@@ -108,12 +103,11 @@ class _JobRecord:
 
 @dataclass
 class StubState:
-    """What the stub knows: jobs, each user's latest bundle and the parked tasks."""
+    """What the stub knows: jobs and each user's latest bundle."""
 
     step_s: float
     jobs: dict[str, _JobRecord] = field(default_factory=dict)
     bundles: dict[str, tuple[api.GetBundleResponse, bytes]] = field(default_factory=dict)
-    parked: dict[int, ops.ParkedTask] = field(default_factory=dict)
     cut_after: dict[str, int] = field(default_factory=dict)
 
     def cut_watches(self, user: str, *, after: int) -> None:
@@ -233,7 +227,12 @@ class _BundleService(api_grpc.BundleServiceServicer):
 
     async def _record(self, job_id: str, context: grpc.aio.ServicerContext) -> _JobRecord:
         record = self.state.jobs.get(job_id)
-        if record is None:
+        try:
+            if record is None:
+                raise JobNotFoundError(job_id)
+            # Someone else's job answers exactly like an unknown one.
+            authorize_job(record.job.user, job_id)
+        except JobNotFoundError:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"job {job_id} not found")
         assert record is not None
         return record
@@ -357,43 +356,6 @@ class _BundleService(api_grpc.BundleServiceServicer):
         )
 
 
-class _OpsService(ops_grpc.OpsServiceServicer):
-    """OpsService over StubState's parked tasks."""
-
-    def __init__(self, state: StubState) -> None:
-        self.state = state
-
-    async def ListDeadLetters(
-        self, request: ops.ListDeadLettersRequest, context: grpc.aio.ServicerContext
-    ) -> ops.ListDeadLettersResponse:
-        await _validate(request, context)
-        start = int(request.page_token) if request.page_token.isdigit() else 0
-        size = request.page_size or 100
-        tasks = [t for seq, t in sorted(self.state.parked.items()) if seq >= start]
-        page, rest = tasks[:size], tasks[size:]
-        return ops.ListDeadLettersResponse(
-            tasks=page, next_page_token=str(rest[0].sequence) if rest else ""
-        )
-
-    async def RedriveDeadLetter(
-        self, request: ops.RedriveDeadLetterRequest, context: grpc.aio.ServicerContext
-    ) -> ops.RedriveDeadLetterResponse:
-        await _validate(request, context)
-        task = self.state.parked.pop(request.sequence, None)
-        if task is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no parked task {request.sequence}")
-        assert task is not None
-        # Like the gateway: a new job re-runs the work and says which letter it came from.
-        job = job_pb2.Job(
-            id=_new_job_id(),
-            user="stub-parked",
-            state=JobState.JOB_STATE_QUEUED,
-            create_time=_now(),
-            redrive=job_pb2.Redrive(sequence=task.sequence, stream="SYNC", job_id=task.job_id),
-        )
-        return ops.RedriveDeadLetterResponse(task=task, job=job)
-
-
 @dataclass
 class StubGateway:
     """A running stub: where it listens, its state, and stop()."""
@@ -413,28 +375,16 @@ class StubGateway:
         await self.server.stop(grace=None)
 
 
-async def start_stub_gateway(*, host: str = "127.0.0.1", step_s: float = 0.01) -> StubGateway:
+async def start_stub_gateway(
+    authenticator: Authenticator, *, host: str = "127.0.0.1", step_s: float = 0.01
+) -> StubGateway:
     """Start the stub on a free port; each job changes state every `step_s` seconds."""
     state = StubState(step_s=step_s)
-    for offset, (subject, reason) in enumerate(PARKED):
-        sequence = FIRST_PARKED_SEQUENCE + offset
-        state.parked[sequence] = ops.ParkedTask(
-            sequence=sequence,
-            subject=subject,
-            job_id=_new_job_id(),
-            msg_id=f"task-{offset}",
-            reason=reason,
-            deliveries=5,
-        )
-    server = grpc.aio.server()
+    server = grpc.aio.server(interceptors=[AuthInterceptor(authenticator, PUBLIC_RULES)])
     api_grpc.add_BundleServiceServicer_to_server(_BundleService(state), server)
-    ops_grpc.add_OpsServiceServicer_to_server(_OpsService(state), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    services = [
-        api.DESCRIPTOR.services_by_name["BundleService"].full_name,
-        ops.DESCRIPTOR.services_by_name["OpsService"].full_name,
-    ]
+    services = [api.DESCRIPTOR.services_by_name["BundleService"].full_name]
     for name in ["", *services]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection(

@@ -11,6 +11,8 @@ import yaml
 from google.protobuf import descriptor_pb2
 
 from meshctl.envoy import (
+    MAX_HEAP_BYTES,
+    MAX_REQUEST_BYTES,
     EnvoyError,
     render_envoy_config,
     start_envoy,
@@ -18,7 +20,7 @@ from meshctl.envoy import (
 )
 from tests.support.envoy import DESCRIPTOR_PATH, envoy_validate
 
-PUBLIC = ["contextmesh.gateway.v1.BundleService", "contextmesh.ops.v1.OpsService"]
+PUBLIC = ["contextmesh.gateway.v1.BundleService"]
 
 
 def _render(**overrides: Any) -> str:
@@ -35,9 +37,9 @@ def _render(**overrides: Any) -> str:
 
 def _transcoder(config: dict[str, Any]) -> dict[str, Any]:
     manager = _manager(config)
-    first = manager["http_filters"][0]
-    assert first["name"] == "envoy.filters.http.grpc_json_transcoder"
-    typed: dict[str, Any] = first["typed_config"]
+    found = [f for f in manager["http_filters"] if f["name"].endswith("grpc_json_transcoder")]
+    assert len(found) == 1
+    typed: dict[str, Any] = found[0]["typed_config"]
     return typed
 
 
@@ -48,8 +50,31 @@ def _manager(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_transcoded_services_are_those_with_rest_routes() -> None:
-    # SearchService is internal (no google.api.http rules), so it stays off REST.
+    # SearchService is internal (no google.api.http rules), so it stays off REST; OpsService
+    # has rules but is the admin plane, served on the gateway's admin listener only.
     assert transcoded_services(DESCRIPTOR_PATH) == PUBLIC
+
+
+def test_an_admin_service_is_never_transcoded_even_when_asked() -> None:
+    with pytest.raises(EnvoyError, match="admin plane"):
+        _render(services=[*PUBLIC, "contextmesh.ops.v1.OpsService"])
+
+
+def test_the_edge_has_limits() -> None:
+    config = yaml.safe_load(_render())
+
+    assert _transcoder(config)["max_request_body_size"] == MAX_REQUEST_BYTES
+    assert config["static_resources"]["listeners"][0]["per_connection_buffer_limit_bytes"] > 0
+    breakers = config["static_resources"]["clusters"][0]["circuit_breakers"]["thresholds"][0]
+    assert breakers["max_requests"] > 0 and breakers["max_pending_requests"] > 0
+    overload = config["overload_manager"]
+    heap = overload["resource_monitors"][0]
+    assert heap["name"] == "envoy.resource_monitors.fixed_heap"
+    assert heap["typed_config"]["max_heap_size_bytes"] == MAX_HEAP_BYTES
+    assert {a["name"] for a in overload["actions"]} >= {
+        "envoy.overload_actions.shrink_heap",
+        "envoy.overload_actions.stop_accepting_requests",
+    }
 
 
 def test_a_descriptor_without_rest_routes_is_refused(tmp_path: pathlib.Path) -> None:

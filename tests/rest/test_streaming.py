@@ -46,7 +46,10 @@ async def test_one_message_per_line_with_trailers_ok(
 ) -> None:
     job_id = (await refresh(rest, user))["job"]["id"]
 
-    response = await get_with_trailers(f"{proxy.base_url}/v1/jobs/{job_id}:watch")
+    response = await get_with_trailers(
+        f"{proxy.base_url}/v1/jobs/{job_id}:watch",
+        headers={"Authorization": rest.headers["authorization"]},
+    )
 
     assert response.status == 200
     assert response.headers["content-type"] == "application/json"
@@ -67,7 +70,10 @@ async def test_a_cut_stream_has_no_final_line_and_a_failing_grpc_status(
     assert not any(m["final"] for m in messages)
 
     # With trailers, the gRPC status of the cut arrives after the last chunk.
-    response = await get_with_trailers(f"{proxy.base_url}/v1/jobs/{job_id}:watch")
+    response = await get_with_trailers(
+        f"{proxy.base_url}/v1/jobs/{job_id}:watch",
+        headers={"Authorization": rest.headers["authorization"]},
+    )
     assert response.status == 200
     assert not any(json.loads(line)["final"] for line in response.lines)
     assert response.trailers["grpc-status"] == "14"  # UNAVAILABLE

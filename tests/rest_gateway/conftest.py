@@ -8,20 +8,14 @@ nats-server, behind real Envoy. They ask only for the fixtures below.
 from __future__ import annotations
 
 import json
-import random
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from contextmesh.sync.v1 import tasks_pb2 as sync_tasks
-from contextmesh.task.v1 import task_pb2
-from nats.js import JetStreamContext
 
-from meshkit.ids import new_job_id, sync_msg_id
 from meshkit.nats_server import NatsServer
-from meshkit.topology import SYNC
-from meshkit.worker import park
+from meshkit.signing import LocalSigner
 from tests.support.mesh import Mesh
 from tests.support.rest_fixtures import proxy, rest  # noqa: F401 - shared fixtures
 
@@ -33,7 +27,10 @@ def source_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def gateway_mesh(
-    nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory, source_root: Path
+    nats_server: NatsServer,
+    tmp_path_factory: pytest.TempPathFactory,
+    source_root: Path,
+    signer: LocalSigner,
 ) -> Iterator[Mesh]:
     mesh = Mesh(
         nats_server.url,
@@ -42,13 +39,19 @@ def gateway_mesh(
             "CONTEXTMESH_SOURCE": "local",
             "CONTEXTMESH_LOCAL_SOURCE_DIR": str(source_root),
         },
+        signer=signer,  # the session's: the shared `rest` client sends its admin token
     )
     try:
         mesh.start("gateway")
         mesh.start("syncsvc")
         mesh.start("mergesvc")
         mesh.start("searchsvc")
-        mesh.wait_serving(f"127.0.0.1:{mesh.search_port}", "searchsvc", timeout=120)
+        mesh.wait_serving(
+            f"127.0.0.1:{mesh.search_port}",
+            "searchsvc",
+            timeout=180,
+            service="contextmesh.search.v1.SearchService",
+        )
         yield mesh
     finally:
         mesh.stop_all()
@@ -76,39 +79,3 @@ def user(source_root: Path) -> str:
         )
         (folder / "README.md").write_text(f"# {repo}\n\n{topic}.\n")
     return name
-
-
-@pytest.fixture(scope="session")
-async def parked_sequence(gateway_mesh: Mesh, js: JetStreamContext) -> int:
-    """The last of two sync tasks parked as a worker parks one after its last delivery.
-    (Two, because the paging test reads pages of one.) Redriving one refreshes its user."""
-    seq = 0
-    for index in range(2):
-        job_id = new_job_id()
-        task = sync_tasks.SyncRepoTask(
-            meta=task_pb2.TaskMeta(job_id=job_id, task_id=sync_msg_id(job_id, index)),
-            user="u-parked",
-            repository="u-parked/broken",
-            index=index,
-        )
-        seq = await park(
-            js,
-            SYNC,
-            payload=task.SerializeToString(),
-            stream_seq=random.randrange(1 << 40),
-            msg_id=task.meta.task_id,
-            job_id=job_id,
-            reason="RuntimeError: the blob store was down",
-            deliveries=SYNC.max_deliver,
-        )
-    return seq
-
-
-@pytest.fixture(scope="session")
-async def js(nats_server: NatsServer) -> AsyncIterator[JetStreamContext]:
-    from meshkit.config import NatsSettings
-    from meshkit.nats_client import connect
-
-    nc, js = await connect(NatsSettings(url=nats_server.url), name="rest-gateway-tests")
-    yield js
-    await nc.drain()

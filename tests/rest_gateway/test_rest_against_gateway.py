@@ -27,7 +27,7 @@ from tests.rest.test_routes import (  # noqa: F401
     test_int64_fields_are_strings,
     test_json_is_camel_case_with_enum_names_and_defaults,
     test_path_and_body_fields_both_reach_the_request,
-    test_query_parameters_map_to_fields,
+    test_the_admin_plane_has_no_public_route,
 )
 from tests.rest.test_streaming import (  # noqa: F401
     test_one_message_per_line_with_trailers_ok,

@@ -15,15 +15,18 @@ from contextmesh.bundle.v1 import bundle_pb2
 from contextmesh.search.v1 import search_service_pb2 as pb
 from contextmesh.search.v1 import search_service_pb2_grpc
 
+from meshkit.bearer import aio_bearer_channel
 from meshkit.blob import BlobStore
 from meshkit.embedding import encode, load_model, model_nbytes
 from meshkit.ids import new_job_id
 from meshkit.passages import bundle_passages
 from meshkit.rpc import create_server
+from meshkit.signing import LocalSigner
 from meshkit.topology import Buckets
 from searchsvc.cache import ByteLRU
 from searchsvc.engine import Searcher
-from searchsvc.servicer import SEARCH_SERVICE, SearchServicer
+from searchsvc.servicer import SEARCH_RULES, SEARCH_SERVICE, SearchServicer
+from tests.support.auth import authenticator_for
 from tests.train.support import sample_bundle, store_bundle
 from trainsvc.evaluate import Metrics
 from trainsvc.pipeline import TrainResult
@@ -37,7 +40,9 @@ class Service:
     searcher: Searcher
 
 
-async def start(js: Any, blobs: BlobStore, model: Path, cache_bytes: int) -> Any:
+async def start(
+    js: Any, blobs: BlobStore, model: Path, cache_bytes: int, signer: LocalSigner
+) -> Any:
     searcher = Searcher(
         bundles=await js.key_value(Buckets.BUNDLES.name),
         models=await js.key_value(Buckets.MODELS.name),
@@ -54,15 +59,19 @@ async def start(js: Any, blobs: BlobStore, model: Path, cache_bytes: int) -> Any
                 SEARCH_SERVICE,
             )
         ],
+        auth=authenticator_for(signer),
+        rules=SEARCH_RULES,
     )
     await server.server.start()
     return searcher, server
 
 
 @pytest.fixture
-async def service(js: Any, blobs: BlobStore, tiny_model_dir: Path) -> AsyncIterator[Service]:
-    searcher, server = await start(js, blobs, tiny_model_dir, 256 * 1024 * 1024)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+async def service(
+    js: Any, blobs: BlobStore, tiny_model_dir: Path, signer: LocalSigner, admin_token: str
+) -> AsyncIterator[Service]:
+    searcher, server = await start(js, blobs, tiny_model_dir, 256 * 1024 * 1024, signer)
+    async with aio_bearer_channel(f"127.0.0.1:{server.port}", admin_token) as channel:
         yield Service(search_service_pb2_grpc.SearchServiceStub(channel), searcher)
     await server.server.stop(None)
     searcher.close()
@@ -178,10 +187,10 @@ async def test_the_tuned_model_serves_only_the_bundle_it_was_tuned_on(
 
 
 async def test_the_cache_evicts_to_stay_under_its_byte_bound(
-    js: Any, blobs: BlobStore, tiny_model_dir: Path, user: str
+    js: Any, blobs: BlobStore, tiny_model_dir: Path, user: str, signer: LocalSigner
 ) -> None:
     bound = model_nbytes(load_model(tiny_model_dir)) + 64 * 1024  # the model and one index
-    searcher, server = await start(js, blobs, tiny_model_dir, bound)
+    searcher, server = await start(js, blobs, tiny_model_dir, bound, signer)
     try:
         users = [f"{user}{i}" for i in range(3)]
         for name in users:

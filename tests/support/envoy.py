@@ -149,28 +149,39 @@ class RawResponse:
         return [line for line in self.body.split(b"\n") if line.strip()]
 
 
-async def get_with_trailers(url: str, *, time_limit: float = 10.0) -> RawResponse:
-    """GET `url` over HTTP/1.1 and return the response with its chunked trailers."""
+async def get_with_trailers(
+    url: str, *, headers: dict[str, str] | None = None, time_limit: float = 10.0
+) -> RawResponse:
+    """GET `url` over HTTP/1.1 (with extra `headers`) and return it with its trailers."""
     parsed = urllib.parse.urlsplit(url)
     host, port = parsed.hostname or "127.0.0.1", parsed.port or 80
     target = parsed.path + (f"?{parsed.query}" if parsed.query else "")
     async with asyncio.timeout(time_limit):
         reader, writer = await asyncio.open_connection(host, port)
         try:
-            return await _exchange(reader, writer, f"{host}:{port}", target)
+            return await _exchange(reader, writer, f"{host}:{port}", target, headers or {})
         finally:
             writer.close()
             await writer.wait_closed()
 
 
 async def _exchange(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, authority: str, target: str
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    authority: str,
+    target: str,
+    extra: dict[str, str],
 ) -> RawResponse:
     conn = h11.Connection(our_role=h11.CLIENT)
     request = h11.Request(
         method="GET",
         target=target,
-        headers=[("Host", authority), ("TE", "trailers"), ("Connection", "close")],
+        headers=[
+            ("Host", authority),
+            ("TE", "trailers"),
+            ("Connection", "close"),
+            *extra.items(),
+        ],
     )
     writer.write(conn.send(request) + conn.send(h11.EndOfMessage()))
     await writer.drain()

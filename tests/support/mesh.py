@@ -5,6 +5,9 @@ mesh.start("gateway"); mesh.start("syncsvc", name="syncsvc-1"); mesh.start("merg
 ...
 mesh.kill("syncsvc-1")      # SIGKILL, as a crash
 mesh.stop_all()
+
+Auth is on, as everywhere: the services trust a signing key of the mesh's own (or the one
+passed in); `mesh.channel()` authenticates as an admin, `mesh.token(...)` mints others.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from meshkit.bearer import bearer_channel
+from meshkit.signing import LocalSigner
+from tests.support.auth import auth_env
 from tests.support.ports import free_port
 
 __all__ = ["Mesh"]
@@ -28,15 +34,27 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class Mesh:
-    def __init__(self, nats_url: str, workdir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        nats_url: str,
+        workdir: Path,
+        env: dict[str, str] | None = None,
+        *,
+        signer: LocalSigner | None = None,
+    ) -> None:
         self.workdir = workdir
         self.gateway_port = free_port()
+        self.admin_port = free_port()
         self.search_port = free_port()
+        self.signer = signer or LocalSigner.open(workdir / "auth")
+        self.admin_token = self.signer.mint(users=["*"], admin=True, ttl_s=86400)
         self.env = {
             **os.environ,
+            **auth_env(self.signer),
             "CONTEXTMESH_NATS_URL": nats_url,
             "CONTEXTMESH_DATA_DIR": str(workdir / "data"),
             "CONTEXTMESH_GATEWAY_ADDR": f"127.0.0.1:{self.gateway_port}",
+            "CONTEXTMESH_ADMIN_ADDR": f"127.0.0.1:{self.admin_port}",
             "CONTEXTMESH_SEARCH_ADDR": f"127.0.0.1:{self.search_port}",
             "CONTEXTMESH_TRAINING": "off",
             "CONTEXTMESH_LOG_LEVEL": "info",
@@ -50,6 +68,17 @@ class Mesh:
     @property
     def gateway_target(self) -> str:
         return f"127.0.0.1:{self.gateway_port}"
+
+    @property
+    def admin_target(self) -> str:
+        return f"127.0.0.1:{self.admin_port}"
+
+    def token(self, *users: str, admin: bool = False) -> str:
+        return self.signer.mint(users=list(users), admin=admin, ttl_s=3600)
+
+    def channel(self, token: str | None = None, *, target: str | None = None) -> grpc.Channel:
+        """A channel to the gateway (or `target`) sending `token`, by default the admin's."""
+        return bearer_channel(target or self.gateway_target, token or self.admin_token)
 
     def log_path(self, name: str) -> Path:
         return self.workdir / "logs" / f"{name}.log"
@@ -73,7 +102,12 @@ class Mesh:
             self.wait_serving(self.gateway_target, name)
         return proc
 
-    def wait_serving(self, target: str, name: str, timeout: float = 30.0) -> None:
+    def wait_serving(
+        self, target: str, name: str, timeout: float = 30.0, *, service: str = ""
+    ) -> None:
+        """Until `target` answers SERVING for `service` ('' is the server as a whole; grpc's
+        health servicer reports '' SERVING from the start, so name a service to wait on a
+        server whose services turn SERVING later, as searchsvc's do once its model loads)."""
         deadline = time.monotonic() + timeout
         with grpc.insecure_channel(target) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
@@ -81,7 +115,7 @@ class Mesh:
                 if self.procs[name].poll() is not None:
                     raise RuntimeError(f"{name} exited: {self.log_path(name).read_text()[-3000:]}")
                 try:
-                    answer = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                    answer = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
                     if answer.status == health_pb2.HealthCheckResponse.SERVING:
                         return
                 except grpc.RpcError:

@@ -13,6 +13,7 @@ from contextmesh.job.v1 import job_pb2
 from contextmesh.search.v1 import search_service_pb2 as pb
 from contextmesh.search.v1 import search_service_pb2_grpc
 
+from meshkit.bearer import aio_bearer_channel
 from meshkit.blob import FilesystemBlobStore
 from meshkit.config import NatsSettings, Settings
 from meshkit.jobs import JobStore
@@ -99,7 +100,7 @@ async def test_a_killed_trainer_is_replaced_and_the_job_ends_done(
 
     target = f"127.0.0.1:{mesh.search_port}"
     await asyncio.to_thread(mesh.wait_serving, target, "searchsvc", 60.0)
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with aio_bearer_channel(target, mesh.admin_token) as channel:
         stub = search_service_pb2_grpc.SearchServiceStub(channel)
         answer = await stub.Search(pb.SearchRequest(user="carol", query="Zig", top_k=3))
         assert answer.hits[0].repository == "carol/zig-tracer"

@@ -1,0 +1,34 @@
+"""Who may call what on the gateway: one table per listener, applied by meshkit.auth.
+
+The public listener serves BundleService: a method that names a user needs a token listing
+that user; a method that names a job needs a token listing the job's owner (checked on the
+record the handler reads). The admin listener serves OpsService, every method of it (present
+and future) for admin-scoped tokens only.
+"""
+
+from __future__ import annotations
+
+from contextmesh.gateway.v1 import bundle_service_pb2
+from contextmesh.ops.v1 import ops_service_pb2
+
+from meshkit.auth import ADMIN, JOB_OWNER, Rule, user_field
+
+__all__ = ["ADMIN_RULES", "BUNDLE_SERVICE", "OPS_SERVICE", "PUBLIC_RULES"]
+
+BUNDLE_SERVICE = bundle_service_pb2.DESCRIPTOR.services_by_name["BundleService"].full_name
+OPS_SERVICE = ops_service_pb2.DESCRIPTOR.services_by_name["OpsService"].full_name
+
+_USER = user_field("user")
+PUBLIC_RULES: dict[str, Rule] = {
+    f"/{BUNDLE_SERVICE}/RefreshBundle": _USER,
+    f"/{BUNDLE_SERVICE}/GetBundle": _USER,
+    f"/{BUNDLE_SERVICE}/DownloadBundle": _USER,
+    f"/{BUNDLE_SERVICE}/SearchBundle": _USER,
+    f"/{BUNDLE_SERVICE}/GetJob": JOB_OWNER,
+    f"/{BUNDLE_SERVICE}/WatchJob": JOB_OWNER,
+    f"/{BUNDLE_SERVICE}/CancelJob": JOB_OWNER,
+}
+ADMIN_RULES: dict[str, Rule] = {
+    f"/{OPS_SERVICE}/{method.name}": ADMIN
+    for method in ops_service_pb2.DESCRIPTOR.services_by_name["OpsService"].methods
+}
