@@ -62,6 +62,8 @@ TASK_OF: dict[str, type[Message]] = {
 SUBJECT_OF = {ws.stream: ws.subject for ws in ALL_WORK_STREAMS}
 NO_MESSAGE_FOUND = 10057
 """JetStream's error code for deleting a message that is not there."""
+GONE = frozenset({10037, 10043, NO_MESSAGE_FOUND})
+"""JetStream's error codes for a message that is not (or no longer) in the stream."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,9 @@ async def read_letter(js: JetStreamContext, sequence: int) -> Letter:
     """The dead letter at `sequence`; NotFound when there is none."""
     try:
         stored = await js.get_msg(DEADLETTER, sequence)
-    except NotFoundError:
+    except APIError as exc:
+        if not isinstance(exc, NotFoundError) and exc.err_code not in GONE:
+            raise
         raise NotFound(
             f"no dead letter with sequence {sequence}; list them with ListDeadLetters"
         ) from None
@@ -229,5 +233,5 @@ class Redriver:
             await self.js.delete_msg(DEADLETTER, sequence)
         except APIError as exc:
             # Deleted already if another call redrove the letter first.
-            if not isinstance(exc, NotFoundError) and exc.err_code != NO_MESSAGE_FOUND:
+            if not isinstance(exc, NotFoundError) and exc.err_code not in GONE:
                 raise

@@ -1,17 +1,24 @@
-"""The gateway's job lifecycle in-process, against a real nats-server."""
+"""The gateway's job lifecycle in-process, against a real nats-server of each test's own:
+other directories run real workers on the session's server, which would pick up the tasks
+these tests publish."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from gateway.redrive import Redriver
 from gateway.refresh import Refresher
+from meshkit.config import NatsSettings
 from meshkit.jobs import JobStore
-from meshkit.topology import Buckets
+from meshkit.nats_client import connect
+from meshkit.nats_server import NatsServer
+from meshkit.topology import Buckets, declare
 
 
 @dataclass
@@ -27,6 +34,15 @@ async def open_gateway(js: JetStreamContext) -> Gateway:
     refresher = Refresher(js, jobs, await js.key_value(Buckets.ACTIVE.name))
     redriver = Redriver(js, jobs, refresher, await js.key_value(Buckets.REDRIVES.name))
     return Gateway(js, jobs, refresher, redriver)
+
+
+@pytest.fixture
+async def connection(fresh_nats: NatsServer) -> AsyncIterator[tuple[Client, JetStreamContext]]:
+    """Overrides the root conftest's: `nc` and `js` here reach the test's own server."""
+    nc, js = await connect(NatsSettings(url=fresh_nats.url), name="gateway-tests")
+    await declare(js)
+    yield nc, js
+    await nc.drain()
 
 
 @pytest.fixture

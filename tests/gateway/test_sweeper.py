@@ -3,29 +3,23 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 from contextmesh.job.v1 import job_pb2, job_record_pb2
 
 from gateway.sweeper import JobSweeper
-from meshkit.config import JobSettings, NatsSettings
-from meshkit.nats_client import connect
-from meshkit.nats_server import NatsServer
-from meshkit.topology import DISCOVER, declare
-from tests.gateway.conftest import Gateway, open_gateway
+from meshkit.config import JobSettings
+from meshkit.topology import DISCOVER
+from tests.gateway.conftest import Gateway
 
 JobState = job_pb2.JobState
 SETTINGS = JobSettings(stall_s=60, training_stall_s=600, sweep_interval_s=1)
 
 
 @pytest.fixture
-async def own(fresh_nats: NatsServer) -> AsyncIterator[Gateway]:
-    """A gateway over a server of the test's own: a sweep reads every job in the bucket."""
-    nc, js = await connect(NatsSettings(url=fresh_nats.url), name="sweeper-test")
-    await declare(js)
-    yield await open_gateway(js)
-    await nc.drain()
+def own(gateway: Gateway) -> Gateway:
+    """The gateway over the test's own server: a sweep reads every job in the bucket."""
+    return gateway
 
 
 def ready(record: job_record_pb2.JobRecord) -> bool:
