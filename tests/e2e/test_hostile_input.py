@@ -7,13 +7,18 @@ processes, the job now ends DONE with every repository synced and the hostile on
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
+import grpc
 from contextmesh.gateway.v1 import bundle_service_pb2 as pb
+from contextmesh.gateway.v1 import bundle_service_pb2_grpc
 from contextmesh.job.v1 import job_pb2
 
+from meshkit.nats_server import NatsServer
 from tests.e2e.conftest import write_repo
+from tests.support.fake_github import FakeGithub, populate, repo_files
 from tests.support.mesh import Mesh
 
 JobState = job_pb2.JobState
@@ -54,3 +59,46 @@ def test_lone_surrogates_warn_their_repository_and_the_job_ends_done(
         assert where in warnings and "U+FFFD" in warnings, warnings
     assert not entries["alice/project-03"].warnings
     assert "Traceback" not in mesh.logs()
+
+
+def test_lone_surrogates_in_github_json_warn_their_repository(
+    fresh_nats: NatsServer, tmp_path: Path
+) -> None:
+    with FakeGithub() as github:
+        populate(github, "octo", 5)
+        files = repo_files("octo", "hostile", 5)
+        context = json.loads(files[".repo-context.json"])
+        context["summary"] = "\ud800"
+        files[".repo-context.json"] = json.dumps(context).encode()  # ASCII: the escape \ud800
+        github.add_repo(
+            "octo/hostile", files, description="\ud800", topics=["ok", "\udc00"], language="\ud83d"
+        )
+        mesh = Mesh(
+            fresh_nats.url,
+            tmp_path,
+            env={
+                "CONTEXTMESH_SOURCE": "github",
+                "CONTEXTMESH_GITHUB_API_URL": github.url,
+                "CONTEXTMESH_GITHUB_MAX_RETRIES": "1",
+            },
+        )
+        try:
+            mesh.start("gateway")
+            mesh.start("syncsvc")
+            mesh.start("mergesvc")
+            with grpc.insecure_channel(mesh.gateway_target) as channel:
+                stub = bundle_service_pb2_grpc.BundleServiceStub(channel)
+                job = stub.RefreshBundle(pb.RefreshBundleRequest(user="octo")).job
+                updates = list(stub.WatchJob(pb.WatchJobRequest(id=job.id), timeout=DEADLINE_S))
+                final = updates[-1].job
+                assert final.state == JobState.JOB_STATE_DONE, (final.error, mesh.logs())
+                assert (final.total, final.synced, final.failed) == (6, 6, 0)
+                bundle = stub.GetBundle(pb.GetBundleRequest(user="octo"))
+            entries = {entry.repository: entry for entry in bundle.repositories}
+            warnings = "\n".join(entries["octo/hostile"].warnings)
+            for where in ("summary", "metadata.description", "metadata.topics"):
+                assert where in warnings, warnings
+            assert not entries["octo/repo-0000"].warnings
+            assert "Traceback" not in mesh.logs()
+        finally:
+            mesh.stop_all()
