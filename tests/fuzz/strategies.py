@@ -134,9 +134,15 @@ def context_files() -> st.SearchStrategy[bytes]:
         lambda body: b"// a comment\n" + body[:-1] + b",}" if body.endswith(b"}") else body,
         written,
     )
+    huge = st.builds(
+        lambda text, n: json.dumps({"project_identity": {"description": text * n}}).encode(),
+        st.sampled_from(["\ud800", "a\udc00", "word ", "\U0001f600"]),
+        st.integers(10_000, 100_000),
+    )
     return st.one_of(
         written,
         relaxed,
+        huge,
         st.builds(_deep, st.integers(1, 5000), st.sampled_from(["[", "{"])),
         st.binary(max_size=300),
         st.builds(lambda b: b"\xef\xbb\xbf" + b, written),
