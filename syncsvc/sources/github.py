@@ -435,7 +435,8 @@ def _listing(item: dict[str, Any]) -> RepoListing | None:
     owner/name, which could not name a blob key. RepoListing makes the other fields safe."""
     full_name = item.get("full_name")
     if not isinstance(full_name, str) or not is_valid_full_name(full_name):
-        _log.warning("skipping a repository GitHub listed as %r: not an owner/name", full_name)
+        shown = full_name[:200] if isinstance(full_name, str) else type(full_name).__name__
+        _log.warning("skipping a repository GitHub listed as %r: not an owner/name", shown)
         return None
     branch = _text(item.get("default_branch")) or "main"
     changed = _text(item.get("pushed_at")) or _text(item.get("updated_at")) or "unknown"
