@@ -2,7 +2,8 @@
 
 Every service calls `setup_logging(service, level, fmt, secrets=[...])` once. Extra fields
 passed with `logger.info("...", extra={"job_id": ...})` appear as keys of the JSON object.
-Redaction is a last line of defence: code must not log secrets in the first place.
+Redaction is a last line of defence: code must not log secrets in the first place. Lines are
+made encodable (meshkit.text), so text from outside never breaks a log line.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import re
 import sys
 import time
 from collections.abc import Iterable
+
+from meshkit.text import encodable
 
 __all__ = ["RedactingFilter", "setup_logging"]
 
@@ -38,7 +41,7 @@ class RedactingFilter(logging.Filter):
             text = text.replace(secret, "[REDACTED]")
         for pattern in _TOKEN_PATTERNS:
             text = pattern.sub("[REDACTED]", text)
-        return text
+        return encodable(text)
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = self.redact(record.getMessage())
@@ -68,7 +71,7 @@ class _JsonFormatter(logging.Formatter):
                 entry[key] = value if isinstance(value, str | int | float | bool) else str(value)
         if record.exc_text:
             entry["exc"] = record.exc_text
-        return json.dumps(entry, ensure_ascii=False)
+        return encodable(json.dumps(entry, ensure_ascii=False))
 
 
 def setup_logging(

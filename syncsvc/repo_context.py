@@ -6,7 +6,8 @@ list of `{category, skills}` instead of `technical` strings, camelCase keys (`sk
 nobody planned for. The reader takes what it can from any of these shapes, keeps the whole
 parsed document under "raw", and turns every problem into a warning: a malformed file is one
 repository's warning, never the job's failure (design invariant 8). It never raises for bad
-content.
+content, and its output always encodes: text that UTF-8 cannot encode (a lone surrogate such
+as the valid JSON escape "\\ud800"), in values or keys, is replaced with U+FFFD, with a warning.
 
 Keys are matched ignoring case, `_` and `-`, so `project_identity`, `projectIdentity` and
 `Project-Identity` are the same section. Lists keep the order of the document (primary
@@ -29,6 +30,8 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+
+from meshkit.text import encodable
 
 __all__ = [
     "CONTEXT_FILE",
@@ -203,16 +206,36 @@ def _keep_strings(replacement: str) -> Callable[[re.Match[str]], str]:
     return replace
 
 
-def _bounded(value: Any, depth: int, notes: _Notes) -> Any:
-    """A copy of value cut at MAX_RAW_DEPTH, so any consumer can serialize "raw" safely."""
+def _bounded(value: Any, depth: int, notes: _Notes, path: str = "") -> Any:
+    """A copy of value cut at MAX_RAW_DEPTH, with every string (keys too) made encodable, so
+    any consumer can serialize "raw" safely: canonical JSON, protobuf, logs."""
+    if isinstance(value, str):
+        return _encodable(value, path, notes)
     if isinstance(value, dict | list) and depth >= MAX_RAW_DEPTH:
         notes.add(f"{CONTEXT_FILE}: parts nested deeper than {MAX_RAW_DEPTH} levels were dropped")
         return None
     if isinstance(value, dict):
-        return {key: _bounded(item, depth + 1, notes) for key, item in value.items()}
+        copy: dict[str, Any] = {}
+        for key, item in value.items():
+            name = _encodable(key, path, notes, what="a key")
+            # Two keys that differ only in unencodable text become equal: the first is kept.
+            if name not in copy:
+                copy[name] = _bounded(item, depth + 1, notes, _join(path, name))
+        return copy
     if isinstance(value, list):
-        return [_bounded(item, depth + 1, notes) for item in value]
+        return [_bounded(item, depth + 1, notes, _join(path, i)) for i, item in enumerate(value)]
     return value
+
+
+def _encodable(text: str, path: str, notes: _Notes, what: str = "text") -> str:
+    fixed = encodable(text)
+    if fixed is not text:
+        notes.at(
+            path or "(top level)",
+            f"{what} that cannot be encoded (a lone UTF-16 surrogate such as \\ud800) "
+            "was replaced with U+FFFD",
+        )
+    return fixed
 
 
 # --- document to context ------------------------------------------------------------------

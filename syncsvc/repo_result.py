@@ -4,17 +4,23 @@ listed and fetched.
 The result is a pure function of its inputs: no clock, no host, no order that the inputs do
 not fix. The same listing and files give the same dict, so the same canonical bytes and the
 same content-addressed blob key, however often a task is redelivered (design invariant 2).
+
+It always encodes: every string in it is made encodable (meshkit.text) with a warning, and
+a document that still would not encode raises PermanentError, which fails that repository
+at once with the reason instead of retrying a task that cannot succeed.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from meshkit.bundle import REPO_FORMAT
+from meshkit.bundle import REPO_FORMAT, canonical_json
+from meshkit.text import REPLACEMENT, encodable, encodable_json
+from meshkit.worker import PermanentError
 from syncsvc.repo_context import parse_repo_context
 from syncsvc.sources.base import FetchedFile, FetchedRepo, RepoListing
 
-__all__ = ["FETCH_STATUSES", "decode_text", "normalize_repository"]
+__all__ = ["FETCH_STATUSES", "decode_text", "ensure_encodable", "normalize_repository"]
 
 FETCH_STATUSES = ("ok", "missing", "too_large", "invalid", "not_modified")
 # Statuses whose FetchedFile carries the body (a 304 carries the cached one).
@@ -48,25 +54,50 @@ def normalize_repository(
         if body is not None and extra.path not in files:
             files[extra.path] = result.text(extra.path, body)
 
-    return {
+    metadata = {
+        "description": listing.description,
+        "language": listing.language,
+        "topics": list(listing.topics),
+        "homepage": listing.homepage,
+        "url": listing.url,
+        "private": listing.private,
+    }
+    result.warn_replaced(metadata)
+
+    document = {
         "format": REPO_FORMAT,
         "repository": listing.full_name,
         "fingerprint": listing.fingerprint,
         "default_branch": listing.default_branch,
-        "metadata": {
-            "description": listing.description,
-            "language": listing.language,
-            "topics": list(listing.topics),
-            "homepage": listing.homepage,
-            "url": listing.url,
-            "private": listing.private,
-        },
+        "metadata": metadata,
         "context": context,
         "readme": readme,
         "files": files,
         "fetch": result.fetch,
         "warnings": result.warnings,
     }
+    # The one net under everything a source handed over (file paths, its warnings): the
+    # reader and the listing already made their own text encodable.
+    document, replaced = encodable_json(document)
+    if replaced:
+        document["warnings"].append(
+            f"{replaced} texts from the source (file names, paths, messages) could not be "
+            "encoded and had characters replaced with U+FFFD"
+        )
+    ensure_encodable(document)
+    return document
+
+
+def ensure_encodable(document: dict[str, Any]) -> bytes:
+    """The canonical bytes of a repository result; PermanentError, naming the repository,
+    when it cannot have any (the repository then fails at once with that reason)."""
+    try:
+        return canonical_json(document)
+    except (ValueError, TypeError, RecursionError) as exc:
+        reason = encodable(f"{type(exc).__name__}: {exc}")[:300]
+        raise PermanentError(
+            f"{document.get('repository')}: its result cannot be stored as JSON ({reason})"
+        ) from None
 
 
 def decode_text(data: bytes) -> tuple[str, bool]:
@@ -94,6 +125,17 @@ class _Result:
     def warn_all(self, messages: tuple[str, ...]) -> None:
         for message in messages:
             self.warn(message)
+
+    def warn_replaced(self, metadata: dict[str, Any]) -> None:
+        """A warning per listing field that shows U+FFFD: the source replaced text there
+        that could not be encoded (or received it already replaced)."""
+        for name, value in metadata.items():
+            values = value if isinstance(value, list) else [value]
+            if any(isinstance(v, str) and REPLACEMENT in v for v in values):
+                self.warn(
+                    f"metadata.{name}: the listing held text that could not be read or "
+                    "encoded; it shows U+FFFD"
+                )
 
     def body(self, file: FetchedFile) -> bytes | None:
         """Record file in the fetch table; its bytes when they are there to use."""

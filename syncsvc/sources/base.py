@@ -2,7 +2,9 @@
 
 A source lists a user's repositories with a fingerprint each, and fetches the files of one
 repository. It does not parse them: syncsvc reads `.repo-context.json` tolerantly itself.
-Errors a source raises:
+Listings are made safe where they are built: every text field of a RepoListing is made
+encodable (meshkit.text) and capped so that it fits the sync task (proto/contextmesh/sync),
+whatever a source read. Errors a source raises:
     UserNotFoundError   the user or organisation does not exist (the job fails, clearly)
     SourceError         anything else; `transient` says whether a retry may help
 """
@@ -10,7 +12,11 @@ Errors a source raises:
 from __future__ import annotations
 
 import abc
+import hashlib
+import re
 from dataclasses import dataclass, field
+
+from meshkit.text import encodable
 
 __all__ = [
     "CachedResponse",
@@ -22,7 +28,26 @@ __all__ = [
     "Source",
     "SourceError",
     "UserNotFoundError",
+    "is_valid_full_name",
 ]
+
+# Caps on a listing's fields: what the sync task accepts (fingerprint, default_branch) and
+# room enough for any real description, with the whole task far below NATS's 1 MiB.
+MAX_FINGERPRINT = 200
+MAX_BRANCH = 255
+MAX_DESCRIPTION = 2000
+MAX_LANGUAGE = 100
+MAX_TOPICS = 20
+MAX_TOPIC_CHARS = 200
+MAX_URL = 2000
+
+# owner/name as GitHub allows them: only these reach blob keys (repos/<owner>/<name>/...).
+_FULL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}$")
+
+
+def is_valid_full_name(full_name: str) -> bool:
+    """owner/name with a GitHub account name and a repository name ('.' and '..' refused)."""
+    return bool(_FULL_NAME.match(full_name)) and full_name.split("/")[1] not in (".", "..")
 
 
 @dataclass(frozen=True)
@@ -40,6 +65,34 @@ class RepoListing:
     homepage: str | None = None
     url: str | None = None
     private: bool = False
+
+    def __post_init__(self) -> None:
+        """Make every field encodable and cap it, so that discovery's plan and sync task can
+        always hold the listing. A fingerprint over the cap becomes its hash: still distinct,
+        still stable."""
+        fingerprint = encodable(self.fingerprint)
+        if len(fingerprint) > MAX_FINGERPRINT:
+            fingerprint = "sha256:" + hashlib.sha256(fingerprint.encode()).hexdigest()
+        fields = {
+            "full_name": encodable(self.full_name),
+            "fingerprint": fingerprint,
+            "default_branch": _capped(self.default_branch, MAX_BRANCH) or "main",
+            "description": _capped(self.description, MAX_DESCRIPTION),
+            "language": _capped(self.language, MAX_LANGUAGE),
+            "topics": tuple(
+                topic
+                for topic in (_capped(t, MAX_TOPIC_CHARS) for t in self.topics[:MAX_TOPICS])
+                if topic
+            ),
+            "homepage": _capped(self.homepage, MAX_URL),
+            "url": _capped(self.url, MAX_URL),
+        }
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+
+
+def _capped(text: str | None, limit: int) -> str | None:
+    return None if text is None else encodable(text)[:limit]
 
 
 @dataclass(frozen=True)
@@ -76,7 +129,7 @@ class SourceError(Exception):
     def __init__(
         self, message: str, *, transient: bool, retry_after_s: float | None = None
     ) -> None:
-        super().__init__(message)
+        super().__init__(encodable(message))  # it lands in outcomes (protobuf) and logs
         self.transient = transient
         self.retry_after_s = retry_after_s
 

@@ -24,6 +24,7 @@ import base64
 import binascii
 import contextlib
 import json
+import logging
 import re
 from collections.abc import Awaitable
 from typing import Any, TypeVar
@@ -32,6 +33,7 @@ from urllib.parse import quote
 import httpx
 
 from meshkit.config import GithubSettings
+from meshkit.text import encodable
 from syncsvc.sources.base import (
     FetchedFile,
     FetchedRepo,
@@ -40,6 +42,7 @@ from syncsvc.sources.base import (
     Source,
     SourceError,
     UserNotFoundError,
+    is_valid_full_name,
 )
 from syncsvc.sources.github_cache import Entry, EntryCache
 from syncsvc.sources.github_http import GithubHttp, Reply
@@ -59,6 +62,7 @@ _README_HEAD = 4096
 """Bytes of an over-long README JSON kept to read its path and size from."""
 
 _T = TypeVar("_T")
+_log = logging.getLogger(__name__)
 _PATH_FIELD = re.compile(r'"path"\s*:\s*"((?:[^"\\]|\\.)*)"')
 _SIZE_FIELD = re.compile(r'"size"\s*:\s*(\d+)')
 
@@ -151,7 +155,7 @@ class GithubSource(Source):
             raise SourceError(
                 f"GitHub answered an unexpected user record for {user!r}", transient=True
             )
-        login = _text(account.get("login")) or user
+        login = encodable(_text(account.get("login")) or user)
         kind = "Organization" if account.get("type") == "Organization" else "User"
         if etag := reply.headers.get("etag"):
             await self._cache.put(key, Entry(etag, {"login": login, "type": kind}))
@@ -282,7 +286,7 @@ class GithubSource(Source):
         doc = _json(reply, "README")
         if not isinstance(doc, dict):
             raise SourceError("GitHub answered an unexpected README record", transient=True)
-        path = _text(doc.get("path")) or "README.md"
+        path = _readme_path(_text(doc.get("path")))
         stated = doc.get("size")
         size = stated if isinstance(stated, int) else 0
         if size > cap:
@@ -375,8 +379,15 @@ def _peek_readme(head: bytes, cap: int) -> tuple[str, int]:
     path = "README.md"
     if path_match:
         with contextlib.suppress(ValueError):
-            path = str(json.loads(f'"{path_match.group(1)}"')) or path
+            path = _readme_path(str(json.loads(f'"{path_match.group(1)}"')))
     return path, max(int(size_match.group(1)), cap + 1) if size_match else cap + 1
+
+
+def _readme_path(path: str | None) -> str:
+    """The README's path as GitHub named it, made encodable (it names a URL and a result
+    field); README.md when there is none or it is not a plain relative path."""
+    path = encodable(path) if path else ""
+    return path if _safe_path(path) else "README.md"
 
 
 def _json(reply: Reply, what: str) -> Any:
@@ -420,8 +431,12 @@ def _compact(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def _listing(item: dict[str, Any]) -> RepoListing | None:
+    """The listing of one item of a listing page; None (logged) for one without a usable
+    owner/name, which could not name a blob key. RepoListing makes the other fields safe."""
     full_name = item.get("full_name")
-    if not isinstance(full_name, str) or "/" not in full_name:
+    if not isinstance(full_name, str) or not is_valid_full_name(full_name):
+        shown = full_name[:200] if isinstance(full_name, str) else type(full_name).__name__
+        _log.warning("skipping a repository GitHub listed as %r: not an owner/name", shown)
         return None
     branch = _text(item.get("default_branch")) or "main"
     changed = _text(item.get("pushed_at")) or _text(item.get("updated_at")) or "unknown"

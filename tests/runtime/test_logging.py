@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 
 SCRIPT = """
 import logging
+import os
 from meshkit.logging import setup_logging
 setup_logging("svc", secrets=["s3cr3t-value"])
 log = logging.getLogger("x")
@@ -44,3 +46,22 @@ def test_setup_is_idempotent() -> None:
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
+
+
+HOSTILE = """
+import logging
+import os
+from meshkit.logging import setup_logging
+setup_logging("svc")
+logging.getLogger("x").warning("description %s", "bad \\ud800", extra={"repo": "r\\udc00"})
+"""
+
+
+def test_text_that_cannot_be_encoded_still_makes_one_line() -> None:
+    # A strict stream (like a log file) refuses lone surrogates: the line must not need it.
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
+    out = subprocess.run(
+        [sys.executable, "-c", HOSTILE], capture_output=True, text=True, check=True, env=env
+    ).stderr
+    [line] = [json.loads(line) for line in out.splitlines()]
+    assert line["msg"] == "description bad \ufffd" and line["repo"] == "r\ufffd"
