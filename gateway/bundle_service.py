@@ -101,7 +101,10 @@ class BundleService(bundle_service_pb2_grpc.BundleServiceServicer):
         current, _ = await self.jobs.get(request.id)
         authorize_job(current.job.user, request.id)
         record = await self.jobs.end(
-            request.id, JobState.JOB_STATE_CANCELLED, "cancelled by a caller"
+            request.id,
+            JobState.JOB_STATE_CANCELLED,
+            "cancelled by a caller",
+            code=job_pb2.ERROR_CODE_CANCELLED,
         )
         assert record is not None  # an unknown id raised JobNotFoundError
         return pb.CancelJobResponse(job=record.job)

@@ -128,7 +128,10 @@ class Refresher:
         except Exception as exc:
             log.error("could not queue discovery of job %s: %s", job_id, exc)
             await self.jobs.end(
-                job_id, job_pb2.JOB_STATE_FAILED, "the job could not be queued; retry the refresh"
+                job_id,
+                job_pb2.JOB_STATE_FAILED,
+                "the job could not be queued; retry the refresh",
+                code=job_pb2.ERROR_CODE_QUEUE_UNAVAILABLE,
             )
             raise ConnectionError("the work queue is unavailable; retry the refresh") from exc
         log.info("job %s queued", job_id, extra={"job_id": job_id, "user": user})

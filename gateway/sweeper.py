@@ -119,6 +119,7 @@ class JobSweeper:
             if is_refreshing(job.state):
                 job.state = JobState.JOB_STATE_FAILED
                 job.error = reason
+                job.error_code = job_pb2.ERROR_CODE_STALLED
             else:
                 job.state = JobState.JOB_STATE_DONE
                 job.training.state = TrainingState.TRAINING_STATE_FAILED

@@ -10,7 +10,7 @@ from meshkit.blob import open_blob_store
 from meshkit.jobs import JobStore
 from meshkit.service import ServiceContext
 from meshkit.topology import MERGE, Buckets, work_stream
-from meshkit.worker import Worker
+from meshkit.worker import Failure, Worker
 
 __all__ = ["serve"]
 
@@ -28,12 +28,18 @@ async def serve(ctx: ServiceContext) -> None:
         training=ctx.settings.train.enabled,
     )
 
-    async def merge_failed(task: merge_tasks.MergeTask | None, reason: str) -> None:
+    async def merge_failed(task: merge_tasks.MergeTask | None, failure: Failure) -> None:
         if task is not None:
             await jobs.end(
                 task.meta.job_id,
                 job_pb2.JOB_STATE_FAILED,
-                f"merge failed: {reason}",
+                f"merge failed: {failure.public}"
+                if failure.public
+                else (
+                    "the bundle could not be built on any attempt; the task is parked for an "
+                    "operator to redrive, and the previous bundle still serves"
+                ),
+                code=job_pb2.ERROR_CODE_MERGE_FAILED,
                 only_from=frozenset({job_pb2.JOB_STATE_MERGING}),
                 missing_ok=True,
             )

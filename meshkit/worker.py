@@ -15,7 +15,9 @@ handler stuck on an await cannot hold its slot forever. A task whose worker cras
 every delivery never reaches the last-delivery branch: the server announces it with a
 MAX_DELIVERIES advisory, which the worker's own watcher turns into the same dead letter.
 `on_dead_letter` runs in both cases, so a service can record the failure on the job (it
-must be idempotent: every replica sees the advisory).
+must be idempotent: every replica sees the advisory). It gets a `Failure`: the full reason
+goes into the dead letter for operators; only a PermanentError's own message, written for
+the caller, may reach a job.
 
 Delivery is at least once: handlers must be idempotent.
 """
@@ -48,6 +50,7 @@ __all__ = [
     "DeadLetterHook",
     "DeadlineExceeded",
     "Delivery",
+    "Failure",
     "PermanentError",
     "RetryLater",
     "Worker",
@@ -62,7 +65,25 @@ T = TypeVar("T", bound=Message)
 
 
 class PermanentError(Exception):
-    """The task can never succeed as it is; park it now instead of retrying."""
+    """The task can never succeed as it is; park it now instead of retrying. Its message is
+    written for the caller (it may reach the job); `code` is a job ErrorCode, when one fits."""
+
+    def __init__(self, message: str, *, code: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a task was parked, for the dead-letter hook."""
+
+    reason: str
+    """For operators: the last error, internal text included (it goes into the letter)."""
+    public: str | None = None
+    """For the caller: a PermanentError's message; None when the failure was internal (an
+    exception, a deadline, a crash), whose text must not reach a client."""
+    code: int = 0
+    """The PermanentError's job ErrorCode, 0 when none."""
 
 
 class DeadlineExceeded(Exception):
@@ -96,7 +117,7 @@ class Delivery:
 
 
 Handler = Callable[[T, Delivery], Awaitable[None]]
-DeadLetterHook = Callable[[T | None, str], Awaitable[None]]
+DeadLetterHook = Callable[[T | None, Failure], Awaitable[None]]
 
 
 def decode_task(message_type: type[T], data: bytes) -> T:
@@ -242,7 +263,8 @@ class Worker(Generic[T]):
         except RetryLater as exc:
             await msg.nak(delay=exc.delay_s)
         except PermanentError as exc:
-            await self._dead_letter(msg, task, msg_id, str(exc), delivery.attempt)
+            failure = Failure(str(exc), public=str(exc), code=exc.code)
+            await self._dead_letter(msg, task, msg_id, failure, delivery.attempt)
         except asyncio.CancelledError:
             # Shutting down: give the task straight back instead of waiting for ack_wait.
             with contextlib.suppress(Exception):
@@ -254,7 +276,7 @@ class Worker(Generic[T]):
             )
             if delivery.is_last:
                 log.error("task %s failed its last delivery: %s", msg_id, reason)
-                await self._dead_letter(msg, task, msg_id, reason, delivery.attempt)
+                await self._dead_letter(msg, task, msg_id, Failure(reason), delivery.attempt)
             else:
                 delay = self.ws.retry_delay(delivery.attempt)
                 log.warning(
@@ -280,7 +302,7 @@ class Worker(Generic[T]):
                 await msg.in_progress()
 
     async def _dead_letter(
-        self, msg: Msg, task: T | None, msg_id: str, reason: str, deliveries: int
+        self, msg: Msg, task: T | None, msg_id: str, failure: Failure, deliveries: int
     ) -> None:
         job_id = task.meta.job_id if task is not None and task.HasField("meta") else ""  # type: ignore[attr-defined]
         await park(
@@ -290,11 +312,11 @@ class Worker(Generic[T]):
             stream_seq=msg.metadata.sequence.stream,
             msg_id=msg_id,
             job_id=job_id,
-            reason=reason,
+            reason=failure.reason,
             deliveries=deliveries,
         )
         if self.on_dead_letter is not None:
-            await self.on_dead_letter(task, reason)
+            await self.on_dead_letter(task, failure)
         await msg.term()
 
 
@@ -342,7 +364,7 @@ async def watch_max_deliveries(
             deliveries=deliveries,
         )
         if on_dead_letter is not None:
-            await on_dead_letter(task, reason)
+            await on_dead_letter(task, Failure(reason))
         with contextlib.suppress(NotFoundError):
             await js.delete_msg(ws.stream, seq)
         log.error("parked task %s: %s", msg_id, reason)

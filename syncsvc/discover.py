@@ -129,14 +129,18 @@ class Discovery:
         try:
             listing = await self.source.list_repositories(task.user)
         except UserNotFoundError as exc:
-            raise PermanentError(str(exc)) from None
+            raise PermanentError(str(exc), code=job_pb2.ERROR_CODE_USER_NOT_FOUND) from None
         except SourceError as exc:
             if not exc.transient:
-                raise PermanentError(f"cannot list repositories of {task.user!r}: {exc}") from None
+                raise PermanentError(
+                    f"cannot list repositories of {task.user!r}: {exc}",
+                    code=job_pb2.ERROR_CODE_SOURCE_REFUSED,
+                ) from None
             raise
         if len(listing) > MAX_REPOSITORIES:
             raise PermanentError(
-                f"{task.user!r} has {len(listing)} repositories; the limit is {MAX_REPOSITORIES}"
+                f"{task.user!r} has {len(listing)} repositories; the limit is {MAX_REPOSITORIES}",
+                code=job_pb2.ERROR_CODE_SOURCE_REFUSED,
             )
         base, base_hash = await self._base(task.user)
         resync = {name.lower() for name in task.resync}

@@ -12,7 +12,7 @@ from meshkit.blob import open_blob_store
 from meshkit.jobs import JobStore
 from meshkit.service import ServiceContext
 from meshkit.topology import DISCOVER, SYNC, Buckets, work_stream
-from meshkit.worker import Worker
+from meshkit.worker import Failure, Worker
 from syncsvc.discover import Discovery
 from syncsvc.fanin import FanIn
 from syncsvc.http_cache import SharedResponseCache
@@ -34,18 +34,29 @@ async def serve(ctx: ServiceContext) -> None:
     )
     repo_sync = RepoSync(jobs, fanin, blobs, source, settings.sync)
 
-    async def discovery_failed(task: sync_tasks.DiscoverTask | None, reason: str) -> None:
-        if task is not None:
-            await jobs.end(
-                task.meta.job_id,
-                job_pb2.JOB_STATE_FAILED,
-                f"discovery failed: {reason}",
-                missing_ok=True,
+    async def discovery_failed(task: sync_tasks.DiscoverTask | None, failure: Failure) -> None:
+        if task is None:
+            return
+        if failure.public is not None:
+            code = failure.code or job_pb2.ERROR_CODE_SOURCE_REFUSED
+            message = f"discovery failed: {failure.public}"
+        else:
+            code = job_pb2.ERROR_CODE_DISCOVERY_FAILED
+            message = (
+                "listing the repositories failed on every attempt; "
+                "the task is parked for an operator to redrive"
             )
+        await jobs.end(
+            task.meta.job_id, job_pb2.JOB_STATE_FAILED, message, code=code, missing_ok=True
+        )
 
-    async def sync_failed(task: sync_tasks.SyncRepoTask | None, reason: str) -> None:
+    async def sync_failed(task: sync_tasks.SyncRepoTask | None, failure: Failure) -> None:
         # A repository that can never sync is one repository's failure, not the job's.
         if task is not None:
+            reason = failure.public or (
+                "the repository could not be synced on any attempt; "
+                "the task is parked for an operator to redrive"
+            )
             await fanin.record(task.meta.job_id, task.user, [failed_outcome(task, reason)])
 
     workers: list[Worker[Any]] = [

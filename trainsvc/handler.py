@@ -43,7 +43,7 @@ from meshkit.embedding import base_model_path
 from meshkit.errors import JobNotFoundError
 from meshkit.jobs import JobStore, Mutation, is_final
 from meshkit.pointers import read_model_pointer
-from meshkit.worker import Delivery, PermanentError
+from meshkit.worker import Delivery, Failure, PermanentError
 from trainsvc.background import run_in_daemon_thread
 from trainsvc.evaluate import Metrics
 from trainsvc.finetune import TrainConfig, base_model_identity
@@ -134,7 +134,7 @@ class TrainHandler:
             extra={"job_id": job_id},
         )
 
-    async def on_dead_letter(self, task: train_tasks.TrainTask | None, reason: str) -> None:
+    async def on_dead_letter(self, task: train_tasks.TrainTask | None, failure: Failure) -> None:
         """The task failed its last attempt (or crashed its worker every time): DONE, with
         training FAILED and the bundle untouched."""
         if task is None:
@@ -145,7 +145,12 @@ class TrainHandler:
                 return False
             record.job.state = JobState.JOB_STATE_DONE
             record.job.training.state = TrainingState.TRAINING_STATE_FAILED
-            record.job.training.reason = f"training failed on its last attempt: {reason}"[:2000]
+            record.job.training.reason = (
+                f"training failed: {failure.public}"
+                if failure.public
+                else "training failed on its last attempt; the task is parked for an operator "
+                "to redrive, and the previous model keeps serving"
+            )[:2000]
             return True
 
         with contextlib.suppress(JobNotFoundError):
@@ -155,9 +160,8 @@ class TrainHandler:
         """Say on the job that an attempt failed; the worker retries (or parks) the task."""
         if delivery.is_last or isinstance(exc, PermanentError):
             return  # on_dead_letter writes the final word
-        note = (
-            f"attempt {delivery.attempt} failed ({type(exc).__name__}: {exc}); it will be retried"
-        )
+        # The error's own text is for operators (logs, the dead letter), not for the caller.
+        note = f"attempt {delivery.attempt} failed; it will be retried"
 
         def mutate(record: job_record_pb2.JobRecord) -> bool:
             if record.job.state != JobState.JOB_STATE_TRAINING:

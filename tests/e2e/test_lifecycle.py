@@ -93,6 +93,7 @@ def test_a_job_whose_tasks_were_purged_is_ended_and_stops_coalescing(
     asyncio.run(purge())
     ended = final(stub, lost.id).job
     assert ended.state == JobState.JOB_STATE_FAILED and "no progress" in ended.error
+    assert ended.error_code == job_pb2.ERROR_CODE_STALLED
     again = stub.RefreshBundle(pb.RefreshBundleRequest(user="alice"))
     assert not again.coalesced and again.job.id != lost.id
 
@@ -114,12 +115,16 @@ def test_a_parked_sync_task_redriven_brings_its_repository_into_a_new_bundle(
     assert first.state == JobState.JOB_STATE_DONE
     assert (first.synced, first.failed) == (11, 1)
     assert [f.repository for f in first.failures] == ["alice/project-03"]
+    # The caller reads what happened; the internal error is in the dead letter only.
+    assert "parked for an operator" in first.failures[0].reason
+    assert "NotADirectoryError" not in first.failures[0].reason
     parked = [
         t
         for t in ops_stub.ListDeadLetters(ops.ListDeadLettersRequest()).tasks
         if t.job_id == first.id
     ]
     assert len(parked) == 1 and parked[0].deliveries == 3
+    assert "NotADirectoryError" in parked[0].reason
 
     blocked.unlink()  # the fault is fixed
     redriven = ops_stub.RedriveDeadLetter(ops.RedriveDeadLetterRequest(sequence=parked[0].sequence))

@@ -115,3 +115,4 @@ def test_an_unknown_user_fails_the_job_with_a_clear_error(gh_mesh: Mesh) -> None
     job = refresh(gh_mesh, user="nobody-here")
     assert job.state == JobState.JOB_STATE_FAILED
     assert "nobody-here" in job.error and "not found" in job.error
+    assert job.error_code == job_pb2.ERROR_CODE_USER_NOT_FOUND

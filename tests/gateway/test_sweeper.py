@@ -43,6 +43,7 @@ async def test_a_job_whose_tasks_were_purged_ends_failed_and_stops_coalescing(
     record, _ = await own.jobs.get(lost.id)
     assert record.job.state == JobState.JOB_STATE_FAILED
     assert "no progress" in record.job.error and "refresh again" in record.job.error
+    assert record.job.error_code == job_pb2.ERROR_CODE_STALLED
     assert record.job.HasField("end_time")
     fresh, coalesced = await own.refresher.refresh("alice", force=False)
     assert not coalesced and fresh.id != lost.id
@@ -66,7 +67,12 @@ async def test_a_stalled_training_ends_done_with_its_bundle(own: Gateway) -> Non
 async def test_final_and_moving_jobs_are_left_alone(own: Gateway) -> None:
     sweeper = JobSweeper(own.jobs, SETTINGS)
     done, _ = await own.refresher.refresh("carol", force=False)
-    await own.jobs.end(done.id, JobState.JOB_STATE_CANCELLED, "cancelled by a caller")
+    await own.jobs.end(
+        done.id,
+        JobState.JOB_STATE_CANCELLED,
+        "cancelled by a caller",
+        code=job_pb2.ERROR_CODE_CANCELLED,
+    )
     later = time.time() + SETTINGS.training_stall_s + 1
     assert await sweeper.sweep(now=later) == []
     record, _ = await own.jobs.get(done.id)

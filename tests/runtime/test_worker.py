@@ -25,7 +25,14 @@ from meshkit.topology import (
     consumer_config,
     work_stream_config,
 )
-from meshkit.worker import Delivery, PermanentError, RetryLater, Worker, watch_max_deliveries
+from meshkit.worker import (
+    Delivery,
+    Failure,
+    PermanentError,
+    RetryLater,
+    Worker,
+    watch_max_deliveries,
+)
 
 
 async def make_stream(js: JetStreamContext, **overrides: object) -> WorkStream:
@@ -120,13 +127,13 @@ async def test_last_failure_is_parked_with_its_reason_and_the_hook_runs(
     js: JetStreamContext,
 ) -> None:
     ws = await make_stream(js)
-    hooked: list[tuple[str, str]] = []
+    hooked: list[tuple[str, Failure]] = []
 
     async def handler(t: merge_tasks.MergeTask, d: Delivery) -> None:
         raise RuntimeError(f"broken on delivery {d.attempt}")
 
-    async def hook(t: merge_tasks.MergeTask | None, reason: str) -> None:
-        hooked.append((t.meta.job_id if t else "", reason))
+    async def hook(t: merge_tasks.MergeTask | None, failure: Failure) -> None:
+        hooked.append((t.meta.job_id if t else "", failure))
 
     t = task()
     await publish_task(js, ws.subject, t, msg_id="b")
@@ -136,7 +143,8 @@ async def test_last_failure_is_parked_with_its_reason_and_the_hook_runs(
     assert len(letters) == 1
     assert letters[0].deliveries == 3 and letters[0].job_id == t.meta.job_id
     assert "broken on delivery 3" in letters[0].reason and letters[0].msg_id == "b"
-    assert hooked == [(t.meta.job_id, "RuntimeError: broken on delivery 3")]
+    # The reason is for operators; nothing of an internal error is for the caller.
+    assert hooked == [(t.meta.job_id, Failure("RuntimeError: broken on delivery 3"))]
     assert await pending(js, ws) == 0  # termed, not left in the work stream
 
 
@@ -150,7 +158,12 @@ async def test_permanent_errors_and_invalid_payloads_are_parked_at_once(
     async def handler(t: merge_tasks.MergeTask, d: Delivery) -> None:
         nonlocal calls
         calls += 1
-        raise PermanentError("no such user")
+        raise PermanentError("no such user", code=1)
+
+    failures: list[Failure] = []
+
+    async def hook(t: merge_tasks.MergeTask | None, failure: Failure) -> None:
+        failures.append(failure)
 
     await publish_task(js, ws.subject, task(), msg_id="c")
     bad = merge_tasks.MergeTask(
@@ -158,14 +171,12 @@ async def test_permanent_errors_and_invalid_payloads_are_parked_at_once(
     )
     await publish_task(js, ws.subject, bad, msg_id="d")
     await js.publish(ws.subject, b"\xff\xff garbage", headers={"Nats-Msg-Id": "e"})
-    worker = Worker(nc, js, ws, merge_tasks.MergeTask, handler)
-    stop = asyncio.Event()
-    runner = asyncio.create_task(worker.run(stop))
-    await asyncio.sleep(1.5)
-    stop.set()
-    await runner
+    worker = Worker(nc, js, ws, merge_tasks.MergeTask, handler, on_dead_letter=hook)
+    await run_until(worker, lambda: len(failures) == 3)
     letters = {letter.msg_id: letter for letter in await dead_letters(js, ws)}
     assert calls == 1
+    # A PermanentError's message is written for the caller and carries the job's code.
+    assert Failure("no such user", public="no such user", code=1) in failures
     assert letters["c"].deliveries == 1 and "no such user" in letters["c"].reason
     assert "job_id" in letters["d"].reason and "Crockford" in letters["d"].reason
     assert "undecodable" in letters["e"].reason
@@ -208,8 +219,9 @@ async def test_a_task_whose_worker_always_crashes_is_parked_by_the_advisory(
     ws = await make_stream(js, ack_wait_s=0.3, retry_backoff_s=(0.2, 0.2))
     hooked: list[str] = []
 
-    async def hook(t: merge_tasks.MergeTask | None, reason: str) -> None:
-        hooked.append(reason)
+    async def hook(t: merge_tasks.MergeTask | None, failure: Failure) -> None:
+        assert failure.public is None  # internal: no text of it may reach a job
+        hooked.append(failure.reason)
 
     from meshkit.config import NatsSettings
     from meshkit.nats_client import connect
@@ -246,8 +258,9 @@ async def test_a_handler_stuck_on_an_await_is_abandoned_at_its_deadline(
             stuck.append(d.attempt)
             await asyncio.Event().wait()  # never set
 
-    async def hook(t: merge_tasks.MergeTask | None, reason: str) -> None:
-        hooked.append(reason)
+    async def hook(t: merge_tasks.MergeTask | None, failure: Failure) -> None:
+        assert failure.public is None  # a deadline is internal: no text of it reaches a job
+        hooked.append(failure.reason)
 
     hung = task()
     hung.user = "stuck"
@@ -274,8 +287,9 @@ async def test_a_handler_whose_thread_blocks_is_abandoned_at_its_deadline(
         attempts.append(d.attempt)
         await asyncio.to_thread(release.wait)  # a thread that never returns on its own
 
-    async def hook(t: merge_tasks.MergeTask | None, reason: str) -> None:
-        hooked.append(reason)
+    async def hook(t: merge_tasks.MergeTask | None, failure: Failure) -> None:
+        assert failure.public is None  # a deadline is internal: no text of it reaches a job
+        hooked.append(failure.reason)
 
     await publish_task(js, ws.subject, task(), msg_id="blocked")
     worker = Worker(nc, js, ws, merge_tasks.MergeTask, handler, on_dead_letter=hook)

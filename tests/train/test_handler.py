@@ -19,7 +19,7 @@ from meshkit.jobs import JobStore
 from meshkit.passages import bundle_passages
 from meshkit.pointers import read_model_pointer
 from meshkit.topology import Buckets
-from meshkit.worker import Delivery
+from meshkit.worker import Delivery, Failure
 from tests.train.support import bundle, prepare_job, repo, sample_bundle, store_bundle
 from trainsvc.evaluate import Metrics
 from trainsvc.handler import TrainHandler
@@ -285,13 +285,15 @@ async def test_a_failed_last_attempt_ends_the_job_with_its_bundle(
 ) -> None:
     handler = await make_handler(js, blobs, tiny_model_dir, FakeTraining(BETTER))
     job_id, ref, task = await prepare_job(js, handler.jobs, blobs, sample_bundle(user))
-    await handler.on_dead_letter(task, "RuntimeError: out of memory")
-    await handler.on_dead_letter(task, "RuntimeError: out of memory")  # every replica may
+    await handler.on_dead_letter(task, Failure("RuntimeError: out of memory"))
+    await handler.on_dead_letter(task, Failure("RuntimeError: out of memory"))  # every replica
     job = (await handler.jobs.get(job_id))[0].job
     assert job.state == JobState.JOB_STATE_DONE and job.bundle == ref
     assert job.training.state == TS.TRAINING_STATE_FAILED
-    assert "out of memory" in job.training.reason
-    await handler.on_dead_letter(None, "undecodable")  # nothing to record, nothing raised
+    # The internal error is the operators' (the dead letter has it), not the caller's.
+    assert "last attempt" in job.training.reason and "redrive" in job.training.reason
+    assert "RuntimeError" not in job.training.reason
+    await handler.on_dead_letter(None, Failure("undecodable"))  # nothing to record or raise
 
 
 @pytest.fixture(autouse=True)

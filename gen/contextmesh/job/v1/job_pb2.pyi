@@ -23,6 +23,17 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATE_FAILED: _ClassVar[JobState]
     JOB_STATE_CANCELLED: _ClassVar[JobState]
 
+class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ERROR_CODE_UNSPECIFIED: _ClassVar[ErrorCode]
+    ERROR_CODE_USER_NOT_FOUND: _ClassVar[ErrorCode]
+    ERROR_CODE_SOURCE_REFUSED: _ClassVar[ErrorCode]
+    ERROR_CODE_DISCOVERY_FAILED: _ClassVar[ErrorCode]
+    ERROR_CODE_MERGE_FAILED: _ClassVar[ErrorCode]
+    ERROR_CODE_STALLED: _ClassVar[ErrorCode]
+    ERROR_CODE_QUEUE_UNAVAILABLE: _ClassVar[ErrorCode]
+    ERROR_CODE_CANCELLED: _ClassVar[ErrorCode]
+
 class RepoStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     REPO_STATUS_UNSPECIFIED: _ClassVar[RepoStatus]
@@ -50,6 +61,14 @@ JOB_STATE_TRAINING: JobState
 JOB_STATE_DONE: JobState
 JOB_STATE_FAILED: JobState
 JOB_STATE_CANCELLED: JobState
+ERROR_CODE_UNSPECIFIED: ErrorCode
+ERROR_CODE_USER_NOT_FOUND: ErrorCode
+ERROR_CODE_SOURCE_REFUSED: ErrorCode
+ERROR_CODE_DISCOVERY_FAILED: ErrorCode
+ERROR_CODE_MERGE_FAILED: ErrorCode
+ERROR_CODE_STALLED: ErrorCode
+ERROR_CODE_QUEUE_UNAVAILABLE: ErrorCode
+ERROR_CODE_CANCELLED: ErrorCode
 REPO_STATUS_UNSPECIFIED: RepoStatus
 REPO_STATUS_SYNCED: RepoStatus
 REPO_STATUS_UNCHANGED: RepoStatus
@@ -116,7 +135,7 @@ class BundleRef(_message.Message):
     def __init__(self, content_hash: _Optional[str] = ..., blob_key: _Optional[str] = ..., repositories: _Optional[int] = ..., size_bytes: _Optional[int] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "user", "state", "force", "total", "synced", "unchanged", "failed", "failures", "bundle", "training", "error", "create_time", "update_time", "end_time", "bundle_ready_time", "redrive")
+    __slots__ = ("id", "user", "state", "force", "total", "synced", "unchanged", "failed", "failures", "bundle", "training", "error", "create_time", "update_time", "end_time", "bundle_ready_time", "redrive", "error_code")
     ID_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -134,6 +153,7 @@ class Job(_message.Message):
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     BUNDLE_READY_TIME_FIELD_NUMBER: _ClassVar[int]
     REDRIVE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
     id: str
     user: str
     state: JobState
@@ -151,7 +171,8 @@ class Job(_message.Message):
     end_time: _timestamp_pb2.Timestamp
     bundle_ready_time: _timestamp_pb2.Timestamp
     redrive: Redrive
-    def __init__(self, id: _Optional[str] = ..., user: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., force: _Optional[bool] = ..., total: _Optional[int] = ..., synced: _Optional[int] = ..., unchanged: _Optional[int] = ..., failed: _Optional[int] = ..., failures: _Optional[_Iterable[_Union[RepoFailure, _Mapping]]] = ..., bundle: _Optional[_Union[BundleRef, _Mapping]] = ..., training: _Optional[_Union[TrainingStatus, _Mapping]] = ..., error: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bundle_ready_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., redrive: _Optional[_Union[Redrive, _Mapping]] = ...) -> None: ...
+    error_code: ErrorCode
+    def __init__(self, id: _Optional[str] = ..., user: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., force: _Optional[bool] = ..., total: _Optional[int] = ..., synced: _Optional[int] = ..., unchanged: _Optional[int] = ..., failed: _Optional[int] = ..., failures: _Optional[_Iterable[_Union[RepoFailure, _Mapping]]] = ..., bundle: _Optional[_Union[BundleRef, _Mapping]] = ..., training: _Optional[_Union[TrainingStatus, _Mapping]] = ..., error: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bundle_ready_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., redrive: _Optional[_Union[Redrive, _Mapping]] = ..., error_code: _Optional[_Union[ErrorCode, str]] = ...) -> None: ...
 
 class Redrive(_message.Message):
     __slots__ = ("sequence", "stream", "job_id", "repository")
