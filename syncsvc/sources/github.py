@@ -91,6 +91,9 @@ class GithubSource(Source):
         self._http = GithubHttp(settings, concurrency=concurrency, client=client, policy=policy)
         self._cache = EntryCache(cache)
         self._concurrency = concurrency
+        self._has_token = bool(settings.token)
+        self._owner: str | None = None
+        """The login the token belongs to, once asked (GET /user, once per process)."""
 
     def __repr__(self) -> str:
         return f"GithubSource(api_url='{self._http.api_url}', concurrency={self._concurrency})"
@@ -119,6 +122,35 @@ class GithubSource(Source):
         return str(cached.meta.get("login", user)), str(cached.meta.get("type", "User"))
 
     async def _list(self, login: str, kind: str) -> list[RepoListing]:
+        """The account's repositories; the private ones only when the credential is the
+        account's own (an operator's token must not bundle an organisation's private code
+        for whoever asks)."""
+        listed = await self._list_all(login, kind)
+        if not any(r.private for r in listed) or await self._credential_owner() == login.lower():
+            return listed
+        public = [r for r in listed if not r.private]
+        _log.info(
+            "listing of %s: %d private repositories left out; the credential is not %s's own",
+            login,
+            len(listed) - len(public),
+            login,
+        )
+        return public
+
+    async def _credential_owner(self) -> str | None:
+        """The login (lower case) the token belongs to; None without a token or an answer."""
+        if not self._has_token:
+            return None
+        if self._owner is None:
+            reply = await self._http.get(self._http.url("/user"), accept=JSON_MEDIA)
+            account = _json(reply, "the token's user") if reply.status == 200 else None
+            login = _text(account.get("login")) if isinstance(account, dict) else None
+            if not login:
+                return None
+            self._owner = encodable(login).lower()
+        return self._owner
+
+    async def _list_all(self, login: str, kind: str) -> list[RepoListing]:
         if kind == "Organization":
             url = self._http.url(f"/orgs/{_seg(login)}/repos", {"per_page": PER_PAGE})
         else:

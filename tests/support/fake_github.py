@@ -200,6 +200,8 @@ class FakeGithub:
         """Added to every answer (a non-blocking sleep); change it at any time."""
         self.link_on_304 = link_on_304
         self._token = token
+        self.token_owner = "operator"
+        """The login GET /user answers for the token."""
         self._host = host
         self._port = port
         self._lock = threading.Lock()
@@ -759,6 +761,8 @@ class FakeGithub:
         parts = [unquote(p) for p in path.strip("/").split("/")] if path.strip("/") else []
         if parts == ["rate_limit"]:
             return _Route("rate_limit")
+        if parts == ["user"]:
+            return _Route("me")
         if len(parts) in (2, 3) and parts[0] in ("users", "orgs"):
             if len(parts) == 2:
                 return _Route("user" if parts[0] == "users" else "org", login=parts[1])
@@ -791,6 +795,10 @@ class FakeGithub:
             return _json_answer(self._account_json(account))
         if route.kind == "list":
             return self._list(route, query, authenticated, split)
+        if route.kind == "me":  # the account the token belongs to
+            if not authenticated:
+                return _error(401, "Requires authentication")
+            return _json_answer({"login": self.token_owner, "type": "User"})
         if route.kind == "rate_limit":
             answer = _json_answer({"resources": {"core": {"remaining": self._remaining}}})
             answer.counts = False

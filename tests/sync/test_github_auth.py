@@ -30,6 +30,7 @@ async def test_private_repositories_need_the_token(
     fake_github: FakeGithub, make_github_source: MakeSource
 ) -> None:
     fake_github.token = TOKEN
+    fake_github.token_owner = "acme"  # the account's own credential (see test_github_source)
     fake_github.add_org("acme")
     fake_github.add_repo("acme/public", {"README.md": "public"})
     fake_github.add_repo("acme/secret", {"README.md": "secret"}, private=True)

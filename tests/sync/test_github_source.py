@@ -66,6 +66,28 @@ async def test_users_and_organisations_use_their_own_listing(
     assert "type" not in fake_github.requests(kind="list")[1].query
 
 
+async def test_private_repositories_are_listed_only_with_the_accounts_own_credential(
+    fake_github: FakeGithub, make_github_source: MakeSource
+) -> None:
+    """An operator's token sees an organisation's private repositories (as a member); they
+    must not end up in a bundle that anyone may refresh and download."""
+    fake_github.token = "operator-token"
+    fake_github.add_org("acme")
+    fake_github.add_repo("acme/platform")
+    fake_github.add_repo("acme/secret-plans", private=True)
+    source = make_github_source(token="operator-token")
+
+    assert [r.full_name for r in await source.list_repositories("acme")] == ["acme/platform"]
+
+    fake_github.token_owner = "acme"  # the credential is the account's own
+    own = make_github_source(token="operator-token")
+    listed = sorted(r.full_name for r in await own.list_repositories("acme"))
+    assert listed == ["acme/platform", "acme/secret-plans"]
+    # Who the token belongs to is asked once per source, not once per refresh.
+    await own.list_repositories("acme")
+    assert [r.path for r in fake_github.requests() if r.path == "/user"] == ["/user", "/user"]
+
+
 async def test_listing_maps_metadata_and_fingerprints(
     fake_github: FakeGithub, make_github_source: MakeSource
 ) -> None:
