@@ -218,13 +218,26 @@ def _jwk_of_public_key(key: Any) -> PyJWK:
     return PyJWK.from_dict({**jwk, "alg": alg})
 
 
+VERIFIED_MAX_AGE_S = 60.0
+"""How long a verified token is trusted without checking its signature again: a key taken
+out of the JWKS stops working within this long."""
+VERIFIED_MAX_TOKENS = 10_000
+
+
 class Authenticator:
-    """Turns the authorization metadata of a call into a Principal, or Unauthenticated."""
+    """Turns the authorization metadata of a call into a Principal, or Unauthenticated.
+
+    A signature check costs about as much as a whole RefreshBundle, and a client sends the
+    same token with every call: a verified token's principal is kept (bounded, oldest out
+    first) until the token expires or VERIFIED_MAX_AGE_S has passed, whichever is first.
+    Failures are never kept.
+    """
 
     def __init__(self, keys: _Keys | None, *, issuer: str, audience: str) -> None:
         self.keys = keys
         self.issuer = issuer
         self.audience = audience
+        self._verified: dict[str, tuple[Principal, float]] = {}
 
     @classmethod
     def from_settings(cls, settings: AuthSettings) -> Authenticator:
@@ -271,6 +284,17 @@ class Authenticator:
         return await self.verify(token)
 
     async def verify(self, token: str) -> Principal:
+        now = time.time()
+        if (known := self._verified.get(token)) is not None and known[1] > now:
+            return known[0]
+        principal, expires = await self._verify(token)
+        if len(self._verified) >= VERIFIED_MAX_TOKENS:
+            self._verified.pop(next(iter(self._verified)))
+        self._verified[token] = (principal, min(expires, now + VERIFIED_MAX_AGE_S))
+        return principal
+
+    async def _verify(self, token: str) -> tuple[Principal, float]:
+        """Check the token's signature and claims: its principal and expiry (epoch s)."""
         assert self.keys is not None
         try:
             header = jwt.get_unverified_header(token)
@@ -308,7 +332,7 @@ class Authenticator:
             ) from None
         except jwt.PyJWTError:
             raise Unauthenticated("the token is malformed or not valid yet") from None
-        return _principal_of(claims)
+        return _principal_of(claims), float(claims["exp"])
 
 
 def _principal_of(claims: Mapping[str, Any]) -> Principal:

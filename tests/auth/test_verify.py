@@ -203,3 +203,36 @@ async def test_off_is_explicit_and_loud(caplog: pytest.LogCaptureFixture) -> Non
     assert not auth.enabled
     assert "AUTHENTICATION IS OFF" in caplog.text
     assert (await auth.principal([])).may_act_for("anyone")
+
+
+async def test_a_verified_token_is_not_verified_again_until_it_expires(
+    signer: LocalSigner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signature check costs about a RefreshBundle: the same token is checked once, and
+    trusted no longer than it is valid."""
+    auth = _auth(signer)
+    token = signer.mint(users=["alice"], ttl_s=120)
+    checks = 0
+    decode = jwt.decode
+
+    def counting_decode(*args: object, **kwargs: object) -> object:
+        nonlocal checks
+        checks += 1
+        return decode(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(jwt, "decode", counting_decode)
+    first = await auth.principal(_bearer(token))
+    assert await auth.principal(_bearer(token)) == first and checks == 1
+    assert (await auth.principal(_bearer(signer.mint(users=["bob"])))).users == {"bob"}
+    assert checks == 2  # another token is checked on its own
+
+    real_time = time.time
+    soon = signer.mint(users=["carol"], ttl_s=20)
+    await auth.principal(_bearer(soon))
+    checks_before = checks
+    monkeypatch.setattr(time, "time", lambda: real_time() + 21)  # past its exp
+    await auth.principal(_bearer(soon))  # checked again (pyjwt's own leeway still takes it)
+    assert checks == checks_before + 1
+    monkeypatch.setattr(time, "time", lambda: real_time() + 61)  # past the longest trust
+    await auth.principal(_bearer(token))
+    assert checks == checks_before + 2
