@@ -7,12 +7,16 @@ progress is a watch of the job record, search is forwarded to the search service
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 
 import grpc
 from contextmesh.gateway.v1 import bundle_service_pb2, bundle_service_pb2_grpc
 from contextmesh.ops.v1 import ops_service_pb2, ops_service_pb2_grpc
 from contextmesh.search.v1 import search_service_pb2_grpc
+from nats.aio.client import Client
+from nats.js import JetStreamContext
 
 from gateway.bundle_service import BundleService
 from gateway.bundles import BundleReader
@@ -20,6 +24,8 @@ from gateway.ops_service import OpsService
 from gateway.refresh import Refresher
 from meshkit.blob import open_blob_store
 from meshkit.jobs import JobStore
+from meshkit.nats_auth import OPS
+from meshkit.nats_client import connect
 from meshkit.rpc import create_server
 from meshkit.service import ServiceContext, follow_nats_health
 from meshkit.topology import Buckets
@@ -32,8 +38,19 @@ BUNDLE_SERVICE = bundle_service_pb2.DESCRIPTOR.services_by_name["BundleService"]
 OPS_SERVICE = ops_service_pb2.DESCRIPTOR.services_by_name["OpsService"].full_name
 
 
+async def _ops_connection(ctx: ServiceContext) -> tuple[Client | None, JetStreamContext]:
+    """OpsService's own NATS identity when one is configured: only it may re-publish a
+    dead letter to any work stream and delete it; the gateway's identity starts discovery only."""
+    seed = ctx.settings.nats.ops_nkey_seed_file
+    if not seed:
+        return None, ctx.js
+    ops = dataclasses.replace(ctx.settings.nats, nkey_seed_file=seed, user=OPS)
+    return await connect(ops, name=f"{ctx.name}-ops")
+
+
 async def serve(ctx: ServiceContext) -> None:
     settings = ctx.settings
+    ops_nc, ops_js = await _ops_connection(ctx)
     jobs = await JobStore.open(ctx.js)
     active = await ctx.js.key_value(Buckets.ACTIVE.name)
     pointers = await ctx.js.key_value(Buckets.BUNDLES.name)
@@ -55,7 +72,7 @@ async def serve(ctx: ServiceContext) -> None:
             ),
             (
                 ops_service_pb2_grpc.add_OpsServiceServicer_to_server,
-                OpsService(ctx.js),
+                OpsService(ops_js),
                 OPS_SERVICE,
             ),
         ],
@@ -69,3 +86,6 @@ async def serve(ctx: ServiceContext) -> None:
     await bundle.server.stop(grace=5)
     await search_channel.close()
     await blobs.close()
+    if ops_nc is not None:
+        with contextlib.suppress(Exception):
+            await ops_nc.drain()

@@ -26,12 +26,14 @@ from meshkit.errors import (
     InvalidBlobKeyError,
     JobNotFoundError,
     MeshError,
+    StreamFullError,
 )
 from meshkit.telemetry import tracing_enabled
 from meshkit.validation import describe_violations
 
 __all__ = [
     "STATUS_OF",
+    "FailedPrecondition",
     "GuardInterceptor",
     "InvalidArgument",
     "NotFound",
@@ -52,14 +54,21 @@ class InvalidArgument(MeshError):
     """A request field the contract's rules cannot check is wrong; the message says how."""
 
 
+class FailedPrecondition(MeshError):
+    """The system is not in a state to answer (the request is fine); the message says what
+    would change that."""
+
+
 STATUS_OF: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (JobNotFoundError, grpc.StatusCode.NOT_FOUND),
     (BlobNotFoundError, grpc.StatusCode.NOT_FOUND),
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (InvalidBlobKeyError, grpc.StatusCode.INVALID_ARGUMENT),
     (ConflictError, grpc.StatusCode.ABORTED),
     (ConfigError, grpc.StatusCode.FAILED_PRECONDITION),
+    (StreamFullError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (TimeoutError, grpc.StatusCode.UNAVAILABLE),
     (ConnectionError, grpc.StatusCode.UNAVAILABLE),
 ]

@@ -34,7 +34,9 @@ def processes_using(marker: str) -> list[int]:
     return found
 
 
-def start_up(data_dir: Path, ports: dict[str, int], log: Path) -> subprocess.Popen[bytes]:
+def start_up(
+    data_dir: Path, ports: dict[str, int], log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [
@@ -53,6 +55,7 @@ def start_up(data_dir: Path, ports: dict[str, int], log: Path) -> subprocess.Pop
                 str(ports["search"]),
             ],
             cwd=ROOT,
+            env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
