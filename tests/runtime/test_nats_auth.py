@@ -20,8 +20,9 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 
+from meshctl.__main__ import main
 from meshkit import nats_auth
-from meshkit.config import NatsSettings
+from meshkit.config import NatsSettings, Settings
 from meshkit.errors import ConfigError
 from meshkit.nats_client import NatsAuthError, connect
 from meshkit.nats_server import NatsServer
@@ -232,3 +233,33 @@ def test_seeds_are_private_kept_across_starts_and_only_public_keys_reach_the_con
     config = server.write_config()
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
     assert "authorization {" in config.read_text()
+
+
+def test_the_declare_command_needs_the_admin_identity(
+    locked_server: tuple[NatsServer, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, auth_dir = locked_server
+    monkeypatch.setenv("CONTEXTMESH_NATS_URL", server.url)
+    monkeypatch.setenv("CONTEXTMESH_JS_MAX_BYTES", "SYNC=64MiB")
+
+    def as_identity(name: str) -> None:
+        monkeypatch.setenv("CONTEXTMESH_NATS_USER", name)
+        seed = nats_auth.seed_path(auth_dir, name)
+        monkeypatch.setenv("CONTEXTMESH_NATS_NKEY_SEED_FILE", str(seed))
+
+    as_identity("syncsvc")  # a service may not create streams
+    with pytest.raises(nats.errors.TimeoutError):
+        main(["declare"])
+    assert 'Violation - Subject "$JS.API.STREAM.CREATE.DISCOVER"' in server.log_tail(200_000)
+
+    as_identity(nats_auth.ADMIN)
+    assert main(["declare"]) == 0
+
+    async def sync_bound() -> int:
+        nc, js = await connect(Settings.from_env().nats, name="check")
+        try:
+            return int((await js.stream_info(SYNC.stream)).config.max_bytes or 0)
+        finally:
+            await nc.close()
+
+    assert asyncio.run(sync_bound()) == 64 << 20
