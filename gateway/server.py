@@ -9,12 +9,16 @@ default) that only admin-scoped tokens may use; the public listener does not ser
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 
 import grpc
 from contextmesh.gateway.v1 import bundle_service_pb2_grpc
 from contextmesh.ops.v1 import ops_service_pb2_grpc
 from contextmesh.search.v1 import search_service_pb2_grpc
+from nats.aio.client import Client
+from nats.js import JetStreamContext
 
 from gateway.access import ADMIN_RULES, BUNDLE_SERVICE, OPS_SERVICE, PUBLIC_RULES
 from gateway.bundle_service import BundleService
@@ -26,6 +30,8 @@ from gateway.sweeper import JobSweeper
 from meshkit.auth import Authenticator
 from meshkit.blob import open_blob_store
 from meshkit.jobs import JobStore
+from meshkit.nats_auth import OPS
+from meshkit.nats_client import connect
 from meshkit.rpc import create_server
 from meshkit.service import ServiceContext, follow_nats_health
 from meshkit.topology import Buckets
@@ -35,16 +41,35 @@ __all__ = ["serve"]
 log = logging.getLogger(__name__)
 
 
+async def _ops_connection(ctx: ServiceContext) -> tuple[Client | None, JetStreamContext]:
+    """OpsService's own NATS identity when one is configured: only it may read and delete
+    dead letters and start the jobs that redrive them (a train task's job publishes TRAIN);
+    the gateway's identity starts discovery only."""
+    seed = ctx.settings.nats.ops_nkey_seed_file
+    if not seed:
+        return None, ctx.js
+    ops = dataclasses.replace(ctx.settings.nats, nkey_seed_file=seed, user=OPS)
+    return await connect(ops, name=f"{ctx.name}-ops")
+
+
+async def _redriver(js: JetStreamContext) -> Redriver:
+    """Redrive on the ops identity: it starts jobs as a refresh does, on its own connection."""
+    jobs = await JobStore.open(js)
+    refresher = Refresher(js, jobs, await js.key_value(Buckets.ACTIVE.name))
+    return Redriver(js, jobs, refresher, await js.key_value(Buckets.REDRIVES.name))
+
+
 async def serve(ctx: ServiceContext) -> None:
     settings = ctx.settings
     auth = Authenticator.from_settings(settings.auth)
+    ops_nc, ops_js = await _ops_connection(ctx)
     jobs = await JobStore.open(ctx.js)
     active = await ctx.js.key_value(Buckets.ACTIVE.name)
     pointers = await ctx.js.key_value(Buckets.BUNDLES.name)
     blobs = open_blob_store(settings.blob_url)
     search_channel = grpc.aio.insecure_channel(settings.search_addr)
     refresher = Refresher(ctx.js, jobs, active)
-    redriver = Redriver(ctx.js, jobs, refresher, await ctx.js.key_value(Buckets.REDRIVES.name))
+    redriver = await _redriver(ops_js)
     bundle_service = BundleService(
         refresher,
         jobs,
@@ -69,7 +94,7 @@ async def serve(ctx: ServiceContext) -> None:
         [
             (
                 ops_service_pb2_grpc.add_OpsServiceServicer_to_server,
-                OpsService(ctx.js, redriver),
+                OpsService(ops_js, redriver),
                 OPS_SERVICE,
             ),
         ],
@@ -90,3 +115,6 @@ async def serve(ctx: ServiceContext) -> None:
     await asyncio.gather(public.server.stop(grace=5), admin.server.stop(grace=5))
     await search_channel.close()
     await blobs.close()
+    if ops_nc is not None:
+        with contextlib.suppress(Exception):
+            await ops_nc.drain()

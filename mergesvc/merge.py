@@ -43,7 +43,7 @@ from meshkit.bundle import (
 )
 from meshkit.ids import train_msg_id
 from meshkit.jobs import JobStore, Mutation, is_final
-from meshkit.pointers import read_model_pointer
+from meshkit.pointers import bundle_pointer_problem, read_model_pointer
 from meshkit.publish import publish_task
 from meshkit.topology import TRAIN
 from meshkit.worker import Delivery, RetryLater
@@ -198,8 +198,9 @@ class Merger:
                     return
                 current = bundle_pb2.BundlePointer()
                 current.ParseFromString(entry.value)
-                # Job ids sort by creation time: never replace a newer job's bundle.
-                if current.job_id >= job.id:
+                # Job ids sort by creation time: never replace a newer job's bundle (unless
+                # the pointer is foreign: keys outside the user's prefix, meshkit.pointers).
+                if current.job_id >= job.id and bundle_pointer_problem(current, job.user) is None:
                     return
                 await self.pointers.update(job.user, value, last=entry.revision)
                 return

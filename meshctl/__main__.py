@@ -7,7 +7,7 @@ import sys
 
 import grpc
 
-from meshctl import commands, up
+from meshctl import commands, nats_admin, up
 
 __all__ = ["main"]
 
@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
     up.add_parser(sub)
     commands.add_parsers(sub)
+    nats_admin.add_parsers(sub)
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))

@@ -110,6 +110,9 @@ class ProcessSpec:
     env: Mapping[str, str] | None = None
     """Set on top of the supervisor's own environment (PYTHONUNBUFFERED=1 is added unless
     set, so Python children's output reaches the log as it is written)."""
+    unset: Sequence[str] = ()
+    """Variables of the supervisor's own environment the child must not inherit (secrets
+    meant for another process, such as GITHUB_TOKEN)."""
     cwd: str | os.PathLike[str] | None = None
     ready: ReadyCheck | None = None
     restart: bool = True
@@ -448,7 +451,7 @@ class Supervisor:
 
     def _spawn(self, m: _Managed) -> subprocess.Popen[bytes] | None:
         spec = m.spec
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if k not in spec.unset}
         env.setdefault("PYTHONUNBUFFERED", "1")
         env.update(spec.env or {})
         wants_output = self._console is not None or m.log is not None

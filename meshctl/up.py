@@ -11,17 +11,29 @@ listener needs its own `--admin-host`), and authentication is always on. The fir
 creates a signing key in <data dir>/auth/ (kept across restarts); the services verify tokens
 with its public half, `contextmesh token` signs with it, and each start writes an admin
 token there that the CLI uses when CONTEXTMESH_TOKEN is not set.
+
+NATS is locked down (meshkit.nats_auth): on first start `up` writes one NKey seed per identity
+into `<data dir>/nats/auth` (0600, kept across restarts) and the server config (0600) that
+names their public keys with least-privilege permissions; anonymous clients are refused, and
+the monitoring port is off. NATS counts as ready once the `admin` identity has declared every
+stream, consumer and bucket; each service then gets only its own seed and binds without
+declaring. GITHUB_TOKEN reaches syncsvc alone: every other child has it removed from the
+environment it inherits.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib.util
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
-from meshctl.supervisor import ProcessSpec, Supervisor, grpc_health_ready, tcp_ready
+from meshctl.supervisor import ProcessSpec, ReadyCheck, Supervisor, grpc_health_ready, tcp_ready
+from meshkit import nats_auth
+from meshkit.config import Settings
 from meshkit.nats_server import NatsServer
 from meshkit.signing import LocalSigner
 
@@ -30,6 +42,15 @@ __all__ = ["add_parser", "build_specs"]
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_SOURCE = ROOT / "examples" / "repos"
 ADMIN_TOKEN_TTL_S = 30 * 86400
+SECRETS = ("GITHUB_TOKEN", "CONTEXTMESH_GITHUB_TOKEN")
+"""Only syncsvc talks to GitHub: no other child inherits these."""
+NATS_VARIABLES = (
+    "CONTEXTMESH_NATS_CREDS",
+    "CONTEXTMESH_NATS_NKEY_SEED_FILE",
+    "CONTEXTMESH_NATS_OPS_NKEY_SEED_FILE",
+    "CONTEXTMESH_NATS_USER",
+)
+"""Set per child by up; never inherited from up's own environment."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -74,15 +95,76 @@ def _have_training() -> bool:
     return importlib.util.find_spec("sentence_transformers") is not None
 
 
+def _identity(auth_dir: Path, name: str, *, ops: bool = False) -> dict[str, str]:
+    env = {
+        "CONTEXTMESH_NATS_USER": name,
+        "CONTEXTMESH_NATS_NKEY_SEED_FILE": str(nats_auth.seed_path(auth_dir, name)),
+        "CONTEXTMESH_NATS_DECLARE": "off",
+    }
+    if ops:
+        env["CONTEXTMESH_NATS_OPS_NKEY_SEED_FILE"] = str(
+            nats_auth.seed_path(auth_dir, nats_auth.OPS)
+        )
+    return env
+
+
+def declared_ready(port: int, seed_file: Path, env: Mapping[str, str]) -> ReadyCheck:
+    """Ready once NATS answers and the admin identity has declared the topology (with the
+    services' own settings: replicas, TRAIN timing, byte bounds). Run again on every restart
+    of nats-server, so a wiped store is declared again before anything binds."""
+    reachable = tcp_ready("127.0.0.1", port)
+    url = f"nats://127.0.0.1:{port}"
+
+    def check() -> bool:
+        if not reachable():
+            return False
+        asyncio.run(_declare(url, seed_file, Settings.from_env({**os.environ, **env})))
+        return True
+
+    return check
+
+
+async def _declare(url: str, seed_file: Path, settings: Settings) -> None:
+    import nats
+
+    from meshkit.topology import declare
+
+    nc = await nats.connect(
+        url,
+        name="contextmesh-up-declare",
+        nkeys_seed=str(seed_file),
+        inbox_prefix=nats_auth.inbox_prefix(nats_auth.ADMIN),
+        allow_reconnect=False,
+        connect_timeout=2,
+    )
+    try:
+        await declare(
+            nc.jetstream(timeout=10),
+            replicas=settings.nats.replicas,
+            timing=settings.timing,
+            max_bytes=settings.nats.max_bytes,
+        )
+    finally:
+        await nc.close()
+
+
 def build_specs(
     args: argparse.Namespace, data_dir: Path
 ) -> tuple[list[ProcessSpec], dict[str, str]]:
-    nats = NatsServer(data_dir / "nats", port=args.nats_port, die_with_parent=False)
+    auth_dir = data_dir / "nats" / "auth"
+    keys = nats_auth.generate(auth_dir)
+    nats = NatsServer(
+        data_dir / "nats",
+        port=args.nats_port,
+        authorization=nats_auth.authorization_block(keys),
+        die_with_parent=False,
+    )
     nats.write_config()
     training = not args.no_training and _have_training()
     signer = LocalSigner.open(data_dir / "auth")
+    nats_url = f"nats://127.0.0.1:{args.nats_port}"
     env = {
-        "CONTEXTMESH_NATS_URL": f"nats://127.0.0.1:{args.nats_port}",
+        "CONTEXTMESH_NATS_URL": nats_url,
         "CONTEXTMESH_DATA_DIR": str(data_dir),
         "CONTEXTMESH_GATEWAY_ADDR": _address(args.host, args.grpc_port),
         "CONTEXTMESH_ADMIN_ADDR": _address(args.admin_host, args.admin_port),
@@ -104,25 +186,37 @@ def build_specs(
         env["CONTEXTMESH_SOURCE"] = "local"
         env["CONTEXTMESH_LOCAL_SOURCE_DIR"] = str(Path(args.local_source or DEMO_SOURCE).resolve())
     py = sys.executable
+    no_secrets = (*SECRETS, *NATS_VARIABLES)
+
+    def service(name: str, identity: str, ready: ReadyCheck | None = None) -> ProcessSpec:
+        return ProcessSpec(
+            name,
+            [py, "-m", identity],
+            env={**env, **_identity(auth_dir, identity, ops=identity == "gateway")},
+            ready=ready,
+            unset=NATS_VARIABLES if identity == "syncsvc" else no_secrets,
+        )
+
     specs = [
-        ProcessSpec("nats", nats.argv, ready=tcp_ready("127.0.0.1", args.nats_port)),
         ProcessSpec(
-            "gateway",
-            [py, "-m", "gateway"],
-            env=env,
-            ready=grpc_health_ready(f"{_dial(args.host)}:{args.grpc_port}"),
+            "nats",
+            nats.argv,
+            ready=declared_ready(
+                args.nats_port, nats_auth.seed_path(auth_dir, nats_auth.ADMIN), env
+            ),
+            unset=no_secrets,
         ),
-        *[
-            ProcessSpec(f"syncsvc-{i + 1}", [py, "-m", "syncsvc"], env=env)
-            for i in range(args.sync_workers)
-        ],
-        ProcessSpec("mergesvc", [py, "-m", "mergesvc"], env=env),
+        service(
+            "gateway", "gateway", ready=grpc_health_ready(f"{_dial(args.host)}:{args.grpc_port}")
+        ),
+        *[service(f"syncsvc-{i + 1}", "syncsvc") for i in range(args.sync_workers)],
+        service("mergesvc", "mergesvc"),
     ]
     if _have_training():
         # No readiness gate: loading torch takes seconds, and nothing else waits on search.
-        specs.append(ProcessSpec("searchsvc", [py, "-m", "searchsvc"], env=env))
+        specs.append(service("searchsvc", "searchsvc"))
     if training:
-        specs.append(ProcessSpec("trainsvc", [py, "-m", "trainsvc"], env=env))
+        specs.append(service("trainsvc", "trainsvc"))
     if args.rest_port:
         specs.append(_envoy_spec(data_dir, args))
     return specs, env
@@ -154,7 +248,12 @@ def _envoy_spec(data_dir: Path, args: argparse.Namespace) -> ProcessSpec:
         "--log-level",
         "warn",
     ]
-    return ProcessSpec("envoy", argv, ready=tcp_ready(_dial(args.host), args.rest_port))
+    return ProcessSpec(
+        "envoy",
+        argv,
+        ready=tcp_ready(_dial(args.host), args.rest_port),
+        unset=(*SECRETS, *NATS_VARIABLES),
+    )
 
 
 def _address(host: str, port: int) -> str:
@@ -197,7 +296,8 @@ def run(args: argparse.Namespace) -> int:
         f"  REST     {rest}\n"
         f"  admin    {_dial(args.admin_host)}:{args.admin_port} (admin tokens only)\n"
         f"  tokens   the CLI uses {token_path}; others: contextmesh token --user NAME\n"
-        f"  NATS     nats://127.0.0.1:{args.nats_port}\n"
+        f"  NATS     nats://127.0.0.1:{args.nats_port} "
+        f"(NKey users; seeds in {data_dir / 'nats' / 'auth'})\n"
         f"  source   {source}\n"
         f"  training {env['CONTEXTMESH_TRAINING']}\n"
         "Try: contextmesh refresh demo --watch      (Ctrl-C stops everything)",

@@ -106,6 +106,22 @@ class _Env:
             values.append(value)
         return tuple(values)
 
+    def sizes(self, name: str) -> dict[str, int]:
+        """NAME=BYTES pairs, comma-separated; BYTES may end in KiB, MiB or GiB."""
+        sizes = {}
+        for item in self.items(name, default=()):
+            key, _, raw = item.partition("=")
+            number, unit = raw.strip(), 1
+            for suffix, factor in (("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30)):
+                if number.endswith(suffix):
+                    number, unit = number[: -len(suffix)].strip(), factor
+            if not key.strip() or not number.isdigit() or int(number) == 0:
+                raise ConfigError(
+                    name, f"expected NAME=BYTES pairs such as SYNC=2GiB, got {item!r}"
+                )
+            sizes[key.strip()] = int(number) * unit
+        return sizes
+
     def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
         value = self.text(name, default).lower()
         if value not in choices:
@@ -121,6 +137,18 @@ class NatsSettings:
     """CONTEXTMESH_NATS_URL: comma-separated server URLs."""
     creds_file: str | None = None
     """CONTEXTMESH_NATS_CREDS: a .creds file (JWT + NKey) for NATS auth."""
+    nkey_seed_file: str | None = None
+    """CONTEXTMESH_NATS_NKEY_SEED_FILE: the file holding this service's NKey seed (SU...);
+    `contextmesh up` generates one per service, Kubernetes mounts it from a Secret."""
+    user: str | None = None
+    """CONTEXTMESH_NATS_USER: the NATS identity (gateway, syncsvc, ...); replies then come on
+    _INBOX_<user>, the only inbox its permissions let it read."""
+    ops_nkey_seed_file: str | None = None
+    """CONTEXTMESH_NATS_OPS_NKEY_SEED_FILE: the gateway's second identity, for OpsService
+    (dead-letter redrive); unset, OpsService uses the gateway's own connection."""
+    declare: bool = True
+    """CONTEXTMESH_NATS_DECLARE: create or update streams, consumers and buckets at start; off
+    when a privileged step declared them (up, the k8s Job) and services may only bind."""
     tls_ca_file: str | None = None
     """CONTEXTMESH_NATS_TLS_CA: CA bundle to verify the servers; enables TLS."""
     tls_cert_file: str | None = None
@@ -129,6 +157,9 @@ class NatsSettings:
     """CONTEXTMESH_NATS_TLS_KEY: client key for mutual TLS."""
     replicas: int = 1
     """CONTEXTMESH_JS_REPLICAS: replicas of every stream and bucket (3 on a cluster)."""
+    max_bytes: Mapping[str, int] = field(default_factory=dict)
+    """CONTEXTMESH_JS_MAX_BYTES: byte bounds overriding meshkit/topology.py's, as
+    comma-separated NAME=BYTES pairs of streams or buckets (SYNC=2GiB,cm_outcomes=4GiB)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -288,10 +319,15 @@ class Settings:
             nats=NatsSettings(
                 url=e.text("CONTEXTMESH_NATS_URL", NatsSettings.url),
                 creds_file=e.optional("CONTEXTMESH_NATS_CREDS"),
+                nkey_seed_file=e.optional("CONTEXTMESH_NATS_NKEY_SEED_FILE"),
+                user=e.optional("CONTEXTMESH_NATS_USER"),
+                ops_nkey_seed_file=e.optional("CONTEXTMESH_NATS_OPS_NKEY_SEED_FILE"),
+                declare=e.flag("CONTEXTMESH_NATS_DECLARE", True),
                 tls_ca_file=e.optional("CONTEXTMESH_NATS_TLS_CA"),
                 tls_cert_file=e.optional("CONTEXTMESH_NATS_TLS_CERT"),
                 tls_key_file=e.optional("CONTEXTMESH_NATS_TLS_KEY"),
                 replicas=e.integer("CONTEXTMESH_JS_REPLICAS", 1, minimum=1, maximum=5),
+                max_bytes=e.sizes("CONTEXTMESH_JS_MAX_BYTES"),
             ),
             github=GithubSettings(
                 api_url=e.text("CONTEXTMESH_GITHUB_API_URL", GithubSettings.api_url).rstrip("/"),

@@ -25,6 +25,7 @@ __all__ = [
     "InvalidBlobKeyError",
     "JobNotFoundError",
     "MeshError",
+    "StreamFullError",
 ]
 
 
@@ -79,3 +80,8 @@ class JobNotFoundError(MeshError):
 
 class ConflictError(MeshError):
     """A compare-and-set update lost to concurrent writers more times than allowed."""
+
+
+class StreamFullError(MeshError):
+    """A stream holds its maximum bytes (or messages): it refused a new task, and kept every
+    task it had accepted (work streams discard new)."""

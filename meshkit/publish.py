@@ -1,7 +1,9 @@
 """Publishing tasks: protobuf payload, Nats-Msg-Id for de-duplication, trace context.
 
 A publish is retried while the stream has no leader (a cluster re-election takes seconds),
-so callers see either an acknowledged publish or an error after the deadline.
+so callers see either an acknowledged publish or an error after the deadline. A stream at its
+byte bound (meshkit/topology.py: work streams discard new) answers 503 as well, but that is
+not transient: it raises StreamFullError at once, naming the stream and what to do.
 """
 
 from __future__ import annotations
@@ -17,15 +19,26 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from nats.js.errors import APIError, ServiceUnavailableError
 
+from meshkit.errors import StreamFullError
 from meshkit.telemetry import inject_headers
 
-__all__ = ["MSG_ID_HEADER", "TYPE_HEADER", "publish_task"]
+__all__ = ["MSG_ID_HEADER", "TYPE_HEADER", "StreamFullError", "publish_task"]
 
 log = logging.getLogger(__name__)
 
 MSG_ID_HEADER = "Nats-Msg-Id"
 TYPE_HEADER = "Contextmesh-Type"
 _TRANSIENT = (NoRespondersError, NatsTimeoutError, ServiceUnavailableError, asyncio.TimeoutError)
+STORE_LIMIT_ERR_CODE = 10077
+"""JetStream's "maximum messages/bytes exceeded": the stream refused a new message."""
+
+
+def _full(exc: APIError, subject: str) -> StreamFullError:
+    return StreamFullError(
+        f"the stream for {subject} is full ({exc.description}); the task was not accepted and "
+        "none already accepted was dropped: retry when workers have drained it, or raise its "
+        "bound with CONTEXTMESH_JS_MAX_BYTES"
+    )
 
 
 async def publish_task(
@@ -47,11 +60,13 @@ async def publish_task(
     while True:
         try:
             return await js.publish(subject, payload, headers=headers, timeout=5)
-        except _TRANSIENT as exc:
-            _retry_or_raise(exc, give_up, subject)
         except APIError as exc:
-            if exc.code not in (503, 504):
+            if exc.err_code == STORE_LIMIT_ERR_CODE:
+                raise _full(exc, subject) from None
+            if not isinstance(exc, ServiceUnavailableError) and exc.code not in (503, 504):
                 raise
+            _retry_or_raise(exc, give_up, subject)
+        except _TRANSIENT as exc:
             _retry_or_raise(exc, give_up, subject)
         await asyncio.sleep(delay)
         delay = min(delay * 2, 2.0)

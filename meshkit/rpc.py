@@ -31,6 +31,7 @@ from meshkit.errors import (
     InvalidBlobKeyError,
     JobNotFoundError,
     MeshError,
+    StreamFullError,
 )
 from meshkit.telemetry import tracing_enabled
 from meshkit.validation import describe_violations
@@ -100,7 +101,8 @@ class InvalidArgument(MeshError):
 
 
 class FailedPrecondition(MeshError):
-    """The request is well formed but what it names is in no state to do it; says why."""
+    """The request is fine, but what it names (or the system) is in no state to do it; the
+    message says why, and what would change that."""
 
 
 STATUS_OF: list[tuple[type[BaseException], grpc.StatusCode]] = [
@@ -112,6 +114,7 @@ STATUS_OF: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (InvalidBlobKeyError, grpc.StatusCode.INVALID_ARGUMENT),
     (ConflictError, grpc.StatusCode.ABORTED),
     (ConfigError, grpc.StatusCode.FAILED_PRECONDITION),
+    (StreamFullError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (TimeoutError, grpc.StatusCode.UNAVAILABLE),
     (ConnectionError, grpc.StatusCode.UNAVAILABLE),
 ]

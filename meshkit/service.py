@@ -1,10 +1,11 @@
 """Running a service process the same way everywhere.
 
 `run_service(name, body)` reads Settings, sets up logging and tracing, connects to NATS,
-declares the topology, and runs `body(ctx)` until SIGTERM or SIGINT sets `ctx.stop`; then it
-drains the NATS connection so nothing acknowledged is lost. While it runs, health (when the
-service has a gRPC server, or CONTEXTMESH_HEALTH_ADDR is set for a worker) follows the NATS
-connection: NOT_SERVING while disconnected or draining.
+declares the topology (or, with CONTEXTMESH_NATS_DECLARE off, waits until a privileged step
+has declared what its NATS identity uses), and runs `body(ctx)` until SIGTERM or SIGINT sets
+`ctx.stop`; then it drains the NATS connection so nothing acknowledged is lost. While it
+runs, health (when the service has a gRPC server, or CONTEXTMESH_HEALTH_ADDR is set for a
+worker) follows the NATS connection: NOT_SERVING while disconnected or draining.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from meshkit.nats_client import connect
 from meshkit.rpc import ServerBundle, create_server
 from meshkit.telemetry import init_tracing
 from meshkit.topology import declare
+from meshkit.topology_check import await_topology
 
 __all__ = ["ServiceContext", "follow_nats_health", "run_service"]
 
@@ -80,7 +82,15 @@ async def _main(name: str, body: Callable[[ServiceContext], Awaitable[None]]) ->
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, ctx.stop.set)
     try:
-        await declare(js, replicas=settings.nats.replicas, timing=settings.timing)
+        if settings.nats.declare:
+            await declare(
+                js,
+                replicas=settings.nats.replicas,
+                timing=settings.timing,
+                max_bytes=settings.nats.max_bytes,
+            )
+        else:
+            await await_topology(js, settings.nats.user, ctx.stop)
         health_task = (
             asyncio.create_task(_serve_health(ctx, settings.health_addr))
             if settings.health_addr

@@ -49,6 +49,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+MIB = 1024 * 1024
+GIB = 1024 * MIB
 MINUTE = 60.0
 HOUR = 60 * MINUTE
 DAY = 24 * HOUR
@@ -79,6 +81,9 @@ class WorkStream:
     """Deliveries in flight across all replicas; also bounds how fast a backlog drains."""
     duplicate_window_s: float = 20 * MINUTE
     max_age_s: float = 7 * DAY
+    max_bytes: int = 256 * MIB
+    """Store bound: a full work stream refuses new publishes (discard new), it never drops
+    accepted work, and a flood cannot fill the NATS store for everything else."""
 
     @property
     def max_deliver(self) -> int:
@@ -119,6 +124,7 @@ SYNC = WorkStream(
     deadline_s=2 * MINUTE,
     retry_backoff_s=(2, 10, 30, 60),
     max_ack_pending=4096,
+    max_bytes=GIB,
 )
 MERGE = WorkStream(
     stream="MERGE",
@@ -151,6 +157,7 @@ def work_stream(default: WorkStream, timing: Mapping[str, StreamTiming] | None) 
 DEADLETTER = "DEADLETTER"
 DEADLETTER_SUBJECT_PREFIX = "contextmesh.deadletter"
 DEADLETTER_MAX_AGE_S = 30 * DAY
+DEADLETTER_MAX_BYTES = GIB
 
 
 @dataclass(frozen=True)
@@ -162,19 +169,23 @@ class Bucket:
     ttl_s: float
     """0 keeps entries until they are deleted."""
     description: str
+    max_bytes: int = 256 * MIB
+    """Store bound; a full bucket refuses writes (KV buckets discard new)."""
 
 
 class Buckets:
     """The KV buckets, by role."""
 
     JOBS = Bucket("cm_jobs", 1, 14 * DAY, "job id -> JobRecord")
-    ACTIVE = Bucket("cm_active", 1, 0, "user -> id of the user's running job (coalescing)")
-    OUTCOMES = Bucket("cm_outcomes", 1, 14 * DAY, "<job id>.<index> -> RepoOutcome")
-    BUNDLES = Bucket("cm_bundles", 5, 0, "user -> BundlePointer of the latest bundle")
-    MODELS = Bucket("cm_models", 5, 0, "user -> ModelPointer of the serving model")
-    HTTP_CACHE = Bucket("cm_http_cache", 1, 30 * DAY, "sha256(url) -> ETag and body blob key")
+    ACTIVE = Bucket(
+        "cm_active", 1, 0, "user -> id of the user's running job (coalescing)", 64 * MIB
+    )
+    OUTCOMES = Bucket("cm_outcomes", 1, 14 * DAY, "<job id>.<index> -> RepoOutcome", GIB)
+    BUNDLES = Bucket("cm_bundles", 5, 0, "user -> BundlePointer of the latest bundle", 64 * MIB)
+    MODELS = Bucket("cm_models", 5, 0, "user -> ModelPointer of the serving model", 64 * MIB)
+    HTTP_CACHE = Bucket("cm_http_cache", 1, 30 * DAY, "sha256(url) -> ETag and body blob key", GIB)
     REDRIVES = Bucket(
-        "cm_redrives", 1, 30 * DAY, "dead-letter sequence -> id of the job redriving it"
+        "cm_redrives", 1, 30 * DAY, "dead-letter sequence -> id of the job redriving it", 64 * MIB
     )
 
 
@@ -191,7 +202,9 @@ ALL_BUCKETS = (
 MAX_VALUE_BYTES = 1024 * 1024
 
 
-def work_stream_config(ws: WorkStream, replicas: int) -> StreamConfig:
+def work_stream_config(
+    ws: WorkStream, replicas: int, max_bytes: Mapping[str, int] | None = None
+) -> StreamConfig:
     return StreamConfig(
         name=ws.stream,
         subjects=[ws.subject],
@@ -201,7 +214,9 @@ def work_stream_config(ws: WorkStream, replicas: int) -> StreamConfig:
         duplicate_window=ws.duplicate_window_s,
         max_age=ws.max_age_s,
         max_msg_size=MAX_VALUE_BYTES,
-        discard=DiscardPolicy.OLD,
+        max_bytes=(max_bytes or {}).get(ws.stream, ws.max_bytes),
+        # Full: refuse the publish (the publisher sees an error), never drop accepted work.
+        discard=DiscardPolicy.NEW,
     )
 
 
@@ -218,7 +233,9 @@ def consumer_config(ws: WorkStream) -> ConsumerConfig:
     )
 
 
-def deadletter_stream_config(replicas: int) -> StreamConfig:
+def deadletter_stream_config(
+    replicas: int, max_bytes: Mapping[str, int] | None = None
+) -> StreamConfig:
     return StreamConfig(
         name=DEADLETTER,
         subjects=[f"{DEADLETTER_SUBJECT_PREFIX}.>"],
@@ -228,6 +245,9 @@ def deadletter_stream_config(replicas: int) -> StreamConfig:
         duplicate_window=20 * MINUTE,
         max_age=DEADLETTER_MAX_AGE_S,
         max_msg_size=2 * MAX_VALUE_BYTES,
+        max_bytes=(max_bytes or {}).get(DEADLETTER, DEADLETTER_MAX_BYTES),
+        # Full: the oldest parked task goes, so a worker can always park (and term) a task.
+        discard=DiscardPolicy.OLD,
     )
 
 
@@ -245,15 +265,20 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
 
 
 async def declare(
-    js: JetStreamContext, *, replicas: int = 1, timing: Mapping[str, StreamTiming] | None = None
+    js: JetStreamContext,
+    *,
+    replicas: int = 1,
+    timing: Mapping[str, StreamTiming] | None = None,
+    max_bytes: Mapping[str, int] | None = None,
 ) -> None:
     """Create or update every stream, consumer and bucket. Safe to run from every process.
-    `timing` overrides the streams' timing (Settings.timing); every process must pass the same."""
+    `timing` overrides the streams' timing (Settings.timing); every process must pass the same.
+    `max_bytes` overrides a stream's or bucket's byte bound by name (CONTEXTMESH_JS_MAX_BYTES)."""
     for default in ALL_WORK_STREAMS:
         ws = work_stream(default, timing)
-        await _ensure_stream(js, work_stream_config(ws, replicas))
+        await _ensure_stream(js, work_stream_config(ws, replicas, max_bytes))
         await js.add_consumer(ws.stream, consumer_config(ws))
-    await _ensure_stream(js, deadletter_stream_config(replicas))
+    await _ensure_stream(js, deadletter_stream_config(replicas, max_bytes))
     for bucket in ALL_BUCKETS:
         config = KeyValueConfig(
             bucket=bucket.name,
@@ -263,6 +288,7 @@ async def declare(
             storage=StorageType.FILE,
             replicas=replicas,
             max_value_size=MAX_VALUE_BYTES,
+            max_bytes=(max_bytes or {}).get(bucket.name, bucket.max_bytes),
             # Reads skip the JSON API: a direct get answers with the raw message.
             direct=True,
         )
@@ -272,6 +298,8 @@ async def declare(
             await js.create_key_value(config)
             log.info("created KV bucket %s", bucket.name)
             continue
-        if not info.config.allow_direct:  # a bucket made before direct gets were on
+        # A bucket made before direct gets were on, or before it had (this) byte bound.
+        if not info.config.allow_direct or info.config.max_bytes != config.max_bytes:
             info.config.allow_direct = True
+            info.config.max_bytes = config.max_bytes
             await js.update_stream(info.config)

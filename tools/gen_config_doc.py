@@ -56,6 +56,8 @@ Blob store credentials follow each provider's usual variables: see docs/storage.
 def _default(node: ast.expr | None) -> str:
     if node is None:
         return "unset"
+    if isinstance(node, ast.Call) and any(k.arg == "default_factory" for k in node.keywords):
+        return "unset"  # an empty collection
     if isinstance(node, ast.Call) and any(k.arg == "default" for k in node.keywords):
         node = next(k.value for k in node.keywords if k.arg == "default")
     text = ast.unparse(node)

@@ -58,7 +58,9 @@ def listening_hosts(port: int) -> set[str]:
     return hosts
 
 
-def start_up(data_dir: Path, ports: dict[str, int], log: Path) -> subprocess.Popen[bytes]:
+def start_up(
+    data_dir: Path, ports: dict[str, int], log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [
@@ -79,6 +81,7 @@ def start_up(data_dir: Path, ports: dict[str, int], log: Path) -> subprocess.Pop
                 str(ports["admin"]),
             ],
             cwd=ROOT,
+            env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
         )

@@ -24,7 +24,9 @@ def _env(manifests: Manifests, deployment: str) -> dict[str, str]:
 def test_the_base_settings() -> None:
     config = build_base().config()
 
-    assert config["CONTEXTMESH_NATS_URL"] == "nats://nats:4222"
+    assert config["CONTEXTMESH_NATS_URL"] == "tls://nats:4222"
+    assert config["CONTEXTMESH_NATS_TLS_CA"] == "/etc/contextmesh/nats-ca/ca.crt"
+    assert config["CONTEXTMESH_NATS_DECLARE"] == "off"  # the nats-declare Job declares
     assert config["CONTEXTMESH_JS_REPLICAS"] == "3"
     assert config["CONTEXTMESH_SOURCE"] == "github"
     assert config["CONTEXTMESH_SYNC_REPLICAS"] == "20"
@@ -40,6 +42,9 @@ def test_every_service_accepts_its_settings(component: str, deployment: str) -> 
 
     assert settings.blob_url.startswith(COMPONENT_SCHEMES[component])
     assert settings.nats.replicas == 3
+    assert settings.nats.user == deployment
+    assert settings.nats.nkey_seed_file == "/etc/contextmesh/nats/seed"
+    assert settings.nats.declare is False
     assert settings.sync.concurrency == 4
 
 

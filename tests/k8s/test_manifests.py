@@ -65,7 +65,7 @@ def test_the_base_lists_every_manifest_in_it() -> None:
 def test_components_are_components() -> None:
     names = sorted(p.name for p in COMPONENTS.iterdir())
 
-    assert names == ["blob-azure", "blob-gcs", "blob-s3"]
+    assert names == ["blob-azure", "blob-gcs", "blob-s3", "nats-tls-cert-manager"]
     for name in names:
         component = yaml.safe_load((COMPONENTS / name / "kustomization.yaml").read_text())
         assert component["kind"] == "Component"

@@ -10,7 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from meshctl.nats_admin import write_keys
 from tests.k8s.manifests import BASE, build_base, containers
+from tests.support.tls import write_tls
 
 NATS_CONF = BASE / "nats" / "nats.conf"
 
@@ -21,9 +23,21 @@ def _nats_server() -> str:
     return found
 
 
-def test_nats_server_accepts_the_config() -> None:
+def deployed_layout(root: Path) -> Path:
+    """The files a nats pod mounts, under root: nats.conf from the ConfigMap, the nats-auth
+    Secret that `contextmesh nats-keys` makes, and a nats-tls certificate. Only the absolute
+    certificate paths are moved under root; returns the config's path."""
+    config = root / "etc" / "nats" / "nats.conf"
+    config.parent.mkdir(parents=True)
+    tls = write_tls(root / "etc" / "nats-tls", ("nats", "nats-0.nats-headless"))
+    config.write_text(NATS_CONF.read_text().replace("/etc/nats-tls/", f"{tls}/"))
+    write_keys(root / "etc" / "nats-auth")
+    return config
+
+
+def test_nats_server_accepts_the_config(tmp_path: Path) -> None:
     result = subprocess.run(
-        [_nats_server(), "-t", "-c", NATS_CONF],
+        [_nats_server(), "-t", "-c", deployed_layout(tmp_path)],
         capture_output=True,
         text=True,
         timeout=60,

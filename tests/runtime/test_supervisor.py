@@ -441,3 +441,24 @@ def test_sigkill_of_the_supervisor_takes_its_children_down(
         harness.kill()
         harness.communicate(timeout=5.0)
     wait_until(lambda: not any(alive(pid) for pid in pids), what="children killed by the kernel")
+
+
+def test_unset_keeps_a_variable_of_the_supervisor_from_a_child(
+    scripts: dict[str, str], supervise: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # How `up` keeps GITHUB_TOKEN from every process but syncsvc.
+    monkeypatch.setenv("CM_TEST_SECRET", "s3cr3t")
+    supervisor, _ = supervise(
+        [
+            ProcessSpec("without", py(scripts["sleeper"]), unset=("CM_TEST_SECRET",)),
+            ProcessSpec("with", py(scripts["sleeper"])),
+        ]
+    )
+    supervisor.start()
+
+    def secret_of(name: str) -> bool:
+        pid = supervisor.status_of(name).pid
+        assert pid is not None
+        return b"CM_TEST_SECRET=s3cr3t" in Path(f"/proc/{pid}/environ").read_bytes()
+
+    assert secret_of("with") and not secret_of("without")

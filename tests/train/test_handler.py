@@ -232,9 +232,11 @@ async def test_the_model_pointer_never_moves_to_an_older_bundle(js: Any, user: s
     bundles = await js.key_value(Buckets.BUNDLES.name)
     latest = bundle_pb2.BundlePointer(bundle=job_pb2.BundleRef(content_hash="b" * 64))
     await bundles.put(user, latest.SerializeToString())
-    current = bundle_pb2.ModelPointer(bundle_hash="b" * 64, model_key="models/x/b", tuned=True)
+    current = bundle_pb2.ModelPointer(
+        bundle_hash="b" * 64, model_key=f"models/{user}/b", tuned=True
+    )
     assert await move_model_pointer(models, bundles, user, current)
-    older = bundle_pb2.ModelPointer(bundle_hash="a" * 64, model_key="models/x/a", tuned=True)
+    older = bundle_pb2.ModelPointer(bundle_hash="a" * 64, model_key=f"models/{user}/a", tuned=True)
     assert not await move_model_pointer(models, bundles, user, older)
     pointer, _ = await read_model_pointer(models, user)
     assert pointer == current

@@ -1,0 +1,286 @@
+"""Who may do what on NATS: one NKey identity per service, least-privilege subject permissions.
+
+NATS checks every PUB and SUB against the connection's permissions, so the table below is the
+whole access-control story of the mesh. JetStream work is done by publishing to subjects:
+
+- `$JS.API.<verb>.<stream>...` for API requests (stream info, consumer create, message get),
+  answered on the caller's inbox; `$JS.API.DIRECT.GET.<stream>.>` for KV reads (direct get);
+- `$KV.<bucket>.<key>` for a KV write, `$JS.ACK.<stream>.<consumer>.>` for an ack;
+- `$JS.FC.<stream>.>` answers flow control of a KV watch (an ordered push consumer).
+
+Each identity gets its own inbox prefix (`_INBOX_<name>`, CONTEXTMESH_NATS_USER), so no service
+can read another's replies. Declaring the topology (stream, consumer and bucket create or
+update) needs `$JS.API.>` and is done once by the `admin` identity (`contextmesh up` before the
+services start, a Job on Kubernetes); services only bind to what exists.
+
+`generate(folder)` writes one seed file per identity (mode 0600, kept across restarts) and
+`authorization_block(public_keys)` the server config that names their public keys.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from meshkit.topology import (
+    DEADLETTER,
+    DEADLETTER_SUBJECT_PREFIX,
+    DISCOVER,
+    MERGE,
+    SYNC,
+    TRAIN,
+    Bucket,
+    Buckets,
+    WorkStream,
+)
+
+__all__ = [
+    "ADMIN",
+    "IDENTITIES",
+    "SERVICES",
+    "Identity",
+    "authorization_block",
+    "generate",
+    "inbox_prefix",
+    "seed_path",
+]
+
+ADMIN = "admin"
+OPS = "ops"
+SERVICES = ("gateway", "syncsvc", "mergesvc", "trainsvc", "searchsvc")
+SEED_SUFFIX = ".nk"
+
+
+def inbox_prefix(name: str) -> str:
+    """The reply-subject prefix of an identity: only it may subscribe there."""
+    return f"_INBOX_{name}"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A NATS user: what it may publish and subscribe to (everything else is denied)."""
+
+    name: str
+    purpose: str
+    publish: tuple[str, ...]
+    subscribe: tuple[str, ...]
+    streams: tuple[str, ...] = ()
+    """Streams (KV_<bucket> included) the service binds to at start; it may read their info."""
+
+
+def _kv_read(bucket: Bucket) -> list[str]:
+    stream = f"KV_{bucket.name}"
+    return [
+        f"$JS.API.STREAM.INFO.{stream}",
+        f"$JS.API.DIRECT.GET.{stream}.>",
+        f"$JS.API.STREAM.MSG.GET.{stream}",
+    ]
+
+
+def _kv_write(bucket: Bucket) -> list[str]:
+    return [*_kv_read(bucket), f"$KV.{bucket.name}.>"]
+
+
+def _kv_watch(bucket: Bucket) -> list[str]:
+    stream = f"KV_{bucket.name}"
+    return [
+        f"$JS.API.CONSUMER.CREATE.{stream}",
+        f"$JS.API.CONSUMER.CREATE.{stream}.>",
+        f"$JS.API.CONSUMER.INFO.{stream}.>",
+        f"$JS.API.CONSUMER.DELETE.{stream}.>",
+        f"$JS.FC.{stream}.>",
+    ]
+
+
+def _consume(ws: WorkStream) -> list[str]:
+    """Pull from the stream's one durable consumer, ack, and fetch/delete a message whose
+    deliveries ran out (the advisory names it by sequence)."""
+    return [
+        f"$JS.API.STREAM.INFO.{ws.stream}",
+        f"$JS.API.CONSUMER.INFO.{ws.stream}.{ws.consumer}",
+        f"$JS.API.CONSUMER.MSG.NEXT.{ws.stream}.{ws.consumer}",
+        f"$JS.ACK.{ws.stream}.{ws.consumer}.>",
+        f"$JS.API.STREAM.MSG.GET.{ws.stream}",
+        f"$JS.API.STREAM.MSG.DELETE.{ws.stream}",
+        f"{DEADLETTER_SUBJECT_PREFIX}.{ws.stream}",
+    ]
+
+
+def _advisory(ws: WorkStream) -> str:
+    return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{ws.stream}.{ws.consumer}"
+
+
+def _kv_streams(*buckets: Bucket) -> tuple[str, ...]:
+    return tuple(f"KV_{b.name}" for b in buckets)
+
+
+def _identities() -> tuple[Identity, ...]:
+    return (
+        Identity(
+            "gateway",
+            "starts jobs (cm_jobs, cm_active, DISCOVER), watches them, reads bundle pointers",
+            publish=(
+                DISCOVER.subject,
+                *_kv_write(Buckets.JOBS),
+                *_kv_watch(Buckets.JOBS),
+                *_kv_write(Buckets.ACTIVE),
+                *_kv_read(Buckets.BUNDLES),
+            ),
+            subscribe=(),
+            streams=_kv_streams(Buckets.JOBS, Buckets.ACTIVE, Buckets.BUNDLES),
+        ),
+        Identity(
+            OPS,
+            "the gateway's OpsService: lists dead letters, redrives each as a new job (a "
+            "refresh, or a training of a bundle), deletes them",
+            publish=(
+                f"$JS.API.STREAM.INFO.{DEADLETTER}",
+                f"$JS.API.STREAM.MSG.GET.{DEADLETTER}",
+                f"$JS.API.STREAM.MSG.DELETE.{DEADLETTER}",
+                DISCOVER.subject,
+                TRAIN.subject,
+                *_kv_write(Buckets.JOBS),
+                *_kv_write(Buckets.ACTIVE),
+                *_kv_write(Buckets.REDRIVES),
+            ),
+            subscribe=(),
+            streams=(
+                DEADLETTER,
+                *_kv_streams(Buckets.JOBS, Buckets.ACTIVE, Buckets.REDRIVES),
+            ),
+        ),
+        Identity(
+            "syncsvc",
+            "consumes DISCOVER and SYNC, publishes SYNC and MERGE, records outcomes",
+            publish=(
+                SYNC.subject,
+                MERGE.subject,
+                *_consume(DISCOVER),
+                *_consume(SYNC),
+                *_kv_write(Buckets.JOBS),
+                *_kv_write(Buckets.OUTCOMES),
+                *_kv_write(Buckets.HTTP_CACHE),
+                *_kv_read(Buckets.BUNDLES),
+            ),
+            subscribe=(_advisory(DISCOVER), _advisory(SYNC)),
+            streams=(
+                DISCOVER.stream,
+                SYNC.stream,
+                *_kv_streams(Buckets.JOBS, Buckets.OUTCOMES, Buckets.HTTP_CACHE, Buckets.BUNDLES),
+            ),
+        ),
+        Identity(
+            "mergesvc",
+            "consumes MERGE, moves bundle pointers (only it writes cm_bundles), publishes TRAIN",
+            publish=(
+                TRAIN.subject,
+                *_consume(MERGE),
+                *_kv_write(Buckets.JOBS),
+                *_kv_read(Buckets.OUTCOMES),
+                *_kv_write(Buckets.BUNDLES),
+                # Whether the serving model was tuned on the bundle already (no training).
+                *_kv_read(Buckets.MODELS),
+            ),
+            subscribe=(_advisory(MERGE),),
+            streams=(
+                MERGE.stream,
+                *_kv_streams(Buckets.JOBS, Buckets.OUTCOMES, Buckets.BUNDLES, Buckets.MODELS),
+            ),
+        ),
+        Identity(
+            "trainsvc",
+            "consumes TRAIN, moves model pointers (the only writer of cm_models)",
+            publish=(
+                *_consume(TRAIN),
+                *_kv_write(Buckets.JOBS),
+                *_kv_write(Buckets.MODELS),
+                *_kv_read(Buckets.BUNDLES),
+            ),
+            subscribe=(_advisory(TRAIN),),
+            streams=(TRAIN.stream, *_kv_streams(Buckets.JOBS, Buckets.MODELS, Buckets.BUNDLES)),
+        ),
+        Identity(
+            "searchsvc",
+            "reads bundle and model pointers",
+            publish=(*_kv_read(Buckets.BUNDLES), *_kv_read(Buckets.MODELS)),
+            subscribe=(),
+            streams=_kv_streams(Buckets.BUNDLES, Buckets.MODELS),
+        ),
+        Identity(
+            ADMIN,
+            "declares streams, consumers and buckets (up, the k8s declare Job); repairs KV entries",
+            publish=("$JS.API.>", "$KV.>"),
+            subscribe=(),
+        ),
+    )
+
+
+IDENTITIES: Mapping[str, Identity] = {i.name: i for i in _identities()}
+
+
+def seed_path(folder: Path, name: str) -> Path:
+    return folder / f"{name}{SEED_SUFFIX}"
+
+
+def _new_seed() -> bytes:
+    import nkeys  # nats-py's own NKey library (the `nkeys` package)
+
+    return bytes(nkeys.encode_seed(secrets.token_bytes(32), nkeys.PREFIX_BYTE_USER))
+
+
+def public_key(seed: bytes) -> str:
+    """The user's public NKey (U...), the only part the server config names."""
+    import nkeys
+
+    pair = nkeys.from_seed(bytearray(seed.strip()))
+    try:
+        return str(pair.public_key.decode())
+    finally:
+        pair.wipe()
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+
+
+def generate(folder: Path, names: Iterable[str] = IDENTITIES) -> dict[str, str]:
+    """A seed file per identity in folder (created 0700; each seed 0600, written once and kept
+    on later starts). Returns name -> public key."""
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    keys = {}
+    for name in names:
+        path = seed_path(folder, name)
+        if not path.exists():
+            _write_private(path, _new_seed() + b"\n")
+        path.chmod(0o600)
+        keys[name] = public_key(path.read_bytes())
+    return keys
+
+
+def _list(subjects: Iterable[str]) -> str:
+    return "[" + ", ".join(json.dumps(s) for s in subjects) + "]"
+
+
+def authorization_block(public_keys: Mapping[str, str]) -> str:
+    """The nats-server `authorization` block: one user per NKey with its permissions. A
+    connection without a known NKey is refused; what a user's lists do not allow is denied."""
+    lines = ["authorization {", "  users = ["]
+    for name, key in public_keys.items():
+        identity = IDENTITIES[name]
+        subscribe = [f"{inbox_prefix(name)}.>", *identity.subscribe]
+        lines += [
+            f"    # {name}: {identity.purpose}",
+            f"    {{ nkey: {json.dumps(key)}, permissions: {{",
+            f"      publish: {{ allow: {_list(identity.publish)} }}",
+            f"      subscribe: {{ allow: {_list(subscribe)} }}",
+            "    } }",
+        ]
+    lines += ["  ]", "}"]
+    return "\n".join(lines) + "\n"
