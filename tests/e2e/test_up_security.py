@@ -22,6 +22,7 @@ from contextmesh.ops.v1 import ops_service_pb2_grpc
 from nats.aio.client import Client
 
 from meshkit import nats_auth
+from meshkit.bearer import bearer_channel
 from tests.e2e.test_up import BIN, start_up
 from tests.support.ports import free_port
 
@@ -75,11 +76,16 @@ def test_up_runs_a_refresh_on_least_privilege_nats_and_keeps_secrets_apart(
     tmp_path: Path,
 ) -> None:
     data_dir = tmp_path / "data"
-    ports = {name: free_port() for name in ("grpc", "rest", "nats", "search")}
+    ports = {name: free_port() for name in ("grpc", "rest", "nats", "search", "admin")}
     log = tmp_path / "up.log"
     target = f"localhost:{ports['grpc']}"
     nats_url = f"nats://127.0.0.1:{ports['nats']}"
-    env = {**os.environ, "GITHUB_TOKEN": TOKEN, "CONTEXTMESH_TARGET": target}
+    env = {
+        **os.environ,
+        "GITHUB_TOKEN": TOKEN,
+        "CONTEXTMESH_TARGET": target,
+        "CONTEXTMESH_DATA_DIR": str(data_dir),  # the CLI finds up's admin token there
+    }
     proc = start_up(data_dir, ports, log, env=env)
     try:
         # Only syncsvc has the GitHub token; every service has its own NATS identity.
@@ -112,7 +118,8 @@ def test_up_runs_a_refresh_on_least_privilege_nats_and_keeps_secrets_apart(
 
         admin_seed = nats_auth.seed_path(data_dir / "nats" / "auth", nats_auth.ADMIN)
         asyncio.run(tamper(nats_url, admin_seed, victim="bob", owner="demo"))
-        with grpc.insecure_channel(target) as channel:
+        token = (data_dir / "auth" / "admin.token").read_text().strip()
+        with bearer_channel(target, token) as channel:
             stub = bundle_service_pb2_grpc.BundleServiceStub(channel)
             assert stub.GetBundle(pb.GetBundleRequest(user="demo"), timeout=10).bundle.blob_key
             for call in (
@@ -123,7 +130,8 @@ def test_up_runs_a_refresh_on_least_privilege_nats_and_keeps_secrets_apart(
                     call()
                 assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
                 assert "RefreshBundle" in (refused.value.details() or "")
-            # The ops path runs on its own identity.
+        # The ops path runs on its own identity, behind the admin listener.
+        with bearer_channel(f"localhost:{ports['admin']}", token) as channel:
             ops_stub = ops_service_pb2_grpc.OpsServiceStub(channel)
             ops_stub.ListDeadLetters(ops.ListDeadLettersRequest(), timeout=10)
 

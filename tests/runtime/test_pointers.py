@@ -103,6 +103,7 @@ async def test_a_merge_replaces_a_foreign_pointer_even_one_naming_a_later_job(
         await JobStore.open(js),
         await js.key_value(Buckets.OUTCOMES.name),
         bundles,
+        await js.key_value(Buckets.MODELS.name),
         blobs,
         training=False,
     )
