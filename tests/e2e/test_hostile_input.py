@@ -11,7 +11,6 @@ import json
 import time
 from pathlib import Path
 
-import grpc
 from contextmesh.gateway.v1 import bundle_service_pb2 as pb
 from contextmesh.gateway.v1 import bundle_service_pb2_grpc
 from contextmesh.job.v1 import job_pb2
@@ -87,7 +86,7 @@ def test_lone_surrogates_in_github_json_warn_their_repository(
             mesh.start("gateway")
             mesh.start("syncsvc")
             mesh.start("mergesvc")
-            with grpc.insecure_channel(mesh.gateway_target) as channel:
+            with mesh.channel() as channel:
                 stub = bundle_service_pb2_grpc.BundleServiceStub(channel)
                 job = stub.RefreshBundle(pb.RefreshBundleRequest(user="octo")).job
                 updates = list(stub.WatchJob(pb.WatchJobRequest(id=job.id), timeout=DEADLINE_S))
