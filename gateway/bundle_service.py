@@ -4,11 +4,13 @@ Requests arrive already authenticated and checked against the caller's users
 (gateway.access, meshkit.auth), validated (meshkit.rpc.GuardInterceptor), and domain errors
 are mapped to statuses in one place (meshkit.rpc.STATUS_OF); handlers here only do the work.
 The job methods check the job's owner on the record they read (`authorize_job`), so someone
-else's job answers exactly like an unknown one.
+else's job answers exactly like an unknown one. Refreshes and open watches are limited per
+caller (gateway.limits) before anything is written or watched.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 import grpc
@@ -19,13 +21,21 @@ from contextmesh.search.v1 import search_service_pb2, search_service_pb2_grpc
 from google.api import httpbody_pb2
 
 from gateway.bundles import BundleReader
+from gateway.limits import EdgeLimits
 from gateway.refresh import Refresher
-from meshkit.auth import authorize_job, forward_credentials
+from meshkit.auth import authorize_job, current_principal, forward_credentials
+from meshkit.config import LimitSettings
 from meshkit.jobs import JobStore, bundle_is_ready, is_final
 
 __all__ = ["BundleService"]
 
 JobState = job_pb2.JobState
+
+
+def _progress(job: job_pb2.Job) -> pb.WatchJobResponse:
+    return pb.WatchJobResponse(
+        job=job, final=is_final(job.state), bundle_ready=bundle_is_ready(job)
+    )
 
 
 class BundleService(bundle_service_pb2_grpc.BundleServiceServicer):
@@ -37,7 +47,9 @@ class BundleService(bundle_service_pb2_grpc.BundleServiceServicer):
         search: search_service_pb2_grpc.SearchServiceStub,
         *,
         search_timeout_s: float = 10.0,
+        limits: EdgeLimits | None = None,
     ) -> None:
+        self.limits = limits or EdgeLimits(LimitSettings())
         self.refresher = refresher
         self.jobs = jobs
         self.bundles = bundles
@@ -47,6 +59,7 @@ class BundleService(bundle_service_pb2_grpc.BundleServiceServicer):
     async def RefreshBundle(
         self, request: pb.RefreshBundleRequest, context: grpc.aio.ServicerContext
     ) -> pb.RefreshBundleResponse:
+        self.limits.admit_refresh(current_principal().subject, force=request.force)
         job, coalesced = await self.refresher.refresh(request.user, force=request.force)
         return pb.RefreshBundleResponse(job=job, coalesced=coalesced)
 
@@ -60,14 +73,16 @@ class BundleService(bundle_service_pb2_grpc.BundleServiceServicer):
     async def WatchJob(
         self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchJobResponse]:
-        first = True
-        async for job in self.jobs.watch(request.id):
-            if first:
-                authorize_job(job.user, request.id)
-                first = False
-            yield pb.WatchJobResponse(
-                job=job, final=is_final(job.state), bundle_ready=bundle_is_ready(job)
-            )
+        # Closed explicitly however the stream ends (the client cancels, the job ends, the
+        # gateway stops), so the KV watch behind it is removed at once.
+        updates = self.jobs.watch(request.id)
+        async with contextlib.aclosing(updates):
+            job = await anext(updates)  # the current state, read before anything is watched
+            authorize_job(job.user, request.id)
+            with self.limits.watches.hold(request.id, current_principal().subject):
+                yield _progress(job)
+                async for job in updates:
+                    yield _progress(job)
 
     async def GetBundle(
         self, request: pb.GetBundleRequest, context: grpc.aio.ServicerContext
