@@ -168,7 +168,9 @@ class Buckets:
     """The KV buckets, by role."""
 
     JOBS = Bucket("cm_jobs", 1, 14 * DAY, "job id -> JobRecord")
-    ACTIVE = Bucket("cm_active", 1, 0, "user -> id of the user's running job (coalescing)")
+    # Coalescing needs only a user's latest job, never an old entry: they expire (a day is
+    # far longer than the 2 h a job may go without moving), so unknown names leave nothing.
+    ACTIVE = Bucket("cm_active", 1, DAY, "user -> id of the user's latest job (coalescing)")
     OUTCOMES = Bucket("cm_outcomes", 1, 14 * DAY, "<job id>.<index> -> RepoOutcome")
     BUNDLES = Bucket("cm_bundles", 5, 0, "user -> BundlePointer of the latest bundle")
     MODELS = Bucket("cm_models", 5, 0, "user -> ModelPointer of the serving model")
@@ -272,6 +274,8 @@ async def declare(
             await js.create_key_value(config)
             log.info("created KV bucket %s", bucket.name)
             continue
-        if not info.config.allow_direct:  # a bucket made before direct gets were on
+        ttl_drifted = abs((info.config.max_age or 0) - bucket.ttl_s) > 1  # e.g. cm_active's
+        if not info.config.allow_direct or ttl_drifted:  # a bucket made by an older version
             info.config.allow_direct = True
+            info.config.max_age = bucket.ttl_s
             await js.update_stream(info.config)
