@@ -21,8 +21,6 @@ from typing import Any
 
 import grpc
 import protovalidate
-from google.protobuf import any_pb2, duration_pb2
-from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -125,25 +123,15 @@ STATUS_OF: list[tuple[type[BaseException], grpc.StatusCode]] = [
 
 RETRY_AFTER_KEY = "retry-after"
 """Trailing metadata of a refusal that knows when to retry: whole seconds, as HTTP's
-Retry-After (Envoy passes it on as that header of a 429)."""
+Retry-After (Envoy passes it on as that header of the 429). No google.rpc.RetryInfo in the
+status details: Envoy's transcoder renders details only of types in the descriptor image,
+and answers an empty body for one it does not know."""
 
 
-def _retry_trailers(exc: BaseException, message: str) -> tuple[tuple[str, str | bytes], ...]:
-    """`retry-after`, and google.rpc.RetryInfo in the status details, for a LimitExceeded
-    that knows when the call would be accepted; nothing otherwise."""
+def _retry_trailers(exc: BaseException) -> tuple[tuple[str, str], ...]:
     if not isinstance(exc, LimitExceeded) or exc.retry_after_s is None:
         return ()
-    delay = duration_pb2.Duration()
-    delay.FromNanoseconds(int(exc.retry_after_s * 1e9))
-    detail = any_pb2.Any()
-    detail.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
-    status = status_pb2.Status(
-        code=grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], message=message, details=[detail]
-    )
-    return (
-        (RETRY_AFTER_KEY, str(max(1, math.ceil(exc.retry_after_s)))),
-        ("grpc-status-details-bin", status.SerializeToString()),
-    )
+    return ((RETRY_AFTER_KEY, str(max(1, math.ceil(exc.retry_after_s)))),)
 
 
 def _status_for(exc: BaseException) -> grpc.StatusCode | None:
@@ -200,8 +188,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
                 log.exception("%s failed", method, exc_info=exc)
                 await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}")
             fixed = next((text for kind, text in _FIXED_MESSAGES if isinstance(exc, kind)), None)
-            message = fixed or str(exc)
-            await context.abort(code, message, trailing_metadata=_retry_trailers(exc, message))
+            await context.abort(code, fixed or str(exc), trailing_metadata=_retry_trailers(exc))
 
         if handler.unary_unary:
             inner_unary = handler.unary_unary
