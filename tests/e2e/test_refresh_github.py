@@ -121,7 +121,7 @@ def test_an_unknown_user_fails_the_job_with_a_clear_error(
 ) -> None:
     started = time.monotonic()
     job = refresh(gh_mesh, user="nobody-here")
-    assert time.monotonic() - started < 10, gh_mesh.logs()
+    assert time.monotonic() - started < 30, gh_mesh.logs()  # processes starting included
     assert job.state == JobState.JOB_STATE_FAILED
     assert "nobody-here" in job.error and "not found" in job.error
     assert "check the name" in job.error
