@@ -10,8 +10,9 @@ caller (gateway.limits) before anything is written or watched.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 import grpc
 from contextmesh.gateway.v1 import bundle_service_pb2 as pb
@@ -32,6 +33,16 @@ __all__ = ["BundleService"]
 JobState = job_pb2.JobState
 
 
+def _nothing() -> None:
+    pass
+
+
+async def _close(updates: AsyncGenerator[job_pb2.Job, None]) -> None:
+    """Close a watch unless it is running (then it is closing on its own)."""
+    with contextlib.suppress(RuntimeError):
+        await updates.aclose()
+
+
 def _progress(job: job_pb2.Job) -> pb.WatchJobResponse:
     return pb.WatchJobResponse(
         job=job, final=is_final(job.state), bundle_ready=bundle_is_ready(job)
@@ -50,6 +61,7 @@ class BundleService(bundle_service_pb2_grpc.BundleServiceServicer):
         limits: EdgeLimits | None = None,
     ) -> None:
         self.limits = limits or EdgeLimits(LimitSettings())
+        self._closing: set[asyncio.Task[None]] = set()
         self.refresher = refresher
         self.jobs = jobs
         self.bundles = bundles
@@ -73,16 +85,34 @@ class BundleService(bundle_service_pb2_grpc.BundleServiceServicer):
     async def WatchJob(
         self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchJobResponse]:
-        # Closed explicitly however the stream ends (the client cancels, the job ends, the
-        # gateway stops), so the KV watch behind it is removed at once.
+        # The KV watch behind the stream and the watch's slots are given back however the
+        # stream ends (the client cancels, the job ends, the gateway stops): by the generator
+        # closing, and, should grpc leave it suspended, by the call's done callback.
         updates = self.jobs.watch(request.id)
+        release: Callable[[], None] = _nothing
+        loop = asyncio.get_running_loop()
+
+        def ended(_: object) -> None:
+            release()
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to close
+                loop.call_soon_threadsafe(self._close_soon, updates)
+
+        context.add_done_callback(ended)
         async with contextlib.aclosing(updates):
             job = await anext(updates)  # the current state, read before anything is watched
             authorize_job(job.user, request.id)
-            with self.limits.watches.hold(request.id, current_principal().subject):
+            release = self.limits.watches.take(request.id, current_principal().subject)
+            try:
                 yield _progress(job)
                 async for job in updates:
                     yield _progress(job)
+            finally:
+                release()
+
+    def _close_soon(self, updates: AsyncGenerator[job_pb2.Job, None]) -> None:
+        task = asyncio.ensure_future(_close(updates))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def GetBundle(
         self, request: pb.GetBundleRequest, context: grpc.aio.ServicerContext

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 from meshkit.config import LimitSettings
 from meshkit.errors import LimitExceeded
@@ -30,7 +29,7 @@ __all__ = ["EdgeLimits", "WatchSlots"]
 
 
 class WatchSlots:
-    """Counts open watches per job and per caller; `hold` refuses one past either cap."""
+    """Counts open watches per job and per caller; `take` refuses one past either cap."""
 
     def __init__(self, *, per_job: int, per_caller: int) -> None:
         self.per_job = per_job
@@ -38,8 +37,9 @@ class WatchSlots:
         self.jobs: Counter[str] = Counter()
         self.callers: Counter[str] = Counter()
 
-    @contextmanager
-    def hold(self, job_id: str, caller: str) -> Iterator[None]:
+    def take(self, job_id: str, caller: str) -> Callable[[], None]:
+        """Take a slot of the job and of the caller, or raise LimitExceeded; returns the
+        function that gives them back (calling it again does nothing)."""
         if self.jobs[job_id] >= self.per_job:
             raise LimitExceeded(
                 f"job {job_id} already has {self.per_job} open watches, the most a gateway "
@@ -52,13 +52,19 @@ class WatchSlots:
             )
         self.jobs[job_id] += 1
         self.callers[caller] += 1
-        try:
-            yield
-        finally:
+        held = True
+
+        def release() -> None:
+            nonlocal held
+            if not held:
+                return
+            held = False
             for counter, key in ((self.jobs, job_id), (self.callers, caller)):
                 counter[key] -= 1
                 if counter[key] <= 0:
                     del counter[key]
+
+        return release
 
 
 class EdgeLimits:

@@ -18,7 +18,7 @@ import grpc
 import pytest
 from contextmesh.gateway.v1 import bundle_service_pb2 as pb
 from contextmesh.gateway.v1 import bundle_service_pb2_grpc
-from contextmesh.job.v1 import job_pb2
+from contextmesh.job.v1 import job_pb2, job_record_pb2
 from contextmesh.search.v1 import search_service_pb2_grpc
 from nats.js import JetStreamContext
 
@@ -26,6 +26,7 @@ from gateway.access import BUNDLE_SERVICE, PUBLIC_RULES
 from gateway.bundle_service import BundleService
 from gateway.bundles import BundleReader
 from gateway.limits import EdgeLimits
+from meshkit.auth import Principal, _Call, _current
 from meshkit.bearer import bearer_metadata
 from meshkit.blob import open_blob_store
 from meshkit.config import LimitSettings
@@ -68,6 +69,7 @@ class Served:
     clock: Clock
     signer: LocalSigner
     channel: grpc.aio.Channel
+    limits: EdgeLimits
 
     def stub(self) -> bundle_service_pb2_grpc.BundleServiceStub:
         return bundle_service_pb2_grpc.BundleServiceStub(self.channel)
@@ -87,6 +89,7 @@ class Served:
 @pytest.fixture
 async def served(gateway: Gateway, signer: LocalSigner, tmp_path: Path) -> AsyncIterator[Served]:
     clock = Clock()
+    limits = EdgeLimits(LIMITS, clock=clock)
     blobs = open_blob_store((tmp_path / "blobs").as_uri())
     nowhere = grpc.aio.insecure_channel("127.0.0.1:9")  # search is never called here
     service = BundleService(
@@ -94,7 +97,7 @@ async def served(gateway: Gateway, signer: LocalSigner, tmp_path: Path) -> Async
         gateway.jobs,
         BundleReader(await gateway.js.key_value(Buckets.BUNDLES.name), blobs),
         search_service_pb2_grpc.SearchServiceStub(nowhere),
-        limits=EdgeLimits(LIMITS, clock=clock),
+        limits=limits,
     )
     server = create_server(
         "127.0.0.1:0",
@@ -105,7 +108,7 @@ async def served(gateway: Gateway, signer: LocalSigner, tmp_path: Path) -> Async
     await server.server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
     try:
-        yield Served(gateway, server, clock, signer, channel)
+        yield Served(gateway, server, clock, signer, channel, limits)
     finally:
         await channel.close()
         await server.server.stop(grace=None)
@@ -214,6 +217,91 @@ async def test_watches_are_capped_per_job_and_leave_no_consumer_behind(served: S
     assert (await again.read()).job.id == job.id
     again.cancel()
     await until(lambda: _equals(consumers(js), baseline), WATCH_INACTIVE_S / 3)
+
+
+async def test_watches_cancelled_at_any_moment_give_back_their_slot_and_consumer(
+    served: Served,
+) -> None:
+    """Clients that go away at every point of a watch (before the first message, right after
+    it, while updates flow) leave no slot taken and no consumer on the server."""
+    alice = served.token("alice", "alice")
+    job = (await served.refresh(alice, "alice")).job
+    js = served.gateway.js
+    baseline = await consumers(js)
+
+    async def bump(rounds: int) -> None:
+        for i in range(rounds):
+            await served.gateway.jobs.update(job.id, _progressed(i))
+            await asyncio.sleep(0.002)
+
+    updates = asyncio.create_task(bump(400))
+    for i in range(60):
+        stream = served.stub().WatchJob(pb.WatchJobRequest(id=job.id), metadata=alice)
+        if i % 3:
+            await stream.read()
+        if i % 3 == 2:
+            await stream.read()
+        stream.cancel()
+        await asyncio.sleep(0.001 * (i % 5))
+    await updates
+
+    async def clean() -> bool:
+        return not served.limits.watches.jobs and await consumers(js) == baseline
+
+    await until(clean, WATCH_INACTIVE_S / 3)
+    assert not served.limits.watches.callers
+
+
+def _progressed(step: int):  # type: ignore[no-untyped-def]
+    def mutate(record: job_record_pb2.JobRecord) -> bool:
+        record.job.synced = step + 1
+        return True
+
+    return mutate
+
+
+class AbandonedCall:
+    """A servicer context whose call ends while its handler's generator is left suspended,
+    as grpc can leave it when a client goes away during a send."""
+
+    def __init__(self) -> None:
+        self.callbacks: list[Callable[[object], None]] = []
+
+    def add_done_callback(self, callback: Callable[[object], None]) -> None:
+        self.callbacks.append(callback)
+
+    def end(self) -> None:
+        for callback in self.callbacks:
+            callback(self)
+
+
+async def test_a_watch_left_suspended_is_cleaned_up_when_its_call_ends(
+    served: Served, tmp_path: Path
+) -> None:
+    alice = served.token("alice", "alice")
+    job = (await served.refresh(alice, "alice")).job
+    js = served.gateway.js
+    baseline = await consumers(js)
+    service = BundleService(
+        served.gateway.refresher,
+        served.gateway.jobs,
+        BundleReader(await js.key_value(Buckets.BUNDLES.name), open_blob_store(tmp_path.as_uri())),
+        search_service_pb2_grpc.SearchServiceStub(served.channel),
+        limits=served.limits,
+    )
+    call = AbandonedCall()
+    # As the auth interceptor leaves it for a call by alice.
+    _current.set(_Call(Principal("alice", frozenset({"alice"}))))
+    stream = service.WatchJob(pb.WatchJobRequest(id=job.id), call)  # type: ignore[arg-type]
+    assert (await anext(stream)).job.id == job.id
+    await served.gateway.jobs.update(job.id, _progressed(0))
+    assert (await anext(stream)).job.synced == 1  # the KV watch is open now
+    assert await consumers(js) == baseline + 1 and served.limits.watches.jobs[job.id] == 1
+
+    call.end()  # the generator stays suspended at its yield, never closed by its caller
+    assert not served.limits.watches.jobs and not served.limits.watches.callers
+    await until(lambda: _equals(consumers(js), baseline), WATCH_INACTIVE_S / 3)
+    del stream
 
 
 async def test_watches_are_capped_per_caller(served: Served) -> None:
