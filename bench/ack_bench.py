@@ -196,6 +196,9 @@ def main() -> None:
                 "CONTEXTMESH_LOG_LEVEL": "warning",
                 "CONTEXTMESH_SOURCE": "local",
                 "CONTEXTMESH_LOCAL_SOURCE_DIR": tmp,
+                # One client token floods on purpose: measure the path, not the per-caller limit.
+                "CONTEXTMESH_REFRESH_RATE": "1000000",
+                "CONTEXTMESH_REFRESH_BURST": "1000000",
             },
         )
         floor_port, control_port = free_port(), free_port()

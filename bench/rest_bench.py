@@ -116,7 +116,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "refresh.lua"
         nats = NatsServer(Path(tmp) / "nats").start()
-        mesh = Mesh(nats.url, Path(tmp) / "mesh", env={"CONTEXTMESH_LOG_LEVEL": "warning"})
+        mesh = Mesh(
+            nats.url,
+            Path(tmp) / "mesh",
+            env={
+                "CONTEXTMESH_LOG_LEVEL": "warning",
+                # One client token floods on purpose: measure the path, not the caller limit.
+                "CONTEXTMESH_REFRESH_RATE": "1000000",
+                "CONTEXTMESH_REFRESH_BURST": "1000000",
+            },
+        )
         script.write_text(WRK_SCRIPT.replace("TOKEN", mesh.admin_token))
         try:
             mesh.start("gateway")

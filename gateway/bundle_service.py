@@ -4,12 +4,15 @@ Requests arrive already authenticated and checked against the caller's users
 (gateway.access, meshkit.auth), validated (meshkit.rpc.GuardInterceptor), and domain errors
 are mapped to statuses in one place (meshkit.rpc.STATUS_OF); handlers here only do the work.
 The job methods check the job's owner on the record they read (`authorize_job`), so someone
-else's job answers exactly like an unknown one.
+else's job answers exactly like an unknown one. Refreshes and open watches are limited per
+caller (gateway.limits) before anything is written or watched.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 import grpc
 from contextmesh.gateway.v1 import bundle_service_pb2 as pb
@@ -19,13 +22,31 @@ from contextmesh.search.v1 import search_service_pb2, search_service_pb2_grpc
 from google.api import httpbody_pb2
 
 from gateway.bundles import BundleReader
+from gateway.limits import EdgeLimits
 from gateway.refresh import Refresher
-from meshkit.auth import authorize_job, forward_credentials
+from meshkit.auth import authorize_job, current_principal, forward_credentials
+from meshkit.config import LimitSettings
 from meshkit.jobs import JobStore, bundle_is_ready, is_final
 
 __all__ = ["BundleService"]
 
 JobState = job_pb2.JobState
+
+
+def _nothing() -> None:
+    pass
+
+
+async def _close(updates: AsyncGenerator[job_pb2.Job, None]) -> None:
+    """Close a watch unless it is running (then it is closing on its own)."""
+    with contextlib.suppress(RuntimeError):
+        await updates.aclose()
+
+
+def _progress(job: job_pb2.Job) -> pb.WatchJobResponse:
+    return pb.WatchJobResponse(
+        job=job, final=is_final(job.state), bundle_ready=bundle_is_ready(job)
+    )
 
 
 class BundleService(bundle_service_pb2_grpc.BundleServiceServicer):
@@ -37,7 +58,10 @@ class BundleService(bundle_service_pb2_grpc.BundleServiceServicer):
         search: search_service_pb2_grpc.SearchServiceStub,
         *,
         search_timeout_s: float = 10.0,
+        limits: EdgeLimits | None = None,
     ) -> None:
+        self.limits = limits or EdgeLimits(LimitSettings())
+        self._closing: set[asyncio.Task[None]] = set()
         self.refresher = refresher
         self.jobs = jobs
         self.bundles = bundles
@@ -47,6 +71,7 @@ class BundleService(bundle_service_pb2_grpc.BundleServiceServicer):
     async def RefreshBundle(
         self, request: pb.RefreshBundleRequest, context: grpc.aio.ServicerContext
     ) -> pb.RefreshBundleResponse:
+        self.limits.admit_refresh(current_principal().subject, force=request.force)
         job, coalesced = await self.refresher.refresh(request.user, force=request.force)
         return pb.RefreshBundleResponse(job=job, coalesced=coalesced)
 
@@ -60,14 +85,34 @@ class BundleService(bundle_service_pb2_grpc.BundleServiceServicer):
     async def WatchJob(
         self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchJobResponse]:
-        first = True
-        async for job in self.jobs.watch(request.id):
-            if first:
-                authorize_job(job.user, request.id)
-                first = False
-            yield pb.WatchJobResponse(
-                job=job, final=is_final(job.state), bundle_ready=bundle_is_ready(job)
-            )
+        # The KV watch behind the stream and the watch's slots are given back however the
+        # stream ends (the client cancels, the job ends, the gateway stops): by the generator
+        # closing, and, should grpc leave it suspended, by the call's done callback.
+        updates = self.jobs.watch(request.id)
+        release: Callable[[], None] = _nothing
+        loop = asyncio.get_running_loop()
+
+        def ended(_: object) -> None:
+            release()
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to close
+                loop.call_soon_threadsafe(self._close_soon, updates)
+
+        context.add_done_callback(ended)
+        async with contextlib.aclosing(updates):
+            job = await anext(updates)  # the current state, read before anything is watched
+            authorize_job(job.user, request.id)
+            release = self.limits.watches.take(request.id, current_principal().subject)
+            try:
+                yield _progress(job)
+                async for job in updates:
+                    yield _progress(job)
+            finally:
+                release()
+
+    def _close_soon(self, updates: AsyncGenerator[job_pb2.Job, None]) -> None:
+        task = asyncio.ensure_future(_close(updates))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def GetBundle(
         self, request: pb.GetBundleRequest, context: grpc.aio.ServicerContext

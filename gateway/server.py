@@ -23,6 +23,7 @@ from nats.js import JetStreamContext
 from gateway.access import ADMIN_RULES, BUNDLE_SERVICE, OPS_SERVICE, PUBLIC_RULES
 from gateway.bundle_service import BundleService
 from gateway.bundles import BundleReader
+from gateway.limits import EdgeLimits
 from gateway.ops_service import OpsService
 from gateway.redrive import Redriver
 from gateway.refresh import Refresher
@@ -75,6 +76,7 @@ async def serve(ctx: ServiceContext) -> None:
         jobs,
         BundleReader(pointers, blobs),
         search_service_pb2_grpc.SearchServiceStub(search_channel),
+        limits=EdgeLimits(settings.limits),
     )
     public = create_server(
         settings.gateway_addr,

@@ -25,7 +25,7 @@ from contextmesh.job.v1 import job_pb2, job_record_pb2
 
 from meshkit.config import JobSettings
 from meshkit.errors import JobNotFoundError
-from meshkit.jobs import JobStore, Mutation, is_refreshing
+from meshkit.jobs import WATCH_INACTIVE_S, JobStore, Mutation, is_refreshing, stop_watcher
 
 __all__ = ["JobSweeper"]
 
@@ -76,7 +76,9 @@ class JobSweeper:
 
     async def _stalled(self, now: float) -> list[str]:
         """Ids of the jobs that look stalled, read from one pass of a watch over the bucket."""
-        watcher = await self.jobs.kv.watchall(ignore_deletes=True)
+        watcher = await self.jobs.kv.watchall(
+            ignore_deletes=True, inactive_threshold=WATCH_INACTIVE_S
+        )
         stalled = []
         try:
             while (entry := await watcher.updates(timeout=30)) is not None:
@@ -87,8 +89,7 @@ class JobSweeper:
                 if self._stall_reason(record.job, now):
                     stalled.append(record.job.id)
         finally:
-            with contextlib.suppress(Exception):
-                await watcher.stop()
+            await stop_watcher(watcher)
         return stalled
 
     def _stall_reason(self, job: job_pb2.Job, now: float) -> str | None:

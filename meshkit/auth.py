@@ -49,6 +49,7 @@ __all__ = [
     "Rule",
     "Unauthenticated",
     "authorize_job",
+    "current_principal",
     "forward_credentials",
     "user_field",
 ]
@@ -117,6 +118,14 @@ class _Call:
 
 
 _current: contextvars.ContextVar[_Call] = contextvars.ContextVar("contextmesh_auth_call")
+
+
+def current_principal() -> Principal:
+    """The verified caller of the call being handled (limits are kept per caller)."""
+    call = _current.get(None)
+    if call is None:
+        raise RuntimeError("current_principal called outside an authenticated call")
+    return call.principal
 
 
 def authorize_job(owner: str, job_id: str) -> None:

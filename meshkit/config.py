@@ -19,6 +19,7 @@ __all__ = [
     "AuthSettings",
     "GithubSettings",
     "JobSettings",
+    "LimitSettings",
     "NatsSettings",
     "Settings",
     "StreamTiming",
@@ -251,6 +252,28 @@ class JobSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LimitSettings:
+    """What one caller (a token's `sub`) may take from one gateway replica
+    (docs/security.md, "Limits"): each replica counts on its own."""
+
+    refresh_rate: float = 5.0
+    """CONTEXTMESH_REFRESH_RATE: refreshes a second one caller may start, sustained; more
+    are refused with RESOURCE_EXHAUSTED (HTTP 429) saying when to retry."""
+    refresh_burst: int = 50
+    """CONTEXTMESH_REFRESH_BURST: refreshes one caller may start at once before that rate
+    applies."""
+    force_rate: float = 0.1
+    """CONTEXTMESH_FORCE_RATE: forced refreshes (every repository fetched again) a second one
+    caller may start; each also counts as a refresh."""
+    force_burst: int = 5
+    """CONTEXTMESH_FORCE_BURST: forced refreshes one caller may start at once."""
+    watches_per_job: int = 16
+    """CONTEXTMESH_MAX_WATCHES_PER_JOB: concurrent WatchJob streams of one job."""
+    watches_per_caller: int = 100
+    """CONTEXTMESH_MAX_WATCHES_PER_CALLER: concurrent WatchJob streams of one caller."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class AuthSettings:
     """How the gateway and searchsvc verify callers' bearer tokens (docs/security.md)."""
 
@@ -285,6 +308,7 @@ class Settings:
     jobs: JobSettings = field(default_factory=JobSettings)
     timing: Mapping[str, StreamTiming] = field(default_factory=dict)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
     gateway_addr: str = "[::]:50051"
     """CONTEXTMESH_GATEWAY_ADDR: where the gateway listens."""
     admin_addr: str = "127.0.0.1:50053"
@@ -377,6 +401,28 @@ class Settings:
                 keys_file=e.optional("CONTEXTMESH_AUTH_KEYS_FILE"),
                 issuer=e.optional("CONTEXTMESH_AUTH_ISSUER"),
                 audience=e.optional("CONTEXTMESH_AUTH_AUDIENCE"),
+            ),
+            limits=LimitSettings(
+                refresh_rate=e.number(
+                    "CONTEXTMESH_REFRESH_RATE", LimitSettings.refresh_rate, minimum=0.001
+                ),
+                refresh_burst=e.integer(
+                    "CONTEXTMESH_REFRESH_BURST", LimitSettings.refresh_burst, minimum=1
+                ),
+                force_rate=e.number(
+                    "CONTEXTMESH_FORCE_RATE", LimitSettings.force_rate, minimum=0.001
+                ),
+                force_burst=e.integer(
+                    "CONTEXTMESH_FORCE_BURST", LimitSettings.force_burst, minimum=1
+                ),
+                watches_per_job=e.integer(
+                    "CONTEXTMESH_MAX_WATCHES_PER_JOB", LimitSettings.watches_per_job, minimum=1
+                ),
+                watches_per_caller=e.integer(
+                    "CONTEXTMESH_MAX_WATCHES_PER_CALLER",
+                    LimitSettings.watches_per_caller,
+                    minimum=1,
+                ),
             ),
             gateway_addr=e.text("CONTEXTMESH_GATEWAY_ADDR", "[::]:50051"),
             admin_addr=e.text("CONTEXTMESH_ADMIN_ADDR", "127.0.0.1:50053"),

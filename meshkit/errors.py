@@ -8,7 +8,8 @@
     │   ├── InvalidBlobKeyError   the key is not a safe blob key
     │   └── BlobUnavailableError  the store could not be reached after retries (transient)
     ├── JobNotFoundError          no job record has that id
-    └── ConflictError             a compare-and-set lost too many times in a row
+    ├── ConflictError             a compare-and-set lost too many times in a row
+    └── LimitExceeded             a caller asked for more than its share; says when to retry
 
 Messages never carry secrets: callers may log them and return them to clients as they are.
 """
@@ -24,6 +25,7 @@ __all__ = [
     "ConflictError",
     "InvalidBlobKeyError",
     "JobNotFoundError",
+    "LimitExceeded",
     "MeshError",
     "StreamFullError",
 ]
@@ -85,3 +87,15 @@ class ConflictError(MeshError):
 class StreamFullError(MeshError):
     """A stream holds its maximum bytes (or messages): it refused a new task, and kept every
     task it had accepted (work streams discard new)."""
+
+
+class LimitExceeded(MeshError):
+    """A caller went past a limit of the edge (refresh rate, open watches).
+
+    `retry_after_s` is how long until the call would be accepted, when that is known (a
+    rate); None when it depends on other calls ending (concurrent watches).
+    """
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from contextmesh.job.v1 import job_pb2, job_record_pb2
@@ -31,11 +31,13 @@ __all__ = [
     "FINAL_STATES",
     "REFRESHING_STATES",
     "TRAINING_STATES",
+    "WATCH_INACTIVE_S",
     "JobStore",
     "Mutation",
     "bundle_is_ready",
     "is_final",
     "is_refreshing",
+    "stop_watcher",
 ]
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,10 @@ JobState = job_pb2.JobState
 FINAL_STATES = frozenset(
     {JobState.JOB_STATE_DONE, JobState.JOB_STATE_FAILED, JobState.JOB_STATE_CANCELLED}
 )
+
+WATCH_INACTIVE_S = 10.0
+"""How long the server keeps a KV watch's consumer once nobody listens: a watch that is not
+stopped (its gateway crashed) leaves nothing behind for longer (nats-py's default is 5 min)."""
 
 Mutation = Callable[[job_record_pb2.JobRecord], bool]
 """Changes a record in place; returns whether it changed anything."""
@@ -183,7 +189,7 @@ class JobStore:
         finally:
             self._flushers.pop(job_id, None)
 
-    async def watch(self, job_id: str) -> AsyncIterator[job_pb2.Job]:
+    async def watch(self, job_id: str) -> AsyncGenerator[job_pb2.Job, None]:
         """The job's current state, then every change, ending after a final state.
 
         Raises JobNotFoundError when the job does not exist when the watch starts. The current
@@ -194,7 +200,7 @@ class JobStore:
         yield record.job
         if is_final(record.job.state):
             return
-        watcher = await self.kv.watch(job_id)
+        watcher = await _open_watch(self.kv, job_id)
         try:
             async for entry in _entries(watcher):
                 if entry is None or (entry.revision or 0) <= revision:
@@ -208,8 +214,39 @@ class JobStore:
                 if is_final(record.job.state):
                     return
         finally:
-            with contextlib.suppress(Exception):
-                await watcher.stop()
+            await stop_watcher(watcher)
+
+
+async def _open_watch(kv: KeyValue, key: str) -> KeyValue.KeyWatcher:
+    """kv.watch, but a caller cancelled while the watch is being set up (its client went
+    away) still removes it: the subscription and consumer may exist by then."""
+    opening = asyncio.ensure_future(kv.watch(key, inactive_threshold=WATCH_INACTIVE_S))
+    try:
+        return await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await stop_watcher(await opening)
+        raise
+
+
+async def stop_watcher(watcher: KeyValue.KeyWatcher) -> None:
+    """Stop a KV watch and remove its consumer from the server now.
+
+    nats-py's KeyWatcher.stop() only unsubscribes: the server would keep the ordered
+    consumer until its inactive threshold. Its current name (an ordered consumer is recreated
+    under a new one after a gap) is on the push subscription; tests/gateway/test_limits.py
+    holds this to a real server's consumer count.
+    """
+    sub = getattr(watcher, "_sub", None)
+    with contextlib.suppress(Exception):
+        await watcher.stop()
+    stream, consumer = getattr(sub, "_stream", None), getattr(sub, "_consumer", None)
+    if sub is None or not stream or not consumer:
+        return
+    try:
+        await asyncio.shield(sub._js.delete_consumer(stream, consumer))
+    except Exception as exc:  # gone already, or NATS unreachable: the threshold removes it
+        log.debug("KV watch consumer %s not deleted: %s", consumer, exc)
 
 
 async def _entries(watcher: KeyValue.KeyWatcher) -> AsyncIterator[KeyValue.Entry | None]:

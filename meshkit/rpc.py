@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -30,6 +31,7 @@ from meshkit.errors import (
     ConflictError,
     InvalidBlobKeyError,
     JobNotFoundError,
+    LimitExceeded,
     MeshError,
     StreamFullError,
 )
@@ -39,6 +41,7 @@ from meshkit.validation import describe_violations
 __all__ = [
     "MAX_RECEIVE_BYTES",
     "MAX_SEND_BYTES",
+    "RETRY_AFTER_KEY",
     "STATUS_OF",
     "FailedPrecondition",
     "GuardInterceptor",
@@ -113,11 +116,25 @@ STATUS_OF: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (InvalidBlobKeyError, grpc.StatusCode.INVALID_ARGUMENT),
     (ConflictError, grpc.StatusCode.ABORTED),
+    (LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (ConfigError, grpc.StatusCode.FAILED_PRECONDITION),
     (StreamFullError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (TimeoutError, grpc.StatusCode.UNAVAILABLE),
     (ConnectionError, grpc.StatusCode.UNAVAILABLE),
 ]
+
+
+RETRY_AFTER_KEY = "retry-after"
+"""Trailing metadata of a refusal that knows when to retry: whole seconds, as HTTP's
+Retry-After (Envoy passes it on as that header of the 429). No google.rpc.RetryInfo in the
+status details: Envoy's transcoder renders details only of types in the descriptor image,
+and answers an empty body for one it does not know."""
+
+
+def _retry_trailers(exc: BaseException) -> tuple[tuple[str, str], ...]:
+    if not isinstance(exc, LimitExceeded) or exc.retry_after_s is None:
+        return ()
+    return ((RETRY_AFTER_KEY, str(max(1, math.ceil(exc.retry_after_s)))),)
 
 
 def _status_for(exc: BaseException) -> grpc.StatusCode | None:
@@ -174,7 +191,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
                 log.exception("%s failed", method, exc_info=exc)
                 await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}")
             fixed = next((text for kind, text in _FIXED_MESSAGES if isinstance(exc, kind)), None)
-            await context.abort(code, fixed or str(exc))
+            await context.abort(code, fixed or str(exc), trailing_metadata=_retry_trailers(exc))
 
         if handler.unary_unary:
             inner_unary = handler.unary_unary

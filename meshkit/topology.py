@@ -177,8 +177,10 @@ class Buckets:
     """The KV buckets, by role."""
 
     JOBS = Bucket("cm_jobs", 1, 14 * DAY, "job id -> JobRecord")
+    # Coalescing needs only a user's latest job, never an old entry: they expire (a day is
+    # far longer than the 2 h a job may go without moving), so unknown names leave nothing.
     ACTIVE = Bucket(
-        "cm_active", 1, 0, "user -> id of the user's running job (coalescing)", 64 * MIB
+        "cm_active", 1, DAY, "user -> id of the user's latest job (coalescing)", 64 * MIB
     )
     OUTCOMES = Bucket("cm_outcomes", 1, 14 * DAY, "<job id>.<index> -> RepoOutcome", GIB)
     BUNDLES = Bucket("cm_bundles", 5, 0, "user -> BundlePointer of the latest bundle", 64 * MIB)
@@ -298,8 +300,11 @@ async def declare(
             await js.create_key_value(config)
             log.info("created KV bucket %s", bucket.name)
             continue
-        # A bucket made before direct gets were on, or before it had (this) byte bound.
-        if not info.config.allow_direct or info.config.max_bytes != config.max_bytes:
+        # A bucket made by an older version: before direct gets, before (this) byte bound,
+        # or with another TTL (cm_active's entries expire now).
+        ttl_drifted = abs((info.config.max_age or 0) - bucket.ttl_s) > 1
+        if not info.config.allow_direct or info.config.max_bytes != config.max_bytes or ttl_drifted:
             info.config.allow_direct = True
             info.config.max_bytes = config.max_bytes
+            info.config.max_age = bucket.ttl_s
             await js.update_stream(info.config)

@@ -1,5 +1,8 @@
 """Discovery: list a user's repositories, keep the unchanged ones, fan out the stale ones.
 
+A user the source does not know ends the job FAILED at once, without a dead letter: a
+misspelt name is the caller's mistake, not work an operator should redrive.
+
 The plan (every repository with its index, fingerprint and whether it is stale) is stored
 create-only under jobs/<job>/plan.json before the job's total is set. A redelivered discover
 task reads that plan back instead of listing again, so indexes and the total never change
@@ -76,7 +79,20 @@ class Discovery:
         if is_final(record.job.state):
             return  # cancelled (or failed) before discovery: drop the task
         await self.jobs.update(job_id, _mark_discovering)
-        plan, base_hash = await self._plan(task, delivery)
+        try:
+            plan, base_hash = await self._plan(task, delivery)
+        except UserNotFoundError as exc:
+            # The caller's mistake, not an operator's problem: the job ends FAILED saying so
+            # and nothing is parked. Its record (which expires) is the only trace; a
+            # redelivery finds the job final and drops the task.
+            await self.jobs.end(
+                job_id,
+                JobState.JOB_STATE_FAILED,
+                f"{exc} at the source; check the name",
+                code=job_pb2.ERROR_CODE_USER_NOT_FOUND,
+            )
+            log.info("job %s: %s", job_id, exc, extra={"job_id": job_id})
+            return
         total = len(plan)
 
         def start_syncing(rec: job_record_pb2.JobRecord) -> bool:
@@ -128,8 +144,8 @@ class Discovery:
             pass
         try:
             listing = await self.source.list_repositories(task.user)
-        except UserNotFoundError as exc:
-            raise PermanentError(str(exc), code=job_pb2.ERROR_CODE_USER_NOT_FOUND) from None
+        except UserNotFoundError:
+            raise  # handle() ends the job without parking the task
         except SourceError as exc:
             if not exc.transient:
                 raise PermanentError(

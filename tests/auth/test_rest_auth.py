@@ -87,3 +87,18 @@ def test_an_undecodable_body_is_400_without_a_class_name(
         )
     assert response.status_code == 400
     assert "Error" not in response.text and "Exception" not in response.text
+
+
+def test_a_refresh_flood_is_429_with_retry_after(edge_mesh: Mesh, edge_proxy: RestProxy) -> None:
+    """The gateway's per-caller limit (defaults: 5 a second, bursts of 50) through Envoy: 429
+    with a readable body and a Retry-After header; another caller is unaffected."""
+    flooder = edge_mesh.signer.mint(users=["alice"], subject="rest-flooder", ttl_s=600)
+    with _client(edge_proxy, flooder) as flood, _client(edge_proxy, edge_mesh.token("bob")) as bob:
+        for _ in range(200):  # the burst, plus what refills while the loop runs
+            response = flood.post("/v1/users/alice/bundle:refresh", json={})
+            if response.status_code != 200:
+                break
+        assert response.status_code == 429, response.text
+        assert "too many refreshes from this caller" in _message(response)
+        assert int(response.headers["retry-after"]) >= 1
+        assert bob.post("/v1/users/bob/bundle:refresh", json={}).status_code == 200

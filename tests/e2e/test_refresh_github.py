@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +12,10 @@ from contextmesh.gateway.v1 import bundle_service_pb2 as pb
 from contextmesh.gateway.v1 import bundle_service_pb2_grpc
 from contextmesh.job.v1 import job_pb2
 
+from meshkit.config import NatsSettings
+from meshkit.nats_client import connect
 from meshkit.nats_server import NatsServer
+from meshkit.topology import DAY, DEADLETTER, Buckets
 from tests.support.fake_github import FakeGithub, populate
 from tests.support.mesh import Mesh
 
@@ -111,8 +116,31 @@ def test_failing_and_oversized_repositories_do_not_fail_the_job(
     assert any("README" in w for w in repos["octo/repo-0009"].warnings)
 
 
-def test_an_unknown_user_fails_the_job_with_a_clear_error(gh_mesh: Mesh) -> None:
+def test_an_unknown_user_fails_the_job_with_a_clear_error(
+    gh_mesh: Mesh, fresh_nats: NatsServer
+) -> None:
+    started = time.monotonic()
     job = refresh(gh_mesh, user="nobody-here")
+    assert time.monotonic() - started < 30, gh_mesh.logs()  # processes starting included
     assert job.state == JobState.JOB_STATE_FAILED
     assert "nobody-here" in job.error and "not found" in job.error
     assert job.error_code == job_pb2.ERROR_CODE_USER_NOT_FOUND
+    assert "check the name" in job.error
+    # The caller's mistake leaves no operator work and no state that outlives its TTL: no
+    # dead letter is parked, and the user's cm_active entry (like the job record) expires.
+    state = asyncio.run(_leftovers(fresh_nats.url, "nobody-here"))
+    assert state == {"dead letters": 0, "active entry": job.id, "active ttl s": DAY}
+
+
+async def _leftovers(url: str, user: str) -> dict[str, object]:
+    nc, js = await connect(NatsSettings(url=url), name="e2e-check")
+    try:
+        active = await js.key_value(Buckets.ACTIVE.name)
+        entry = await active.get(user)
+        return {
+            "dead letters": (await js.stream_info(DEADLETTER)).state.messages,
+            "active entry": (entry.value or b"").decode(),
+            "active ttl s": (await js.stream_info(f"KV_{Buckets.ACTIVE.name}")).config.max_age,
+        }
+    finally:
+        await nc.close()

@@ -24,6 +24,8 @@ def test_defaults_need_no_environment() -> None:
         ("CONTEXTMESH_SOURCE", "gitlab", "one of local, github"),
         ("CONTEXTMESH_TRAIN_LR", "fast", "a number"),
         ("CONTEXTMESH_JS_REPLICAS", "7", "between 1 and 5"),
+        ("CONTEXTMESH_FORCE_RATE", "0", ">= 0.001"),
+        ("CONTEXTMESH_MAX_WATCHES_PER_JOB", "0", ">= 1"),
     ],
 )
 def test_a_bad_value_names_its_variable(variable: str, value: str, says: str) -> None:
@@ -31,6 +33,24 @@ def test_a_bad_value_names_its_variable(variable: str, value: str, says: str) ->
         Settings.from_env({variable: value})
     assert info.value.variable == variable
     assert str(info.value).startswith(f"{variable}: ") and says in str(info.value)
+
+
+def test_limits_are_read_from_their_variables() -> None:
+    limits = Settings.from_env(
+        {
+            "CONTEXTMESH_REFRESH_RATE": "2.5",
+            "CONTEXTMESH_REFRESH_BURST": "7",
+            "CONTEXTMESH_FORCE_RATE": "0.01",
+            "CONTEXTMESH_FORCE_BURST": "2",
+            "CONTEXTMESH_MAX_WATCHES_PER_JOB": "3",
+            "CONTEXTMESH_MAX_WATCHES_PER_CALLER": "9",
+        }
+    ).limits
+    assert (limits.refresh_rate, limits.refresh_burst) == (2.5, 7)
+    assert (limits.force_rate, limits.force_burst) == (0.01, 2)
+    assert (limits.watches_per_job, limits.watches_per_caller) == (3, 9)
+    defaults = Settings.from_env({}).limits
+    assert defaults.force_rate < defaults.refresh_rate  # force is the stricter one
 
 
 def test_sync_concurrency_is_shared_by_the_replicas() -> None:

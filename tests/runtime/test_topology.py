@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from nats.js import JetStreamContext
-from nats.js.api import RetentionPolicy, StorageType
+from nats.js.api import KeyValueConfig, RetentionPolicy, StorageType
 
-from meshkit.topology import ALL_BUCKETS, ALL_WORK_STREAMS, DEADLETTER, declare
+from meshkit.config import NatsSettings
+from meshkit.nats_client import connect
+from meshkit.nats_server import NatsServer
+from meshkit.topology import ALL_BUCKETS, ALL_WORK_STREAMS, DAY, DEADLETTER, Buckets, declare
 
 
 async def test_declare_twice_is_harmless_and_sets_what_docs_say(js: JetStreamContext) -> None:
@@ -26,4 +29,23 @@ async def test_declare_twice_is_harmless_and_sets_what_docs_say(js: JetStreamCon
     for bucket in ALL_BUCKETS:
         status = await (await js.key_value(bucket.name)).status()
         assert status.bucket == bucket.name
-        assert (await js.stream_info(f"KV_{bucket.name}")).config.allow_direct
+        info = await js.stream_info(f"KV_{bucket.name}")
+        assert info.config.allow_direct
+        assert (info.config.max_age or 0) == bucket.ttl_s
+
+
+async def test_an_old_cm_active_without_expiry_gets_one(fresh_nats: NatsServer) -> None:
+    """cm_active was created without a TTL before; declaring again gives it its expiry,
+    so the entries of refreshes for names nobody has do not stay forever."""
+    nc, js = await connect(NatsSettings(url=fresh_nats.url), name="topology-test")
+    try:
+        await js.create_key_value(KeyValueConfig(bucket=Buckets.ACTIVE.name, history=1))
+        kv = await js.key_value(Buckets.ACTIVE.name)
+        await kv.put("someone", b"01ARZ3NDEKTSV4RRFFQ69G5FAV")
+        assert not (await js.stream_info(f"KV_{Buckets.ACTIVE.name}")).config.max_age
+        await declare(js)
+        info = await js.stream_info(f"KV_{Buckets.ACTIVE.name}")
+        assert info.config.max_age == Buckets.ACTIVE.ttl_s == DAY
+        assert (await kv.get("someone")).value  # entries are kept, and now expire
+    finally:
+        await nc.close()
