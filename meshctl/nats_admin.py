@@ -20,7 +20,7 @@ from pathlib import Path
 from meshkit import nats_auth
 from meshkit.config import Settings
 from meshkit.nats_client import connect
-from meshkit.topology import declare
+from meshkit.topology import declare_as_configured
 
 __all__ = ["AUTHORIZATION_FILE", "add_parsers", "write_keys"]
 
@@ -55,12 +55,7 @@ def nats_keys(args: argparse.Namespace) -> int:
 async def _declare(settings: Settings) -> None:
     nc, js = await connect(settings.nats, name="contextmesh-declare")
     try:
-        await declare(
-            js,
-            replicas=settings.nats.replicas,
-            timing=settings.timing,
-            max_bytes=settings.nats.max_bytes,
-        )
+        await declare_as_configured(js, settings)
     finally:
         await nc.drain()
 

@@ -127,7 +127,7 @@ def declared_ready(port: int, seed_file: Path, env: Mapping[str, str]) -> ReadyC
 async def _declare(url: str, seed_file: Path, settings: Settings) -> None:
     import nats
 
-    from meshkit.topology import declare
+    from meshkit.topology import declare_as_configured
 
     nc = await nats.connect(
         url,
@@ -138,12 +138,7 @@ async def _declare(url: str, seed_file: Path, settings: Settings) -> None:
         connect_timeout=2,
     )
     try:
-        await declare(
-            nc.jetstream(timeout=10),
-            replicas=settings.nats.replicas,
-            timing=settings.timing,
-            max_bytes=settings.nats.max_bytes,
-        )
+        await declare_as_configured(nc.jetstream(timeout=10), settings)
     finally:
         await nc.close()
 

@@ -27,7 +27,7 @@ from meshkit.logging import setup_logging
 from meshkit.nats_client import connect
 from meshkit.rpc import ServerBundle, create_server
 from meshkit.telemetry import init_tracing
-from meshkit.topology import declare
+from meshkit.topology import declare_as_configured
 from meshkit.topology_check import await_topology
 
 __all__ = ["ServiceContext", "follow_nats_health", "run_service"]
@@ -83,12 +83,7 @@ async def _main(name: str, body: Callable[[ServiceContext], Awaitable[None]]) ->
         loop.add_signal_handler(sig, ctx.stop.set)
     try:
         if settings.nats.declare:
-            await declare(
-                js,
-                replicas=settings.nats.replicas,
-                timing=settings.timing,
-                max_bytes=settings.nats.max_bytes,
-            )
+            await declare_as_configured(js, settings)
         else:
             await await_topology(js, settings.nats.user, ctx.stop)
         health_task = (

@@ -30,7 +30,7 @@ from nats.js.api import (
 )
 from nats.js.errors import BadRequestError, NotFoundError
 
-from meshkit.config import StreamTiming
+from meshkit.config import Settings, StreamTiming
 
 __all__ = [
     "ALL_BUCKETS",
@@ -44,6 +44,7 @@ __all__ = [
     "Buckets",
     "WorkStream",
     "declare",
+    "declare_as_configured",
     "work_stream",
 ]
 
@@ -264,6 +265,18 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
         await js.update_stream(config)
     except BadRequestError as exc:  # e.g. replicas cannot change on a single server
         log.warning("stream %s kept its settings: %s", config.name, exc.description)
+
+
+async def declare_as_configured(js: JetStreamContext, settings: Settings) -> None:
+    """`declare` with what the settings say: replicas, stream timing and byte bounds. Every
+    declaring step (a service on an open server, `up`'s admin step, the k8s Job) uses it, so
+    they cannot disagree with the workers."""
+    await declare(
+        js,
+        replicas=settings.nats.replicas,
+        timing=settings.timing,
+        max_bytes=settings.nats.max_bytes,
+    )
 
 
 async def declare(

@@ -340,7 +340,9 @@ async def test_a_watch_that_ends_with_its_job_or_its_gateway_leaves_no_consumer(
     watch = served.stub().WatchJob(pb.WatchJobRequest(id=ending.id), metadata=alice)
     await watch.read()
     await until(lambda: _equals(consumers(js), baseline + 1), 5)
-    await served.gateway.jobs.end(ending.id, job_pb2.JOB_STATE_FAILED, "ended by the test")
+    await served.gateway.jobs.end(
+        ending.id, job_pb2.JOB_STATE_FAILED, "ended by the test", code=job_pb2.ERROR_CODE_STALLED
+    )
     while (message := await watch.read()) is not grpc.aio.EOF:
         last = message
     assert last.final and last.job.state == job_pb2.JOB_STATE_FAILED
