@@ -30,6 +30,7 @@ from gateway.refresh import Refresher
 from gateway.sweeper import JobSweeper
 from meshkit.auth import Authenticator
 from meshkit.blob import open_blob_store
+from meshkit.capacity import CapacityWatch
 from meshkit.jobs import JobStore
 from meshkit.nats_auth import OPS
 from meshkit.nats_client import connect
@@ -110,9 +111,17 @@ async def serve(ctx: ServiceContext) -> None:
     log.info("gateway admin listening on %s (port %d)", settings.admin_addr, admin.port)
     health = asyncio.gather(follow_nats_health(ctx, public), follow_nats_health(ctx, admin))
     sweeper = asyncio.create_task(JobSweeper(jobs, settings.jobs).run(ctx.stop))
+    # The ops identity's streams (DEADLETTER above all) are watched on its own connection.
+    ops_capacity = (
+        asyncio.create_task(CapacityWatch.for_identity(ops_js, settings.nats, OPS).run(ctx.stop))
+        if ops_nc is not None
+        else None
+    )
     await ctx.stop.wait()
     await health  # NOT_SERVING now, while calls are still answered
     await sweeper
+    if ops_capacity is not None:
+        await ops_capacity
     await asyncio.sleep(settings.drain_s)
     await asyncio.gather(public.server.stop(grace=5), admin.server.stop(grace=5))
     await search_channel.close()

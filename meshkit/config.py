@@ -161,6 +161,11 @@ class NatsSettings:
     max_bytes: Mapping[str, int] = field(default_factory=dict)
     """CONTEXTMESH_JS_MAX_BYTES: byte bounds overriding meshkit/topology.py's, as
     comma-separated NAME=BYTES pairs of streams or buckets (SYNC=2GiB,cm_outcomes=4GiB)."""
+    capacity_warn: float = 0.8
+    """CONTEXTMESH_CAPACITY_WARN: a service logs an error for each stream or bucket it uses
+    that holds more than this share of its byte bound (meshkit/capacity.py)."""
+    capacity_check_s: float = 60.0
+    """CONTEXTMESH_CAPACITY_CHECK_S: how often each service looks."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -352,6 +357,8 @@ class Settings:
                 tls_key_file=e.optional("CONTEXTMESH_NATS_TLS_KEY"),
                 replicas=e.integer("CONTEXTMESH_JS_REPLICAS", 1, minimum=1, maximum=5),
                 max_bytes=e.sizes("CONTEXTMESH_JS_MAX_BYTES"),
+                capacity_warn=e.number("CONTEXTMESH_CAPACITY_WARN", 0.8, minimum=0.01),
+                capacity_check_s=e.number("CONTEXTMESH_CAPACITY_CHECK_S", 60.0, minimum=0.1),
             ),
             github=GithubSettings(
                 api_url=e.text("CONTEXTMESH_GITHUB_API_URL", GithubSettings.api_url).rstrip("/"),

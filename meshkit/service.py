@@ -2,8 +2,9 @@
 
 `run_service(name, body)` reads Settings, sets up logging and tracing, connects to NATS,
 declares the topology (or, with CONTEXTMESH_NATS_DECLARE off, waits until a privileged step
-has declared what its NATS identity uses), and runs `body(ctx)` until SIGTERM or SIGINT sets
-`ctx.stop`; then it drains the NATS connection so nothing acknowledged is lost. While it
+has declared what its NATS identity uses), watches how full those streams are (an error line
+past CONTEXTMESH_CAPACITY_WARN; meshkit/capacity.py), and runs `body(ctx)` until SIGTERM or
+SIGINT sets `ctx.stop`; then it drains the NATS connection so nothing acknowledged is lost. While it
 runs, health (when the service has a gRPC server, or CONTEXTMESH_HEALTH_ADDR is set for a
 worker) follows the NATS connection: NOT_SERVING while disconnected or draining.
 """
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from meshkit.capacity import CapacityWatch
 from meshkit.config import Settings
 from meshkit.errors import ConfigError
 from meshkit.logging import setup_logging
@@ -91,9 +93,12 @@ async def _main(name: str, body: Callable[[ServiceContext], Awaitable[None]]) ->
             if settings.health_addr
             else None
         )
+        capacity = CapacityWatch.for_identity(js, settings.nats, settings.nats.user)
+        capacity_task = asyncio.create_task(capacity.run(ctx.stop))
         log.info("%s started", name)
         await body(ctx)
         ctx.stop.set()
+        await capacity_task
         if health_task:
             await health_task
     finally:
