@@ -287,6 +287,10 @@ def create_server(
         options=[
             ("grpc.max_send_message_length", MAX_SEND_BYTES),
             ("grpc.max_receive_message_length", max_receive_bytes),
+            # Requests are small: keep the HTTP/2 receive window at its 64 KiB start. With
+            # BDP probing the window grows to megabytes, and a client streaming a huge
+            # message gets that much buffered before the size check refuses it.
+            ("grpc.http2.bdp_probe", 0),
             ("grpc.so_reuseport", 0),
         ],
         maximum_concurrent_rpcs=max_concurrent_rpcs,

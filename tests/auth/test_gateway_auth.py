@@ -186,6 +186,7 @@ def test_six_concurrent_60mb_requests_are_refused_without_growing_the_gateway(
 
     assert codes == [Code.RESOURCE_EXHAUSTED] * 6
     grown = rss_bytes(pid) - before
-    assert grown < 20 * 1024 * 1024, f"gateway RSS grew by {grown / 2**20:.0f} MiB"
+    # Measured: 0.3-0.5 MiB; with HTTP/2 BDP probing on it was 2.5-105 MiB.
+    assert grown < 5 * 1024 * 1024, f"gateway RSS grew by {grown / 2**20:.1f} MiB"
     # And it still answers.
     assert _alice_job(edge_mesh).user == "alice"
