@@ -9,7 +9,7 @@ from contextmesh.ops.v1 import ops_service_pb2_grpc
 from contextmesh.task.v1 import task_pb2
 from nats.js import JetStreamContext
 
-from gateway.redrive import Redriver, read_letter
+from gateway.redrive import SUBJECT_OF, Redriver, read_letter
 from meshkit.rpc import InvalidArgument, NotFound
 from meshkit.topology import DEADLETTER
 
@@ -22,10 +22,11 @@ class OpsService(ops_service_pb2_grpc.OpsServiceServicer):
         self.redriver = redriver
 
     @staticmethod
-    def _parked(seq: int, letter: task_pb2.DeadLetter) -> pb.ParkedTask:
+    def _parked(seq: int, stream: str, letter: task_pb2.DeadLetter) -> pb.ParkedTask:
+        # The subject is the one the letter's stream names, not what its payload claims.
         return pb.ParkedTask(
             sequence=seq,
-            subject=letter.subject,
+            subject=SUBJECT_OF.get(stream, ""),
             job_id=letter.job_id,
             msg_id=letter.msg_id,
             reason=letter.reason,
@@ -51,7 +52,7 @@ class OpsService(ops_service_pb2_grpc.OpsServiceServicer):
             except NotFound:
                 seq += 1  # redriven (deleted) letters leave gaps
                 continue
-            tasks.append(self._parked(seq, found.letter))
+            tasks.append(self._parked(seq, found.stream, found.letter))
             seq += 1
         return pb.ListDeadLettersResponse(
             tasks=tasks, next_page_token=str(seq) if seq <= last else ""
@@ -62,5 +63,6 @@ class OpsService(ops_service_pb2_grpc.OpsServiceServicer):
     ) -> pb.RedriveDeadLetterResponse:
         redriven = await self.redriver.redrive(request.sequence)
         return pb.RedriveDeadLetterResponse(
-            task=self._parked(redriven.sequence, redriven.letter), job=redriven.job
+            task=self._parked(redriven.sequence, redriven.stream, redriven.letter),
+            job=redriven.job,
         )

@@ -48,7 +48,7 @@ from meshkit.topology import (
 )
 from meshkit.worker import PermanentError, decode_task
 
-__all__ = ["Redriven", "Redriver", "read_letter"]
+__all__ = ["SUBJECT_OF", "Redriven", "Redriver", "read_letter"]
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +212,6 @@ class Redriver:
             await self._publish_train(record)
         await self._forget_letter(sequence)
         letter = task_pb2.DeadLetter(job_id=job.redrive.job_id)
-        letter.subject = SUBJECT_OF.get(job.redrive.stream, "")
         return Redriven(sequence, job.redrive.stream, letter, job)
 
     async def _publish_train(self, record: job_record_pb2.JobRecord) -> job_pb2.Job:

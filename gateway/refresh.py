@@ -50,7 +50,7 @@ class Refresher:
                     return running, True
             record = new_record(new_job_id(), user, force=force)
             if await self._claim_and_create(user, entry, record):
-                return await self._queue(record), False
+                return await self.queue(record), False
         raise ConflictError(f"too many concurrent refreshes of {user!r}; try again")
 
     async def start(self, record: job_record_pb2.JobRecord) -> job_pb2.Job:
@@ -59,12 +59,8 @@ class Refresher:
         user = record.job.user
         for _ in range(20):
             if await self._claim_and_create(user, await self._active(user), record):
-                return await self._queue(record)
+                return await self.queue(record)
         raise ConflictError(f"too many concurrent refreshes of {user!r}; try again")
-
-    async def queue(self, record: job_record_pb2.JobRecord) -> job_pb2.Job:
-        """Publish the discover task of a recorded job again (deduplicated by its message id)."""
-        return await self._queue(record)
 
     async def _active(self, user: str) -> KeyValue.Entry | None:
         try:
@@ -113,7 +109,8 @@ class Refresher:
         else:
             await self.active.update(user, job_id.encode(), last=entry.revision)
 
-    async def _queue(self, record: job_record_pb2.JobRecord) -> job_pb2.Job:
+    async def queue(self, record: job_record_pb2.JobRecord) -> job_pb2.Job:
+        """Publish the discover task of a recorded job; again is harmless (its message id)."""
         job, job_id, user, force = record.job, record.job.id, record.job.user, record.job.force
         task = sync_tasks.DiscoverTask(
             meta=task_pb2.TaskMeta(

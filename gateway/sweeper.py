@@ -25,7 +25,14 @@ from contextmesh.job.v1 import job_pb2, job_record_pb2
 
 from meshkit.config import JobSettings
 from meshkit.errors import JobNotFoundError
-from meshkit.jobs import WATCH_INACTIVE_S, JobStore, Mutation, is_refreshing, stop_watcher
+from meshkit.jobs import (
+    TRAINING_STATES,
+    WATCH_INACTIVE_S,
+    JobStore,
+    Mutation,
+    is_refreshing,
+    stop_watcher,
+)
 
 __all__ = ["JobSweeper"]
 
@@ -43,15 +50,18 @@ class JobSweeper:
         self.settings = settings
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Sweep every interval (with jitter, so gateways spread out) until stop is set."""
-        while not stop.is_set():
+        """Sweep every interval (with jitter, so gateways spread out) until stop is set. The
+        first sweep waits an interval too: starting a gateway reads no job it does not need."""
+        while True:
+            interval = self.settings.sweep_interval_s * random.uniform(0.8, 1.2)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+            if stop.is_set():
+                return
             try:
                 await self.sweep()
             except Exception as exc:  # the next sweep tries again
                 log.warning("job sweep failed: %s", exc)
-            interval = self.settings.sweep_interval_s * random.uniform(0.8, 1.2)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
 
     async def sweep(self, now: float | None = None) -> list[str]:
         """One pass over cm_jobs; returns the ids of the jobs it ended."""
@@ -99,9 +109,7 @@ class JobSweeper:
                 f"the job made no progress for {idle:.0f} s (its tasks were lost or expired); "
                 "refresh again"
             )
-        if job.state in (JobState.JOB_STATE_BUNDLE_READY, JobState.JOB_STATE_TRAINING) and (
-            idle > self.settings.training_stall_s
-        ):
+        if job.state in TRAINING_STATES and idle > self.settings.training_stall_s:
             return (
                 f"training made no progress for {idle:.0f} s (its task was lost or expired); "
                 "the bundle is ready and the previous model keeps serving"

@@ -41,7 +41,7 @@ from meshkit.bundle import content_hash
 from meshkit.config import TrainSettings
 from meshkit.embedding import base_model_path
 from meshkit.errors import JobNotFoundError
-from meshkit.jobs import JobStore, Mutation, is_final
+from meshkit.jobs import TRAINING_STATES, JobStore, Mutation, is_final
 from meshkit.pointers import read_model_pointer
 from meshkit.worker import Delivery, Failure, PermanentError
 from trainsvc.background import run_in_daemon_thread
@@ -61,8 +61,6 @@ TrainingState = job_pb2.TrainingState
 
 TrainFn = Callable[..., TrainResult]
 """train_on_bundle's signature; tests substitute one to force an outcome."""
-
-_ACTIVE = (JobState.JOB_STATE_BUNDLE_READY, JobState.JOB_STATE_TRAINING)
 
 
 @dataclass(frozen=True)
@@ -106,7 +104,7 @@ class TrainHandler:
         except JobNotFoundError:
             log.warning("job %s: no record (expired?); train task dropped", job_id)
             return
-        if record.job.state not in _ACTIVE:
+        if record.job.state not in TRAINING_STATES:
             log.info("job %s is %s; train task ignored", job_id, JobState.Name(record.job.state))
             return
         layout = ModelLayout(task.user, task.bundle_hash, await self._digest())
@@ -141,7 +139,7 @@ class TrainHandler:
             return
 
         def fail(record: job_record_pb2.JobRecord) -> bool:
-            if record.job.state not in _ACTIVE:
+            if record.job.state not in TRAINING_STATES:
                 return False
             record.job.state = JobState.JOB_STATE_DONE
             record.job.training.state = TrainingState.TRAINING_STATE_FAILED
@@ -325,7 +323,7 @@ def outcome_reason(improved: bool, base: Metrics, tuned: Metrics) -> str:
 
 def _start(attempt: int) -> Mutation:
     def mutate(record: job_record_pb2.JobRecord) -> bool:
-        if record.job.state not in _ACTIVE:
+        if record.job.state not in TRAINING_STATES:
             return False
         training = record.job.training
         before = record.SerializeToString(deterministic=True)
@@ -342,7 +340,7 @@ def _start(attempt: int) -> Mutation:
 
 def _finish(outcome: _Outcome) -> Mutation:
     def mutate(record: job_record_pb2.JobRecord) -> bool:
-        if is_final(record.job.state) or record.job.state not in _ACTIVE:
+        if is_final(record.job.state) or record.job.state not in TRAINING_STATES:
             return False
         record.job.state = JobState.JOB_STATE_DONE
         training = record.job.training

@@ -9,6 +9,7 @@ import random
 import pytest
 from contextmesh.job.v1 import job_pb2
 from contextmesh.merge.v1 import tasks_pb2 as merge_tasks
+from contextmesh.ops.v1 import ops_service_pb2 as ops_pb
 from contextmesh.sync.v1 import tasks_pb2 as sync_tasks
 from contextmesh.task.v1 import task_pb2
 from contextmesh.train.v1 import tasks_pb2 as train_tasks
@@ -17,6 +18,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from gateway.ops_service import OpsService
 from meshkit.ids import discover_msg_id, new_job_id, sync_msg_id, train_msg_id
 from meshkit.publish import publish_task
 from meshkit.rpc import FailedPrecondition, NotFound
@@ -182,3 +184,10 @@ async def test_a_forged_letter_is_refused_and_nothing_is_published(
     await sub.unsubscribe()
     assert received == []
     assert await letter_exists(js, ack.seq)  # kept for an operator to look at
+    # Listed with the subject its stream names, never the one its payload claims.
+    listed = await OpsService(js, gateway.redriver).ListDeadLetters(
+        ops_pb.ListDeadLettersRequest(),
+        None,  # type: ignore[arg-type]
+    )
+    assert forged_subject not in [t.subject for t in listed.tasks]
+    assert SYNC.subject in [t.subject for t in listed.tasks]

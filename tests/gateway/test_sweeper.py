@@ -64,7 +64,7 @@ async def test_a_stalled_training_ends_done_with_its_bundle(own: Gateway) -> Non
     assert record.job.bundle.content_hash == "cd" * 32 and not record.job.error
 
 
-async def test_final_and_moving_jobs_are_left_alone(own: Gateway) -> None:
+async def test_final_jobs_are_left_alone(own: Gateway) -> None:
     sweeper = JobSweeper(own.jobs, SETTINGS)
     done, _ = await own.refresher.refresh("carol", force=False)
     await own.jobs.end(
