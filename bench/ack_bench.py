@@ -35,8 +35,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from meshctl.nats_server import NatsServer  # noqa: E402
 from meshkit.bearer import aio_bearer_channel  # noqa: E402
-from meshkit.nats_server import NatsServer  # noqa: E402
 from tests.support.mesh import Mesh  # noqa: E402
 from tests.support.ports import free_port  # noqa: E402
 

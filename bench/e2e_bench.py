@@ -25,7 +25,7 @@ from contextmesh.gateway.v1 import bundle_service_pb2_grpc
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from meshkit.nats_server import NatsServer  # noqa: E402
+from meshctl.nats_server import NatsServer  # noqa: E402
 from tests.support.fake_github import FakeGithub, populate  # noqa: E402
 from tests.support.mesh import Mesh  # noqa: E402
 

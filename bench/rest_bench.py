@@ -28,8 +28,8 @@ from contextmesh.gateway.v1 import bundle_service_pb2_grpc
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from meshctl.nats_server import NatsServer  # noqa: E402
 from meshkit.bearer import aio_bearer_channel  # noqa: E402
-from meshkit.nats_server import NatsServer  # noqa: E402
 from tests.support.envoy import rest_proxy  # noqa: E402
 from tests.support.mesh import Mesh  # noqa: E402
 

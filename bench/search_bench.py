@@ -36,11 +36,11 @@ from contextmesh.search.v1 import search_service_pb2 as pb  # noqa: E402
 from contextmesh.search.v1 import search_service_pb2_grpc  # noqa: E402
 from train_bench import synthetic_bundle  # noqa: E402
 
+from meshctl.nats_server import NatsServer  # noqa: E402
 from meshkit.bearer import aio_bearer_channel  # noqa: E402
 from meshkit.blob import FilesystemBlobStore  # noqa: E402
 from meshkit.config import NatsSettings  # noqa: E402
 from meshkit.nats_client import connect  # noqa: E402
-from meshkit.nats_server import NatsServer  # noqa: E402
 from meshkit.topology import declare  # noqa: E402
 from tests.support.mesh import Mesh  # noqa: E402
 from tests.train.support import local_bundle, store_bundle  # noqa: E402
@@ -119,8 +119,8 @@ async def latency(runs: int, queries: int) -> None:
 
 def quality() -> None:
     from meshkit.config import TrainSettings
-    from meshkit.embedding import base_model_path, encode, load_model, prepare_offline
-    from meshkit.passages import bundle_facts, passages_of
+    from meshkit.domain.embedding import base_model_path, encode, load_model, prepare_offline
+    from meshkit.domain.passages import bundle_facts, passages_of
 
     prepare_offline()
     from searchsvc.index import build_index

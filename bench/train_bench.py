@@ -167,7 +167,7 @@ def synthetic_bundle(size: int, seed: int = 0, user: str = "bench") -> dict[str,
 def child(size: int, seed: int, device: str) -> dict[str, Any]:
     """One training run in this process; returns its figures."""
     from meshkit.config import Settings
-    from meshkit.embedding import base_model_path, prepare_offline
+    from meshkit.domain.embedding import base_model_path, prepare_offline
 
     prepare_offline()
     from trainsvc.finetune import TrainConfig, warm_up

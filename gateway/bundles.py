@@ -16,7 +16,7 @@ from contextmesh.bundle.v1 import bundle_pb2
 from nats.js.kv import KeyValue
 
 from meshkit.blob import BlobStore
-from meshkit.pointers import bundle_pointer_problem, read_message
+from meshkit.domain.pointers import bundle_pointer_problem, read_message
 from meshkit.rpc import FailedPrecondition, NotFound
 
 __all__ = ["BundleReader"]

@@ -32,8 +32,8 @@ from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from gateway.refresh import Refresher, new_record
+from meshkit.domain.ids import new_job_id, train_msg_id
 from meshkit.errors import ConflictError, JobNotFoundError
-from meshkit.ids import new_job_id, train_msg_id
 from meshkit.jobs import JobStore
 from meshkit.publish import publish_task
 from meshkit.rpc import FailedPrecondition, NotFound

@@ -21,8 +21,8 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from meshkit.domain.ids import discover_msg_id, new_job_id
 from meshkit.errors import ConflictError, JobNotFoundError
-from meshkit.ids import discover_msg_id, new_job_id
 from meshkit.jobs import JobStore, is_refreshing
 from meshkit.publish import publish_task
 from meshkit.topology import DISCOVER

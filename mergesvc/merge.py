@@ -34,16 +34,16 @@ from nats.js.kv import KeyValue
 
 from meshkit.blob import BlobStore
 from meshkit.blob.base import ensure_stored
-from meshkit.bundle import (
+from meshkit.domain.bundle import (
     BUNDLE_FORMAT,
     bundle_index_key,
     bundle_key,
     canonical_json,
     content_hash,
 )
-from meshkit.ids import train_msg_id
+from meshkit.domain.ids import train_msg_id
+from meshkit.domain.pointers import bundle_pointer_problem, read_model_pointer
 from meshkit.jobs import JobStore, Mutation, is_final
-from meshkit.pointers import bundle_pointer_problem, read_model_pointer
 from meshkit.publish import publish_task
 from meshkit.topology import TRAIN
 from meshkit.worker import Delivery, RetryLater
@@ -199,7 +199,7 @@ class Merger:
                 current = bundle_pb2.BundlePointer()
                 current.ParseFromString(entry.value)
                 # Job ids sort by creation time: never replace a newer job's bundle (unless
-                # the pointer is foreign: keys outside the user's prefix, meshkit.pointers).
+                # the pointer is foreign: keys outside the user's prefix, meshkit.domain.pointers).
                 if current.job_id >= job.id and bundle_pointer_problem(current, job.user) is None:
                     return
                 await self.pointers.update(job.user, value, last=entry.revision)

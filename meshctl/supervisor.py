@@ -60,8 +60,8 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Any, Literal, TextIO
 
+from meshctl.process import die_with_parent
 from meshkit.errors import MeshError
-from meshkit.process import die_with_parent
 
 __all__ = [
     "Backoff",

@@ -31,10 +31,10 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from meshctl.nats_server import NatsServer
 from meshctl.supervisor import ProcessSpec, ReadyCheck, Supervisor, grpc_health_ready, tcp_ready
 from meshkit import nats_auth
 from meshkit.config import Settings
-from meshkit.nats_server import NatsServer
 from meshkit.signing import LocalSigner
 
 __all__ = ["add_parser", "build_specs"]

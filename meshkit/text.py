@@ -3,7 +3,7 @@
 A Python string may hold lone surrogates (U+D800..U+DFFF): the JSON escape "\\ud800" decodes to
 one, and so does an undecodable file name read with surrogateescape. They are the only Python
 text that UTF-8 cannot encode, and everything contextmesh writes is UTF-8: canonical JSON
-(meshkit.bundle), protobuf string fields, NATS payloads, logs. One such character in a
+(meshkit.domain.bundle), protobuf string fields, NATS payloads, logs. One such character in a
 repository description used to fail discovery on every delivery. So text from outside
 (a source's listing and files, GitHub's JSON) passes through `encodable` where it is parsed,
 and the rest of the system can assume it encodes.

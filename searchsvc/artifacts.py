@@ -18,9 +18,9 @@ from contextmesh.bundle.v1 import bundle_pb2
 from nats.js.kv import KeyValue
 
 from meshkit.blob import BlobStore
-from meshkit.embedding import embeddings_from_npy, passages_key
-from meshkit.passages import Passage, passages_from_json
-from meshkit.pointers import read_bundle_pointer, read_model_pointer
+from meshkit.domain.embedding import embeddings_from_npy, passages_key
+from meshkit.domain.passages import Passage, passages_from_json
+from meshkit.domain.pointers import read_bundle_pointer, read_model_pointer
 from meshkit.rpc import NotFound
 
 __all__ = [

@@ -27,8 +27,8 @@ from contextmesh.bundle.v1 import bundle_pb2
 from nats.js.kv import KeyValue
 
 from meshkit.blob import BlobStore
-from meshkit.embedding import encode, load_model, model_nbytes
-from meshkit.passages import bundle_facts, passages_of
+from meshkit.domain.embedding import encode, load_model, model_nbytes
+from meshkit.domain.passages import bundle_facts, passages_of
 from searchsvc.artifacts import (
     download_model,
     read_bundle,

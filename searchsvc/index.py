@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from meshkit.passages import Passage
+from meshkit.domain.passages import Passage
 from searchsvc.lexical import Bm25, TermMatcher
 
 __all__ = ["SearchIndex", "build_index"]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from meshkit.passages import Passage
+from meshkit.domain.passages import Passage
 from searchsvc.index import SearchIndex
 
 __all__ = ["BLENDED", "BM25_ONLY", "DEFAULT_TOP_K", "SEMANTIC_ONLY", "Hit", "Weights", "rank"]

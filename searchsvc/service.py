@@ -14,7 +14,7 @@ from contextmesh.search.v1 import search_service_pb2_grpc
 
 from meshkit.auth import Authenticator
 from meshkit.blob import open_blob_store
-from meshkit.embedding import base_model_path, prepare_offline
+from meshkit.domain.embedding import base_model_path, prepare_offline
 from meshkit.rpc import create_server
 from meshkit.service import ServiceContext, follow_nats_health
 from meshkit.topology import Buckets

@@ -25,11 +25,11 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from meshkit.blob import BlobStore
-from meshkit.bundle import canonical_json
+from meshkit.domain.bundle import canonical_json
+from meshkit.domain.ids import sync_msg_id
+from meshkit.domain.pointers import read_bundle_pointer
 from meshkit.errors import BlobExistsError, BlobNotFoundError
-from meshkit.ids import sync_msg_id
 from meshkit.jobs import JobStore, is_final
-from meshkit.pointers import read_bundle_pointer
 from meshkit.publish import publish_task
 from meshkit.topology import SYNC
 from meshkit.worker import Delivery, PermanentError

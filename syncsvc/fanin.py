@@ -24,7 +24,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from meshkit.ids import merge_msg_id
+from meshkit.domain.ids import merge_msg_id
 from meshkit.jobs import JobStore, is_final
 from meshkit.publish import publish_task
 from meshkit.topology import MERGE

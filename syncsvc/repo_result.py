@@ -1,4 +1,4 @@
-"""Build a repository result (`contextmesh.repo/v1`, see meshkit.bundle) from what a source
+"""Build a repository result (`contextmesh.repo/v1`, see meshkit.domain.bundle) from what a source
 listed and fetched.
 
 The result is a pure function of its inputs: no clock, no host, no order that the inputs do
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from meshkit.bundle import REPO_FORMAT, canonical_json
+from meshkit.domain.bundle import REPO_FORMAT, canonical_json
 from meshkit.text import REPLACEMENT, encodable, encodable_json
 from meshkit.worker import PermanentError
 from syncsvc.repo_context import parse_repo_context

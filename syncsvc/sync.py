@@ -17,8 +17,8 @@ from contextmesh.sync.v1 import tasks_pb2 as sync_tasks
 
 from meshkit.blob import BlobStore
 from meshkit.blob.base import ensure_stored
-from meshkit.bundle import canonical_json, content_hash, repo_result_key
 from meshkit.config import SyncSettings
+from meshkit.domain.bundle import canonical_json, content_hash, repo_result_key
 from meshkit.jobs import JobStore, is_final
 from meshkit.worker import Delivery, RetryLater
 from syncsvc.fanin import FanIn

@@ -14,9 +14,9 @@ import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from meshctl.nats_server import NatsServer
 from meshkit.config import NatsSettings
 from meshkit.nats_client import connect
-from meshkit.nats_server import NatsServer
 from meshkit.signing import LocalSigner
 from meshkit.topology import declare
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from contextmesh.job.v1 import job_pb2
 
-from meshkit.passages import Passage
+from meshkit.domain.passages import Passage
 from trainsvc.pairs import HeldOutQuery
 
 __all__ = ["Encoder", "Metrics", "beats", "evaluate", "metrics_from_ranks", "repository_ranks"]

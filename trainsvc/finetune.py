@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from meshkit.config import TrainSettings
-from meshkit.embedding import prepare_offline
+from meshkit.domain.embedding import prepare_offline
 from trainsvc.pairs import PAIRS_VERSION, Pair
 
 if TYPE_CHECKING:

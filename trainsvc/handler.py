@@ -37,12 +37,12 @@ from contextmesh.train.v1 import tasks_pb2 as train_tasks
 from nats.js.kv import KeyValue
 
 from meshkit.blob import BlobStore
-from meshkit.bundle import content_hash
 from meshkit.config import TrainSettings
-from meshkit.embedding import base_model_path
+from meshkit.domain.bundle import content_hash
+from meshkit.domain.embedding import base_model_path
+from meshkit.domain.pointers import read_model_pointer
 from meshkit.errors import JobNotFoundError
 from meshkit.jobs import TRAINING_STATES, JobStore, Mutation, is_final
-from meshkit.pointers import read_model_pointer
 from meshkit.worker import Delivery, Failure, PermanentError
 from trainsvc.background import run_in_daemon_thread
 from trainsvc.evaluate import Metrics

@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from meshkit.passages import Passage, RepositoryFacts, bundle_facts, passages_of
+from meshkit.domain.passages import Passage, RepositoryFacts, bundle_facts, passages_of
 
 __all__ = [
     "HELD_OUT_TERM_TEMPLATES",

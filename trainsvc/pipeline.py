@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from meshkit.embedding import encode, load_model, resolve_device
-from meshkit.passages import Passage
+from meshkit.domain.embedding import encode, load_model, resolve_device
+from meshkit.domain.passages import Passage
 from trainsvc.evaluate import Metrics, beats, evaluate
 from trainsvc.finetune import ProgressFn, StopFn, TrainConfig, TrainingStopped, fine_tune
 from trainsvc.pairs import build_pairs

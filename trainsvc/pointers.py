@@ -16,8 +16,8 @@ from contextmesh.bundle.v1 import bundle_pb2
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from meshkit.domain.pointers import read_bundle_pointer, read_model_pointer
 from meshkit.errors import ConflictError
-from meshkit.pointers import read_bundle_pointer, read_model_pointer
 
 __all__ = ["latest_bundle_hash", "move_model_pointer"]
 

@@ -8,7 +8,7 @@ import threading
 from contextmesh.train.v1 import tasks_pb2 as train_tasks
 
 from meshkit.blob import open_blob_store
-from meshkit.embedding import prepare_offline
+from meshkit.domain.embedding import prepare_offline
 from meshkit.jobs import JobStore
 from meshkit.service import ServiceContext
 from meshkit.topology import TRAIN, Buckets, work_stream

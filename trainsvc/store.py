@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from meshkit.blob import BlobStore
-from meshkit.bundle import canonical_json
-from meshkit.embedding import embeddings_to_npy, passages_key
+from meshkit.domain.bundle import canonical_json
+from meshkit.domain.embedding import embeddings_to_npy, passages_key
+from meshkit.domain.passages import passages_to_json
 from meshkit.errors import BlobExistsError, BlobNotFoundError
-from meshkit.passages import passages_to_json
 from trainsvc.evaluate import Metrics
 from trainsvc.pipeline import TrainResult
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from meshkit.nats_server import NatsServer
+from meshctl.nats_server import NatsServer
 from tests.support.envoy import RestProxy, rest_proxy
 from tests.support.mesh import Mesh
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from contextmesh.gateway.v1 import bundle_service_pb2_grpc
 
-from meshkit.nats_server import NatsServer
+from meshctl.nats_server import NatsServer
 from tests.support.mesh import Mesh
 
 

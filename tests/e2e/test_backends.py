@@ -16,7 +16,7 @@ from contextmesh.gateway.v1 import bundle_service_pb2 as pb
 from contextmesh.gateway.v1 import bundle_service_pb2_grpc
 from contextmesh.job.v1 import job_pb2
 
-from meshkit.nats_server import NatsServer
+from meshctl.nats_server import NatsServer
 from tests.support.emulators import Emulator, start_azurite, start_fake_gcs, start_moto_s3
 from tests.support.mesh import Mesh
 

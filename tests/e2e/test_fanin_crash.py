@@ -15,10 +15,10 @@ from contextmesh.sync.v1 import tasks_pb2 as sync_tasks
 from contextmesh.task.v1 import task_pb2
 from nats.js import JetStreamContext
 
+from meshctl.nats_server import NatsServer
 from meshkit.blob import FilesystemBlobStore
 from meshkit.config import NatsSettings
 from meshkit.nats_client import connect
-from meshkit.nats_server import NatsServer
 from meshkit.publish import publish_task
 from meshkit.topology import MERGE, SYNC, Buckets
 from tests.e2e.conftest import write_repo

@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from meshkit.nats_server import NatsServer
+from meshctl.nats_server import NatsServer
 from tests.support.mesh import Mesh
 from tests.support.ports import free_port
 

@@ -15,7 +15,7 @@ from contextmesh.gateway.v1 import bundle_service_pb2 as pb
 from contextmesh.gateway.v1 import bundle_service_pb2_grpc
 from contextmesh.job.v1 import job_pb2
 
-from meshkit.nats_server import NatsServer
+from meshctl.nats_server import NatsServer
 from tests.e2e.conftest import write_repo
 from tests.support.fake_github import FakeGithub, populate, repo_files
 from tests.support.mesh import Mesh

@@ -12,9 +12,9 @@ from contextmesh.gateway.v1 import bundle_service_pb2 as pb
 from contextmesh.gateway.v1 import bundle_service_pb2_grpc
 from contextmesh.job.v1 import job_pb2
 
+from meshctl.nats_server import NatsServer
 from meshkit.config import NatsSettings
 from meshkit.nats_client import connect
-from meshkit.nats_server import NatsServer
 from meshkit.topology import DAY, DEADLETTER, Buckets
 from tests.support.fake_github import FakeGithub, populate
 from tests.support.mesh import Mesh

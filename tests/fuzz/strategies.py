@@ -10,7 +10,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from hypothesis import strategies as st
 
-from meshkit.ids import new_job_id, sync_msg_id
+from meshkit.domain.ids import new_job_id, sync_msg_id
 
 __all__ = [
     "context_documents",

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meshkit.bundle import canonical_json
+from meshkit.domain.bundle import canonical_json
 from syncsvc import repo_context
 from syncsvc.repo_context import parse_repo_context
 from tests.fuzz.strategies import context_documents, context_files, json_values

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mergesvc.merge import build_bundle
-from meshkit.bundle import canonical_json, content_hash
+from meshkit.domain.bundle import canonical_json, content_hash
 from syncsvc.repo_result import FETCH_STATUSES, ensure_encodable, normalize_repository
 from syncsvc.sources.base import FetchedFile, FetchedRepo, RepoListing
 from tests.fuzz.strategies import context_files, hostile_text, json_values

@@ -14,10 +14,10 @@ from nats.js import JetStreamContext
 
 from gateway.redrive import Redriver
 from gateway.refresh import Refresher
+from meshctl.nats_server import NatsServer
 from meshkit.config import NatsSettings
 from meshkit.jobs import JobStore
 from meshkit.nats_client import connect
-from meshkit.nats_server import NatsServer
 from meshkit.topology import Buckets, declare
 
 

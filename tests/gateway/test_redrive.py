@@ -19,7 +19,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from gateway.ops_service import OpsService
-from meshkit.ids import discover_msg_id, new_job_id, sync_msg_id, train_msg_id
+from meshkit.domain.ids import discover_msg_id, new_job_id, sync_msg_id, train_msg_id
 from meshkit.publish import publish_task
 from meshkit.rpc import FailedPrecondition, NotFound
 from meshkit.topology import DEADLETTER, DISCOVER, MERGE, SYNC, TRAIN, Buckets, WorkStream

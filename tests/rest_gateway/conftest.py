@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from meshkit.nats_server import NatsServer
+from meshctl.nats_server import NatsServer
 from meshkit.signing import LocalSigner
 from tests.support.mesh import Mesh
 from tests.support.rest_fixtures import proxy, rest  # noqa: F401 - shared fixtures

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from contextmesh.task.v1 import task_pb2
 
+from meshctl.nats_server import NatsServer
 from meshkit import nats_auth
 from meshkit.capacity import CapacityWatch, streams_of
 from meshkit.config import NatsSettings
 from meshkit.nats_client import connect
-from meshkit.nats_server import NatsServer
 from meshkit.publish import publish_task
 from meshkit.topology import DISCOVER, SYNC, declare
 

@@ -8,8 +8,8 @@ import pytest
 from contextmesh.job.v1 import job_pb2, job_record_pb2
 from nats.js import JetStreamContext
 
+from meshkit.domain.ids import new_job_id
 from meshkit.errors import JobNotFoundError
-from meshkit.ids import new_job_id
 from meshkit.jobs import JobStore
 
 JobState = job_pb2.JobState

@@ -9,10 +9,10 @@ import pytest
 from contextmesh.task.v1 import task_pb2
 from nats.js.api import DiscardPolicy
 
+from meshctl.nats_server import NatsServer
 from meshkit.config import NatsSettings, Settings
 from meshkit.errors import ConfigError, StreamFullError
 from meshkit.nats_client import connect
-from meshkit.nats_server import NatsServer
 from meshkit.publish import publish_task
 from meshkit.topology import ALL_BUCKETS, ALL_WORK_STREAMS, DEADLETTER, DISCOVER, declare
 

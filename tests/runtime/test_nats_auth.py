@@ -23,12 +23,12 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 
 from meshctl.__main__ import main
+from meshctl.nats_server import NatsServer
 from meshkit import nats_auth
 from meshkit.config import NatsSettings, Settings
+from meshkit.domain.ids import new_job_id, sync_msg_id
 from meshkit.errors import ConfigError
-from meshkit.ids import new_job_id, sync_msg_id
 from meshkit.nats_client import NatsAuthError, connect
-from meshkit.nats_server import NatsServer
 from meshkit.topology import DEADLETTER, DISCOVER, MERGE, SYNC, TRAIN, Buckets, declare
 from meshkit.worker import park
 from tests.gateway.conftest import open_gateway

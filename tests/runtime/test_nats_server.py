@@ -21,8 +21,8 @@ from nats.errors import NoRespondersError, TimeoutError
 from nats.js.api import StreamConfig
 from nats.js.errors import APIError, NoStreamResponseError
 
-from meshkit import nats_server
-from meshkit.nats_server import (
+from meshctl import nats_server
+from meshctl.nats_server import (
     DEFAULT_MAX_PAYLOAD,
     NatsCluster,
     NatsServer,

@@ -11,14 +11,14 @@ from contextmesh.job.v1 import job_pb2
 
 from mergesvc.merge import Merger
 from meshkit.blob import open_blob_store
-from meshkit.jobs import JobStore
-from meshkit.pointers import (
+from meshkit.domain.pointers import (
     bundle_pointer_problem,
     model_pointer_problem,
     read_bundle_pointer,
     read_message,
     read_model_pointer,
 )
+from meshkit.jobs import JobStore
 from meshkit.topology import Buckets
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from meshctl.nats_server import NatsServer
 from meshkit.config import WORK_STREAMS, NatsSettings, Settings
 from meshkit.errors import ConfigError
 from meshkit.nats_client import connect
-from meshkit.nats_server import NatsServer
 from meshkit.topology import ALL_WORK_STREAMS, SYNC, TRAIN, declare, work_stream
 
 

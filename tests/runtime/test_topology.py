@@ -5,9 +5,9 @@ from __future__ import annotations
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, RetentionPolicy, StorageType
 
+from meshctl.nats_server import NatsServer
 from meshkit.config import NatsSettings
 from meshkit.nats_client import connect
-from meshkit.nats_server import NatsServer
 from meshkit.topology import ALL_BUCKETS, ALL_WORK_STREAMS, DAY, DEADLETTER, Buckets, declare
 
 

@@ -15,7 +15,7 @@ from contextmesh.task.v1 import task_pb2
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from meshkit.ids import new_job_id
+from meshkit.domain.ids import new_job_id
 from meshkit.publish import publish_task
 from meshkit.topology import (
     DEADLETTER,

@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 PROBE = """
 import sys
-import gateway.__main__, gateway.server, meshkit.passages, meshkit.service
+import gateway.__main__, gateway.server, meshkit.domain.passages, meshkit.service
 heavy = sorted(m for m in ("torch", "transformers", "sentence_transformers", "numpy")
                if m in sys.modules)
 print(",".join(heavy))

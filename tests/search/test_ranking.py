@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from meshkit.passages import Passage
+from meshkit.domain.passages import Passage
 from searchsvc.index import build_index
 from searchsvc.ranking import BLENDED, SEMANTIC_ONLY, rank
 

@@ -17,9 +17,9 @@ from contextmesh.search.v1 import search_service_pb2_grpc
 
 from meshkit.bearer import aio_bearer_channel
 from meshkit.blob import BlobStore
-from meshkit.embedding import encode, load_model, model_nbytes
-from meshkit.ids import new_job_id
-from meshkit.passages import bundle_passages
+from meshkit.domain.embedding import encode, load_model, model_nbytes
+from meshkit.domain.ids import new_job_id
+from meshkit.domain.passages import bundle_passages
 from meshkit.rpc import create_server
 from meshkit.signing import LocalSigner
 from meshkit.topology import Buckets

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from meshkit.bundle import canonical_json
 from meshkit.config import DEFAULT_EXTRA_FILES
+from meshkit.domain.bundle import canonical_json
 from syncsvc.repo_result import normalize_repository
 from syncsvc.sources.local import LocalSource
 

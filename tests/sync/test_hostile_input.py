@@ -19,8 +19,8 @@ import pytest
 from contextmesh.sync.v1 import tasks_pb2 as sync_tasks
 from contextmesh.task.v1 import task_pb2
 
-from meshkit.bundle import canonical_json
-from meshkit.ids import new_job_id, sync_msg_id
+from meshkit.domain.bundle import canonical_json
+from meshkit.domain.ids import new_job_id, sync_msg_id
 from meshkit.text import REPLACEMENT
 from meshkit.worker import PermanentError, decode_task
 from syncsvc.repo_result import ensure_encodable, normalize_repository

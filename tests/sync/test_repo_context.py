@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from meshkit.bundle import canonical_json
+from meshkit.domain.bundle import canonical_json
 from syncsvc.repo_context import (
     MAX_ITEM_CHARS,
     MAX_RAW_DEPTH,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from meshkit.bundle import REPO_FORMAT, canonical_json, content_hash
+from meshkit.domain.bundle import REPO_FORMAT, canonical_json, content_hash
 from syncsvc.repo_result import decode_text, normalize_repository
 from syncsvc.sources.base import FetchedFile, FetchedRepo, RepoListing
 

@@ -20,8 +20,8 @@ from contextmesh.task.v1 import task_pb2
 from contextmesh.train.v1 import tasks_pb2 as train_tasks
 
 from meshkit.blob import BlobStore, FilesystemBlobStore
-from meshkit.bundle import BUNDLE_FORMAT, bundle_key, canonical_json, content_hash
-from meshkit.ids import new_job_id, train_msg_id
+from meshkit.domain.bundle import BUNDLE_FORMAT, bundle_key, canonical_json, content_hash
+from meshkit.domain.ids import new_job_id, train_msg_id
 from meshkit.jobs import JobStore
 from meshkit.topology import Buckets
 
@@ -44,7 +44,7 @@ def repo(
     fingerprint: str | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A repository result document (meshkit.bundle) with the given content; `metadata`
+    """A repository result document (meshkit.domain.bundle) with the given content; `metadata`
     overrides fields of the source's metadata (description, language, topics...)."""
     return {
         "format": "contextmesh.repo/v1",
@@ -192,7 +192,7 @@ def build_tiny_model(folder: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    from meshkit.embedding import prepare_offline
+    from meshkit.domain.embedding import prepare_offline
 
     prepare_offline()
     yield build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
@@ -280,7 +280,7 @@ async def local_bundle(root: Path = DEMO_ROOT, user: str = "demo") -> dict[str, 
     from contextmesh.sync.v1 import tasks_pb2 as sync_tasks
 
     from mergesvc.merge import build_bundle
-    from meshkit.bundle import repo_result_key
+    from meshkit.domain.bundle import repo_result_key
     from syncsvc.repo_result import normalize_repository
     from syncsvc.sources.local import LocalSource
 

@@ -13,12 +13,12 @@ from contextmesh.job.v1 import job_pb2
 from contextmesh.search.v1 import search_service_pb2 as pb
 from contextmesh.search.v1 import search_service_pb2_grpc
 
+from meshctl.nats_server import NatsServer
 from meshkit.bearer import aio_bearer_channel
 from meshkit.blob import FilesystemBlobStore
 from meshkit.config import NatsSettings, Settings
 from meshkit.jobs import JobStore
 from meshkit.nats_client import connect
-from meshkit.nats_server import NatsServer
 from meshkit.publish import publish_task
 from meshkit.topology import TRAIN, declare
 from tests.support.mesh import Mesh

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from meshkit.embedding import base_model_path, prepare_offline
+from meshkit.domain.embedding import base_model_path, prepare_offline
 from tests.train.support import local_bundle
 from trainsvc.finetune import TrainConfig
 from trainsvc.pipeline import train_on_bundle

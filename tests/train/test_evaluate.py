@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from meshkit.passages import Passage
+from meshkit.domain.passages import Passage
 from trainsvc.evaluate import Metrics, beats, evaluate, metrics_from_ranks, repository_ranks
 from trainsvc.pairs import HeldOutQuery
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from meshkit.embedding import encode, load_model
+from meshkit.domain.embedding import encode, load_model
 from tests.train.support import sample_bundle
 from trainsvc.finetune import TrainConfig, TrainingStopped, base_model_identity, fine_tune
 from trainsvc.pairs import build_pairs

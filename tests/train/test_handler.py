@@ -15,9 +15,9 @@ from contextmesh.job.v1 import job_pb2
 
 from meshkit.blob import BlobStore
 from meshkit.config import TrainSettings
+from meshkit.domain.passages import bundle_passages
+from meshkit.domain.pointers import read_model_pointer
 from meshkit.jobs import JobStore
-from meshkit.passages import bundle_passages
-from meshkit.pointers import read_model_pointer
 from meshkit.topology import Buckets
 from meshkit.worker import Delivery, Failure
 from tests.train.support import bundle, prepare_job, repo, sample_bundle, store_bundle
@@ -300,6 +300,6 @@ async def test_a_failed_last_attempt_ends_the_job_with_its_bundle(
 
 @pytest.fixture(autouse=True)
 def _offline() -> None:
-    from meshkit.embedding import prepare_offline
+    from meshkit.domain.embedding import prepare_offline
 
     prepare_offline()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from meshkit.passages import (
+from meshkit.domain.passages import (
     MAX_PASSAGE_CHARS,
     MAX_PASSAGES_PER_REPOSITORY,
     Passage,

@@ -15,12 +15,12 @@ from contextmesh.bundle.v1 import bundle_pb2
 from contextmesh.job.v1 import job_pb2
 from contextmesh.task.v1 import task_pb2
 
+from meshctl.nats_server import NatsServer
 from meshkit.blob import BlobStore, FilesystemBlobStore
 from meshkit.config import NatsSettings, Settings, StreamTiming, TrainSettings
+from meshkit.domain.pointers import read_model_pointer
 from meshkit.jobs import JobStore
 from meshkit.nats_client import connect
-from meshkit.nats_server import NatsServer
-from meshkit.pointers import read_model_pointer
 from meshkit.publish import publish_task
 from meshkit.service import ServiceContext
 from meshkit.topology import DEADLETTER, TRAIN, Buckets, declare

@@ -9,7 +9,7 @@ first load: no process may reach a model hub.
 Artefacts in the blob store (see docs/training.md):
     <model_key>/...                     the model folder as SentenceTransformer.save wrote it
     <run>/embeddings.npy                the passages' embeddings, float16 (n, dim), L2-normalised
-    <run>/embeddings.passages.json      meshkit.passages document: row i describes row i
+    <run>/embeddings.passages.json      meshkit.domain.passages document: row i describes row i
 """
 
 from __future__ import annotations

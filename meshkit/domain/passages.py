@@ -112,7 +112,7 @@ def bundle_passages(bundle: Mapping[str, Any]) -> list[Passage]:
 
 
 def repository_facts(repo: Mapping[str, Any]) -> RepositoryFacts:
-    """Read one repository result (see meshkit.bundle) tolerantly: any part may be missing."""
+    """Read one repository result (meshkit.domain.bundle) tolerantly: any part may be missing."""
     full_name = str(repo.get("repository") or "unknown/unknown")
     context = _mapping(repo.get("context"))
     metadata = _mapping(repo.get("metadata"))
