@@ -39,8 +39,7 @@ from meshkit.signing import LocalSigner
 
 __all__ = ["add_parser", "build_specs"]
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO_SOURCE = ROOT / "examples" / "repos"
+DEMO_SOURCE = Path(__file__).resolve().parent / "demo_repos"
 ADMIN_TOKEN_TTL_S = 30 * 86400
 SECRETS = ("GITHUB_TOKEN", "CONTEXTMESH_GITHUB_TOKEN")
 """Only syncsvc talks to GitHub: no other child inherits these."""
