@@ -13,11 +13,11 @@ from meshkit.jobs import JobStore
 from meshkit.service import ServiceContext
 from meshkit.topology import DISCOVER, SYNC, Buckets, work_stream
 from meshkit.worker import Failure, Worker
-from syncsvc.discover import Discovery
 from syncsvc.fanin import FanIn
 from syncsvc.http_cache import SharedResponseCache
+from syncsvc.plan import Discovery
+from syncsvc.repository import RepoSync, failed_outcome
 from syncsvc.sources.factory import open_source
-from syncsvc.sync import RepoSync, failed_outcome
 
 __all__ = ["serve"]
 
