@@ -1,27 +1,25 @@
-"""Discovery: list a user's repositories, keep the unchanged ones, fan out the stale ones.
+"""A discover task's plan: every repository of the user, with its index, fingerprint and
+whether it is stale.
 
-A user the source does not know ends the job FAILED at once, without a dead letter: a
-misspelt name is the caller's mistake, not work an operator should redrive.
-
-The plan (every repository with its index, fingerprint and whether it is stale) is stored
-create-only under jobs/<job>/plan.json before the job's total is set. A redelivered discover
-task reads that plan back instead of listing again, so indexes and the total never change
-within a job, and re-publishing its sync tasks is harmless (same Nats-Msg-Id; the sync
-handler also skips a repository whose outcome is already stored).
+A repository whose fingerprint equals the last bundle's (and that did not fail there) is
+unchanged and carries its stored result over; the others, and any the task names to resync,
+are stale. The plan is stored create-only under jobs/<job>/plan.json before the job's total
+is set. A redelivered discover task reads that plan back instead of listing again, so
+indexes and the total never change within a job, and re-publishing its sync tasks is
+harmless (same Nats-Msg-Id; the sync handler also skips a repository whose outcome is
+already stored).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from dataclasses import dataclass
 
 from contextmesh.bundle.v1 import bundle_pb2
-from contextmesh.job.v1 import job_pb2, job_record_pb2
+from contextmesh.job.v1 import job_pb2
 from contextmesh.sync.v1 import tasks_pb2 as sync_tasks
 from contextmesh.task.v1 import task_pb2
-from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from meshkit.blob import BlobStore
@@ -29,18 +27,13 @@ from meshkit.domain.bundle import canonical_json
 from meshkit.domain.ids import sync_msg_id
 from meshkit.domain.pointers import read_bundle_pointer
 from meshkit.errors import BlobExistsError, BlobNotFoundError
-from meshkit.jobs import JobStore, is_final
-from meshkit.publish import publish_task
-from meshkit.topology import SYNC
-from meshkit.worker import Delivery, PermanentError
-from syncsvc.fanin import FanIn
+from meshkit.worker import PermanentError
 from syncsvc.sources.base import RepoListing, Source, SourceError, UserNotFoundError
 
-__all__ = ["MAX_REPOSITORIES", "Discovery", "plan_key"]
+__all__ = ["MAX_REPOSITORIES", "Planner", "plan_key", "sync_task"]
 
 log = logging.getLogger(__name__)
 
-JobState = job_pb2.JobState
 RepoStatus = job_pb2.RepoStatus
 MAX_REPOSITORIES = 10_000
 
@@ -56,86 +49,18 @@ class _Base:
     status: int
 
 
-class Discovery:
-    def __init__(
-        self,
-        js: JetStreamContext,
-        jobs: JobStore,
-        fanin: FanIn,
-        pointers: KeyValue,
-        blobs: BlobStore,
-        source: Source,
-    ) -> None:
-        self.js = js
-        self.jobs = jobs
-        self.fanin = fanin
-        self.pointers = pointers
+class Planner:
+    """Plans a discover task's job from the source's listing and the user's last bundle."""
+
+    def __init__(self, blobs: BlobStore, pointers: KeyValue, source: Source) -> None:
         self.blobs = blobs
+        self.pointers = pointers
         self.source = source
 
-    async def handle(self, task: sync_tasks.DiscoverTask, delivery: Delivery) -> None:
-        job_id = task.meta.job_id
-        record, _ = await self.jobs.get(job_id)
-        if is_final(record.job.state):
-            return  # cancelled (or failed) before discovery: drop the task
-        await self.jobs.update(job_id, _mark_discovering)
-        try:
-            plan, base_hash = await self._plan(task, delivery)
-        except UserNotFoundError as exc:
-            # The caller's mistake, not an operator's problem: the job ends FAILED saying so
-            # and nothing is parked. Its record (which expires) is the only trace; a
-            # redelivery finds the job final and drops the task.
-            await self.jobs.end(
-                job_id,
-                JobState.JOB_STATE_FAILED,
-                f"{exc} at the source; check the name",
-                code=job_pb2.ERROR_CODE_USER_NOT_FOUND,
-            )
-            log.info("job %s: %s", job_id, exc, extra={"job_id": job_id})
-            return
-        total = len(plan)
-
-        def start_syncing(rec: job_record_pb2.JobRecord) -> bool:
-            if rec.job.state != JobState.JOB_STATE_DISCOVERING:
-                return False
-            rec.job.state = JobState.JOB_STATE_SYNCING
-            rec.job.total = total
-            rec.counted = bytes((total + 7) // 8)
-            rec.base_bundle_hash = base_hash
-            return True
-
-        record = await self.jobs.update(job_id, start_syncing)
-        if is_final(record.job.state):
-            return
-        unchanged = [
-            sync_tasks.RepoOutcome(
-                repository=p["repository"],
-                index=i,
-                status=RepoStatus.REPO_STATUS_UNCHANGED,
-                fingerprint=p["fingerprint"],
-                result_key=p["previous_result_key"],
-            )
-            for i, p in enumerate(plan)
-            if not p["stale"]
-        ]
-        stale = [(i, p) for i, p in enumerate(plan) if p["stale"]]
-        for start in range(0, len(stale), 128):
-            await asyncio.gather(
-                *(self._publish_sync(task, i, p) for i, p in stale[start : start + 128])
-            )
-        # Also starts the merge when nothing is stale (or the user has no repositories).
-        await self.fanin.record(job_id, task.user, unchanged)
-        log.info(
-            "job %s: %d repositories, %d stale",
-            job_id,
-            total,
-            len(stale),
-            extra={"job_id": job_id},
-        )
-
-    async def _plan(
-        self, task: sync_tasks.DiscoverTask, delivery: Delivery
-    ) -> tuple[list[dict], str]:
+    async def plan(self, task: sync_tasks.DiscoverTask) -> tuple[list[dict], str]:
+        """The job's plan and the hash of the bundle it starts from: the stored plan when an
+        earlier delivery made one, else a new one, stored create-only. UserNotFoundError
+        passes through; a source that refuses for good is a PermanentError."""
         key = plan_key(task.meta.job_id)
         try:
             stored = json.loads(await self.blobs.get(key))
@@ -145,7 +70,7 @@ class Discovery:
         try:
             listing = await self.source.list_repositories(task.user)
         except UserNotFoundError:
-            raise  # handle() ends the job without parking the task
+            raise  # the handler ends the job without parking the task
         except SourceError as exc:
             if not exc.transient:
                 raise PermanentError(
@@ -197,38 +122,33 @@ class Discovery:
             pointer.bundle.content_hash,
         )
 
-    async def _publish_sync(self, task: sync_tasks.DiscoverTask, index: int, entry: dict) -> None:
-        meta = entry["metadata"]
-        sync = sync_tasks.SyncRepoTask(
-            meta=task_pb2.TaskMeta(
-                job_id=task.meta.job_id,
-                task_id=sync_msg_id(task.meta.job_id, index),
-                attempt=task.meta.attempt,
-            ),
-            user=task.user,
-            repository=entry["repository"],
-            index=index,
-            fingerprint=entry["fingerprint"],
-            default_branch=entry["default_branch"],
-            previous_result_key=entry["previous_result_key"],
-            metadata=sync_tasks.RepoMetadata(
-                description=meta["description"] or "",
-                language=meta["language"] or "",
-                topics=meta["topics"],
-                homepage=meta["homepage"] or "",
-                url=meta["url"] or "",
-                private=meta["private"],
-            ),
-        )
-        sync.meta.enqueue_time.GetCurrentTime()
-        await publish_task(self.js, SYNC.subject, sync, msg_id=sync.meta.task_id)
 
-
-def _mark_discovering(record: job_record_pb2.JobRecord) -> bool:
-    if record.job.state != JobState.JOB_STATE_QUEUED:
-        return False
-    record.job.state = JobState.JOB_STATE_DISCOVERING
-    return True
+def sync_task(task: sync_tasks.DiscoverTask, index: int, entry: dict) -> sync_tasks.SyncRepoTask:
+    """The sync task of the plan's stale repository at `index`."""
+    meta = entry["metadata"]
+    sync = sync_tasks.SyncRepoTask(
+        meta=task_pb2.TaskMeta(
+            job_id=task.meta.job_id,
+            task_id=sync_msg_id(task.meta.job_id, index),
+            attempt=task.meta.attempt,
+        ),
+        user=task.user,
+        repository=entry["repository"],
+        index=index,
+        fingerprint=entry["fingerprint"],
+        default_branch=entry["default_branch"],
+        previous_result_key=entry["previous_result_key"],
+        metadata=sync_tasks.RepoMetadata(
+            description=meta["description"] or "",
+            language=meta["language"] or "",
+            topics=meta["topics"],
+            homepage=meta["homepage"] or "",
+            url=meta["url"] or "",
+            private=meta["private"],
+        ),
+    )
+    sync.meta.enqueue_time.GetCurrentTime()
+    return sync
 
 
 def _plan_entry(repo: RepoListing, base: _Base | None, force: bool) -> dict:

@@ -1,8 +1,8 @@
-"""Per-repository sync: fetch the files, build the repository result, store it, count it.
+"""One repository's sync: fetch its files, build its result, store it, say how it went.
 
 The result is stored content-addressed (create-only; the same content is the same key), so
 a redelivered task re-creates nothing. A repository whose fetch still fails after the
-source's own retries (5xx, timeouts) or fails for good (permission) is counted FAILED with
+source's own retries (5xx, timeouts) or fails for good (permission) has a FAILED outcome with
 the reason and keeps its previous result, if it had one, for the merge to carry over: the
 job goes on without waiting for it. Only a rate limit whose reset is far off hands the task
 back to the queue until then. Anything else (NATS, blob store) is redelivered by JetStream.
@@ -19,13 +19,11 @@ from meshkit.blob import BlobStore
 from meshkit.blob.base import ensure_stored
 from meshkit.config import SyncSettings
 from meshkit.domain.bundle import canonical_json, content_hash, repo_result_key
-from meshkit.jobs import JobStore, is_final
 from meshkit.worker import Delivery, RetryLater
-from syncsvc.fanin import FanIn
 from syncsvc.repo_result import normalize_repository
 from syncsvc.sources.base import RepoListing, Source, SourceError
 
-__all__ = ["RepoSync", "failed_outcome"]
+__all__ = ["failed_outcome", "sync_repository"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +31,7 @@ RepoStatus = job_pb2.RepoStatus
 
 
 def failed_outcome(task: sync_tasks.SyncRepoTask, reason: str) -> sync_tasks.RepoOutcome:
+    """The repository failed: it keeps its previous result, if any, and says why."""
     return sync_tasks.RepoOutcome(
         repository=task.repository,
         index=task.index,
@@ -44,6 +43,7 @@ def failed_outcome(task: sync_tasks.SyncRepoTask, reason: str) -> sync_tasks.Rep
 
 
 def listing_of(task: sync_tasks.SyncRepoTask) -> RepoListing:
+    """The source's listing of the repository, as discovery carried it in the task."""
     meta = task.metadata
     return RepoListing(
         full_name=task.repository,
@@ -58,58 +58,39 @@ def listing_of(task: sync_tasks.SyncRepoTask) -> RepoListing:
     )
 
 
-class RepoSync:
-    def __init__(
-        self,
-        jobs: JobStore,
-        fanin: FanIn,
-        blobs: BlobStore,
-        source: Source,
-        settings: SyncSettings,
-    ) -> None:
-        self.jobs = jobs
-        self.fanin = fanin
-        self.blobs = blobs
-        self.source = source
-        self.settings = settings
-
-    async def handle(self, task: sync_tasks.SyncRepoTask, delivery: Delivery) -> None:
-        job_id = task.meta.job_id
-        record, _ = await self.jobs.get(job_id)
-        if is_final(record.job.state):
-            return  # cancelled: work picked up after the cancel is dropped
-        if (done := await self.fanin.stored(job_id, task.index)) is not None:
-            await self.fanin.record(job_id, task.user, [done])  # count it if a crash didn't
-            return
-        outcome = await self._sync(task, delivery)
-        await self.fanin.record(job_id, task.user, [outcome])
-
-    async def _sync(
-        self, task: sync_tasks.SyncRepoTask, delivery: Delivery
-    ) -> sync_tasks.RepoOutcome:
-        listing = listing_of(task)
-        try:
-            fetched = await self.source.fetch(
-                listing,
-                extra_files=self.settings.extra_files,
-                max_file_bytes=self.settings.max_file_bytes,
-            )
-        except SourceError as exc:
-            if exc.retry_after_s is not None and not delivery.is_last:
-                raise RetryLater(exc.retry_after_s, str(exc)) from None
-            log.warning(
-                "repository %s failed: %s", task.repository, exc, extra={"job_id": task.meta.job_id}
-            )
-            return failed_outcome(task, str(exc))
-        result = normalize_repository(listing, fetched, max_file_bytes=self.settings.max_file_bytes)
-        data = canonical_json(result)
-        key = repo_result_key(task.repository, content_hash(data))
-        await ensure_stored(self.blobs, key, data)
-        return sync_tasks.RepoOutcome(
-            repository=task.repository,
-            index=task.index,
-            status=RepoStatus.REPO_STATUS_SYNCED,
-            fingerprint=task.fingerprint,
-            result_key=key,
-            warnings=result.get("warnings", []),
+async def sync_repository(
+    task: sync_tasks.SyncRepoTask,
+    delivery: Delivery,
+    *,
+    source: Source,
+    blobs: BlobStore,
+    settings: SyncSettings,
+) -> sync_tasks.RepoOutcome:
+    """Fetch and store the task's repository; its outcome, SYNCED or FAILED. RetryLater when
+    the source is rate limited and this is not the last delivery."""
+    listing = listing_of(task)
+    try:
+        fetched = await source.fetch(
+            listing,
+            extra_files=settings.extra_files,
+            max_file_bytes=settings.max_file_bytes,
         )
+    except SourceError as exc:
+        if exc.retry_after_s is not None and not delivery.is_last:
+            raise RetryLater(exc.retry_after_s, str(exc)) from None
+        log.warning(
+            "repository %s failed: %s", task.repository, exc, extra={"job_id": task.meta.job_id}
+        )
+        return failed_outcome(task, str(exc))
+    result = normalize_repository(listing, fetched, max_file_bytes=settings.max_file_bytes)
+    data = canonical_json(result)
+    key = repo_result_key(task.repository, content_hash(data))
+    await ensure_stored(blobs, key, data)
+    return sync_tasks.RepoOutcome(
+        repository=task.repository,
+        index=task.index,
+        status=RepoStatus.REPO_STATUS_SYNCED,
+        fingerprint=task.fingerprint,
+        result_key=key,
+        warnings=result.get("warnings", []),
+    )

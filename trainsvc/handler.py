@@ -75,6 +75,8 @@ class _Outcome:
 class TrainHandler:
     """Handles TrainTasks for one trainsvc replica (the worker runs one at a time)."""
 
+    task_type = train_tasks.TrainTask
+
     def __init__(
         self,
         *,
