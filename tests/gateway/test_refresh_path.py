@@ -24,17 +24,17 @@ from contextmesh.train.v1 import tasks_pb2 as train_tasks
 from gateway.access import BUNDLE_SERVICE, PUBLIC_RULES
 from gateway.bundle_service import BundleService
 from gateway.bundles import BundleReader
-from mergesvc.merge import Merger
+from mergesvc.handler import MergeHandler
 from meshkit.bearer import bearer_metadata
 from meshkit.blob import BlobStore
 from meshkit.config import SyncSettings
 from meshkit.rpc import create_server
 from meshkit.signing import LocalSigner
 from meshkit.topology import DISCOVER, MERGE, SYNC, TRAIN, Buckets
-from syncsvc.discover import Discovery
 from syncsvc.fanin import FanIn
+from syncsvc.handler import DiscoverHandler, SyncHandler
+from syncsvc.plan import Planner
 from syncsvc.sources.local import LocalSource
-from syncsvc.sync import RepoSync
 from tests.gateway.conftest import Gateway
 from tests.support.auth import authenticator_for
 from tests.support.inproc import (
@@ -63,9 +63,9 @@ class Workers:
     """The handlers of syncsvc and mergesvc over one source and blob store."""
 
     gateway: Gateway
-    discover: Discovery
-    sync: RepoSync
-    merge: Merger
+    discover: DiscoverHandler
+    sync: SyncHandler
+    merge: MergeHandler
 
     async def discovery(self) -> int:
         return await run_tasks(
@@ -98,9 +98,9 @@ async def open_workers(
     source = LocalSource(root)
     return Workers(
         gateway,
-        Discovery(js, jobs, fanin, pointers, blobs, source),
-        RepoSync(jobs, fanin, blobs, source, SyncSettings()),
-        Merger(
+        DiscoverHandler(js, jobs, fanin, Planner(blobs, pointers, source)),
+        SyncHandler(jobs, fanin, blobs, source, SyncSettings()),
+        MergeHandler(
             js,
             jobs,
             outcomes,

@@ -18,7 +18,7 @@ from contextmesh.train.v1 import tasks_pb2 as train_tasks
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from mergesvc.merge import Merger
+from mergesvc.handler import MergeHandler
 from meshkit.blob import BlobStore
 from meshkit.blob.base import ensure_stored
 from meshkit.domain.bundle import (
@@ -49,8 +49,8 @@ class World:
     blobs: BlobStore
     user: str
 
-    def handler(self, *, training: bool = True) -> Merger:
-        return Merger(
+    def handler(self, *, training: bool = True) -> MergeHandler:
+        return MergeHandler(
             self.js,
             self.jobs,
             self.outcomes,

@@ -19,8 +19,9 @@ from meshkit.domain.bundle import bundle_index_key, bundle_key
 from meshkit.domain.ids import discover_msg_id, new_job_id, sync_msg_id
 from meshkit.jobs import JobStore
 from meshkit.topology import MERGE, SYNC, Buckets
-from syncsvc.discover import Discovery, plan_key
 from syncsvc.fanin import FanIn
+from syncsvc.handler import DiscoverHandler
+from syncsvc.plan import Planner, plan_key
 from syncsvc.sources.local import LocalSource
 from tests.support.inproc import (
     RepoFolders,
@@ -42,7 +43,7 @@ class World:
     jobs: JobStore
     blobs: BlobStore
     repos: RepoFolders
-    handler: Discovery
+    handler: DiscoverHandler
     user: str
 
     async def queued_job(
@@ -95,11 +96,11 @@ class World:
             index_key=index_key,
             job_id="01J0000000000000000000PREV",
         )
-        await self.handler.pointers.put(self.user, pointer.SerializeToString())
+        await self.handler.planner.pointers.put(self.user, pointer.SerializeToString())
         return digest
 
     async def fingerprints(self) -> dict[str, str]:
-        listing = await self.handler.source.list_repositories(self.user)
+        listing = await self.handler.planner.source.list_repositories(self.user)
         return {r.full_name.split("/")[1]: r.fingerprint for r in listing}
 
 
@@ -111,14 +112,10 @@ async def world(js: JetStreamContext, blobs: BlobStore, tmp_path: Path) -> World
     for name in REPOS:
         repos.add(user, name, description=f"The {name} project.", readme=f"# {name}\n")
     fanin = FanIn(js, jobs, await js.key_value(Buckets.OUTCOMES.name))
-    handler = Discovery(
-        js,
-        jobs,
-        fanin,
-        await js.key_value(Buckets.BUNDLES.name),
-        blobs,
-        LocalSource(tmp_path / "repos"),
+    planner = Planner(
+        blobs, await js.key_value(Buckets.BUNDLES.name), LocalSource(tmp_path / "repos")
     )
+    handler = DiscoverHandler(js, jobs, fanin, planner)
     return World(js, jobs, blobs, repos, handler, user)
 
 

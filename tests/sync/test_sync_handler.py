@@ -22,9 +22,10 @@ from meshkit.jobs import JobStore
 from meshkit.topology import Buckets
 from meshkit.worker import RetryLater
 from syncsvc.fanin import FanIn
+from syncsvc.handler import SyncHandler
+from syncsvc.repository import failed_outcome
 from syncsvc.sources.base import FetchedRepo, RepoListing, Source, SourceError
 from syncsvc.sources.local import LocalSource
-from syncsvc.sync import RepoSync, failed_outcome
 from tests.support.inproc import (
     RepoFolders,
     delivery,
@@ -69,8 +70,8 @@ class World:
     user: str
     job_id: str
 
-    def handler(self) -> RepoSync:
-        return RepoSync(self.jobs, self.fanin, self.blobs, self.source, SyncSettings())
+    def handler(self) -> SyncHandler:
+        return SyncHandler(self.jobs, self.fanin, self.blobs, self.source, SyncSettings())
 
     async def task(self, name: str, index: int) -> sync_tasks.SyncRepoTask:
         """The sync task discovery would publish for the user's repository `name`."""
