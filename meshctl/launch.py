@@ -58,11 +58,11 @@ __all__ = [
 ReadyCheck = Callable[[], bool]
 """One quick probe: True once the child is ready. Polled; an exception it raises propagates."""
 
-POLL_S = 0.02
+_POLL_S = 0.02
 """Default pause between readiness probes, and between checks for an exit."""
-KILL_WAIT_S = 5.0
+_KILL_WAIT_S = 5.0
 """How long a SIGKILLed child may take to be reaped before kill() gives up on it."""
-TAIL_BYTES = 4000
+_TAIL_BYTES = 4000
 
 _PR_SET_PDEATHSIG = 1
 
@@ -162,7 +162,7 @@ class Child:
     # -- readiness -------------------------------------------------------------------------
 
     def wait_ready(
-        self, check: ReadyCheck, ready_timeout: float, *, interval: float = POLL_S
+        self, check: ReadyCheck, ready_timeout: float, *, interval: float = _POLL_S
     ) -> None:
         """Poll `check` until it returns True. Raises ChildExitedError if the child exits
         first, ChildNotReadyError after `ready_timeout` seconds; the child is left running."""
@@ -176,7 +176,7 @@ class Child:
             time.sleep(interval)
 
     async def wait_ready_async(
-        self, check: ReadyCheck, ready_timeout: float, *, interval: float = POLL_S
+        self, check: ReadyCheck, ready_timeout: float, *, interval: float = _POLL_S
     ) -> None:
         """wait_ready() for a coroutine: each probe runs in a worker thread, so a blocking
         connect never stalls the event loop."""
@@ -202,7 +202,7 @@ class Child:
         it is ready). Never ready without a log."""
         return lambda: self.log is not None and text in self.output_tail(None)
 
-    def output_tail(self, limit: int | None = TAIL_BYTES) -> str:
+    def output_tail(self, limit: int | None = _TAIL_BYTES) -> str:
         """The end (`limit` bytes; None: all) of what this run wrote to its log."""
         if self.log is None:
             return ""
@@ -246,7 +246,7 @@ class Child:
         self._reap()
         return True
 
-    def kill(self, timeout: float = KILL_WAIT_S) -> bool:
+    def kill(self, timeout: float = _KILL_WAIT_S) -> bool:
         """SIGKILL to the group, as a crash would; True once the child is reaped (False if it
         outlived `timeout` seconds, as one stuck in the kernel can)."""
         self.signal(signal.SIGKILL)
@@ -277,7 +277,7 @@ class Child:
         while not self._exited():
             if time.monotonic() >= deadline or (cut_short is not None and cut_short.is_set()):
                 return False
-            time.sleep(POLL_S)
+            time.sleep(_POLL_S)
         return True
 
     def _reap(self) -> int:

@@ -28,7 +28,7 @@ No process is left behind: children are launched, signalled and reaped by meshct
   (elsewhere this guard is missing; a normal stop still works), and it fires when the
   *thread* that forked the child ends, which the design below respects.
 
-Threads, not asyncio: each process has one worker thread that spawns it, blocks in waitid()
+Threads, not asyncio: each process has one worker thread that spawns it, blocks (Child.wait)
 until it exits, and then backs off and spawns it again, so the thread outlives every child it
 forks (what PR_SET_PDEATHSIG needs); one more thread per child copies its output. Blocking
 waits are the simplest correct way to watch a child; readiness checks can be plain blocking
