@@ -31,8 +31,9 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from meshctl.launch import ReadyCheck, grpc_health_ready, tcp_ready
 from meshctl.nats_server import NatsServer
-from meshctl.supervisor import ProcessSpec, ReadyCheck, Supervisor, grpc_health_ready, tcp_ready
+from meshctl.supervisor import ProcessSpec, Supervisor
 from meshkit import nats_auth
 from meshkit.config import Settings
 from meshkit.signing import LocalSigner
@@ -275,9 +276,7 @@ def run(args: argparse.Namespace) -> int:
     (data_dir / "logs").mkdir(parents=True, exist_ok=True)
     specs, env = build_specs(args, data_dir)
     token_path = write_admin_token(data_dir)
-    supervisor = Supervisor(
-        specs, log_dir=data_dir / "logs", console=None, state_file=data_dir / "up.json"
-    )
+    supervisor = Supervisor(specs, log_dir=data_dir / "logs", console=None)
 
     supervisor.start()
     source = "GitHub" if args.github else env["CONTEXTMESH_LOCAL_SOURCE_DIR"]
