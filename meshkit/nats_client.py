@@ -45,7 +45,7 @@ async def connect(settings: NatsSettings, *, name: str) -> tuple[Client, JetStre
             tls.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
 
     async def on_error(exc: Exception) -> None:
-        # Without an error callback nats-py prints reconnect tracebacks (toolchain.md).
+        # Without an error callback nats-py prints reconnect tracebacks.
         log.warning("nats: %s", exc)
 
     async def on_disconnect() -> None:

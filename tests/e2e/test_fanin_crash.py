@@ -1,4 +1,4 @@
-"""Invariant 3: fan-in happens exactly once, whatever crashes and redeliveries do."""
+"""Guarantee 3 (docs/architecture.md): fan-in happens exactly once, whatever crashes and redeliveries do."""
 
 from __future__ import annotations
 

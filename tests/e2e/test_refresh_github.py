@@ -1,4 +1,4 @@
-"""A refresh from the GitHub stand-in through the real processes (invariant 5)."""
+"""A refresh from the GitHub stand-in through the real processes (guarantee 5, docs/architecture.md)."""
 
 from __future__ import annotations
 

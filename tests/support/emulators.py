@@ -131,7 +131,7 @@ def start_azurite(workdir: str | os.PathLike[str]) -> Emulator:
             "--location",
             str(base / "azurite"),
             "--silent",
-            # azure-storage-blob is newer than the API versions Azurite knows (toolchain.md).
+            # azure-storage-blob is newer than the API versions Azurite knows.
             "--skipApiVersionCheck",
             "--loose",
             "--disableTelemetry",
