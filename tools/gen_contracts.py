@@ -4,10 +4,11 @@
     python tools/gen_contracts.py --check   # exit 1 if gen/ differs from what would be written
 
 Third-party protos are never copied into the repository. They come from installed packages:
-google/api/*.proto from googleapis-common-protos, and buf/validate/validate.proto from the
-serialized descriptor that protovalidate ships (no package ships its source). No package ships
-it as Python for the google.protobuf runtime either, so its module is generated too, under our
-own namespace (contextmesh._vendor.buf.validate): the wheel installs no top-level `buf`.
+google/api/*.proto and google/rpc/*.proto from googleapis-common-protos, and
+buf/validate/validate.proto from the serialized descriptor that protovalidate ships (no
+package ships its source). No package ships that one as Python for the google.protobuf
+runtime either, so its module is generated too, under our own namespace
+(contextmesh._vendor.buf.validate): the wheel installs no top-level `buf`.
 
 The descriptor image gen/contextmesh.binpb (all imports, source info) is what `buf lint`
 and Envoy's gRPC-JSON transcoder read.
@@ -28,6 +29,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 PROTO_DIR = ROOT / "proto"
 GEN_DIR = ROOT / "gen"
 IMAGE_NAME = "contextmesh.binpb"
+ANY_TYPES = ["google/rpc/error_details.proto"]
+"""Files the image holds though no contract imports them: the types our messages pack into a
+google.protobuf.Any (Job.error_status carries a google.rpc.ErrorInfo). Envoy renders an Any as
+JSON only when its type is in the image; otherwise it answers the call with a plain-text error."""
 VENDOR_PACKAGE = "contextmesh._vendor"
 """Where third-party modules that no installed package provides are generated."""
 
@@ -88,7 +93,7 @@ def generate(out_dir: pathlib.Path) -> None:
         _run([*common, *messages, f"--grpc_python_out={out_dir}", *protos])
         _run([*common, *messages, "buf/validate/validate.proto"])
         image = [f"--descriptor_set_out={out_dir / IMAGE_NAME}"]
-        _run([*common, "--include_imports", "--include_source_info", *image, *protos])
+        _run([*common, "--include_imports", "--include_source_info", *image, *protos, *ANY_TYPES])
     vendor(out_dir, "buf")
     # Regular packages, so gen/ installs as an ordinary import root.
     folder = out_dir / "contextmesh"
