@@ -15,7 +15,8 @@ In this order:
 A redelivery mid-run starts the training again from scratch (the job stays TRAINING with the
 new attempt number). An exception propagates to the worker, which retries with the stream's
 backoff and finally parks the task in DEADLETTER; `on_dead_letter` then ends the job DONE
-with training FAILED. The bundle and its pointer are never touched here (guarantee 7, docs/architecture.md).
+with training FAILED. The bundle and its pointer are never touched here (guarantee 7 in
+docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""A refresh from the GitHub stand-in through the real processes (guarantee 5, docs/architecture.md)."""
+"""A refresh from the GitHub stand-in through the real processes (guarantee 5,
+docs/architecture.md)."""
 
 from __future__ import annotations
 
