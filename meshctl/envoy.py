@@ -2,11 +2,12 @@
 
 REST is not hand-written anywhere: every route comes from the `google.api.http` rules in
 proto/, which Envoy's gRPC-JSON transcoder reads from the descriptor image
-(gen/contextmesh.binpb). This module renders that Envoy config and starts Envoy with it.
+(gen/contextmesh/contextmesh.binpb, installed inside the `contextmesh` package). This module
+renders that Envoy config and starts Envoy with it.
 
     text = render_envoy_config(listen_host="127.0.0.1", listen_port=8080,
                                upstream_host="127.0.0.1", upstream_port=50051,
-                               descriptor_path="gen/contextmesh.binpb")
+                               descriptor_path=packaged_descriptor())
     with start_envoy(text, workdir) as envoy:
         ...  # REST on :8080, transcoded to gRPC on :50051
 
@@ -43,6 +44,7 @@ __all__ = [
     "EnvoyError",
     "EnvoyProcess",
     "envoy_binary",
+    "packaged_descriptor",
     "render_envoy_config",
     "start_envoy",
     "transcoded_services",
@@ -141,6 +143,13 @@ def render_envoy_config(
         max_upstream_requests=MAX_UPSTREAM_REQUESTS,
         t="type.googleapis.com/envoy.extensions.",
     )
+
+
+def packaged_descriptor() -> pathlib.Path:
+    """The descriptor image installed with the generated contracts (package `contextmesh`)."""
+    import contextmesh
+
+    return pathlib.Path(contextmesh.__file__).resolve().parent / "contextmesh.binpb"
 
 
 def envoy_binary() -> pathlib.Path:

@@ -218,11 +218,9 @@ def build_specs(
 
 
 def _envoy_spec(data_dir: Path, args: argparse.Namespace) -> ProcessSpec:
-    import contextmesh
+    from meshctl.envoy import envoy_binary, packaged_descriptor, render_envoy_config
 
-    from meshctl.envoy import envoy_binary, render_envoy_config
-
-    descriptor = Path(contextmesh.__file__).resolve().parents[1] / "contextmesh.binpb"
+    descriptor = packaged_descriptor()
     config = data_dir / "envoy.yaml"
     config.write_text(
         render_envoy_config(

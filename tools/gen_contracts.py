@@ -10,7 +10,7 @@ package ships its source). No package ships that one as Python for the google.pr
 runtime either, so its module is generated too, under our own namespace
 (contextmesh._vendor.buf.validate): the wheel installs no top-level `buf`.
 
-The descriptor image gen/contextmesh.binpb (all imports, source info) is what `buf lint`
+The descriptor image gen/contextmesh/contextmesh.binpb (all imports, source info) is what `buf lint`
 and Envoy's gRPC-JSON transcoder read.
 """
 
@@ -28,7 +28,8 @@ import tempfile
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PROTO_DIR = ROOT / "proto"
 GEN_DIR = ROOT / "gen"
-IMAGE_NAME = "contextmesh.binpb"
+IMAGE = pathlib.Path("contextmesh", "contextmesh.binpb")
+"""Inside the generated package, so that an installed contextmesh carries it."""
 ANY_TYPES = ["google/rpc/error_details.proto"]
 """Files the image holds though no contract imports them: the types our messages pack into a
 google.protobuf.Any (Job.error_status carries a google.rpc.ErrorInfo). Envoy renders an Any as
@@ -92,7 +93,8 @@ def generate(out_dir: pathlib.Path) -> None:
         messages = [f"--python_out={out_dir}", f"--pyi_out={out_dir}"]
         _run([*common, *messages, f"--grpc_python_out={out_dir}", *protos])
         _run([*common, *messages, "buf/validate/validate.proto"])
-        image = [f"--descriptor_set_out={out_dir / IMAGE_NAME}"]
+        (out_dir / IMAGE.parent).mkdir(exist_ok=True)
+        image = [f"--descriptor_set_out={out_dir / IMAGE}"]
         _run([*common, "--include_imports", "--include_source_info", *image, *protos, *ANY_TYPES])
     vendor(out_dir, "buf")
     # Regular packages, so gen/ installs as an ordinary import root.
