@@ -8,9 +8,10 @@
 Every child leads a process group of its own (start_new_session), so a signal reaches what it
 forked too, and a terminal's Ctrl-C reaches only the parent, which decides the order of
 shutdown. On Linux the kernel SIGKILLs the child when the *thread* that launched it exits
-(PR_SET_PDEATHSIG), so a parent that dies, even by SIGKILL, leaves nothing behind: launch
-from a thread that lives as long as the child should (the main thread, the event loop's
-thread, a supervisor's worker thread). Elsewhere that guard is missing; a normal stop works.
+(PR_SET_PDEATHSIG, set by `setpriv` as the program is exec'd), so a parent that dies, even by
+SIGKILL, leaves nothing behind: launch from a thread that lives as long as the child should
+(the main thread, the event loop's thread, a supervisor's worker thread). Elsewhere that
+guard is missing; a normal stop works.
 
 Output, stdout and stderr merged, is appended to a log file (`log`; `output_tail()` quotes
 what this run wrote, for error messages), handed to the caller as a pipe (`pipe=True`), or
@@ -27,8 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
+import errno
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -63,8 +65,6 @@ _POLL_S = 0.02
 _KILL_WAIT_S = 5.0
 """How long a SIGKILLed child may take to be reaped before kill() gives up on it."""
 _TAIL_BYTES = 4000
-
-_PR_SET_PDEATHSIG = 1
 
 
 class LaunchError(MeshError):
@@ -106,15 +106,15 @@ def launch(
             # The child keeps its own descriptor; ours closes once it is spawned.
             output = stack.enter_context(log_path.open("ab"))
             log_offset = output.tell()
+        program = [_runnable(argv[0]), *argv[1:]]
         process = subprocess.Popen(
-            argv,
+            _guarded(program) if die_with_parent else program,
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
             cwd=cwd,
             env=env,
             start_new_session=True,
-            preexec_fn=_die_with_parent() if die_with_parent else None,
         )
     return Child(process, name or Path(argv[0]).name, log_path, log_offset)
 
@@ -357,23 +357,24 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         os.killpg(pid, sig)
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    """A preexec_fn that has the kernel SIGKILL the child when the forking thread exits.
+def _guarded(argv: list[str]) -> list[str]:
+    """argv run through `setpriv --pdeathsig KILL`: the kernel SIGKILLs the child when the
+    thread that launched it exits. setpriv sets the flag and execs the program in place (same
+    pid; the flag survives exec), so nothing runs between fork and exec. A preexec_fn would
+    make subprocess fork() instead of vfork(), running every at-fork handler of a threaded
+    parent (gRPC's among them), which can block the parent for good. The guard starts a moment
+    after launch() returns, when setpriv has run. Without setpriv (not Linux, or util-linux
+    missing) the child runs unguarded."""
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv] if setpriv else argv
 
-    The libc symbol is looked up here, before the fork: the child of a threaded parent must
-    only make plain system calls. Returns None where prctl does not exist (not Linux).
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
-    parent = os.getpid()
-    sigkill = int(signal.SIGKILL)
 
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, sigkill)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os.kill(os.getpid(), sigkill)
-
-    return preexec
+def _runnable(program: str) -> str:
+    """The program's path; FileNotFoundError or PermissionError when it cannot be run, as
+    Popen would raise for it (under setpriv the failure would only reach the log)."""
+    found = shutil.which(program) if os.sep not in program else program
+    if found is None or not os.path.isfile(found):
+        raise FileNotFoundError(errno.ENOENT, "no such program", program)
+    if not os.access(found, os.X_OK):
+        raise PermissionError(errno.EACCES, "not executable", program)
+    return found

@@ -221,11 +221,15 @@ def test_a_child_that_exits_on_its_own_takes_its_group_with_it(
 
 def test_the_child_dies_with_the_thread_that_launched_it(tmp_path: Path) -> None:
     launched: list[Child] = []
-    thread = threading.Thread(
-        target=lambda: launched.append(
-            launch([sys.executable, "-c", CHILD, "sleep:600"], log=tmp_path / "orphan.log")
+
+    def launch_and_leave() -> None:
+        child = launch(
+            [sys.executable, "-c", CHILD, "print:up", "sleep:600"], log=tmp_path / "o.log"
         )
-    )
+        launched.append(child)
+        assert eventually(child.printed("up"))  # the guard is set once the program runs
+
+    thread = threading.Thread(target=launch_and_leave)
     thread.start()
     thread.join()
     [child] = launched
