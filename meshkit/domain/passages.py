@@ -28,6 +28,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from meshkit.domain.documents import (
+    Bundle,
+    RepositoryContext,
+    RepositoryMetadata,
+    RepositoryResult,
+)
+
 __all__ = [
     "MAX_PASSAGES_PER_REPOSITORY",
     "MAX_PASSAGE_CHARS",
@@ -101,49 +108,43 @@ class RepositoryFacts:
         return _unique([self.name, *self.tech, *self.topics])
 
 
-def bundle_facts(bundle: Mapping[str, Any]) -> list[RepositoryFacts]:
-    """The facts of every repository of a bundle document, in bundle order."""
-    return [repository_facts(repo) for repo in bundle.get("repositories") or []]
+def bundle_facts(bundle: Bundle) -> list[RepositoryFacts]:
+    """The facts of every repository of a bundle, in bundle order."""
+    return [repository_facts(entry.result) for entry in bundle.repositories]
 
 
-def bundle_passages(bundle: Mapping[str, Any]) -> list[Passage]:
+def bundle_passages(bundle: Bundle) -> list[Passage]:
     """Every passage of a bundle, grouped by repository in bundle order."""
     return [p for facts in bundle_facts(bundle) for p in passages_of(facts)]
 
 
-def repository_facts(repo: Mapping[str, Any]) -> RepositoryFacts:
-    """Read one repository result (meshkit.domain.bundle) tolerantly: any part may be missing."""
-    full_name = str(repo.get("repository") or "unknown/unknown")
-    context = _mapping(repo.get("context"))
-    metadata = _mapping(repo.get("metadata"))
-    name = _text(context.get("name")) or full_name.rsplit("/", 1)[-1]
-    descriptions = _unique([_text(context.get("description")), _text(metadata.get("description"))])
-    topics = _unique(
-        [_topic(t) for t in _strings(context.get("topics"))]
-        + [_topic(t) for t in _strings(metadata.get("topics"))]
-    )
-    tech = _strings(context.get("tech"))
-    language = _text(metadata.get("language"))
+def repository_facts(result: RepositoryResult) -> RepositoryFacts:
+    """What one repository result says, cleaned: whitespace collapsed, repeats dropped."""
+    context = result.context or RepositoryContext()
+    metadata = result.metadata or RepositoryMetadata()
+    name = _text(context.name) or result.repository.rsplit("/", 1)[-1]
+    descriptions = _unique([_text(context.description), _text(metadata.description)])
+    topics = _unique([_topic(t) for t in _texts(context.topics + metadata.topics)])
+    tech = _texts(context.tech)
+    language = _text(metadata.language)
     if language:
         tech = [*tech, language]
     sections: list[Section] = []
-    readme = _mapping(repo.get("readme"))
-    if readme_text := _document(readme.get("text")):
-        sections += markdown_sections(readme_text, "README")
-    files = _mapping(repo.get("files"))
-    for path in sorted(files):
-        if text := _document(files[path]):
-            sections += markdown_sections(text, str(path))
+    if result.readme is not None and result.readme.text.strip():
+        sections += markdown_sections(result.readme.text, "README")
+    for path in sorted(result.files):
+        if result.files[path].strip():
+            sections += markdown_sections(result.files[path], path)
     return RepositoryFacts(
-        repository=full_name,
+        repository=result.repository,
         name=name,
         description=descriptions[0] if descriptions else None,
         descriptions=descriptions,
         tech=_unique(tech),
-        skills=_unique(_strings(context.get("skills"))),
+        skills=_unique(_texts(context.skills)),
         topics=topics,
-        components=tuple(_pairs(context.get("components"), "name", "description")),
-        faq=tuple(_pairs(context.get("faq"), "question", "answer")),
+        components=tuple(_pairs((c.name, c.description) for c in context.components)),
+        faq=tuple(_pairs((f.question, f.answer) for f in context.faq)),
         sections=tuple(sections),
     )
 
@@ -336,29 +337,17 @@ def passages_from_json(document: Mapping[str, Any]) -> list[Passage]:
     ]
 
 
-# Tolerant reads of a repository result
+# Cleaning a repository result's text
 
 
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _text(value: Any) -> str | None:
-    if not isinstance(value, str):
-        return None
-    value = " ".join(value.split())
+def _text(value: str | None) -> str | None:
+    """value on one line, None when nothing is left."""
+    value = " ".join(value.split()) if value else ""
     return value or None
 
 
-def _document(value: Any) -> str | None:
-    """A whole file's text, line breaks kept (they carry the markdown structure)."""
-    return value if isinstance(value, str) and value.strip() else None
-
-
-def _strings(value: Any) -> list[str]:
-    if not isinstance(value, list):
-        return []
-    return [text for item in value if (text := _text(item))]
+def _texts(values: Iterable[str]) -> list[str]:
+    return [text for value in values if (text := _text(value))]
 
 
 def _topic(topic: str) -> str:
@@ -375,11 +364,9 @@ def _unique(items: Iterable[str | None]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _pairs(value: Any, first: str, second: str) -> Iterator[tuple[str, str]]:
-    if not isinstance(value, list):
-        return
-    for item in value:
-        if isinstance(item, Mapping):
-            a, b = _text(item.get(first)), _text(item.get(second))
-            if a and b:
-                yield a, b
+def _pairs(pairs: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str]]:
+    """The pairs whose both sides have text, cleaned."""
+    for first, second in pairs:
+        a, b = _text(first), _text(second)
+        if a and b:
+            yield a, b
