@@ -248,8 +248,8 @@ def _blocks(text: str) -> Iterator[_Block]:
     cells: list[str] = []
     row: list[int] | None = None
     for index, token in enumerate(tokens):
-        opener = tokens[index - 1] if index else token
         if token.type == "inline" and (clause := _inline_text(token)):
+            opener = tokens[index - 1]  # what holds it: a heading, paragraph or table cell
             if opener.type in ("heading_open", "paragraph_open") and opener.map is not None:
                 start, end = opener.map
                 yield _Block(clause, start, end, heading=opener.type == "heading_open")
