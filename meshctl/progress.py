@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from contextmesh.job.v1 import job_pb2
 
+from meshkit.job_errors import error_reason
+
 __all__ = ["bundle_line", "progress_line", "summary"]
 
 JobState = job_pb2.JobState
@@ -72,6 +74,8 @@ def summary(job: job_pb2.Job) -> str:
         if training.reason:
             line += f" ({training.reason})"
         lines.append(line)
-    if job.error:
+    if job.HasField("error_status"):
+        lines.append(f"  error: {job.error_status.message} [{error_reason(job)}]")
+    elif job.error:  # a record written before error_status existed
         lines.append(f"  error: {job.error}")
     return "\n".join(lines)

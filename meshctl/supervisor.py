@@ -1,5 +1,6 @@
 """A small process supervisor for `contextmesh up`: start, watch, restart with backoff, stop.
 
+    from meshctl.launch import grpc_health_ready, tcp_ready
     supervisor = Supervisor([
         ProcessSpec("nats", nats.argv, ready=tcp_ready("127.0.0.1", 4333)),
         ProcessSpec("gateway", [sys.executable, "-m", "gateway"], ready=grpc_health_ready(...)),
@@ -15,21 +16,19 @@ each process group in reverse start order, SIGKILL after the grace period; a sec
 SIGTERM to `run()` skips the grace. Output: each child's stdout and stderr, merged, go line by
 line to the console with a "name | " prefix, to `<log_dir>/<name>.log`, or both.
 
-No process is left behind:
-- each child leads its own process group (start_new_session, which also keeps a terminal's
-  Ctrl-C away from it: only the supervisor decides the order of shutdown), and every signal
-  goes to the whole group, so what a child forked goes with it; when a child exits, the rest
-  of its group is SIGKILLed before it is restarted, as a container's would be.
+No process is left behind: children are launched, signalled and reaped by meshctl.launch.
+- each child leads its own process group (which also keeps a terminal's Ctrl-C away from it:
+  only the supervisor decides the order of shutdown), and every signal goes to the whole
+  group, so what a child forked goes with it; when a child exits, the rest of its group is
+  SIGKILLed before it is restarted, as a container's would be.
 - if the supervisor itself dies (SIGKILL, OOM), the kernel SIGKILLs the children: on Linux
-  each one sets PR_SET_PDEATHSIG (prctl via ctypes, in preexec_fn). Chosen over a pipe that the
-  child watches because it needs no cooperation from the child: nats-server and envoy are
-  binaries we do not write. Limits: it reaches the direct child only (our children do not
-  fork), it exists on Linux only (elsewhere this guard is missing; a normal stop still works),
-  and it fires when the *thread* that forked the child ends, which the design below respects.
-  The preexec function only calls prctl (looked up before the fork) and getppid, so it is
-  safe in the child of a threaded parent.
+  each one sets PR_SET_PDEATHSIG. Chosen over a pipe that the child watches because it needs
+  no cooperation from the child: nats-server and envoy are binaries we do not write. Limits:
+  it reaches the direct child only (our children do not fork), it exists on Linux only
+  (elsewhere this guard is missing; a normal stop still works), and it fires when the
+  *thread* that forked the child ends, which the design below respects.
 
-Threads, not asyncio: each process has one worker thread that spawns it, blocks in waitid()
+Threads, not asyncio: each process has one worker thread that spawns it, blocks (Child.wait)
 until it exits, and then backs off and spawns it again, so the thread outlives every child it
 forks (what PR_SET_PDEATHSIG needs); one more thread per child copies its output. Blocking
 waits are the simplest correct way to watch a child; readiness checks can be plain blocking
@@ -37,30 +36,24 @@ callables (a socket connect, a synchronous gRPC health call); and the supervisor
 unchanged from a synchronous main() that blocks until a signal, from tests, and from async
 code (its calls return quickly, except start() and stop(), which wait by design). The cost,
 two mostly idle threads per process, is nothing at our scale (about ten processes).
-
-Exit statuses are reaped with waitid(WNOWAIT) first: while the child is a zombie its pid, and
-so its process-group id, cannot be reused, so signalling the group is never a wrong target.
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
-import json
 import os
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import IO, Any, Literal, TextIO
+from typing import IO, Literal, TextIO
 
-from meshctl.process import die_with_parent
+from meshctl.launch import Child, ChildExitedError, ChildNotReadyError, ReadyCheck, launch
 from meshkit.errors import MeshError
 
 __all__ = [
@@ -69,16 +62,9 @@ __all__ = [
     "ProcessSpec",
     "ProcessState",
     "ProcessStatus",
-    "ReadyCheck",
     "Supervisor",
     "SupervisorError",
-    "grpc_health_ready",
-    "read_state_file",
-    "tcp_ready",
 ]
-
-ReadyCheck = Callable[[], bool]
-"""One quick probe: True when the process is ready. The supervisor polls it."""
 
 _READY_POLL_S = 0.05
 _OUTPUT_DRAIN_S = 2.0
@@ -115,6 +101,7 @@ class ProcessSpec:
     meant for another process, such as GITHUB_TOKEN)."""
     cwd: str | os.PathLike[str] | None = None
     ready: ReadyCheck | None = None
+    """Polled (meshctl.launch checks: tcp_ready, grpc_health_ready, ...) after every spawn."""
     restart: bool = True
     """Restart after any exit the supervisor did not ask for (Kubernetes' Always policy)."""
     ready_timeout: float = 30.0
@@ -157,57 +144,6 @@ class ProcessStatus:
     last_exit_code: int | None
     """Of the previous run; negative: killed by that signal (as subprocess reports it)."""
 
-    def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "state": str(self.state)}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ProcessStatus:
-        return cls(**{**data, "state": ProcessState(data["state"])})
-
-
-def read_state_file(path: str | os.PathLike[str]) -> tuple[int, list[ProcessStatus]] | None:
-    """(supervisor pid, statuses) from a Supervisor's state_file; None when there is none.
-    The caller decides whether that pid is still alive (the file outlives a SIGKILL)."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    return int(data["supervisor_pid"]), [ProcessStatus.from_json(p) for p in data["processes"]]
-
-
-# -- readiness checks ---------------------------------------------------------------------
-
-
-def tcp_ready(host: str, port: int, timeout: float = 0.5) -> ReadyCheck:
-    """Ready once something accepts TCP connections on host:port."""
-
-    def check() -> bool:
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                return True
-        except OSError:
-            return False
-
-    return check
-
-
-def grpc_health_ready(target: str, service: str = "", timeout: float = 1.0) -> ReadyCheck:
-    """Ready once the gRPC health service at `target` answers SERVING for `service`."""
-
-    def check() -> bool:
-        import grpc  # here: only processes that use this check pay for the import
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-        with grpc.insecure_channel(target) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
-            except grpc.RpcError:
-                return False
-        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-
-    return check
-
 
 # -- one supervised process ---------------------------------------------------------------
 
@@ -216,7 +152,7 @@ def grpc_health_ready(target: str, service: str = "", timeout: float = 1.0) -> R
 class _Managed:
     spec: ProcessSpec
     lock: threading.Condition = field(default_factory=threading.Condition)
-    proc: subprocess.Popen[bytes] | None = None
+    child: Child | None = None
     state: ProcessState = ProcessState.STARTING
     restarts: int = 0
     up_since: float | None = None
@@ -225,27 +161,22 @@ class _Managed:
     thread: threading.Thread | None = None
     log: IO[bytes] | None = None
 
-    def signal_group(self, sig: signal.Signals) -> bool:
-        """Signal the child's process group; False when there is no unreaped child."""
-        with self.lock:
-            proc = self.proc
-            if proc is None or proc.returncode is not None:
-                return False
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, sig)
-            return True
-
     def status(self) -> ProcessStatus:
         with self.lock:
-            alive = self.proc is not None and self.proc.returncode is None
+            child = self.child
+            alive = child is not None and child.returncode is None  # unreaped
             return ProcessStatus(
                 name=self.spec.name,
                 state=self.state,
-                pid=self.proc.pid if alive and self.proc is not None else None,
+                pid=child.pid if alive and child is not None else None,
                 restarts=self.restarts,
                 up_since=self.up_since if alive else None,
                 last_exit_code=self.last_exit_code,
             )
+
+
+class _StopRequested(Exception):
+    """Ends a readiness wait once the supervisor is stopping."""
 
 
 class _Default(enum.Enum):
@@ -264,13 +195,11 @@ class Supervisor:
         events: TextIO | Literal[_Default.STREAM] | None = _Default.STREAM,
         backoff: Backoff | None = None,
         grace: float = 10.0,
-        state_file: str | os.PathLike[str] | None = None,
         die_with_parent: bool = True,
     ) -> None:
         """`log_dir`: write `<name>.log` per process there. `console`: where "name | line"
         output goes (default sys.stdout; None: nowhere). `events`: where starts, exits and
-        restarts are reported (default sys.stderr; None: nowhere). `state_file`: a JSON
-        snapshot rewritten on every change, for `contextmesh status` in another process."""
+        restarts are reported (default sys.stderr; None: nowhere)."""
         self._managed = [_Managed(spec) for spec in specs]
         names = [m.spec.name for m in self._managed]
         if len(set(names)) != len(names):
@@ -280,7 +209,6 @@ class Supervisor:
         self._events = sys.stderr if isinstance(events, _Default) else events
         self.backoff = backoff or Backoff()
         self.grace = grace
-        self.state_file = Path(state_file) if state_file is not None else None
         self._die_with_parent = die_with_parent
         self._width = max((len(n) for n in names), default=0)
         self._write_lock = threading.Lock()
@@ -309,7 +237,6 @@ class Supervisor:
         except BaseException:
             self.stop()
             raise
-        self._write_state()  # the workers write too, but maybe not yet
 
     def stop(self) -> None:
         """Stop every process, in reverse order: SIGTERM to its group, SIGKILL after the
@@ -321,7 +248,6 @@ class Supervisor:
             for m in reversed(self._managed):
                 self._stop_one(m)
             self._stopped = True
-            self._write_state()
 
     def run(self) -> int:
         """For a synchronous main(): start (unless start() was already called), block until
@@ -416,15 +342,15 @@ class Supervisor:
         try:
             while True:
                 started = time.monotonic()
-                proc = self._spawn(m)
-                if proc is None:
+                child = self._spawn(m)
+                if child is None:
                     if self._stopping.is_set():
                         return
                     code: int | None = None
                     what = f"{m.spec.name} could not be started ({m.spawn_error})"
                 else:
-                    self._event(m, f"{m.spec.name} started (pid {proc.pid})")
-                    code = self._watch(m, proc)
+                    self._event(m, f"{m.spec.name} started (pid {child.pid})")
+                    code = self._watch(m, child)
                     what = f"{m.spec.name} exited with code {code}"
                     if self._stopping.is_set():
                         self._set_state(m, ProcessState.STOPPED)
@@ -449,7 +375,7 @@ class Supervisor:
                 with self._write_lock:
                     m.log.close()
 
-    def _spawn(self, m: _Managed) -> subprocess.Popen[bytes] | None:
+    def _spawn(self, m: _Managed) -> Child | None:
         spec = m.spec
         env = {k: v for k, v in os.environ.items() if k not in spec.unset}
         env.setdefault("PYTHONUNBUFFERED", "1")
@@ -460,96 +386,82 @@ class Supervisor:
             if self._stopping.is_set():
                 return None
             try:
-                proc = subprocess.Popen(
-                    list(spec.argv),
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE if wants_output else subprocess.DEVNULL,
-                    stderr=subprocess.STDOUT,
+                child = launch(
+                    spec.argv,
+                    name=spec.name,
+                    pipe=wants_output,
                     cwd=spec.cwd,
                     env=env,
-                    start_new_session=True,
-                    preexec_fn=die_with_parent() if self._die_with_parent else None,
+                    die_with_parent=self._die_with_parent,
                 )
             except OSError as exc:
                 m.spawn_error = exc
                 m.lock.notify_all()
                 return None
-            m.proc, m.spawn_error = proc, None
+            m.child, m.spawn_error = child, None
             m.up_since = time.time()
             m.state = ProcessState.STARTING if spec.ready is not None else ProcessState.RUNNING
             m.lock.notify_all()
-        self._write_state()
-        return proc
+        return child
 
-    def _watch(self, m: _Managed, proc: subprocess.Popen[bytes]) -> int:
-        """Wait for the child to exit, kill the rest of its group, reap it; its exit code."""
+    def _watch(self, m: _Managed, child: Child) -> int:
+        """Wait for the child to exit (the launcher kills the rest of its group and reaps
+        it); its exit code."""
         pump = None
-        if proc.stdout is not None:
+        if child.stdout is not None:
             pump = threading.Thread(
                 target=self._pump,
-                args=(m, proc.stdout),
+                args=(m, child.stdout),
                 name=f"output-{m.spec.name}",
                 daemon=True,
             )
             pump.start()
         if m.spec.ready is not None:
-            self._probe_until_ready(m, proc)
-        # Exited, but not reaped: the pid (= group id) stays reserved while we clean up.
-        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+            self._probe_until_ready(m, child, m.spec.ready)
+        code = child.wait()
         with m.lock:
-            code = proc.wait()
             m.last_exit_code = code
             m.up_since = None
             m.lock.notify_all()
         if pump is not None:
             pump.join(_OUTPUT_DRAIN_S)  # its last lines before the exit is reported
-        self._write_state()
         return code
 
-    def _probe_until_ready(self, m: _Managed, proc: subprocess.Popen[bytes]) -> None:
-        check = m.spec.ready
-        assert check is not None
-        deadline = time.monotonic() + m.spec.ready_timeout
-        while not self._stopping.is_set():
-            if os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
-                return
+    def _probe_until_ready(self, m: _Managed, child: Child, check: ReadyCheck) -> None:
+        """Poll the readiness check until it passes, the child exits, the ready timeout runs
+        out (reported; the process keeps running) or a stop begins."""
+
+        def probe() -> bool:
+            if self._stopping.is_set():
+                raise _StopRequested
             try:
-                ready = check()
+                return check()
             except Exception as exc:  # a broken check must not kill the supervisor
                 self._event(m, f"{m.spec.name}: readiness check failed: {exc!r}")
-                ready = False
-            if ready:
-                self._set_state(m, ProcessState.RUNNING)
-                self._event(m, f"{m.spec.name} is ready")
-                return
-            if time.monotonic() >= deadline:
-                self._event(m, f"{m.spec.name} not ready after {m.spec.ready_timeout} s")
-                return
-            time.sleep(_READY_POLL_S)
+                return False
+
+        try:
+            child.wait_ready(probe, m.spec.ready_timeout, interval=_READY_POLL_S)
+        except (_StopRequested, ChildExitedError):
+            return
+        except ChildNotReadyError:
+            self._event(m, f"{m.spec.name} not ready after {m.spec.ready_timeout} s")
+            return
+        self._set_state(m, ProcessState.RUNNING)
+        self._event(m, f"{m.spec.name} is ready")
 
     # -- stop ------------------------------------------------------------------------------
 
     def _stop_one(self, m: _Managed) -> None:
         grace = m.spec.stop_timeout if m.spec.stop_timeout is not None else self.grace
-        if m.signal_group(signal.SIGTERM) and not self._wait_reaped(m, grace):
+        with m.lock:
+            child = m.child  # final: no spawn happens once _stopping is set
+        if child is not None and not child.terminate(grace, cut_short=self._force):
             self._event(m, f"{m.spec.name} did not stop within {grace:.1f} s; killing it")
-            m.signal_group(signal.SIGKILL)
-            if not self._wait_reaped(m, _KILL_WAIT_S, forced=True):
-                self._event(m, f"{m.spec.name} (pid {m.proc and m.proc.pid}) survived SIGKILL")
+            if not child.kill(_KILL_WAIT_S):
+                self._event(m, f"{m.spec.name} (pid {child.pid}) survived SIGKILL")
         if m.thread is not None:
             m.thread.join(_OUTPUT_DRAIN_S + _KILL_WAIT_S)
-
-    def _wait_reaped(self, m: _Managed, timeout: float, *, forced: bool = False) -> bool:
-        deadline = time.monotonic() + timeout
-        with m.lock:
-            while m.proc is not None and m.proc.returncode is None:
-                left = deadline - time.monotonic()
-                if left <= 0 or (self._force.is_set() and not forced):
-                    return False
-                m.lock.wait(min(left, 0.05))
-        return True
 
     # -- output, events, state -------------------------------------------------------------
 
@@ -587,19 +499,3 @@ class Supervisor:
         with m.lock:
             m.state = state
             m.lock.notify_all()
-        self._write_state()
-
-    def _write_state(self) -> None:
-        if self.state_file is None:
-            return
-        # The snapshot is taken under the lock, so a stale one never replaces a newer one.
-        with self._write_lock:
-            data = {
-                "supervisor_pid": os.getpid(),
-                "updated": time.time(),
-                "processes": [s.to_json() for s in self.status()],
-            }
-            tmp = self.state_file.with_name(f".{self.state_file.name}.tmp")
-            with contextlib.suppress(OSError):
-                tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-                tmp.replace(self.state_file)

@@ -31,16 +31,16 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from meshctl.launch import ReadyCheck, grpc_health_ready, tcp_ready
 from meshctl.nats_server import NatsServer
-from meshctl.supervisor import ProcessSpec, ReadyCheck, Supervisor, grpc_health_ready, tcp_ready
+from meshctl.supervisor import ProcessSpec, Supervisor
 from meshkit import nats_auth
 from meshkit.config import Settings
 from meshkit.signing import LocalSigner
 
 __all__ = ["add_parser", "build_specs"]
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO_SOURCE = ROOT / "examples" / "repos"
+DEMO_SOURCE = Path(__file__).resolve().parent / "demo_repos"
 ADMIN_TOKEN_TTL_S = 30 * 86400
 SECRETS = ("GITHUB_TOKEN", "CONTEXTMESH_GITHUB_TOKEN")
 """Only syncsvc talks to GitHub: no other child inherits these."""
@@ -218,11 +218,9 @@ def build_specs(
 
 
 def _envoy_spec(data_dir: Path, args: argparse.Namespace) -> ProcessSpec:
-    import contextmesh
+    from meshctl.envoy import envoy_binary, packaged_descriptor, render_envoy_config
 
-    from meshctl.envoy import envoy_binary, render_envoy_config
-
-    descriptor = Path(contextmesh.__file__).resolve().parents[1] / "contextmesh.binpb"
+    descriptor = packaged_descriptor()
     config = data_dir / "envoy.yaml"
     config.write_text(
         render_envoy_config(
@@ -276,9 +274,7 @@ def run(args: argparse.Namespace) -> int:
     (data_dir / "logs").mkdir(parents=True, exist_ok=True)
     specs, env = build_specs(args, data_dir)
     token_path = write_admin_token(data_dir)
-    supervisor = Supervisor(
-        specs, log_dir=data_dir / "logs", console=None, state_file=data_dir / "up.json"
-    )
+    supervisor = Supervisor(specs, log_dir=data_dir / "logs", console=None)
 
     supervisor.start()
     source = "GitHub" if args.github else env["CONTEXTMESH_LOCAL_SOURCE_DIR"]

@@ -34,7 +34,7 @@ import jwt
 from jwt import PyJWK, PyJWKSet
 
 from meshkit.config import AuthSettings
-from meshkit.errors import ConfigError, JobNotFoundError
+from meshkit.errors import ConfigError, JobNotFoundError, MeshError
 
 __all__ = [
     "ADMIN",
@@ -73,7 +73,7 @@ _HOW = (
 )
 
 
-class Unauthenticated(Exception):
+class Unauthenticated(MeshError):
     """The credentials are missing or do not verify; the message says what to fix."""
 
 

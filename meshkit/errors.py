@@ -1,7 +1,8 @@
-"""Every error the shared runtime raises, in one hierarchy.
+"""The errors the runtime raises to its callers, in one hierarchy rooted at MeshError.
 
     MeshError                     catch to handle any contextmesh error
     ├── ConfigError               an environment variable is missing or malformed; names it
+    │   └── NatsAuthError         (meshkit.nats_client) NATS refused the configured identity
     ├── BlobError                 a blob store call failed
     │   ├── BlobNotFoundError     the key holds no object
     │   ├── BlobExistsError       a create-only write found the key taken
@@ -9,7 +10,17 @@
     │   └── BlobUnavailableError  the store could not be reached after retries (transient)
     ├── JobNotFoundError          no job record has that id
     ├── ConflictError             a compare-and-set lost too many times in a row
-    └── LimitExceeded             a caller asked for more than its share; says when to retry
+    ├── StreamFullError           a work stream is at its bound and refused a new task
+    ├── LimitExceeded             a caller asked for more than its share; says when to retry
+    ├── Unauthenticated           (meshkit.auth) credentials missing or not verifying
+    └── NotFound, InvalidArgument, FailedPrecondition
+                                  (meshkit.rpc) a servicer's answer, mapped to a gRPC status
+
+The local-stack tooling (meshctl) derives its errors from MeshError too. A call made wrongly
+(an argument out of range, a function used outside its context) raises ValueError or
+RuntimeError as any Python library would. Two exceptions are
+signals, not errors: a handler raises `meshkit.worker.PermanentError` or `RetryLater` to tell
+its Worker what to do with a task; they never leave the Worker.
 
 Messages never carry secrets: callers may log them and return them to clients as they are.
 """

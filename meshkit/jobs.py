@@ -25,6 +25,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from meshkit.errors import ConflictError, JobNotFoundError
+from meshkit.job_errors import end_with_error
 from meshkit.topology import Buckets
 
 __all__ = [
@@ -143,16 +144,14 @@ class JobStore:
         only_from: frozenset[int] = frozenset(),
         missing_ok: bool = False,
     ) -> job_record_pb2.JobRecord | None:
-        """End a job FAILED or CANCELLED with error (for the caller) and its ErrorCode, unless
-        it has ended already (or is not in one of `only_from`, when given). `missing_ok`
-        answers None for an unknown job."""
+        """End a job FAILED or CANCELLED with error (for the caller) and its ErrorCode, as
+        Job.error_status (meshkit.job_errors), unless it has ended already (or is not in one
+        of `only_from`, when given). `missing_ok` answers None for an unknown job."""
 
         def end_it(record: job_record_pb2.JobRecord) -> bool:
             if is_final(record.job.state) or (only_from and record.job.state not in only_from):
                 return False
-            record.job.state = state  # type: ignore[assignment]
-            record.job.error = error
-            record.job.error_code = code  # type: ignore[assignment]
+            end_with_error(record.job, state, error, code=code)
             return True
 
         try:

@@ -19,6 +19,7 @@ from nats.js import JetStreamContext
 
 from meshkit.config import NatsSettings
 from meshkit.errors import ConfigError
+from meshkit.retry import NATS_CONNECT
 
 __all__ = ["NatsAuthError", "connect"]
 
@@ -34,7 +35,8 @@ def _inbox(settings: NatsSettings) -> str:
 
 
 async def connect(settings: NatsSettings, *, name: str) -> tuple[Client, JetStreamContext]:
-    """Connect, retrying until the server answers; then reconnect forever on loss."""
+    """Connect, retrying under NATS_CONNECT until the server answers; then reconnect forever
+    on loss."""
     seed = settings.nkey_seed_file
     tls = None
     if settings.tls_ca_file:
@@ -43,7 +45,7 @@ async def connect(settings: NatsSettings, *, name: str) -> tuple[Client, JetStre
             tls.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
 
     async def on_error(exc: Exception) -> None:
-        # Without an error callback nats-py prints reconnect tracebacks (toolchain.md).
+        # Without an error callback nats-py prints reconnect tracebacks.
         log.warning("nats: %s", exc)
 
     async def on_disconnect() -> None:
@@ -60,9 +62,9 @@ async def connect(settings: NatsSettings, *, name: str) -> tuple[Client, JetStre
         "nkeys_seed": seed,
         "inbox_prefix": _inbox(settings),
         "error_cb": on_error,
-        "connect_timeout": 2,
+        "connect_timeout": NATS_CONNECT.attempt_timeout_s,
     }
-    delay = 0.2
+    failures = 0
     while True:
         try:
             # One attempt without reconnects first: with them, nats-py retries a refused
@@ -83,8 +85,8 @@ async def connect(settings: NatsSettings, *, name: str) -> tuple[Client, JetStre
             return nc, nc.jetstream(timeout=10)
         except (TimeoutError, OSError, nats.errors.NoServersError) as exc:
             log.warning("nats: cannot connect to %s yet (%s); retrying", settings.url, exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            failures += 1
+            await asyncio.sleep(NATS_CONNECT.delay_s(failures))
         except nats.errors.Error as exc:
             if "authorization" not in str(exc).lower():
                 raise

@@ -1,16 +1,17 @@
 """Publishing tasks: protobuf payload, Nats-Msg-Id for de-duplication, trace context.
 
 A publish is retried while the stream has no leader (a cluster re-election takes seconds),
-so callers see either an acknowledged publish or an error after the deadline. A stream at its
-byte bound (meshkit/topology.py: work streams discard new) answers 503 as well, but that is
-not transient: it raises StreamFullError at once, naming the stream and what to do.
+under meshkit.retry.PUBLISH, so callers see either an acknowledged publish or an error after
+the deadline. A stream at its byte bound (meshkit/topology.py: work streams discard new)
+answers 503 as well, but that is not transient: it raises StreamFullError at once, naming the
+stream and what to do.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-import time
 
 from google.protobuf.message import Message
 from nats.errors import NoRespondersError
@@ -20,6 +21,7 @@ from nats.js.api import PubAck
 from nats.js.errors import APIError, ServiceUnavailableError
 
 from meshkit.errors import StreamFullError
+from meshkit.retry import PUBLISH, Attempts
 from meshkit.telemetry import inject_headers
 
 __all__ = ["MSG_ID_HEADER", "TYPE_HEADER", "StreamFullError", "publish_task"]
@@ -47,32 +49,38 @@ async def publish_task(
     task: Message,
     *,
     msg_id: str,
-    deadline_s: float = 30.0,
+    deadline_s: float | None = None,
     extra_headers: dict[str, str] | None = None,
 ) -> PubAck:
-    """Publish task once (JetStream drops a repeat of msg_id inside the duplicate window)."""
+    """Publish task once (JetStream drops a repeat of msg_id inside the duplicate window).
+
+    Transient failures are retried for `deadline_s` (default: PUBLISH's 30 s)."""
     headers = inject_headers(
         {MSG_ID_HEADER: msg_id, TYPE_HEADER: task.DESCRIPTOR.full_name, **(extra_headers or {})}
     )
     payload = task.SerializeToString(deterministic=True)
-    give_up = time.monotonic() + deadline_s
-    delay = 0.1
+    policy = PUBLISH if deadline_s is None else dataclasses.replace(PUBLISH, deadline_s=deadline_s)
+    attempts = Attempts(policy)
     while True:
         try:
-            return await js.publish(subject, payload, headers=headers, timeout=5)
+            return await js.publish(
+                subject, payload, headers=headers, timeout=policy.attempt_timeout_s
+            )
         except APIError as exc:
             if exc.err_code == STORE_LIMIT_ERR_CODE:
                 raise _full(exc, subject) from None
             if not isinstance(exc, ServiceUnavailableError) and exc.code not in (503, 504):
                 raise
-            _retry_or_raise(exc, give_up, subject)
+            delay = _retry_or_raise(exc, attempts, subject)
         except _TRANSIENT as exc:
-            _retry_or_raise(exc, give_up, subject)
+            delay = _retry_or_raise(exc, attempts, subject)
         await asyncio.sleep(delay)
-        delay = min(delay * 2, 2.0)
 
 
-def _retry_or_raise(exc: Exception, give_up: float, subject: str) -> None:
-    if time.monotonic() >= give_up:
+def _retry_or_raise(exc: Exception, attempts: Attempts, subject: str) -> float:
+    """The wait before the next try, or exc raised again once the policy gives up."""
+    delay = attempts.next_delay_s()
+    if delay is None:
         raise exc
     log.warning("publish to %s failed (%s); retrying", subject, type(exc).__name__)
+    return delay

@@ -14,10 +14,10 @@ is cancelled (a training thread is told to stop) and the attempt counts as faile
 handler stuck on an await cannot hold its slot forever. A task whose worker crashed on
 every delivery never reaches the last-delivery branch: the server announces it with a
 MAX_DELIVERIES advisory, which the worker's own watcher turns into the same dead letter.
-`on_dead_letter` runs in both cases, so a service can record the failure on the job (it
-must be idempotent: every replica sees the advisory). It gets a `Failure`: the full reason
-goes into the dead letter for operators; only a PermanentError's own message, written for
-the caller, may reach a job.
+The handler's `on_dead_letter` runs in both cases, so a service can record the failure on
+the job (it must be idempotent: every replica sees the advisory). It gets a `Failure`: the
+full reason goes into the dead letter for operators; only a PermanentError's own message,
+written for the caller, may reach a job.
 
 Delivery is at least once: handlers must be idempotent.
 """
@@ -30,7 +30,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import protovalidate
 from contextmesh.task.v1 import task_pb2
@@ -47,12 +47,12 @@ from meshkit.topology import DEADLETTER_SUBJECT_PREFIX, WorkStream
 from meshkit.validation import describe_violations
 
 __all__ = [
-    "DeadLetterHook",
     "DeadlineExceeded",
     "Delivery",
     "Failure",
     "PermanentError",
     "RetryLater",
+    "TaskHandler",
     "Worker",
     "decode_task",
     "park",
@@ -116,8 +116,22 @@ class Delivery:
         await self.msg.in_progress()
 
 
-Handler = Callable[[T, Delivery], Awaitable[None]]
-DeadLetterHook = Callable[[T | None, Failure], Awaitable[None]]
+class TaskHandler(Protocol[T]):
+    """What a Worker runs over a work stream: one service's handling of one kind of task."""
+
+    @property
+    def task_type(self) -> type[T]:
+        """The message every delivery is decoded (and validated) as."""
+        ...
+
+    async def handle(self, task: T, delivery: Delivery) -> None:
+        """Do the task; returning acks it, raising follows the table at the top."""
+        ...
+
+    async def on_dead_letter(self, task: T | None, failure: Failure) -> None:
+        """Record on the job what a parked task means (None: its payload is undecodable).
+        Runs once per replica for a crashed task: it must be idempotent."""
+        ...
 
 
 def decode_task(message_type: type[T], data: bytes) -> T:
@@ -173,20 +187,16 @@ class Worker(Generic[T]):
         nc: Client,
         js: JetStreamContext,
         stream: WorkStream,
-        message_type: type[T],
-        handler: Handler[T],
+        handler: TaskHandler[T],
         *,
         concurrency: int = 8,
-        on_dead_letter: DeadLetterHook[T] | None = None,
         fetch_timeout_s: float = 1.0,
     ) -> None:
         self.nc = nc
         self.js = js
         self.ws = stream
-        self.message_type = message_type
         self.handler = handler
         self.concurrency = concurrency
-        self.on_dead_letter = on_dead_letter
         self.fetch_timeout_s = fetch_timeout_s
         self._inflight: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(concurrency)
@@ -197,9 +207,7 @@ class Worker(Generic[T]):
 
         Also parks the tasks whose every delivery crashed a worker (`watch_max_deliveries`),
         so no service can run a worker and forget its dead letters."""
-        stop_watch = await watch_max_deliveries(
-            self.nc, self.js, self.ws, self.message_type, self.on_dead_letter
-        )
+        stop_watch = await watch_max_deliveries(self.nc, self.js, self.ws, self.handler)
         sub = await self.js.pull_subscribe_bind(durable=self.ws.consumer, stream=self.ws.stream)
         try:
             while not stop.is_set():
@@ -249,10 +257,10 @@ class Worker(Generic[T]):
                 context=extract_context(msg.headers),
                 attributes={"messaging.message.id": msg_id, "delivery": delivery.attempt},
             ):
-                task = decode_task(self.message_type, msg.data)
+                task = decode_task(self.handler.task_type, msg.data)
                 try:
                     async with asyncio.timeout(self.ws.deadline_s) as deadline:
-                        await self.handler(task, delivery)
+                        await self.handler.handle(task, delivery)
                 except TimeoutError as exc:
                     if not deadline.expired():
                         raise
@@ -315,8 +323,7 @@ class Worker(Generic[T]):
             reason=failure.reason,
             deliveries=deliveries,
         )
-        if self.on_dead_letter is not None:
-            await self.on_dead_letter(task, failure)
+        await self.handler.on_dead_letter(task, failure)
         await msg.term()
 
 
@@ -324,10 +331,10 @@ async def watch_max_deliveries(
     nc: Client,
     js: JetStreamContext,
     ws: WorkStream,
-    message_type: type[T],
-    on_dead_letter: DeadLetterHook[T] | None = None,
+    handler: TaskHandler[T],
 ) -> Callable[[], Awaitable[None]]:
-    """Park tasks whose every delivery went unacknowledged (the worker crashed or hung).
+    """Park tasks whose every delivery went unacknowledged (the worker crashed or hung), and
+    tell the handler.
 
     Returns an async function that stops watching.
     """
@@ -350,7 +357,7 @@ async def watch_max_deliveries(
         )
         task: T | None = None
         with contextlib.suppress(PermanentError):
-            task = decode_task(message_type, stored.data or b"")
+            task = decode_task(handler.task_type, stored.data or b"")
         msg_id = (stored.headers or {}).get(MSG_ID_HEADER, "")
         job_id = task.meta.job_id if task is not None else ""  # type: ignore[attr-defined]
         await park(
@@ -363,8 +370,7 @@ async def watch_max_deliveries(
             reason=reason,
             deliveries=deliveries,
         )
-        if on_dead_letter is not None:
-            await on_dead_letter(task, Failure(reason))
+        await handler.on_dead_letter(task, Failure(reason))
         with contextlib.suppress(NotFoundError):
             await js.delete_msg(ws.stream, seq)
         log.error("parked task %s: %s", msg_id, reason)

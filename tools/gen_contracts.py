@@ -4,10 +4,13 @@
     python tools/gen_contracts.py --check   # exit 1 if gen/ differs from what would be written
 
 Third-party protos are never copied into the repository. They come from installed packages:
-google/api/*.proto from googleapis-common-protos, and buf/validate/validate.proto from the
-serialized descriptor that protovalidate ships (no package ships its source).
+google/api/*.proto and google/rpc/*.proto from googleapis-common-protos, and
+buf/validate/validate.proto from the serialized descriptor that protovalidate ships (no
+package ships its source). No package ships that one as Python for the google.protobuf
+runtime either, so its module is generated too, under our own namespace
+(contextmesh._vendor.buf.validate): the wheel installs no top-level `buf`.
 
-The descriptor image gen/contextmesh.binpb (all imports, source info) is what `buf lint`
+The descriptor image gen/contextmesh/contextmesh.binpb (all imports, source info) is what `buf lint`
 and Envoy's gRPC-JSON transcoder read.
 """
 
@@ -17,6 +20,7 @@ import argparse
 import ast
 import filecmp
 import pathlib
+import re
 import shutil
 import sys
 import tempfile
@@ -24,7 +28,14 @@ import tempfile
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PROTO_DIR = ROOT / "proto"
 GEN_DIR = ROOT / "gen"
-IMAGE_NAME = "contextmesh.binpb"
+IMAGE = pathlib.Path("contextmesh", "contextmesh.binpb")
+"""Inside the generated package, so that an installed contextmesh carries it."""
+ANY_TYPES = ["google/rpc/error_details.proto"]
+"""Files the image holds though no contract imports them: the types our messages pack into a
+google.protobuf.Any (Job.error_status carries a google.rpc.ErrorInfo). Envoy renders an Any as
+JSON only when its type is in the image; otherwise it answers the call with a plain-text error."""
+VENDOR_PACKAGE = "contextmesh._vendor"
+"""Where third-party modules that no installed package provides are generated."""
 
 
 def googleapis_include() -> pathlib.Path:
@@ -68,7 +79,6 @@ def _file_desc_bytes(module_source: str) -> bytes:
 
 
 def generate(out_dir: pathlib.Path) -> None:
-
     protos = sorted(str(p.relative_to(PROTO_DIR)) for p in PROTO_DIR.rglob("*.proto"))
     with tempfile.TemporaryDirectory() as tmp:
         validate_set = pathlib.Path(tmp) / "validate.binpb"
@@ -80,18 +90,42 @@ def generate(out_dir: pathlib.Path) -> None:
             f"-I{googleapis_include()}",
             f"-I{_grpc_tools_include()}",
         ]
-        outputs = [
-            f"--python_out={out_dir}",
-            f"--pyi_out={out_dir}",
-            f"--grpc_python_out={out_dir}",
-        ]
-        _run([*common, *outputs, *protos, "buf/validate/validate.proto"])
-        image = [f"--descriptor_set_out={out_dir / IMAGE_NAME}"]
-        _run([*common, "--include_imports", "--include_source_info", *image, *protos])
+        messages = [f"--python_out={out_dir}", f"--pyi_out={out_dir}"]
+        _run([*common, *messages, f"--grpc_python_out={out_dir}", *protos])
+        _run([*common, *messages, "buf/validate/validate.proto"])
+        (out_dir / IMAGE.parent).mkdir(exist_ok=True)
+        image = [f"--descriptor_set_out={out_dir / IMAGE}"]
+        _run([*common, "--include_imports", "--include_source_info", *image, *protos, *ANY_TYPES])
+    vendor(out_dir, "buf")
     # Regular packages, so gen/ installs as an ordinary import root.
-    for folder in [out_dir / "contextmesh", out_dir / "buf"]:
-        for sub in [folder, *[p for p in folder.rglob("*") if p.is_dir()]]:
-            (sub / "__init__.py").touch()
+    folder = out_dir / "contextmesh"
+    for sub in [folder, *[p for p in folder.rglob("*") if p.is_dir()]]:
+        (sub / "__init__.py").touch()
+
+
+def vendor(out_dir: pathlib.Path, package: str) -> None:
+    """Move the generated top-level `package` under VENDOR_PACKAGE and point every import of it
+    there.
+
+    protoc's Python generator names a module after its .proto path and has no option to put
+    it elsewhere, so the imports are rewritten here. Only the Python module path changes: the
+    .proto file keeps its name and proto package (buf/validate/validate.proto, buf.validate) in
+    the descriptor pool, which is what protovalidate and protoc's generated code look up.
+    """
+    target = out_dir.joinpath(*VENDOR_PACKAGE.split("."), package)
+    target.parent.mkdir(parents=True)
+    (out_dir / package).rename(target)
+    # `from buf.validate import x_pb2` in modules and stubs, and the module name that
+    # BuildTopDescriptorsAndMessages gives the vendored module's classes.
+    imports = re.compile(rf"^from {package}\b", re.MULTILINE)
+    module_name = re.compile(rf"(BuildTopDescriptorsAndMessages\(DESCRIPTOR, '){package}\b")
+    for path in [*out_dir.rglob("*.py"), *out_dir.rglob("*.pyi")]:
+        text = path.read_text()
+        text = imports.sub(f"from {VENDOR_PACKAGE}.{package}", text)
+        text = module_name.sub(rf"\g<1>{VENDOR_PACKAGE}.{package}", text)
+        if re.search(rf"^\s*(from|import) {package}\b", text, re.MULTILINE):
+            raise RuntimeError(f"{path}: an import of {package} that vendor() does not rewrite")
+        path.write_text(text)
 
 
 def _grpc_tools_include() -> pathlib.Path:

@@ -3,7 +3,7 @@
     python tools/gen_envoy.py           # rewrite it
     python tools/gen_envoy.py --check   # exit 1 if it differs from what would be written
 
-The transcoded services come from the descriptor image gen/contextmesh.binpb (run
+The transcoded services come from the descriptor image gen/contextmesh/contextmesh.binpb (run
 tools/gen_contracts.py first when proto/ changed). In the pod, Envoy reads the same image
 from SIDECAR_DESCRIPTOR_PATH, where k8s/base/gateway.yaml mounts it.
 """
@@ -18,7 +18,7 @@ import sys
 from meshctl.envoy import render_envoy_config, transcoded_services
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-DESCRIPTOR = ROOT / "gen" / "contextmesh.binpb"
+DESCRIPTOR = ROOT / "gen" / "contextmesh" / "contextmesh.binpb"
 OUTPUT = ROOT / "k8s" / "base" / "envoy" / "envoy.yaml"
 SIDECAR_DESCRIPTOR_PATH = "/etc/envoy/descriptor/contextmesh.binpb"
 """Where the gateway pod mounts the descriptor image (an emptyDir an init container fills)."""

@@ -15,7 +15,8 @@ In this order:
 A redelivery mid-run starts the training again from scratch (the job stays TRAINING with the
 new attempt number). An exception propagates to the worker, which retries with the stream's
 backoff and finally parks the task in DEADLETTER; `on_dead_letter` then ends the job DONE
-with training FAILED. The bundle and its pointer are never touched here (design invariant 7).
+with training FAILED. The bundle and its pointer are never touched here (guarantee 7 in
+docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import logging
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from contextmesh.bundle.v1 import bundle_pb2
@@ -42,17 +42,18 @@ from meshkit.domain.documents import Bundle
 from meshkit.domain.embedding import base_model_path
 from meshkit.domain.pointers import read_model_pointer
 from meshkit.errors import JobNotFoundError
-from meshkit.jobs import TRAINING_STATES, JobStore, Mutation, is_final
+from meshkit.jobs import TRAINING_STATES, JobStore
 from meshkit.worker import Delivery, Failure, PermanentError
 from trainsvc.background import run_in_daemon_thread
 from trainsvc.evaluate import Metrics
 from trainsvc.finetune import TrainConfig, base_model_identity
+from trainsvc.outcome import TrainingOutcome, finish_training, outcome_reason, start_training
 from trainsvc.pipeline import NotEnoughData, TrainResult, train_on_bundle
 from trainsvc.pointers import latest_bundle_hash, move_model_pointer
 from trainsvc.progress import ProgressReporter
 from trainsvc.store import Manifest, ModelLayout, read_manifest, store_result
 
-__all__ = ["TrainFn", "TrainHandler", "outcome_reason"]
+__all__ = ["TrainFn", "TrainHandler"]
 
 log = logging.getLogger(__name__)
 
@@ -63,17 +64,10 @@ TrainFn = Callable[..., TrainResult]
 """train_on_bundle's signature; tests substitute one to force an outcome."""
 
 
-@dataclass(frozen=True)
-class _Outcome:
-    state: int
-    reason: str
-    base: Metrics | None = None
-    tuned: Metrics | None = None
-    model_key: str = ""
-
-
 class TrainHandler:
     """Handles TrainTasks for one trainsvc replica (the worker runs one at a time)."""
+
+    task_type = train_tasks.TrainTask
 
     def __init__(
         self,
@@ -123,7 +117,7 @@ class TrainHandler:
             except Exception as exc:
                 await self._note_failure(job_id, delivery, exc)
                 raise
-        await self.jobs.update(job_id, _finish(outcome))
+        await self.jobs.update(job_id, finish_training(outcome))
         log.info(
             "job %s: training %s: %s",
             job_id,
@@ -172,11 +166,11 @@ class TrainHandler:
 
     # decisions
 
-    async def _skip_reason(self, task: train_tasks.TrainTask) -> _Outcome | None:
+    async def _skip_reason(self, task: train_tasks.TrainTask) -> TrainingOutcome | None:
         pointer, _ = await read_model_pointer(self.models, task.user)
         if pointer is not None and pointer.bundle_hash == task.bundle_hash:
             serving = "the tuned model" if pointer.tuned else "the base model"
-            return _Outcome(
+            return TrainingOutcome(
                 TrainingState.TRAINING_STATE_SKIPPED,
                 f"a model for bundle {task.bundle_hash[:12]} already exists; {serving} serves",
                 Metrics.from_proto(pointer.base_metrics),
@@ -185,7 +179,7 @@ class TrainHandler:
             )
         latest = await latest_bundle_hash(self.bundles, task.user)
         if latest is not None and latest != task.bundle_hash:
-            return _Outcome(
+            return TrainingOutcome(
                 TrainingState.TRAINING_STATE_SKIPPED,
                 f"a newer bundle ({latest[:12]}) replaced bundle {task.bundle_hash[:12]}; "
                 "its own training follows",
@@ -194,12 +188,12 @@ class TrainHandler:
 
     async def _adopt(
         self, task: train_tasks.TrainTask, manifest: Manifest, *, resumed: bool
-    ) -> _Outcome:
+    ) -> TrainingOutcome:
         """A run with this bundle and config finished before: serve its result."""
         outcome = await self._publish(task, manifest)
         if resumed or outcome.state == TrainingState.TRAINING_STATE_SKIPPED:
             return outcome
-        return _Outcome(
+        return TrainingOutcome(
             TrainingState.TRAINING_STATE_SKIPPED,
             f"bundle {task.bundle_hash[:12]} was already trained with this configuration; "
             f"reused its result ({outcome.reason})",
@@ -210,9 +204,9 @@ class TrainHandler:
 
     async def _train(
         self, task: train_tasks.TrainTask, delivery: Delivery, layout: ModelLayout
-    ) -> _Outcome:
+    ) -> TrainingOutcome:
         job_id = task.meta.job_id
-        await self.jobs.update(job_id, _start(delivery.attempt))
+        await self.jobs.update(job_id, start_training(delivery.attempt))
         bundle = await self._load_bundle(task)
         stop = threading.Event()
         reporter = ProgressReporter(
@@ -244,13 +238,13 @@ class TrainHandler:
                         name=f"train-{job_id}",
                     )
                 except NotEnoughData as exc:
-                    return _Outcome(TrainingState.TRAINING_STATE_SKIPPED, str(exc))
+                    return TrainingOutcome(TrainingState.TRAINING_STATE_SKIPPED, str(exc))
                 manifest = await store_result(self.blobs, layout, result)
         finally:
             await reporter.close()
         return await self._publish(task, manifest)
 
-    async def _publish(self, task: train_tasks.TrainTask, manifest: Manifest) -> _Outcome:
+    async def _publish(self, task: train_tasks.TrainTask, manifest: Manifest) -> TrainingOutcome:
         pointer = bundle_pb2.ModelPointer(
             model_key=manifest.model_key,
             bundle_hash=task.bundle_hash,
@@ -262,7 +256,7 @@ class TrainHandler:
         pointer.create_time.GetCurrentTime()
         moved = await move_model_pointer(self.models, self.bundles, task.user, pointer)
         if not moved:
-            return _Outcome(
+            return TrainingOutcome(
                 TrainingState.TRAINING_STATE_SKIPPED,
                 "a newer bundle replaced this one during training; the result is stored "
                 f"({outcome_reason(manifest.improved, manifest.base, manifest.tuned)}) "
@@ -275,7 +269,7 @@ class TrainHandler:
             if manifest.improved
             else TrainingState.TRAINING_STATE_NOT_IMPROVED
         )
-        return _Outcome(
+        return TrainingOutcome(
             state,
             outcome_reason(manifest.improved, manifest.base, manifest.tuned),
             manifest.base,
@@ -310,50 +304,3 @@ class TrainHandler:
             identity = await asyncio.to_thread(base_model_identity, await self._base())
             self._config_digest = self.config.digest(identity)
         return self._config_digest
-
-
-def outcome_reason(improved: bool, base: Metrics, tuned: Metrics) -> str:
-    """The job's explanation of a training's outcome, with both models' metrics."""
-    verdict = (
-        "the tuned model beat the base model"
-        if improved
-        else ("the base model was at least as good as the tuned model, so it keeps serving")
-    )
-    return f"{verdict}: tuned {tuned.summary()}; base {base.summary()}"
-
-
-def _start(attempt: int) -> Mutation:
-    def mutate(record: job_record_pb2.JobRecord) -> bool:
-        if record.job.state not in TRAINING_STATES:
-            return False
-        training = record.job.training
-        before = record.SerializeToString(deterministic=True)
-        record.job.state = JobState.JOB_STATE_TRAINING
-        training.state = TrainingState.TRAINING_STATE_RUNNING
-        training.attempt = attempt
-        training.step = 0
-        training.total_steps = 0
-        training.reason = ""
-        return record.SerializeToString(deterministic=True) != before
-
-    return mutate
-
-
-def _finish(outcome: _Outcome) -> Mutation:
-    def mutate(record: job_record_pb2.JobRecord) -> bool:
-        if is_final(record.job.state) or record.job.state not in TRAINING_STATES:
-            return False
-        record.job.state = JobState.JOB_STATE_DONE
-        training = record.job.training
-        training.state = outcome.state  # type: ignore[assignment]
-        training.reason = outcome.reason[:2000]
-        training.model_key = outcome.model_key
-        if outcome.base is not None:
-            training.base.CopyFrom(outcome.base.to_proto())
-        if outcome.tuned is not None:
-            training.tuned.CopyFrom(outcome.tuned.to_proto())
-        if training.total_steps:
-            training.step = training.total_steps
-        return True
-
-    return mutate

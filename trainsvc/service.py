@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 import threading
 
-from contextmesh.train.v1 import tasks_pb2 as train_tasks
-
 from meshkit.blob import open_blob_store
 from meshkit.domain.embedding import prepare_offline
 from meshkit.jobs import JobStore
@@ -34,15 +32,7 @@ async def serve(ctx: ServiceContext) -> None:
         blobs=blobs,
         settings=ctx.settings.train,
     )
-    worker = Worker(
-        ctx.nc,
-        ctx.js,
-        stream,
-        train_tasks.TrainTask,
-        handler.handle,
-        concurrency=1,
-        on_dead_letter=handler.on_dead_letter,
-    )
+    worker = Worker(ctx.nc, ctx.js, stream, handler, concurrency=1)
     log.info(
         "trainsvc consuming %s (ack wait %g s, deadline %g s, retries after %s s)",
         stream.stream,

@@ -9,7 +9,7 @@ from meshkit.blob.azure import AzureBlobStore
 from meshkit.blob.base import CHUNK_SIZE, BlobInfo, BlobStore, Data, as_chunks, validate_key
 from meshkit.blob.fs import FilesystemBlobStore
 from meshkit.blob.gcs import GCSBlobStore
-from meshkit.blob.retry import RetryPolicy
+from meshkit.blob.retry import SocketTimeouts
 from meshkit.blob.s3 import S3BlobStore
 from meshkit.blob.url import open_blob_store
 
@@ -21,8 +21,8 @@ __all__ = [
     "Data",
     "FilesystemBlobStore",
     "GCSBlobStore",
-    "RetryPolicy",
     "S3BlobStore",
+    "SocketTimeouts",
     "as_chunks",
     "open_blob_store",
     "validate_key",

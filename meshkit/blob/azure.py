@@ -32,8 +32,9 @@ from meshkit.blob.base import CHUNK_SIZE, BlobInfo, Data
 from meshkit.blob.cloud import CloudBlobStore, Names, Page
 from meshkit.blob.keys import KeySpace
 from meshkit.blob.parts import PartReader
-from meshkit.blob.retry import ErrorModel, Fault, RetryPolicy, call
+from meshkit.blob.retry import ErrorModel, Fault, SocketTimeouts, call
 from meshkit.errors import BlobError, BlobExistsError, BlobNotFoundError, ConfigError
+from meshkit.retry import BLOB_CALL, RetryPolicy
 
 # A list page, taken outside the classes, whose list() method shadows the builtin there.
 
@@ -60,10 +61,10 @@ class AzureBlobStore(CloudBlobStore):
         block_size: int = DEFAULT_BLOCK_SIZE,
         read_window: int = DEFAULT_READ_WINDOW,
         page_size: int = 1000,
-        retry: RetryPolicy | None = None,
+        retry: RetryPolicy = BLOB_CALL,
     ) -> None:
         """`service` is an azure.storage.blob.aio.BlobServiceClient; `credential` is closed
-        with the store when given."""
+        with the store when given. The transport's SocketTimeouts are the service's own."""
         self._service = service
         self._credential = credential
         self._container = service.get_container_client(container)
@@ -71,18 +72,26 @@ class AzureBlobStore(CloudBlobStore):
         self._block_size = block_size
         self._read_window = read_window
         self._page_size = page_size
-        self._retry = retry or RetryPolicy()
+        self._retry = retry
         # Azure's server-side timeout, in whole seconds, on every request.
-        self._timeout = max(1, int(self._retry.timeout))
+        bound = retry.attempt_timeout_s
+        self._timeout = None if bound is None else max(1, int(bound))
 
     @classmethod
-    def from_env(cls, container: str, prefix: str = "", **options: Any) -> AzureBlobStore:
+    def from_env(
+        cls,
+        container: str,
+        prefix: str = "",
+        *,
+        timeouts: SocketTimeouts | None = None,
+        **options: Any,
+    ) -> AzureBlobStore:
         """A store on AZURE_STORAGE_CONNECTION_STRING, or on AZURE_STORAGE_ACCOUNT_URL with
         DefaultAzureCredential (environment, workload or managed identity, Azure CLI)."""
         from azure.storage.blob.aio import BlobServiceClient
 
-        policy = options.get("retry") or RetryPolicy()
-        client_options = _client_options(policy)
+        timeouts = timeouts or SocketTimeouts()
+        client_options = _client_options(timeouts)
         connection_string = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
         account_url = os.environ.get("AZURE_STORAGE_ACCOUNT_URL")
         if connection_string:
@@ -99,7 +108,7 @@ class AzureBlobStore(CloudBlobStore):
         if account_url:
             from azure.identity.aio import DefaultAzureCredential
 
-            credential = DefaultAzureCredential(transport=_transport(policy))
+            credential = DefaultAzureCredential(transport=_transport(timeouts))
             service = BlobServiceClient(account_url, credential=credential, **client_options)
             return cls(container, prefix, service=service, credential=credential, **options)
         raise ConfigError(
@@ -245,21 +254,21 @@ def _changed(key: str) -> BlobError:
     return BlobError(f"azure read {key!r}: the object changed while it was being read")
 
 
-def _transport(policy: RetryPolicy) -> Any:
+def _transport(timeouts: SocketTimeouts) -> Any:
     from azure.core.pipeline.transport import AsyncioRequestsTransport
 
     return AsyncioRequestsTransport(
-        connection_timeout=policy.connect_timeout,
-        read_timeout=policy.read_timeout,
+        connection_timeout=timeouts.connect_s,
+        read_timeout=timeouts.read_s,
         # Each block of a response body is one hop to a thread: 4 KiB (the default) made
         # downloads ten times slower than uploads.
         connection_data_block_size=_RESPONSE_BLOCK,
     )
 
 
-def _client_options(policy: RetryPolicy) -> dict[str, Any]:
+def _client_options(timeouts: SocketTimeouts) -> dict[str, Any]:
     return {
-        "transport": _transport(policy),
+        "transport": _transport(timeouts),
         # meshkit.blob.retry retries; the SDK's own retries would multiply the attempts.
         "retry_total": 0,
     }

@@ -16,6 +16,7 @@ request uploads only, so the emulator cannot prove the resumable path's precondi
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -24,9 +25,10 @@ from meshkit.blob.base import CHUNK_SIZE, BlobInfo, Data
 from meshkit.blob.cloud import CloudBlobStore, Page
 from meshkit.blob.keys import KeySpace
 from meshkit.blob.parts import PartReader
-from meshkit.blob.retry import ErrorModel, Fault, RetryPolicy, call
+from meshkit.blob.retry import ErrorModel, Fault, SocketTimeouts, call
 from meshkit.blob.threads import BlockingCalls
 from meshkit.errors import BlobError, BlobExistsError, BlobNotFoundError, ConfigError
+from meshkit.retry import BLOB_CALL, RetryPolicy
 
 # A list page, taken outside the classes, whose list() method shadows the builtin there.
 
@@ -49,7 +51,8 @@ class GCSBlobStore(CloudBlobStore):
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         read_window: int = DEFAULT_READ_WINDOW,
         page_size: int = 1000,
-        retry: RetryPolicy | None = None,
+        retry: RetryPolicy = BLOB_CALL,
+        timeouts: SocketTimeouts | None = None,
         max_workers: int = 8,
     ) -> None:
         if chunk_size % UPLOAD_QUANTUM or not 0 < chunk_size <= DEFAULT_CHUNK_SIZE:
@@ -60,8 +63,9 @@ class GCSBlobStore(CloudBlobStore):
         self._chunk_size = chunk_size
         self._read_window = read_window
         self._page_size = page_size
-        self._retry = retry or RetryPolicy()
-        self._timeout = (self._retry.connect_timeout, self._retry.read_timeout)
+        self._retry = retry
+        sockets = timeouts or SocketTimeouts()
+        self._timeout = (sockets.connect_s, sockets.read_s)
         self._threads = BlockingCalls("gcs", max_workers)
 
     @classmethod
@@ -148,12 +152,9 @@ class GCSBlobStore(CloudBlobStore):
         part: bytes | None,
         conflict: Callable[[str], BlobError] | None,
     ) -> None:
-        once = RetryPolicy(
-            attempts=1,
-            timeout=self._retry.timeout * self._retry.attempts,
-            connect_timeout=self._retry.connect_timeout,
-            read_timeout=self._retry.read_timeout,
-        )
+        # The SDK retries the step inside (see _write): bound it as a whole, try it once here.
+        budget = _budget_s(self._retry)
+        once = dataclasses.replace(self._retry, attempts=1, attempt_timeout_s=budget)
         await call(
             lambda: self._threads.run(step) if part is None else self._threads.run(step, part),
             policy=once,
@@ -241,13 +242,23 @@ def _abandon(writer: Any) -> None:
 def _sdk_retry(policy: RetryPolicy) -> Any:
     from google.api_core.retry import Retry
 
+    # The SDK draws full-jitter waits under a ceiling that starts at `initial` and doubles.
     return Retry(
         predicate=lambda exc: _classify(exc) is Fault.TRANSIENT,
-        initial=max(policy.base_delay, 0.01),
-        maximum=policy.max_delay,
+        initial=max(policy.base_delay_s, 0.01),
+        maximum=policy.max_delay_s,
         multiplier=2.0,
-        timeout=policy.timeout * policy.attempts,
+        timeout=_budget_s(policy),
     )
+
+
+def _budget_s(policy: RetryPolicy) -> float | None:
+    """The longest a retried step may take in all: the deadline, else every attempt's bound."""
+    if policy.deadline_s is not None:
+        return policy.deadline_s
+    if policy.attempts is None or policy.attempt_timeout_s is None:
+        return None
+    return policy.attempts * policy.attempt_timeout_s
 
 
 def _classify(exc: BaseException) -> Fault:

@@ -1,22 +1,24 @@
 """One retry loop for every cloud backend: classify, back off with jitter, give up clearly.
 
 Backends turn their SDK's retries off and call through here, so that every store retries the
-same faults (5xx, throttling, connection errors, timeouts) the same number of times, bounds
-every attempt with a timeout, and reports failures in the same error types without secrets.
+same faults (5xx, throttling, connection errors, timeouts) under one RetryPolicy
+(meshkit.retry.BLOB_CALL unless a store is given another), bounds every attempt with its
+timeout, and reports failures in the same error types without secrets. SocketTimeouts are the
+finer bounds each backend hands its SDK's transport.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 from meshkit.errors import BlobError, BlobNotFoundError, BlobUnavailableError
+from meshkit.retry import Attempts, RetryPolicy
 
-__all__ = ["ErrorModel", "Fault", "RetryPolicy", "call"]
+__all__ = ["ErrorModel", "Fault", "SocketTimeouts", "call"]
 
 T = TypeVar("T")
 
@@ -30,29 +32,14 @@ class Fault(enum.Enum):
     OTHER = "other"  # permanent: credentials, permissions, a missing bucket, a bad request
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how long to try one call.
+@dataclass(frozen=True, kw_only=True)
+class SocketTimeouts:
+    """The SDK transport's own bounds, under the policy's bound on a whole attempt."""
 
-    `attempts` bounds the tries, `timeout` bounds each try (seconds, on top of the SDK's own
-    socket timeouts), and the wait before try n is uniform in [0, min(max_delay,
-    base_delay * 2**n)] ("full jitter"), so that many clients failing together spread out.
-    """
-
-    attempts: int = 5
-    base_delay: float = 0.1
-    max_delay: float = 5.0
-    timeout: float = 120.0
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
-
-    def __post_init__(self) -> None:
-        if self.attempts < 1 or self.timeout <= 0 or self.base_delay < 0:
-            raise ValueError("RetryPolicy needs attempts >= 1, timeout > 0, base_delay >= 0")
-
-    def backoff(self, attempt: int) -> float:
-        """Seconds to wait after failed try number `attempt` (1-based)."""
-        return random.uniform(0.0, min(self.max_delay, self.base_delay * 2**attempt))
+    connect_s: float = 10.0
+    """Longest wait to open a connection."""
+    read_s: float = 60.0
+    """Longest wait for the next bytes of a response."""
 
 
 @dataclass(frozen=True)
@@ -80,26 +67,29 @@ async def call(
     policy become BlobUnavailableError; anything else a BlobError naming `what`. The SDK's
     exception is not chained: its text may hold request URLs or headers.
     """
-    for attempt in range(1, policy.attempts + 1):
+    attempts = Attempts(policy)
+    while True:
         try:
-            async with asyncio.timeout(policy.timeout):
+            async with asyncio.timeout(policy.attempt_timeout_s):
                 return await op()
         except BlobError:
             raise
         except TimeoutError:
-            fault, detail = Fault.TRANSIENT, f"no answer within {policy.timeout:g} s"
+            bound = policy.attempt_timeout_s
+            fault = Fault.TRANSIENT
+            detail = "timed out" if bound is None else f"no answer within {bound:g} s"
         except Exception as exc:
             fault, detail = errors.classify(exc), errors.describe(exc)
         if fault is Fault.TRANSIENT:
-            if attempt < policy.attempts:
-                await asyncio.sleep(policy.backoff(attempt))
+            delay = attempts.next_delay_s()
+            if delay is not None:
+                await asyncio.sleep(delay)
                 continue
             raise BlobUnavailableError(
-                f"{what}: still failing after {policy.attempts} attempts ({detail})"
+                f"{what}: still failing after {attempts.failed} attempts ({detail})"
             ) from None
         if fault is Fault.NOT_FOUND:
             raise BlobNotFoundError(key) from None
         if fault is Fault.CONFLICT and conflict is not None:
             raise conflict(key) from None
         raise BlobError(f"{what} failed: {detail}") from None
-    raise AssertionError("unreachable: the loop returns or raises")

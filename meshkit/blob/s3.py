@@ -26,9 +26,10 @@ from meshkit.blob.base import CHUNK_SIZE, BlobInfo, Data
 from meshkit.blob.cloud import CloudBlobStore, Page
 from meshkit.blob.keys import KeySpace
 from meshkit.blob.parts import PartReader
-from meshkit.blob.retry import ErrorModel, Fault, RetryPolicy, call
+from meshkit.blob.retry import ErrorModel, Fault, SocketTimeouts, call
 from meshkit.blob.threads import BlockingCalls
 from meshkit.errors import BlobError, BlobExistsError, BlobNotFoundError, ConfigError
+from meshkit.retry import BLOB_CALL, RetryPolicy
 
 __all__ = ["S3BlobStore"]
 
@@ -61,7 +62,8 @@ class S3BlobStore(CloudBlobStore):
         client: Any = None,
         part_size: int = DEFAULT_PART_SIZE,
         page_size: int = 1000,
-        retry: RetryPolicy | None = None,
+        retry: RetryPolicy = BLOB_CALL,
+        timeouts: SocketTimeouts | None = None,
         max_workers: int = 8,
     ) -> None:
         if part_size < MIN_PART_SIZE:
@@ -70,9 +72,13 @@ class S3BlobStore(CloudBlobStore):
         self._keys = KeySpace(prefix)
         self._part_size = part_size
         self._page_size = page_size
-        self._retry = retry or RetryPolicy()
+        self._retry = retry
         self._threads = BlockingCalls("s3", max_workers)
-        self._client = client if client is not None else _make_client(self._retry, max_workers)
+        self._client = (
+            client
+            if client is not None
+            else _make_client(timeouts or SocketTimeouts(), max_workers)
+        )
 
     @classmethod
     def from_env(cls, bucket: str, prefix: str = "", **options: Any) -> S3BlobStore:
@@ -258,13 +264,13 @@ def _changed(key: str) -> BlobError:
     return BlobError(f"s3 read {key!r}: the object changed while it was being read")
 
 
-def _make_client(policy: RetryPolicy, max_workers: int) -> Any:
+def _make_client(timeouts: SocketTimeouts, max_workers: int) -> Any:
     import boto3
     from botocore.config import Config
 
     config = Config(
-        connect_timeout=policy.connect_timeout,
-        read_timeout=policy.read_timeout,
+        connect_timeout=timeouts.connect_s,
+        read_timeout=timeouts.read_s,
         # meshkit.blob.retry retries; botocore's own retries would multiply the attempts.
         retries={"total_max_attempts": 1, "mode": "standard"},
         max_pool_connections=max_workers,

@@ -46,9 +46,9 @@ from syncsvc.sources.base import (
 )
 from syncsvc.sources.github_cache import Entry, EntryCache
 from syncsvc.sources.github_http import GithubHttp, Reply
-from syncsvc.sources.github_limits import RetryPolicy
+from syncsvc.sources.github_limits import GithubPacing
 
-__all__ = ["CONTEXT_FILE", "PER_PAGE", "GithubSource", "RetryPolicy"]
+__all__ = ["CONTEXT_FILE", "PER_PAGE", "GithubPacing", "GithubSource"]
 
 CONTEXT_FILE = ".repo-context.json"
 PER_PAGE = 100
@@ -84,11 +84,11 @@ class GithubSource(Source):
         concurrency: int,
         cache: ResponseCache,
         client: httpx.AsyncClient | None = None,
-        policy: RetryPolicy | None = None,
+        pacing: GithubPacing | None = None,
     ) -> None:
         """`client` is used as given and left open on close(); without one the source builds
-        its own, pooled to `concurrency`. `policy` tunes backoff and waits (tests shorten it)."""
-        self._http = GithubHttp(settings, concurrency=concurrency, client=client, policy=policy)
+        its own, pooled to `concurrency`. `pacing` tunes backoff and waits (tests shorten it)."""
+        self._http = GithubHttp(settings, concurrency=concurrency, client=client, pacing=pacing)
         self._cache = EntryCache(cache)
         self._concurrency = concurrency
         self._has_token = bool(settings.token)

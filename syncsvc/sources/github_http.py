@@ -19,7 +19,7 @@ import httpx
 from meshkit.config import GithubSettings
 from syncsvc.sources.base import SourceError
 from syncsvc.sources.github_auth import ApiTokenAuth
-from syncsvc.sources.github_limits import RateLimiter, RetryPolicy, parse_retry_after
+from syncsvc.sources.github_limits import GithubPacing, RateLimiter, parse_retry_after
 from syncsvc.sources.github_transport import ShardedTransport
 
 __all__ = ["GithubHttp", "Reply", "build_client"]
@@ -30,6 +30,8 @@ API_VERSION = "2022-11-28"
 USER_AGENT = "contextmesh-syncsvc"
 ERROR_BODY_CAP = 64 * 1024
 """Error bodies are read only far enough to find GitHub's message."""
+MAX_REDIRECTS = 3
+"""Redirect hops followed per request (renamed repositories answer 301)."""
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
@@ -77,12 +79,12 @@ class GithubHttp:
         *,
         concurrency: int,
         client: httpx.AsyncClient | None = None,
-        policy: RetryPolicy | None = None,
+        pacing: GithubPacing | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.api_url = httpx.URL(settings.api_url.rstrip("/"))
-        self._policy = policy or RetryPolicy()
+        self._pacing = pacing or GithubPacing()
         self._max_retries = settings.max_retries
         self._timeout = httpx.Timeout(settings.timeout_s)
         self._token = settings.token
@@ -90,7 +92,7 @@ class GithubHttp:
         self._owns_client = client is None
         self._client = client or build_client(settings, concurrency=concurrency)
         self._semaphore = asyncio.Semaphore(concurrency)
-        self._limiter = RateLimiter(reserve=settings.rate_limit_reserve, policy=self._policy)
+        self._limiter = RateLimiter(reserve=settings.rate_limit_reserve, pacing=self._pacing)
         self._rng = random.Random()
 
     def url(self, path: str, params: dict[str, str | int] | None = None) -> httpx.URL:
@@ -167,7 +169,7 @@ class GithubHttp:
                     f"GitHub GET {target}: {retry.problem}; gave up after {attempt} attempts",
                     transient=True,
                 )
-            if retry.delay_s > self._policy.max_wait_s:
+            if retry.delay_s > self._pacing.max_wait_s:
                 raise SourceError(
                     f"GitHub GET {target}: {retry.problem}; asked to wait {retry.delay_s:.0f} s, "
                     "longer than this worker waits",
@@ -215,9 +217,9 @@ class GithubHttp:
             raise SourceError(
                 f"GitHub GET {target}: HTTP {reply.status} without a Location", transient=False
             )
-        if hops > self._policy.max_redirects:
+        if hops > MAX_REDIRECTS:
             raise SourceError(
-                f"GitHub GET {target}: more than {self._policy.max_redirects} redirects",
+                f"GitHub GET {target}: more than {MAX_REDIRECTS} redirects",
                 transient=False,
             )
         nxt = current.join(location)
@@ -252,7 +254,7 @@ class GithubHttp:
                 return _Retry(f"rate limit exhausted (HTTP {status})", self._backoff(attempt))
             lowered = message.lower()
             if "secondary rate limit" in lowered or "abuse" in lowered:
-                wait = self._policy.secondary_wait_s * 2**secondary_hits
+                wait = self._pacing.secondary_wait_s * 2**secondary_hits
                 return _Retry(
                     f"secondary rate limit (HTTP {status})", wait, pause_all=True, secondary=True
                 )
@@ -270,7 +272,7 @@ class GithubHttp:
         raise SourceError(f"GitHub GET {target}: HTTP {status} {message}".rstrip(), transient=False)
 
     def _backoff(self, attempt: int) -> float:
-        return self._policy.backoff_s(attempt, self._rng)
+        return self._pacing.retry.delay_s(attempt, self._rng)
 
 
 async def _read_capped(

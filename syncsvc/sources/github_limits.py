@@ -10,26 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from meshkit.retry import GITHUB_REQUEST, RetryPolicy
 from syncsvc.sources.base import SourceError
 
-__all__ = ["RateLimiter", "RetryPolicy", "parse_retry_after"]
+__all__ = ["GithubPacing", "RateLimiter", "parse_retry_after"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class RetryPolicy:
+class GithubPacing:
     """Timings of retries and waits. The defaults suit GitHub; tests shorten them."""
 
-    backoff_base_s: float = 0.5
-    """First retry of a 5xx, timeout or connection error waits between half this and this."""
-    backoff_max_s: float = 30.0
-    """Ceiling of the exponential backoff."""
+    retry: RetryPolicy = GITHUB_REQUEST
+    """The waits after a 5xx, timeout or connection error. How many retries a request gets
+    is CONTEXTMESH_GITHUB_MAX_RETRIES (GithubSettings.max_retries), not this `attempts`."""
     secondary_wait_s: float = 60.0
     """Pause after a secondary rate limit without retry-after (GitHub: at least a minute),
     doubled on each repeat."""
@@ -40,14 +39,6 @@ class RetryPolicy:
     otherwise cut the wait and count it as a failed attempt."""
     reset_margin_s: float = 1.0
     """Extra wait after x-ratelimit-reset: the header is rounded to whole seconds."""
-    max_redirects: int = 3
-    """Redirect hops followed per request (renamed repositories answer 301)."""
-
-    def backoff_s(self, attempt: int, rng: random.Random) -> float:
-        """Delay before retry number `attempt` (1-based): exponential, jittered in its upper
-        half so that workers spread out yet never retry at once."""
-        ceiling = min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1))
-        return rng.uniform(ceiling / 2, ceiling)
 
 
 def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
@@ -82,12 +73,12 @@ class RateLimiter:
         self,
         *,
         reserve: int,
-        policy: RetryPolicy,
+        pacing: GithubPacing,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._reserve = reserve
-        self._policy = policy
+        self._pacing = pacing
         self._clock = clock
         self._sleep = sleep
         self._remaining: int | None = None
@@ -105,7 +96,7 @@ class RateLimiter:
     async def slot(self) -> AsyncIterator[None]:
         """Wait for a turn to send one request; the request is in flight inside the block."""
         while (delay := self._delay(self._clock())) > 0:
-            if delay > self._policy.max_wait_s:
+            if delay > self._pacing.max_wait_s:
                 raise SourceError(
                     f"GitHub rate limit: the next request could go only in {delay:.0f} s "
                     f"(at {_utc(self._clock() + delay)}); giving up for now",
@@ -150,7 +141,7 @@ class RateLimiter:
             return 0.0
         left = self._remaining - self._in_flight
         if left <= 0:
-            return self._reset - now + self._policy.reset_margin_s
+            return self._reset - now + self._pacing.reset_margin_s
         if left < self._reserve:
             # Spread what is left evenly over the rest of the window.
             if self._next_slot > now:

@@ -6,12 +6,13 @@ child writes with exactly the settings (small parts, small pages) the parent che
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from meshkit.blob import BlobStore, FilesystemBlobStore
-from meshkit.blob.retry import RetryPolicy
+from meshkit.retry import BLOB_CALL
 
 __all__ = ["BUCKET", "CLOUD", "OPTIONS", "StoreSpec", "build_store"]
 
@@ -49,7 +50,9 @@ class StoreSpec:
 
 def build_store(spec: StoreSpec) -> BlobStore:
     """The store spec describes; cloud stores read credentials from os.environ."""
-    retry = RetryPolicy(attempts=3, base_delay=0.05, max_delay=0.5, timeout=60.0)
+    retry = dataclasses.replace(
+        BLOB_CALL, attempts=3, base_delay_s=0.1, max_delay_s=0.5, attempt_timeout_s=60.0
+    )
     if spec.backend == "fs":
         return FilesystemBlobStore(spec.root)
     options = {**OPTIONS[spec.backend], "retry": retry}

@@ -1,4 +1,5 @@
-"""Invariant 3: fan-in happens exactly once, whatever crashes and redeliveries do."""
+"""Fan-in happens exactly once, whatever crashes and redeliveries do (guarantee 3,
+docs/architecture.md)."""
 
 from __future__ import annotations
 

@@ -62,7 +62,7 @@ def test_gateway_and_worker_health_follow_nats(fresh_nats: NatsServer, tmp_path:
 
         # Draining: SIGTERM turns health NOT_SERVING before the server stops answering.
         proc = mesh.procs["gateway"]
-        proc.send_signal(signal.SIGTERM)
+        proc.signal(signal.SIGTERM)
         saw_not_serving = False
         deadline = time.monotonic() + 10
         while proc.poll() is None and time.monotonic() < deadline:

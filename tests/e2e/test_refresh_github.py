@@ -1,4 +1,5 @@
-"""A refresh from the GitHub stand-in through the real processes (invariant 5)."""
+"""A refresh from the GitHub stand-in through the real processes (guarantee 5,
+docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import pytest
 from contextmesh.gateway.v1 import bundle_service_pb2 as pb
 from contextmesh.gateway.v1 import bundle_service_pb2_grpc
 from contextmesh.job.v1 import job_pb2
+from google.rpc import code_pb2
 
 from meshctl.nats_server import NatsServer
 from meshkit.config import NatsSettings
+from meshkit.job_errors import error_reason
 from meshkit.nats_client import connect
 from meshkit.topology import DAY, DEADLETTER, Buckets
 from tests.support.fake_github import FakeGithub, populate
@@ -126,6 +129,8 @@ def test_an_unknown_user_fails_the_job_with_a_clear_error(
     assert "nobody-here" in job.error and "not found" in job.error
     assert job.error_code == job_pb2.ERROR_CODE_USER_NOT_FOUND
     assert "check the name" in job.error
+    assert job.error_status.message == job.error
+    assert (job.error_status.code, error_reason(job)) == (code_pb2.NOT_FOUND, "USER_NOT_FOUND")
     # The caller's mistake leaves no operator work and no state that outlives its TTL: no
     # dead letter is parked, and the user's cm_active entry (like the job record) expires.
     state = asyncio.run(_leftovers(fresh_nats.url, "nobody-here"))

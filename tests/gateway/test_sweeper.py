@@ -6,9 +6,11 @@ import time
 
 import pytest
 from contextmesh.job.v1 import job_pb2, job_record_pb2
+from google.rpc import code_pb2
 
 from gateway.sweeper import JobSweeper
 from meshkit.config import JobSettings
+from meshkit.job_errors import error_reason
 from meshkit.topology import DISCOVER
 from tests.gateway.conftest import Gateway
 
@@ -42,7 +44,11 @@ async def test_a_job_whose_tasks_were_purged_ends_failed_and_stops_coalescing(
     assert ended == [lost.id]
     record, _ = await own.jobs.get(lost.id)
     assert record.job.state == JobState.JOB_STATE_FAILED
-    assert "no progress" in record.job.error and "refresh again" in record.job.error
+    status = record.job.error_status
+    assert status.code == code_pb2.DEADLINE_EXCEEDED
+    assert "no progress" in status.message and "refresh again" in status.message
+    assert error_reason(record.job) == "STALLED"
+    assert record.job.error == status.message  # the deprecated v1 fields, filled alongside
     assert record.job.error_code == job_pb2.ERROR_CODE_STALLED
     assert record.job.HasField("end_time")
     fresh, coalesced = await own.refresher.refresh("alice", force=False)
@@ -61,7 +67,8 @@ async def test_a_stalled_training_ends_done_with_its_bundle(own: Gateway) -> Non
     assert record.job.state == JobState.JOB_STATE_DONE
     assert record.job.training.state == job_pb2.TRAINING_STATE_FAILED
     assert "training made no progress" in record.job.training.reason
-    assert record.job.bundle.content_hash == "cd" * 32 and not record.job.error
+    assert record.job.bundle.content_hash == "cd" * 32
+    assert not record.job.HasField("error_status") and not record.job.error
 
 
 async def test_final_jobs_are_left_alone(own: Gateway) -> None:
@@ -77,4 +84,4 @@ async def test_final_jobs_are_left_alone(own: Gateway) -> None:
     assert await sweeper.sweep(now=later) == []
     record, _ = await own.jobs.get(done.id)
     assert record.job.state == JobState.JOB_STATE_CANCELLED
-    assert record.job.error == "cancelled by a caller"
+    assert record.job.error_status.message == "cancelled by a caller"

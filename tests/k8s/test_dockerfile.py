@@ -99,7 +99,7 @@ def test_the_images_carry_the_descriptor_where_the_gateway_pod_copies_it_from() 
     ]
     init = pod_spec(build_base().get("Deployment", "gateway"))["initContainers"][0]
 
-    assert copied == [["gen/contextmesh.binpb", init["command"][1]]]
+    assert copied == [["gen/contextmesh/contextmesh.binpb", init["command"][1]]]
 
 
 def _ignored(path: str, patterns: list[str]) -> bool:

@@ -16,7 +16,7 @@ from tests.k8s.manifests import BASE, ROOT, build_base, containers, pod_spec
 from tests.support.envoy import envoy_validate
 
 ENVOY_YAML = BASE / "envoy" / "envoy.yaml"
-DESCRIPTOR = ROOT / "gen" / "contextmesh.binpb"
+DESCRIPTOR = ROOT / "gen" / "contextmesh" / "contextmesh.binpb"
 
 
 def _sidecar_config() -> dict[str, object]:

@@ -5,7 +5,8 @@ something that answers like it. This stub keeps jobs in memory and walks each on
 the states a user sees (QUEUED ... DONE) on a timer, so WatchJob replays the current state,
 then every change, then a final message, as the contract says. It validates requests with
 the contract's protovalidate rules, serves gRPC health and reflection, and can be told to
-cut a user's watch streams midway (`cut_watches`) to show what a client sees then. Like the
+cut a user's watch streams midway (`cut_watches`) to show what a client sees then, or to
+keep a user's jobs QUEUED until they are cancelled (`hold`). Like the
 real public listener it authenticates callers with the project's interceptor and access table
 (meshkit.auth, gateway.access) and serves no admin-plane service.
 
@@ -40,6 +41,7 @@ from grpc_reflection.v1alpha import reflection
 from gateway.access import PUBLIC_RULES
 from meshkit.auth import Authenticator, AuthInterceptor, authorize_job
 from meshkit.errors import JobNotFoundError
+from meshkit.job_errors import end_with_error
 
 __all__ = [
     "DOWNLOAD_CHUNK_BYTES",
@@ -109,10 +111,15 @@ class StubState:
     jobs: dict[str, _JobRecord] = field(default_factory=dict)
     bundles: dict[str, tuple[api.GetBundleResponse, bytes]] = field(default_factory=dict)
     cut_after: dict[str, int] = field(default_factory=dict)
+    held: set[str] = field(default_factory=set)
 
     def cut_watches(self, user: str, *, after: int) -> None:
         """Abort WatchJob for `user`'s jobs with UNAVAILABLE after `after` messages."""
         self.cut_after[user] = after
+
+    def hold(self, user: str) -> None:
+        """Leave `user`'s new jobs QUEUED until they are cancelled."""
+        self.held.add(user)
 
     async def publish(self, record: _JobRecord, job: job_pb2.Job) -> None:
         job.update_time.CopyFrom(_now())
@@ -264,7 +271,8 @@ class _BundleService(api_grpc.BundleServiceServicer):
         job.update_time.CopyFrom(job.create_time)
         record = _JobRecord(history=[job])
         self.state.jobs[job.id] = record
-        record.task = asyncio.create_task(self.state.run(record))
+        if request.user not in self.state.held:
+            record.task = asyncio.create_task(self.state.run(record))
         return api.RefreshBundleResponse(job=job)
 
     async def GetJob(
@@ -325,8 +333,12 @@ class _BundleService(api_grpc.BundleServiceServicer):
         if record.task is not None:
             record.task.cancel()
         job = _copy(record.job)
-        job.state = JobState.JOB_STATE_CANCELLED
-        job.error = "cancelled by the caller"
+        end_with_error(
+            job,
+            JobState.JOB_STATE_CANCELLED,
+            "cancelled by a caller",
+            code=job_pb2.ERROR_CODE_CANCELLED,
+        )
         await self.state.publish(record, job)
         return api.CancelJobResponse(job=job)
 

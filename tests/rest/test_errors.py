@@ -42,7 +42,24 @@ async def test_a_malformed_path_parameter_is_400_naming_the_field(
 
     assert response.status_code == 400
     status = _status(response)
-    assert status["code"] == 3 and status["message"].startswith("id:")
+    # The shared job_id rule (contracts' rules.proto) names what a good value looks like.
+    assert status["code"] == 3
+    assert status["message"] == (
+        "id: must be a job id as RefreshBundle returned it: 26 characters of Crockford "
+        "base32, upper case [job_id]"
+    )
+
+
+async def test_a_malformed_user_is_400_with_the_shared_rule_message(
+    rest: httpx.AsyncClient,
+) -> None:
+    response = await rest.post("/v1/users/-octocat/bundle:refresh", json={})
+
+    assert response.status_code == 400
+    status = _status(response)
+    assert status["code"] == 3
+    assert status["message"].startswith("user: must be a GitHub user or organisation name")
+    assert status["message"].endswith("[github_name]")
 
 
 async def test_a_body_that_breaks_the_contract_is_400(rest: httpx.AsyncClient, user: str) -> None:

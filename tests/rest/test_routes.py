@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.rest.flows import finished_job, refresh
+from tests.rest.stub_gateway import StubGateway
 from tests.support.envoy import HttpRule, http_rules
 
 BUNDLE = "contextmesh.gateway.v1.BundleService"
@@ -144,3 +145,29 @@ async def test_download_returns_the_raw_bundle_with_its_content_type(
     assert len(response.content) == int(summary["bundle"]["sizeBytes"])
     assert hashlib.sha256(response.content).hexdigest() == summary["bundle"]["contentHash"]
     assert response.json()["user"] == user
+
+
+async def test_a_cancelled_job_says_why_as_a_status_with_its_reason(
+    stub: StubGateway, rest: httpx.AsyncClient, user: str
+) -> None:
+    stub.state.hold(user)  # the job stays QUEUED, so the cancel is what ends it
+    job_id = (await refresh(rest, user))["job"]["id"]
+
+    job = _json(await rest.post(f"/v1/jobs/{job_id}:cancel", json={}))["job"]
+
+    assert job["state"] == "JOB_STATE_CANCELLED"
+    # Envoy renders the google.rpc.ErrorInfo packed in details as JSON with its type.
+    assert job["errorStatus"] == {
+        "code": 1,
+        "message": "cancelled by a caller",
+        "details": [
+            {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": "CANCELLED",
+                "domain": "contextmesh.job.v1",
+                "metadata": {},
+            }
+        ],
+    }
+    # The deprecated v1 fields, for clients that do not read errorStatus yet.
+    assert (job["error"], job["errorCode"]) == ("cancelled by a caller", "ERROR_CODE_CANCELLED")

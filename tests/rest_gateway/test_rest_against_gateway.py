@@ -5,6 +5,7 @@ from __future__ import annotations
 from tests.rest.test_errors import (  # noqa: F401 - collected by pytest
     test_a_body_that_breaks_the_contract_is_400,
     test_a_malformed_path_parameter_is_400_naming_the_field,
+    test_a_malformed_user_is_400_with_the_shared_rule_message,
     test_a_route_with_the_wrong_verb_is_404,
     test_a_user_without_a_bundle_is_404,
     test_an_error_in_a_stream_before_its_first_message_is_an_http_error,

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 from contextmesh.job.v1 import job_pb2, job_record_pb2
+from google.rpc import code_pb2, error_details_pb2
 from nats.js import JetStreamContext
 
 from meshkit.domain.ids import new_job_id
@@ -67,6 +68,50 @@ async def test_missing_jobs_raise_job_not_found(js: JetStreamContext) -> None:
     with pytest.raises(JobNotFoundError):
         async for _ in store.watch(new_job_id()):
             pass
+
+
+async def test_end_says_why_as_a_status_with_the_reason_and_the_v1_fields(
+    js: JetStreamContext,
+) -> None:
+    store = await JobStore.open(js)
+    job_id = await new_job(store)
+    message = "no GitHub user or organisation is named alice; check the name"
+
+    ended = await store.end(
+        job_id, JobState.JOB_STATE_FAILED, message, code=job_pb2.ERROR_CODE_USER_NOT_FOUND
+    )
+
+    assert ended is not None and ended.job.state == JobState.JOB_STATE_FAILED
+    status = ended.job.error_status
+    assert (status.code, status.message) == (code_pb2.NOT_FOUND, message)
+    [detail] = status.details
+    info = error_details_pb2.ErrorInfo()
+    assert detail.Unpack(info)
+    assert (info.reason, info.domain) == ("USER_NOT_FOUND", "contextmesh.job.v1")
+    # v1 clients that read the deprecated fields see what they always did.
+    assert ended.job.error == message
+    assert ended.job.error_code == job_pb2.ERROR_CODE_USER_NOT_FOUND
+    stored, _ = await store.get(job_id)
+    assert stored.job == ended.job
+
+
+async def test_end_leaves_an_ended_job_as_it_ended(js: JetStreamContext) -> None:
+    store = await JobStore.open(js)
+    job_id = await new_job(store)
+    await store.end(
+        job_id,
+        JobState.JOB_STATE_CANCELLED,
+        "cancelled by a caller",
+        code=job_pb2.ERROR_CODE_CANCELLED,
+    )
+
+    later = await store.end(
+        job_id, JobState.JOB_STATE_FAILED, "stalled", code=job_pb2.ERROR_CODE_STALLED
+    )
+
+    assert later is not None and later.job.state == JobState.JOB_STATE_CANCELLED
+    assert later.job.error_status.code == code_pb2.CANCELLED
+    assert later.job.error_status.message == "cancelled by a caller"
 
 
 async def test_watch_replays_the_current_state_then_changes_then_ends(js: JetStreamContext) -> None:

@@ -43,7 +43,7 @@ async def connect(*urls: str) -> Client:
 
 
 async def retry(action: Callable[[], Awaitable[T]], within: float = 8.0) -> T:
-    """A cluster may answer 'unavailable' until its leaders settle (toolchain.md)."""
+    """A cluster may answer 'unavailable' until its leaders settle."""
     deadline = time.monotonic() + within
     while True:
         try:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 from typing import Any
 
 from contextmesh.bundle.v1 import bundle_pb2
 from contextmesh.job.v1 import job_pb2
 
-from mergesvc.merge import Merger
-from meshkit.blob import open_blob_store
+from mergesvc.merge import move_bundle_pointer
 from meshkit.domain.pointers import (
     bundle_pointer_problem,
     model_pointer_problem,
@@ -18,7 +16,6 @@ from meshkit.domain.pointers import (
     read_message,
     read_model_pointer,
 )
-from meshkit.jobs import JobStore
 from meshkit.topology import Buckets
 
 
@@ -84,9 +81,7 @@ async def test_a_pointer_naming_another_users_keys_is_ignored_with_a_warning(
     assert await read_model_pointer(models, user) == (None, revision)
 
 
-async def test_a_merge_replaces_a_foreign_pointer_even_one_naming_a_later_job(
-    js: Any, tmp_path: Path
-) -> None:
+async def test_a_merge_replaces_a_foreign_pointer_even_one_naming_a_later_job(js: Any) -> None:
     # The attack wrote bob's pointer with alice's keys and a job id no refresh of bob's would
     # ever exceed; the next merge of bob's must still move it.
     user = f"u{uuid.uuid4().hex[:12]}"
@@ -97,26 +92,15 @@ async def test_a_merge_replaces_a_foreign_pointer_even_one_naming_a_later_job(
         job_id=later,
     )
     await bundles.put(user, foreign.SerializeToString())
-    blobs = open_blob_store(tmp_path.as_uri())
-    merger = Merger(
-        js,
-        await JobStore.open(js),
-        await js.key_value(Buckets.OUTCOMES.name),
-        bundles,
-        await js.key_value(Buckets.MODELS.name),
-        blobs,
-        training=False,
-    )
     ref = job_pb2.BundleRef(content_hash="cd" * 32, blob_key=f"bundles/{user}/cd.json")
     job = job_pb2.Job(id="01J0000000000000000000000A", user=user)
-    await merger._move_pointer(job, ref, f"bundles/{user}/cd/{job.id}.index.binpb")
+    await move_bundle_pointer(bundles, job, ref, f"bundles/{user}/cd/{job.id}.index.binpb")
     moved = await read_bundle_pointer(bundles, user)
     assert moved is not None and moved.job_id == job.id and moved.bundle == ref
 
     # A pointer of the user's own later job still wins over an older merge.
     mine_later = bundle_pb2.BundlePointer(bundle=ref, job_id=later)
     await bundles.put(user, mine_later.SerializeToString())
-    await merger._move_pointer(job, ref, f"bundles/{user}/cd/{job.id}.index.binpb")
+    await move_bundle_pointer(bundles, job, ref, f"bundles/{user}/cd/{job.id}.index.binpb")
     kept = await read_bundle_pointer(bundles, user)
     assert kept is not None and kept.job_id == later
-    await blobs.close()

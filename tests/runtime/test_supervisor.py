@@ -20,6 +20,7 @@ from typing import TypeVar
 
 import pytest
 
+from meshctl.launch import grpc_health_ready, tcp_ready
 from meshctl.supervisor import (
     Backoff,
     ProcessNotReadyError,
@@ -28,9 +29,6 @@ from meshctl.supervisor import (
     ProcessStatus,
     Supervisor,
     SupervisorError,
-    grpc_health_ready,
-    read_state_file,
-    tcp_ready,
 )
 from tests.support.ports import free_port
 
@@ -99,8 +97,8 @@ time.sleep(600)
 }
 
 # Runs a Supervisor as its own process, as `contextmesh up` does: argv[1] is a JSON list of
-# [name, script, stop_timeout], argv[2] the state file, argv[3] "prestart" to call start()
-# before run() (as a CLI that prints a banner once everything is up does).
+# [name, script, stop_timeout], argv[2] the file its events go to, argv[3] "prestart" to call
+# start() before run() (as a CLI that prints a banner once everything is up does).
 HARNESS = """
 import json, sys
 from meshctl.supervisor import ProcessSpec, Supervisor
@@ -108,7 +106,8 @@ specs = [
     ProcessSpec(name, [sys.executable, script], stop_timeout=stop)
     for name, script, stop in json.loads(sys.argv[1])
 ]
-supervisor = Supervisor(specs, console=None, state_file=sys.argv[2], grace=30.0)
+events = open(sys.argv[2], "w", buffering=1)
+supervisor = Supervisor(specs, console=None, events=events, grace=30.0)
 if sys.argv[3] == "prestart":
     supervisor.start()
 sys.exit(supervisor.run())
@@ -136,8 +135,9 @@ def wait_until(predicate: Callable[[], T | None], timeout: float = 5.0, what: st
         time.sleep(0.02)
 
 
-def started_pids(events: io.StringIO, name: str) -> list[int]:
-    return [int(p) for p in re.findall(rf"^{name} started \(pid (\d+)\)$", events.getvalue(), re.M)]
+def started_pids(events: io.StringIO | Path, name: str) -> list[int]:
+    text = events.read_text() if isinstance(events, Path) else events.getvalue()
+    return [int(p) for p in re.findall(rf"^{name} started \(pid (\d+)\)$", text, re.M)]
 
 
 @pytest.fixture
@@ -361,34 +361,13 @@ def test_grpc_health_check_gates_readiness(scripts: dict[str, str], supervise: M
     assert "gateway is ready" in events.getvalue()
 
 
-def test_state_file_reports_status_to_another_process(
-    tmp_path: Path, scripts: dict[str, str], supervise: Make
-) -> None:
-    state_file = tmp_path / "supervisor.json"
-    supervisor, _ = supervise(
-        [ProcessSpec("a", py(scripts["sleeper"])), ProcessSpec("b", py(scripts["sleeper"]))],
-        state_file=state_file,
-    )
-    assert read_state_file(state_file) is None
-    supervisor.start()
-    loaded = read_state_file(state_file)
-    assert loaded is not None
-    owner, statuses = loaded
-    assert owner == os.getpid()
-    assert statuses == supervisor.status()
-    supervisor.stop()
-    loaded = read_state_file(state_file)
-    assert loaded is not None
-    assert {s.state for s in loaded[1]} == {ProcessState.STOPPED}
-
-
 def _start_harness(
     tmp_path: Path, children: Sequence[tuple[str, str, float | None]], *, prestart: bool
 ) -> tuple[subprocess.Popen[bytes], Path, list[int]]:
-    state_file = tmp_path / "harness.json"
+    events = tmp_path / "harness-events.log"
     mode = "prestart" if prestart else "run"
     harness = subprocess.Popen(
-        [sys.executable, "-c", HARNESS, json.dumps(children), str(state_file), mode],
+        [sys.executable, "-c", HARNESS, json.dumps(children), str(events), mode],
         cwd=ROOT,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -396,12 +375,11 @@ def _start_harness(
     )
 
     def running() -> list[int] | None:
-        loaded = read_state_file(state_file) if state_file.exists() else None
-        statuses = loaded[1] if loaded else []
-        pids = [s.pid for s in statuses if s.pid is not None]
+        text = events if events.exists() else io.StringIO()
+        pids = [pid for name, _, _ in children for pid in started_pids(text, name)]
         return pids if len(pids) == len(children) else None
 
-    return harness, state_file, wait_until(running, 10.0, "the harness's children")
+    return harness, events, wait_until(running, 10.0, "the harness's children")
 
 
 def test_sigterm_to_the_supervisor_process_stops_every_child(
@@ -412,23 +390,20 @@ def test_sigterm_to_the_supervisor_process_stops_every_child(
         ("s1", scripts["sleeper"], None),
         ("s2", scripts["sleeper"], None),
     ]
-    harness, state_file, pids = _start_harness(tmp_path, children, prestart=True)
+    harness, events, pids = _start_harness(tmp_path, children, prestart=True)
     with harness:
         time.sleep(0.3)  # let the stubborn child install its SIGTERM handler
         harness.send_signal(signal.SIGTERM)
 
         def stopped(name: str) -> bool:
-            loaded = read_state_file(state_file)
-            return loaded is not None and any(
-                s.name == name and s.state is ProcessState.STOPPED for s in loaded[1]
-            )
+            return f"\n{name} stopped (exit code" in events.read_text()
 
         wait_until(lambda: stopped("s1") and stopped("s2"), what="s1 and s2 stopped")
         assert alive(pids[0])  # waiting out its 30 s grace
         harness.send_signal(signal.SIGTERM)  # a second signal skips the grace
         _, stderr = harness.communicate(timeout=15.0)  # half the 30 s grace it skips
     assert harness.returncode == 0, stderr.decode()
-    assert b"stubborn did not stop within 30.0 s; killing it" in stderr
+    assert "stubborn did not stop within 30.0 s; killing it" in events.read_text()
     assert [pid for pid in pids if alive(pid)] == []
 
 

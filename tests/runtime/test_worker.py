@@ -4,28 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import itertools
 import threading
 import time
-import uuid
 
 from contextmesh.merge.v1 import tasks_pb2 as merge_tasks
 from contextmesh.task.v1 import task_pb2
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from meshkit.domain.ids import new_job_id
 from meshkit.publish import publish_task
-from meshkit.topology import (
-    DEADLETTER,
-    DISCOVER,
-    MERGE,
-    SYNC,
-    WorkStream,
-    consumer_config,
-    work_stream_config,
-)
+from meshkit.topology import DISCOVER, MERGE, SYNC
 from meshkit.worker import (
     Delivery,
     Failure,
@@ -34,60 +23,14 @@ from meshkit.worker import (
     Worker,
     watch_max_deliveries,
 )
-
-
-async def make_stream(js: JetStreamContext, **overrides: object) -> WorkStream:
-    """A private copy of the MERGE stream with short timings, so retries take milliseconds."""
-    name = f"T{uuid.uuid4().hex[:8].upper()}"
-    settings: dict[str, object] = {"ack_wait_s": 1.0, "retry_backoff_s": (0.1, 0.1)}
-    ws = dataclasses.replace(
-        MERGE, stream=name, subject=f"test.{name}", consumer=f"c{name}", **{**settings, **overrides}
-    )  # type: ignore[arg-type]
-    await js.add_stream(work_stream_config(ws, 1))
-    await js.add_consumer(ws.stream, consumer_config(ws))
-    return ws
-
-
-def task(job_id: str | None = None) -> merge_tasks.MergeTask:
-    job_id = job_id or new_job_id()
-    return merge_tasks.MergeTask(
-        meta=task_pb2.TaskMeta(job_id=job_id, task_id=f"merge:{job_id}"), user="alice", total=1
-    )
-
-
-async def run_until(worker: Worker, condition, limit_s: float = 10.0) -> None:
-    """Run the worker until condition() holds (polled: the worker has no event to wait on)."""
-    stop = asyncio.Event()
-    runner = asyncio.create_task(worker.run(stop, grace_s=2))
-    deadline = asyncio.get_running_loop().time() + limit_s
-    try:
-        while not condition():
-            assert asyncio.get_running_loop().time() < deadline, "condition never held"
-            await asyncio.sleep(0.02)
-    finally:
-        stop.set()
-        await runner
-
-
-async def dead_letters(js: JetStreamContext, ws: WorkStream) -> list[task_pb2.DeadLetter]:
-    sub = await js.subscribe(
-        f"contextmesh.deadletter.{ws.stream}", stream=DEADLETTER, ordered_consumer=True
-    )
-    found = []
-    try:
-        while True:
-            msg = await sub.next_msg(timeout=0.5)
-            letter = task_pb2.DeadLetter()
-            letter.ParseFromString(msg.data)
-            found.append(letter)
-    except Exception:
-        pass
-    await sub.unsubscribe()
-    return found
-
-
-async def pending(js: JetStreamContext, ws: WorkStream) -> int:
-    return (await js.stream_info(ws.stream)).state.messages
+from tests.runtime.worker_support import (
+    RecordingHandler,
+    dead_letters,
+    make_stream,
+    pending,
+    run_until,
+    task,
+)
 
 
 async def test_success_is_acked_once(nc: Client, js: JetStreamContext) -> None:
@@ -101,7 +44,7 @@ async def test_success_is_acked_once(nc: Client, js: JetStreamContext) -> None:
     await publish_task(js, ws.subject, t, msg_id=t.meta.task_id)
     ack = await publish_task(js, ws.subject, t, msg_id=t.meta.task_id)
     assert ack.duplicate  # same Nats-Msg-Id: dropped by the duplicate window
-    worker = Worker(nc, js, ws, merge_tasks.MergeTask, handler)
+    worker = Worker(nc, js, ws, RecordingHandler(handler))
     await run_until(worker, lambda: worker.handled == 1)
     await asyncio.sleep(0.3)
     assert seen == [1] and await pending(js, ws) == 0
@@ -117,35 +60,32 @@ async def test_failure_is_retried_then_succeeds(nc: Client, js: JetStreamContext
             raise RuntimeError("flaky")
 
     await publish_task(js, ws.subject, task(), msg_id="a")
-    worker = Worker(nc, js, ws, merge_tasks.MergeTask, handler)
+    worker = Worker(nc, js, ws, RecordingHandler(handler))
     await run_until(worker, lambda: worker.handled == 1)
     assert seen == [1, 2, 3]
     assert await dead_letters(js, ws) == []
 
 
-async def test_last_failure_is_parked_with_its_reason_and_the_hook_runs(
+async def test_last_failure_is_parked_with_its_reason_and_the_handler_is_told(
     nc: Client,
     js: JetStreamContext,
 ) -> None:
     ws = await make_stream(js)
-    hooked: list[tuple[str, Failure]] = []
 
-    async def handler(t: merge_tasks.MergeTask, d: Delivery) -> None:
+    async def broken(t: merge_tasks.MergeTask, d: Delivery) -> None:
         raise RuntimeError(f"broken on delivery {d.attempt}")
-
-    async def hook(t: merge_tasks.MergeTask | None, failure: Failure) -> None:
-        hooked.append((t.meta.job_id if t else "", failure))
 
     t = task()
     await publish_task(js, ws.subject, t, msg_id="b")
-    worker = Worker(nc, js, ws, merge_tasks.MergeTask, handler, on_dead_letter=hook)
-    await run_until(worker, lambda: bool(hooked))
+    handler = RecordingHandler(broken)
+    worker = Worker(nc, js, ws, handler)
+    await run_until(worker, lambda: bool(handler.parked))
     letters = await dead_letters(js, ws)
     assert len(letters) == 1
     assert letters[0].deliveries == 3 and letters[0].job_id == t.meta.job_id
     assert "broken on delivery 3" in letters[0].reason and letters[0].msg_id == "b"
     # The reason is for operators; nothing of an internal error is for the caller.
-    assert hooked == [(t.meta.job_id, Failure("RuntimeError: broken on delivery 3"))]
+    assert handler.parked == [(t.meta.job_id, Failure("RuntimeError: broken on delivery 3"))]
     assert await pending(js, ws) == 0  # termed, not left in the work stream
 
 
@@ -156,15 +96,10 @@ async def test_permanent_errors_and_invalid_payloads_are_parked_at_once(
     ws = await make_stream(js)
     calls = 0
 
-    async def handler(t: merge_tasks.MergeTask, d: Delivery) -> None:
+    async def refuse(t: merge_tasks.MergeTask, d: Delivery) -> None:
         nonlocal calls
         calls += 1
         raise PermanentError("no such user", code=1)
-
-    failures: list[Failure] = []
-
-    async def hook(t: merge_tasks.MergeTask | None, failure: Failure) -> None:
-        failures.append(failure)
 
     await publish_task(js, ws.subject, task(), msg_id="c")
     bad = merge_tasks.MergeTask(
@@ -172,11 +107,13 @@ async def test_permanent_errors_and_invalid_payloads_are_parked_at_once(
     )
     await publish_task(js, ws.subject, bad, msg_id="d")
     await js.publish(ws.subject, b"\xff\xff garbage", headers={"Nats-Msg-Id": "e"})
-    worker = Worker(nc, js, ws, merge_tasks.MergeTask, handler, on_dead_letter=hook)
-    await run_until(worker, lambda: len(failures) == 3)
+    handler = RecordingHandler(refuse)
+    worker = Worker(nc, js, ws, handler)
+    await run_until(worker, lambda: len(handler.parked) == 3)
     letters = {letter.msg_id: letter for letter in await dead_letters(js, ws)}
     assert calls == 1
     # A PermanentError's message is written for the caller and carries the job's code.
+    failures = [failure for _, failure in handler.parked]
     assert Failure("no such user", public="no such user", code=1) in failures
     assert letters["c"].deliveries == 1 and "no such user" in letters["c"].reason
     assert "job_id" in letters["d"].reason and "Crockford" in letters["d"].reason
@@ -194,7 +131,7 @@ async def test_retry_later_is_not_a_failure(nc: Client, js: JetStreamContext) ->
             raise RetryLater(0.05, "not yet")
 
     await publish_task(js, ws.subject, task(), msg_id="f")
-    worker = Worker(nc, js, ws, merge_tasks.MergeTask, handler)
+    worker = Worker(nc, js, ws, RecordingHandler(handler))
     await run_until(worker, lambda: worker.handled == 1)
     assert seen == [1, 2]
 
@@ -208,7 +145,7 @@ async def test_long_work_is_kept_alive_by_in_progress(nc: Client, js: JetStreamC
         await asyncio.sleep(2.5)
 
     await publish_task(js, ws.subject, task(), msg_id="g")
-    worker = Worker(nc, js, ws, merge_tasks.MergeTask, handler, concurrency=2)
+    worker = Worker(nc, js, ws, RecordingHandler(handler), concurrency=2)
     await run_until(worker, lambda: worker.handled == 1)
     assert seen == [1]  # never redelivered mid-run
 
@@ -218,28 +155,29 @@ async def test_a_task_whose_worker_always_crashes_is_parked_by_the_advisory(
 ) -> None:
     """Nobody acks or naks: the server gives up after max_deliver and announces it."""
     ws = await make_stream(js, ack_wait_s=0.3, retry_backoff_s=(0.2, 0.2))
-    hooked: list[str] = []
-
-    async def hook(t: merge_tasks.MergeTask | None, failure: Failure) -> None:
-        assert failure.public is None  # internal: no text of it may reach a job
-        hooked.append(failure.reason)
+    handler = RecordingHandler()
 
     from meshkit.config import NatsSettings
     from meshkit.nats_client import connect
 
     nc, js2 = await connect(NatsSettings(url=nats_server.url), name="advisory")
-    stop_watch = await watch_max_deliveries(nc, js2, ws, merge_tasks.MergeTask, hook)
-    await publish_task(js, ws.subject, task(), msg_id="h")
+    stop_watch = await watch_max_deliveries(nc, js2, ws, handler)
+    t = task()
+    await publish_task(js, ws.subject, t, msg_id="h")
     sub = await js.pull_subscribe_bind(durable=ws.consumer, stream=ws.stream)
     delivered = 0
     async with asyncio.timeout(15):
-        while not hooked:  # a "worker" that takes the task and dies without a word, each time
+        # A "worker" that takes the task and dies without a word, each time.
+        while not handler.parked:
             with contextlib.suppress(Exception):
                 delivered += len(await sub.fetch(1, timeout=0.5))
     await sub.unsubscribe()
     await stop_watch()
     await nc.drain()
-    assert delivered == 3 and "without an acknowledgement" in hooked[0]
+    [(job_id, failure)] = handler.parked
+    assert delivered == 3 and job_id == t.meta.job_id
+    assert "without an acknowledgement" in failure.reason
+    assert failure.public is None  # internal: no text of it may reach a job
     letters = await dead_letters(js, ws)
     assert [letter.msg_id for letter in letters] == ["h"]
     assert await pending(js, ws) == 0
@@ -252,25 +190,23 @@ async def test_a_handler_stuck_on_an_await_is_abandoned_at_its_deadline(
     the one slot it held serves the next task meanwhile."""
     ws = await make_stream(js, deadline_s=0.3, retry_backoff_s=(0.1, 0.1))
     stuck: list[int] = []
-    hooked: list[str] = []
 
-    async def handler(t: merge_tasks.MergeTask, d: Delivery) -> None:
+    async def hang_if_stuck(t: merge_tasks.MergeTask, d: Delivery) -> None:
         if t.user == "stuck":
             stuck.append(d.attempt)
             await asyncio.Event().wait()  # never set
-
-    async def hook(t: merge_tasks.MergeTask | None, failure: Failure) -> None:
-        assert failure.public is None  # a deadline is internal: no text of it reaches a job
-        hooked.append(failure.reason)
 
     hung = task()
     hung.user = "stuck"
     await publish_task(js, ws.subject, hung, msg_id="stuck")
     await publish_task(js, ws.subject, task(), msg_id="fine")
-    worker = Worker(nc, js, ws, merge_tasks.MergeTask, handler, concurrency=1, on_dead_letter=hook)
-    await run_until(worker, lambda: bool(hooked) and worker.handled == 1)
+    handler = RecordingHandler(hang_if_stuck)
+    worker = Worker(nc, js, ws, handler, concurrency=1)
+    await run_until(worker, lambda: bool(handler.parked) and worker.handled == 1)
     assert stuck == [1, 2, 3]
-    assert "deadline of 0.3 s" in hooked[0] and "CONTEXTMESH_" in hooked[0]
+    [(_, failure)] = handler.parked
+    assert "deadline of 0.3 s" in failure.reason and "CONTEXTMESH_" in failure.reason
+    assert failure.public is None  # a deadline is internal: no text of it reaches a job
     [letter] = await dead_letters(js, ws)
     assert letter.msg_id == "stuck" and letter.deliveries == 3
     assert await pending(js, ws) == 0
@@ -282,23 +218,21 @@ async def test_a_handler_whose_thread_blocks_is_abandoned_at_its_deadline(
     ws = await make_stream(js, deadline_s=0.3, retry_backoff_s=(0.1,))
     release = threading.Event()
     attempts: list[int] = []
-    hooked: list[str] = []
 
-    async def handler(t: merge_tasks.MergeTask, d: Delivery) -> None:
+    async def block(t: merge_tasks.MergeTask, d: Delivery) -> None:
         attempts.append(d.attempt)
         await asyncio.to_thread(release.wait)  # a thread that never returns on its own
 
-    async def hook(t: merge_tasks.MergeTask | None, failure: Failure) -> None:
-        assert failure.public is None  # a deadline is internal: no text of it reaches a job
-        hooked.append(failure.reason)
-
     await publish_task(js, ws.subject, task(), msg_id="blocked")
-    worker = Worker(nc, js, ws, merge_tasks.MergeTask, handler, on_dead_letter=hook)
+    handler = RecordingHandler(block)
+    worker = Worker(nc, js, ws, handler)
     try:
-        await run_until(worker, lambda: bool(hooked))
+        await run_until(worker, lambda: bool(handler.parked))
     finally:
         release.set()  # let the abandoned threads end with the test
-    assert attempts == [1, 2] and "deadline" in hooked[0]
+    [(_, failure)] = handler.parked
+    assert attempts == [1, 2] and "deadline" in failure.reason
+    assert failure.public is None  # a deadline is internal: no text of it reaches a job
     assert await pending(js, ws) == 0
 
 
@@ -316,7 +250,7 @@ async def test_retries_wait_the_documented_delays(nc: Client, js: JetStreamConte
             raise RuntimeError("not yet")
 
     await publish_task(js, ws.subject, task(), msg_id="timed")
-    worker = Worker(nc, js, ws, merge_tasks.MergeTask, handler)
+    worker = Worker(nc, js, ws, RecordingHandler(handler))
     await run_until(worker, lambda: worker.handled == 1, limit_s=30)
     gaps = [later - earlier for earlier, later in itertools.pairwise(seen)]
     assert len(gaps) == len(table)

@@ -4,10 +4,10 @@
         s3.create_bucket("blobs")
         env = {**os.environ, **s3.env, "CONTEXTMESH_BLOB_URL": s3.url("blobs")}
 
-Each start_* function launches one emulator in its own process group with its data and log
-under `workdir`, waits until it answers HTTP, and returns an Emulator whose `env` points the
-provider's SDK at it (and at nothing else: no profile, no metadata server). `stop()` (or
-leaving the `with`) kills the whole process tree. A port taken between choosing and binding
+Each start_* function launches one emulator (meshctl.launch: its own process group) with its
+data and log under `workdir`, waits until it answers HTTP, and returns an Emulator whose `env`
+points the provider's SDK at it (and at nothing else: no profile, no metadata server). `stop()`
+(or leaving the `with`) kills the whole process tree. A port taken between choosing and binding
 is retried on another port.
 
     Azurite      npm package pinned in tools/azurite (install: npm ci --prefix tools/azurite)
@@ -21,15 +21,12 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
-import signal
 import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from meshctl.launch import Child, LaunchError, http_ready, launch
 
 __all__ = [
     "AZURITE_INSTALL",
@@ -91,8 +88,7 @@ class Emulator:
     endpoint: str
     env: dict[str, str]
     workdir: pathlib.Path
-    process: subprocess.Popen[bytes] = field(repr=False)
-    log: pathlib.Path = field(repr=False)
+    child: Child = field(repr=False)
 
     def url(self, bucket: str, prefix: str = "") -> str:
         """The CONTEXTMESH_BLOB_URL for a bucket (container) of this emulator."""
@@ -104,16 +100,8 @@ class Emulator:
         _CREATORS[self.kind](self, name)
 
     def stop(self) -> None:
-        """Kill the emulator's whole process tree and wait for it."""
-        if self.process.poll() is None:
-            _kill_group(self.process, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                _kill_group(self.process, signal.SIGKILL)
-                self.process.wait(timeout=5)
-        # Children (node's workers) may outlive a leader that exited on SIGTERM.
-        _kill_group(self.process, signal.SIGKILL)
+        """Stop the emulator's whole process tree (node's workers too) and wait for it."""
+        self.child.stop(grace=5.0)
 
     def __enter__(self) -> Emulator:
         return self
@@ -143,7 +131,7 @@ def start_azurite(workdir: str | os.PathLike[str]) -> Emulator:
             "--location",
             str(base / "azurite"),
             "--silent",
-            # azure-storage-blob is newer than the API versions Azurite knows (toolchain.md).
+            # azure-storage-blob is newer than the API versions Azurite knows.
             "--skipApiVersionCheck",
             "--loose",
             "--disableTelemetry",
@@ -224,62 +212,32 @@ def _start(
     probe: str,
 ) -> Emulator:
     workdir.mkdir(parents=True, exist_ok=True)
-    log = workdir / f"{kind}-emulator.log"
     failure = ""
     for _ in range(_PORT_TRIES):
         port = _free_port()
         endpoint = f"http://127.0.0.1:{port}"
-        with log.open("ab") as sink:
-            process = subprocess.Popen(
-                command(port),
-                cwd=workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group, so stop() reaches children
-            )
-        emulator = Emulator(kind, endpoint, env(endpoint), workdir, process, log)
+        child = launch(
+            command(port),
+            name=f"{kind} emulator",
+            log=workdir / f"{kind}-emulator.log",
+            cwd=workdir,
+        )
+        emulator = Emulator(kind, endpoint, env(endpoint), workdir, child)
         try:
-            _wait_ready(process, endpoint + probe)
-        except EmulatorError as exc:
+            # Any HTTP answer will do: listening, even if it dislikes the probe.
+            child.wait_ready(http_ready(endpoint + probe), START_TIMEOUT, interval=0.05)
+        except LaunchError as exc:
             emulator.stop()
             failure = str(exc)
             continue  # most likely the port was taken meanwhile: try another
         return emulator
-    raise EmulatorError(f"{kind} emulator did not start: {failure}\n{_tail(log)}")
-
-
-def _wait_ready(process: subprocess.Popen[bytes], url: str) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise EmulatorError(f"exited with status {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1.0):
-                return
-        except urllib.error.HTTPError:
-            return  # it answered: listening, even if it dislikes the probe
-        except OSError:
-            time.sleep(0.05)
-    raise EmulatorError(f"no answer from {url} within {START_TIMEOUT:g} s")
+    raise EmulatorError(f"{kind} emulator did not start: {failure}")
 
 
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _kill_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, sig)
-
-
-def _tail(log: pathlib.Path, limit: int = 4000) -> str:
-    try:
-        return log.read_text(errors="replace")[-limit:]
-    except OSError:
-        return "(no log)"
 
 
 def _create_azure_container(emulator: Emulator, name: str) -> None:

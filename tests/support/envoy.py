@@ -40,7 +40,9 @@ __all__ = [
     "rest_proxy",
 ]
 
-DESCRIPTOR_PATH = pathlib.Path(__file__).resolve().parents[2] / "gen" / "contextmesh.binpb"
+DESCRIPTOR_PATH = (
+    pathlib.Path(__file__).resolve().parents[2] / "gen" / "contextmesh" / "contextmesh.binpb"
+)
 """The descriptor image tools/gen_contracts.py writes; Envoy transcodes with it."""
 
 

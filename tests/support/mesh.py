@@ -12,17 +12,13 @@ passed in); `mesh.channel()` authenticates as an admin, `mesh.token(...)` mints 
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from meshctl.launch import Child, grpc_health_ready, launch
 from meshkit.bearer import bearer_channel
 from meshkit.signing import LocalSigner
 from tests.support.auth import auth_env
@@ -62,7 +58,7 @@ class Mesh:
             "TRANSFORMERS_OFFLINE": "1",
             **(env or {}),
         }
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.procs: dict[str, Child] = {}
         (workdir / "logs").mkdir(parents=True, exist_ok=True)
 
     @property
@@ -85,63 +81,42 @@ class Mesh:
 
     def start(
         self, module: str, *, name: str | None = None, env: dict[str, str] | None = None
-    ) -> subprocess.Popen[bytes]:
+    ) -> Child:
+        """Run `python -m module` (as `name`, logging to log_path(name)); the gateway is
+        awaited until it serves."""
         name = name or module
-        log = open(self.log_path(name), "ab")  # noqa: SIM115 - owned by the process
-        proc = subprocess.Popen(
+        child = launch(
             [sys.executable, "-m", module],
+            name=name,
+            log=self.log_path(name),
             cwd=ROOT,
             env={**self.env, **(env or {})},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
         )
-        log.close()
-        self.procs[name] = proc
+        self.procs[name] = child
         if module == "gateway":
             self.wait_serving(self.gateway_target, name)
-        return proc
+        return child
 
     def wait_serving(
         self, target: str, name: str, timeout: float = 30.0, *, service: str = ""
     ) -> None:
         """Until `target` answers SERVING for `service` ('' is the server as a whole; grpc's
         health servicer reports '' SERVING from the start, so name a service to wait on a
-        server whose services turn SERVING later, as searchsvc's do once its model loads)."""
-        deadline = time.monotonic() + timeout
-        with grpc.insecure_channel(target) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            while time.monotonic() < deadline:
-                if self.procs[name].poll() is not None:
-                    raise RuntimeError(f"{name} exited: {self.log_path(name).read_text()[-3000:]}")
-                try:
-                    answer = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
-                    if answer.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.RpcError:
-                    pass
-                time.sleep(0.1)
-        raise TimeoutError(f"{name} not serving: {self.log_path(name).read_text()[-3000:]}")
+        server whose services turn SERVING later, as searchsvc's do once its model loads).
+        Raises ChildExitedError or ChildNotReadyError (a TimeoutError) with the log's end."""
+        self.procs[name].wait_ready(grpc_health_ready(target, service), timeout, interval=0.1)
 
     def kill(self, name: str) -> None:
-        proc = self.procs.pop(name)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        """SIGKILL, as a crash would."""
+        self.procs.pop(name).kill()
 
-    def stop(self, name: str, timeout: float = 15.0) -> int:
-        proc = self.procs.pop(name)
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            return proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise
+    def stop(self, name: str, timeout: float = 15.0) -> int | None:
+        """SIGTERM, SIGKILL after `timeout` seconds; the exit code."""
+        return self.procs.pop(name).stop(timeout)
 
     def stop_all(self) -> None:
         for name in list(self.procs):
-            with contextlib.suppress(subprocess.TimeoutExpired, ProcessLookupError):
-                self.stop(name, timeout=10)
+            self.stop(name, timeout=10)
 
     def logs(self) -> str:
         return "\n".join(

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from meshkit.config import GithubSettings
+from meshkit.retry import GITHUB_REQUEST
 from syncsvc.sources.base import MemoryResponseCache, ResponseCache
 from syncsvc.sources.github import GithubSource
-from syncsvc.sources.github_limits import RetryPolicy
+from syncsvc.sources.github_limits import GithubPacing
 from tests.support.fake_github import FakeGithub
 
 # Waits shortened so that retries and rate-limit tests take fractions of a second.
-FAST_GITHUB_POLICY = RetryPolicy(
-    backoff_base_s=0.01,
-    backoff_max_s=0.05,
+FAST_GITHUB_PACING = GithubPacing(
+    retry=replace(GITHUB_REQUEST, base_delay_s=0.01, max_delay_s=0.05),
     secondary_wait_s=0.1,
     max_wait_s=10.0,
     reset_margin_s=0.05,
@@ -34,7 +35,7 @@ def fake_github() -> Iterator[FakeGithub]:
 async def make_github_source(
     fake_github: FakeGithub,
 ) -> AsyncIterator[Callable[..., GithubSource]]:
-    """make(gh=None, *, cache=None, concurrency=8, policy=FAST, **GithubSettings fields):
+    """make(gh=None, *, cache=None, concurrency=8, pacing=FAST, **GithubSettings fields):
     a GithubSource for `gh` (default: fake_github), closed after the test."""
     made: list[GithubSource] = []
 
@@ -43,7 +44,7 @@ async def make_github_source(
         *,
         cache: ResponseCache | None = None,
         concurrency: int = 8,
-        policy: RetryPolicy = FAST_GITHUB_POLICY,
+        pacing: GithubPacing = FAST_GITHUB_PACING,
         **settings: Any,
     ) -> GithubSource:
         settings.setdefault("api_url", (gh or fake_github).url)
@@ -53,7 +54,7 @@ async def make_github_source(
             GithubSettings(**settings),
             concurrency=concurrency,
             cache=cache if cache is not None else MemoryResponseCache(),
-            policy=policy,
+            pacing=pacing,
         )
         made.append(source)
         return source

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import socket
 import time
 from collections.abc import Callable
@@ -13,7 +12,7 @@ import pytest
 
 from syncsvc.sources.base import RepoListing, SourceError
 from syncsvc.sources.github import GithubSource
-from syncsvc.sources.github_limits import RateLimiter, RetryPolicy, parse_retry_after
+from syncsvc.sources.github_limits import GithubPacing, RateLimiter, parse_retry_after
 from tests.support.fake_github import FakeGithub
 
 MakeSource = Callable[..., GithubSource]
@@ -52,10 +51,10 @@ class FakeTime:
         self.now += seconds
 
 
-def limiter(fake: FakeTime, reserve: int = 10, **policy: float) -> RateLimiter:
+def limiter(fake: FakeTime, reserve: int = 10, **pacing: float) -> RateLimiter:
     return RateLimiter(
         reserve=reserve,
-        policy=RetryPolicy(reset_margin_s=0.5, **policy),  # type: ignore[arg-type]
+        pacing=GithubPacing(reset_margin_s=0.5, **pacing),  # type: ignore[arg-type]
         clock=fake.clock,
         sleep=fake.sleep,
     )
@@ -153,14 +152,6 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
     assert parse_retry_after({"retry-after": "soon"}) is None
     date = "Sun, 01 Nov 2026 10:00:30 GMT"
     assert parse_retry_after({"retry-after": date}, now=1793527200.0) == 30.0
-
-
-def test_backoff_grows_exponentially_with_jitter_and_a_ceiling() -> None:
-    policy = RetryPolicy(backoff_base_s=1.0, backoff_max_s=5.0)
-    rng = random.Random(7)
-    for attempt, ceiling in ((1, 1.0), (2, 2.0), (3, 4.0), (4, 5.0), (9, 5.0)):
-        delay = policy.backoff_s(attempt, rng)
-        assert ceiling / 2 <= delay <= ceiling
 
 
 # -- rate limits against the stand-in ------------------------------------------------------

@@ -22,16 +22,17 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from contextmesh._vendor.buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from contextmesh.bundle.v1 import bundle_pb2 as contextmesh_dot_bundle_dot_v1_dot_bundle__pb2
 from contextmesh.job.v1 import job_pb2 as contextmesh_dot_job_dot_v1_dot_job__pb2
 from contextmesh.search.v1 import search_pb2 as contextmesh_dot_search_dot_v1_dot_search__pb2
+from contextmesh.validate.v1 import rules_pb2 as contextmesh_dot_validate_dot_v1_dot_rules__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+contextmesh/gateway/v1/bundle_service.proto\x12\x16\x63ontextmesh.gateway.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\"contextmesh/bundle/v1/bundle.proto\x1a\x1c\x63ontextmesh/job/v1/job.proto\x1a\"contextmesh/search/v1/search.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x88\x02\n\x14RefreshBundleRequest\x12\xe0\x01\n\x04user\x18\x01 \x01(\tB\xd1\x01\xbaH\xcd\x01\xba\x01\xc9\x01\n\x0bgithub_name\x12ymust be a GitHub user or organisation name: 1 to 39 letters, digits or hyphens, neither starting nor ending with a hyphen\x1a?this.matches(\'^[A-Za-z0-9](?:[A-Za-z0-9-]{0,37}[A-Za-z0-9])?$\')\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"P\n\x15RefreshBundleResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.contextmesh.job.v1.Job\x12\x11\n\tcoalesced\x18\x02 \x01(\x08\"\xb7\x01\n\rGetJobRequest\x12\xa5\x01\n\x02id\x18\x01 \x01(\tB\x98\x01\xbaH\x94\x01\xba\x01\x90\x01\n\x06job_id\x12\\must be a job id as RefreshBundle returned it: 26 characters of Crockford base32, upper case\x1a(this.matches(\'^[0-9A-HJKMNP-TV-Z]{26}$\')\"6\n\x0eGetJobResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.contextmesh.job.v1.Job\"\xb9\x01\n\x0fWatchJobRequest\x12\xa5\x01\n\x02id\x18\x01 \x01(\tB\x98\x01\xbaH\x94\x01\xba\x01\x90\x01\n\x06job_id\x12\\must be a job id as RefreshBundle returned it: 26 characters of Crockford base32, upper case\x1a(this.matches(\'^[0-9A-HJKMNP-TV-Z]{26}$\')\"]\n\x10WatchJobResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.contextmesh.job.v1.Job\x12\r\n\x05\x66inal\x18\x02 \x01(\x08\x12\x14\n\x0c\x62undle_ready\x18\x03 \x01(\x08\"\xf5\x01\n\x10GetBundleRequest\x12\xe0\x01\n\x04user\x18\x01 \x01(\tB\xd1\x01\xbaH\xcd\x01\xba\x01\xc9\x01\n\x0bgithub_name\x12ymust be a GitHub user or organisation name: 1 to 39 letters, digits or hyphens, neither starting nor ending with a hyphen\x1a?this.matches(\'^[A-Za-z0-9](?:[A-Za-z0-9-]{0,37}[A-Za-z0-9])?$\')\"\xe0\x01\n\x11GetBundleResponse\x12\x0c\n\x04user\x18\x01 \x01(\t\x12-\n\x06\x62undle\x18\x02 \x01(\x0b\x32\x1d.contextmesh.job.v1.BundleRef\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x0crepositories\x18\x05 \x03(\x0b\x32 .contextmesh.bundle.v1.RepoEntry\x12\x15\n\rdownload_path\x18\x06 \x01(\t\"\xfa\x01\n\x15\x44ownloadBundleRequest\x12\xe0\x01\n\x04user\x18\x01 \x01(\tB\xd1\x01\xbaH\xcd\x01\xba\x01\xc9\x01\n\x0bgithub_name\x12ymust be a GitHub user or organisation name: 1 to 39 letters, digits or hyphens, neither starting nor ending with a hyphen\x1a?this.matches(\'^[A-Za-z0-9](?:[A-Za-z0-9-]{0,37}[A-Za-z0-9])?$\')\"\xba\x01\n\x10\x43\x61ncelJobRequest\x12\xa5\x01\n\x02id\x18\x01 \x01(\tB\x98\x01\xbaH\x94\x01\xba\x01\x90\x01\n\x06job_id\x12\\must be a job id as RefreshBundle returned it: 26 characters of Crockford base32, upper case\x1a(this.matches(\'^[0-9A-HJKMNP-TV-Z]{26}$\')\"9\n\x11\x43\x61ncelJobResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.contextmesh.job.v1.Job\"\xab\x02\n\x13SearchBundleRequest\x12\xe0\x01\n\x04user\x18\x01 \x01(\tB\xd1\x01\xbaH\xcd\x01\xba\x01\xc9\x01\n\x0bgithub_name\x12ymust be a GitHub user or organisation name: 1 to 39 letters, digits or hyphens, neither starting nor ending with a hyphen\x1a?this.matches(\'^[A-Za-z0-9](?:[A-Za-z0-9-]{0,37}[A-Za-z0-9])?$\')\x12\x19\n\x05query\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\xe8\x07\x12\x16\n\x05top_k\x18\x03 \x01(\rB\x07\xbaH\x04*\x02\x18\x64\"j\n\x14SearchBundleResponse\x12.\n\x04hits\x18\x01 \x03(\x0b\x32 .contextmesh.search.v1.SearchHit\x12\x13\n\x0b\x62undle_hash\x18\x02 \x01(\t\x12\r\n\x05tuned\x18\x03 \x01(\x08\x32\xbb\x07\n\rBundleService\x12\x98\x01\n\rRefreshBundle\x12,.contextmesh.gateway.v1.RefreshBundleRequest\x1a-.contextmesh.gateway.v1.RefreshBundleResponse\"*\x82\xd3\xe4\x93\x02$\"\x1f/v1/users/{user}/bundle:refresh:\x01*\x12n\n\x06GetJob\x12%.contextmesh.gateway.v1.GetJobRequest\x1a&.contextmesh.gateway.v1.GetJobResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/jobs/{id}\x12|\n\x08WatchJob\x12\'.contextmesh.gateway.v1.WatchJobRequest\x1a(.contextmesh.gateway.v1.WatchJobResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/jobs/{id}:watch0\x01\x12\x81\x01\n\tGetBundle\x12(.contextmesh.gateway.v1.GetBundleRequest\x1a).contextmesh.gateway.v1.GetBundleResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/users/{user}/bundle\x12\x81\x01\n\x0e\x44ownloadBundle\x12-.contextmesh.gateway.v1.DownloadBundleRequest\x1a\x14.google.api.HttpBody\"(\x82\xd3\xe4\x93\x02\"\x12 /v1/users/{user}/bundle:download0\x01\x12\x81\x01\n\tCancelJob\x12(.contextmesh.gateway.v1.CancelJobRequest\x1a).contextmesh.gateway.v1.CancelJobResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x14/v1/jobs/{id}:cancel:\x01*\x12\x94\x01\n\x0cSearchBundle\x12+.contextmesh.gateway.v1.SearchBundleRequest\x1a,.contextmesh.gateway.v1.SearchBundleResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/users/{user}/bundle:search:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+contextmesh/gateway/v1/bundle_service.proto\x12\x16\x63ontextmesh.gateway.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\"contextmesh/bundle/v1/bundle.proto\x1a\x1c\x63ontextmesh/job/v1/job.proto\x1a\"contextmesh/search/v1/search.proto\x1a#contextmesh/validate/v1/rules.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1fgoogle/protobuf/timestamp.proto\">\n\x14RefreshBundleRequest\x12\x17\n\x04user\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"P\n\x15RefreshBundleResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.contextmesh.job.v1.Job\x12\x11\n\tcoalesced\x18\x02 \x01(\x08\"&\n\rGetJobRequest\x12\x15\n\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xd0\xd2#\x01\"6\n\x0eGetJobResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.contextmesh.job.v1.Job\"(\n\x0fWatchJobRequest\x12\x15\n\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xd0\xd2#\x01\"]\n\x10WatchJobResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.contextmesh.job.v1.Job\x12\r\n\x05\x66inal\x18\x02 \x01(\x08\x12\x14\n\x0c\x62undle_ready\x18\x03 \x01(\x08\"+\n\x10GetBundleRequest\x12\x17\n\x04user\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\"\xe0\x01\n\x11GetBundleResponse\x12\x0c\n\x04user\x18\x01 \x01(\t\x12-\n\x06\x62undle\x18\x02 \x01(\x0b\x32\x1d.contextmesh.job.v1.BundleRef\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x0crepositories\x18\x05 \x03(\x0b\x32 .contextmesh.bundle.v1.RepoEntry\x12\x15\n\rdownload_path\x18\x06 \x01(\t\"0\n\x15\x44ownloadBundleRequest\x12\x17\n\x04user\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\")\n\x10\x43\x61ncelJobRequest\x12\x15\n\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xd0\xd2#\x01\"9\n\x11\x43\x61ncelJobResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.contextmesh.job.v1.Job\"a\n\x13SearchBundleRequest\x12\x17\n\x04user\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\x12\x19\n\x05query\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\xe8\x07\x12\x16\n\x05top_k\x18\x03 \x01(\rB\x07\xbaH\x04*\x02\x18\x64\"j\n\x14SearchBundleResponse\x12.\n\x04hits\x18\x01 \x03(\x0b\x32 .contextmesh.search.v1.SearchHit\x12\x13\n\x0b\x62undle_hash\x18\x02 \x01(\t\x12\r\n\x05tuned\x18\x03 \x01(\x08\x32\xbb\x07\n\rBundleService\x12\x98\x01\n\rRefreshBundle\x12,.contextmesh.gateway.v1.RefreshBundleRequest\x1a-.contextmesh.gateway.v1.RefreshBundleResponse\"*\x82\xd3\xe4\x93\x02$\"\x1f/v1/users/{user}/bundle:refresh:\x01*\x12n\n\x06GetJob\x12%.contextmesh.gateway.v1.GetJobRequest\x1a&.contextmesh.gateway.v1.GetJobResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/jobs/{id}\x12|\n\x08WatchJob\x12\'.contextmesh.gateway.v1.WatchJobRequest\x1a(.contextmesh.gateway.v1.WatchJobResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/jobs/{id}:watch0\x01\x12\x81\x01\n\tGetBundle\x12(.contextmesh.gateway.v1.GetBundleRequest\x1a).contextmesh.gateway.v1.GetBundleResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/users/{user}/bundle\x12\x81\x01\n\x0e\x44ownloadBundle\x12-.contextmesh.gateway.v1.DownloadBundleRequest\x1a\x14.google.api.HttpBody\"(\x82\xd3\xe4\x93\x02\"\x12 /v1/users/{user}/bundle:download0\x01\x12\x81\x01\n\tCancelJob\x12(.contextmesh.gateway.v1.CancelJobRequest\x1a).contextmesh.gateway.v1.CancelJobResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x14/v1/jobs/{id}:cancel:\x01*\x12\x94\x01\n\x0cSearchBundle\x12+.contextmesh.gateway.v1.SearchBundleRequest\x1a,.contextmesh.gateway.v1.SearchBundleResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/users/{user}/bundle:search:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,19 +40,19 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'contextmesh.gateway.v1.bund
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REFRESHBUNDLEREQUEST'].fields_by_name['user']._loaded_options = None
-  _globals['_REFRESHBUNDLEREQUEST'].fields_by_name['user']._serialized_options = b'\272H\315\001\272\001\311\001\n\013github_name\022ymust be a GitHub user or organisation name: 1 to 39 letters, digits or hyphens, neither starting nor ending with a hyphen\032?this.matches(\'^[A-Za-z0-9](?:[A-Za-z0-9-]{0,37}[A-Za-z0-9])?$\')'
+  _globals['_REFRESHBUNDLEREQUEST'].fields_by_name['user']._serialized_options = b'\272H\006r\004\310\322#\001'
   _globals['_GETJOBREQUEST'].fields_by_name['id']._loaded_options = None
-  _globals['_GETJOBREQUEST'].fields_by_name['id']._serialized_options = b'\272H\224\001\272\001\220\001\n\006job_id\022\\must be a job id as RefreshBundle returned it: 26 characters of Crockford base32, upper case\032(this.matches(\'^[0-9A-HJKMNP-TV-Z]{26}$\')'
+  _globals['_GETJOBREQUEST'].fields_by_name['id']._serialized_options = b'\272H\006r\004\320\322#\001'
   _globals['_WATCHJOBREQUEST'].fields_by_name['id']._loaded_options = None
-  _globals['_WATCHJOBREQUEST'].fields_by_name['id']._serialized_options = b'\272H\224\001\272\001\220\001\n\006job_id\022\\must be a job id as RefreshBundle returned it: 26 characters of Crockford base32, upper case\032(this.matches(\'^[0-9A-HJKMNP-TV-Z]{26}$\')'
+  _globals['_WATCHJOBREQUEST'].fields_by_name['id']._serialized_options = b'\272H\006r\004\320\322#\001'
   _globals['_GETBUNDLEREQUEST'].fields_by_name['user']._loaded_options = None
-  _globals['_GETBUNDLEREQUEST'].fields_by_name['user']._serialized_options = b'\272H\315\001\272\001\311\001\n\013github_name\022ymust be a GitHub user or organisation name: 1 to 39 letters, digits or hyphens, neither starting nor ending with a hyphen\032?this.matches(\'^[A-Za-z0-9](?:[A-Za-z0-9-]{0,37}[A-Za-z0-9])?$\')'
+  _globals['_GETBUNDLEREQUEST'].fields_by_name['user']._serialized_options = b'\272H\006r\004\310\322#\001'
   _globals['_DOWNLOADBUNDLEREQUEST'].fields_by_name['user']._loaded_options = None
-  _globals['_DOWNLOADBUNDLEREQUEST'].fields_by_name['user']._serialized_options = b'\272H\315\001\272\001\311\001\n\013github_name\022ymust be a GitHub user or organisation name: 1 to 39 letters, digits or hyphens, neither starting nor ending with a hyphen\032?this.matches(\'^[A-Za-z0-9](?:[A-Za-z0-9-]{0,37}[A-Za-z0-9])?$\')'
+  _globals['_DOWNLOADBUNDLEREQUEST'].fields_by_name['user']._serialized_options = b'\272H\006r\004\310\322#\001'
   _globals['_CANCELJOBREQUEST'].fields_by_name['id']._loaded_options = None
-  _globals['_CANCELJOBREQUEST'].fields_by_name['id']._serialized_options = b'\272H\224\001\272\001\220\001\n\006job_id\022\\must be a job id as RefreshBundle returned it: 26 characters of Crockford base32, upper case\032(this.matches(\'^[0-9A-HJKMNP-TV-Z]{26}$\')'
+  _globals['_CANCELJOBREQUEST'].fields_by_name['id']._serialized_options = b'\272H\006r\004\320\322#\001'
   _globals['_SEARCHBUNDLEREQUEST'].fields_by_name['user']._loaded_options = None
-  _globals['_SEARCHBUNDLEREQUEST'].fields_by_name['user']._serialized_options = b'\272H\315\001\272\001\311\001\n\013github_name\022ymust be a GitHub user or organisation name: 1 to 39 letters, digits or hyphens, neither starting nor ending with a hyphen\032?this.matches(\'^[A-Za-z0-9](?:[A-Za-z0-9-]{0,37}[A-Za-z0-9])?$\')'
+  _globals['_SEARCHBUNDLEREQUEST'].fields_by_name['user']._serialized_options = b'\272H\006r\004\310\322#\001'
   _globals['_SEARCHBUNDLEREQUEST'].fields_by_name['query']._loaded_options = None
   _globals['_SEARCHBUNDLEREQUEST'].fields_by_name['query']._serialized_options = b'\272H\007r\005\020\001\030\350\007'
   _globals['_SEARCHBUNDLEREQUEST'].fields_by_name['top_k']._loaded_options = None
@@ -70,32 +71,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BUNDLESERVICE'].methods_by_name['CancelJob']._serialized_options = b'\202\323\344\223\002\031\"\024/v1/jobs/{id}:cancel:\001*'
   _globals['_BUNDLESERVICE'].methods_by_name['SearchBundle']._loaded_options = None
   _globals['_BUNDLESERVICE'].methods_by_name['SearchBundle']._serialized_options = b'\202\323\344\223\002#\"\036/v1/users/{user}/bundle:search:\001*'
-  _globals['_REFRESHBUNDLEREQUEST']._serialized_start=293
-  _globals['_REFRESHBUNDLEREQUEST']._serialized_end=557
-  _globals['_REFRESHBUNDLERESPONSE']._serialized_start=559
-  _globals['_REFRESHBUNDLERESPONSE']._serialized_end=639
-  _globals['_GETJOBREQUEST']._serialized_start=642
-  _globals['_GETJOBREQUEST']._serialized_end=825
-  _globals['_GETJOBRESPONSE']._serialized_start=827
-  _globals['_GETJOBRESPONSE']._serialized_end=881
-  _globals['_WATCHJOBREQUEST']._serialized_start=884
-  _globals['_WATCHJOBREQUEST']._serialized_end=1069
-  _globals['_WATCHJOBRESPONSE']._serialized_start=1071
-  _globals['_WATCHJOBRESPONSE']._serialized_end=1164
-  _globals['_GETBUNDLEREQUEST']._serialized_start=1167
-  _globals['_GETBUNDLEREQUEST']._serialized_end=1412
-  _globals['_GETBUNDLERESPONSE']._serialized_start=1415
-  _globals['_GETBUNDLERESPONSE']._serialized_end=1639
-  _globals['_DOWNLOADBUNDLEREQUEST']._serialized_start=1642
-  _globals['_DOWNLOADBUNDLEREQUEST']._serialized_end=1892
-  _globals['_CANCELJOBREQUEST']._serialized_start=1895
-  _globals['_CANCELJOBREQUEST']._serialized_end=2081
-  _globals['_CANCELJOBRESPONSE']._serialized_start=2083
-  _globals['_CANCELJOBRESPONSE']._serialized_end=2140
-  _globals['_SEARCHBUNDLEREQUEST']._serialized_start=2143
-  _globals['_SEARCHBUNDLEREQUEST']._serialized_end=2442
-  _globals['_SEARCHBUNDLERESPONSE']._serialized_start=2444
-  _globals['_SEARCHBUNDLERESPONSE']._serialized_end=2550
-  _globals['_BUNDLESERVICE']._serialized_start=2553
-  _globals['_BUNDLESERVICE']._serialized_end=3508
+  _globals['_REFRESHBUNDLEREQUEST']._serialized_start=329
+  _globals['_REFRESHBUNDLEREQUEST']._serialized_end=391
+  _globals['_REFRESHBUNDLERESPONSE']._serialized_start=393
+  _globals['_REFRESHBUNDLERESPONSE']._serialized_end=473
+  _globals['_GETJOBREQUEST']._serialized_start=475
+  _globals['_GETJOBREQUEST']._serialized_end=513
+  _globals['_GETJOBRESPONSE']._serialized_start=515
+  _globals['_GETJOBRESPONSE']._serialized_end=569
+  _globals['_WATCHJOBREQUEST']._serialized_start=571
+  _globals['_WATCHJOBREQUEST']._serialized_end=611
+  _globals['_WATCHJOBRESPONSE']._serialized_start=613
+  _globals['_WATCHJOBRESPONSE']._serialized_end=706
+  _globals['_GETBUNDLEREQUEST']._serialized_start=708
+  _globals['_GETBUNDLEREQUEST']._serialized_end=751
+  _globals['_GETBUNDLERESPONSE']._serialized_start=754
+  _globals['_GETBUNDLERESPONSE']._serialized_end=978
+  _globals['_DOWNLOADBUNDLEREQUEST']._serialized_start=980
+  _globals['_DOWNLOADBUNDLEREQUEST']._serialized_end=1028
+  _globals['_CANCELJOBREQUEST']._serialized_start=1030
+  _globals['_CANCELJOBREQUEST']._serialized_end=1071
+  _globals['_CANCELJOBRESPONSE']._serialized_start=1073
+  _globals['_CANCELJOBRESPONSE']._serialized_end=1130
+  _globals['_SEARCHBUNDLEREQUEST']._serialized_start=1132
+  _globals['_SEARCHBUNDLEREQUEST']._serialized_end=1229
+  _globals['_SEARCHBUNDLERESPONSE']._serialized_start=1231
+  _globals['_SEARCHBUNDLERESPONSE']._serialized_end=1337
+  _globals['_BUNDLESERVICE']._serialized_start=1340
+  _globals['_BUNDLESERVICE']._serialized_end=2295
 # @@protoc_insertion_point(module_scope)

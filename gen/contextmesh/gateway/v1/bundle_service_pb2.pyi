@@ -1,9 +1,10 @@
 import datetime
 
-from buf.validate import validate_pb2 as _validate_pb2
+from contextmesh._vendor.buf.validate import validate_pb2 as _validate_pb2
 from contextmesh.bundle.v1 import bundle_pb2 as _bundle_pb2
 from contextmesh.job.v1 import job_pb2 as _job_pb2
 from contextmesh.search.v1 import search_pb2 as _search_pb2
+from contextmesh.validate.v1 import rules_pb2 as _rules_pb2
 from google.api import annotations_pb2 as _annotations_pb2
 from google.api import httpbody_pb2 as _httpbody_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2

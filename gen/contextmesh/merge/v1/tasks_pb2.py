@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from contextmesh._vendor.buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from contextmesh.task.v1 import task_pb2 as contextmesh_dot_task_dot_v1_dot_task__pb2
+from contextmesh.validate.v1 import rules_pb2 as contextmesh_dot_validate_dot_v1_dot_rules__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n contextmesh/merge/v1/tasks.proto\x12\x14\x63ontextmesh.merge.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1e\x63ontextmesh/task/v1/task.proto\"\xb2\x02\n\tMergeTask\x12\x33\n\x04meta\x18\x01 \x01(\x0b\x32\x1d.contextmesh.task.v1.TaskMetaB\x06\xbaH\x03\xc8\x01\x01\x12\xe0\x01\n\x04user\x18\x02 \x01(\tB\xd1\x01\xbaH\xcd\x01\xba\x01\xc9\x01\n\x0bgithub_name\x12ymust be a GitHub user or organisation name: 1 to 39 letters, digits or hyphens, neither starting nor ending with a hyphen\x1a?this.matches(\'^[A-Za-z0-9](?:[A-Za-z0-9-]{0,37}[A-Za-z0-9])?$\')\x12\r\n\x05total\x18\x03 \x01(\rb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n contextmesh/merge/v1/tasks.proto\x12\x14\x63ontextmesh.merge.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1e\x63ontextmesh/task/v1/task.proto\x1a#contextmesh/validate/v1/rules.proto\"h\n\tMergeTask\x12\x33\n\x04meta\x18\x01 \x01(\x0b\x32\x1d.contextmesh.task.v1.TaskMetaB\x06\xbaH\x03\xc8\x01\x01\x12\x17\n\x04user\x18\x02 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\x12\r\n\x05total\x18\x03 \x01(\rb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,7 +37,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MERGETASK'].fields_by_name['meta']._loaded_options = None
   _globals['_MERGETASK'].fields_by_name['meta']._serialized_options = b'\272H\003\310\001\001'
   _globals['_MERGETASK'].fields_by_name['user']._loaded_options = None
-  _globals['_MERGETASK'].fields_by_name['user']._serialized_options = b'\272H\315\001\272\001\311\001\n\013github_name\022ymust be a GitHub user or organisation name: 1 to 39 letters, digits or hyphens, neither starting nor ending with a hyphen\032?this.matches(\'^[A-Za-z0-9](?:[A-Za-z0-9-]{0,37}[A-Za-z0-9])?$\')'
-  _globals['_MERGETASK']._serialized_start=120
-  _globals['_MERGETASK']._serialized_end=426
+  _globals['_MERGETASK'].fields_by_name['user']._serialized_options = b'\272H\006r\004\310\322#\001'
+  _globals['_MERGETASK']._serialized_start=156
+  _globals['_MERGETASK']._serialized_end=260
 # @@protoc_insertion_point(module_scope)

@@ -1,5 +1,6 @@
-from buf.validate import validate_pb2 as _validate_pb2
+from contextmesh._vendor.buf.validate import validate_pb2 as _validate_pb2
 from contextmesh.task.v1 import task_pb2 as _task_pb2
+from contextmesh.validate.v1 import rules_pb2 as _rules_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Mapping as _Mapping

@@ -22,7 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from contextmesh._vendor.buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from contextmesh.job.v1 import job_pb2 as contextmesh_dot_job_dot_v1_dot_job__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 

@@ -1,4 +1,4 @@
-from buf.validate import validate_pb2 as _validate_pb2
+from contextmesh._vendor.buf.validate import validate_pb2 as _validate_pb2
 from contextmesh.job.v1 import job_pb2 as _job_pb2
 from google.api import annotations_pb2 as _annotations_pb2
 from google.protobuf.internal import containers as _containers

@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from contextmesh._vendor.buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from contextmesh.search.v1 import search_pb2 as contextmesh_dot_search_dot_v1_dot_search__pb2
+from contextmesh.validate.v1 import rules_pb2 as contextmesh_dot_validate_dot_v1_dot_rules__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*contextmesh/search/v1/search_service.proto\x12\x15\x63ontextmesh.search.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\"contextmesh/search/v1/search.proto\"\xa5\x02\n\rSearchRequest\x12\xe0\x01\n\x04user\x18\x01 \x01(\tB\xd1\x01\xbaH\xcd\x01\xba\x01\xc9\x01\n\x0bgithub_name\x12ymust be a GitHub user or organisation name: 1 to 39 letters, digits or hyphens, neither starting nor ending with a hyphen\x1a?this.matches(\'^[A-Za-z0-9](?:[A-Za-z0-9-]{0,37}[A-Za-z0-9])?$\')\x12\x19\n\x05query\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\xe8\x07\x12\x16\n\x05top_k\x18\x03 \x01(\rB\x07\xbaH\x04*\x02\x18\x64\"d\n\x0eSearchResponse\x12.\n\x04hits\x18\x01 \x03(\x0b\x32 .contextmesh.search.v1.SearchHit\x12\x13\n\x0b\x62undle_hash\x18\x02 \x01(\t\x12\r\n\x05tuned\x18\x03 \x01(\x08\x32\x66\n\rSearchService\x12U\n\x06Search\x12$.contextmesh.search.v1.SearchRequest\x1a%.contextmesh.search.v1.SearchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*contextmesh/search/v1/search_service.proto\x12\x15\x63ontextmesh.search.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\"contextmesh/search/v1/search.proto\x1a#contextmesh/validate/v1/rules.proto\"[\n\rSearchRequest\x12\x17\n\x04user\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\x12\x19\n\x05query\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\xe8\x07\x12\x16\n\x05top_k\x18\x03 \x01(\rB\x07\xbaH\x04*\x02\x18\x64\"d\n\x0eSearchResponse\x12.\n\x04hits\x18\x01 \x03(\x0b\x32 .contextmesh.search.v1.SearchHit\x12\x13\n\x0b\x62undle_hash\x18\x02 \x01(\t\x12\r\n\x05tuned\x18\x03 \x01(\x08\x32\x66\n\rSearchService\x12U\n\x06Search\x12$.contextmesh.search.v1.SearchRequest\x1a%.contextmesh.search.v1.SearchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,15 +35,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'contextmesh.search.v1.searc
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SEARCHREQUEST'].fields_by_name['user']._loaded_options = None
-  _globals['_SEARCHREQUEST'].fields_by_name['user']._serialized_options = b'\272H\315\001\272\001\311\001\n\013github_name\022ymust be a GitHub user or organisation name: 1 to 39 letters, digits or hyphens, neither starting nor ending with a hyphen\032?this.matches(\'^[A-Za-z0-9](?:[A-Za-z0-9-]{0,37}[A-Za-z0-9])?$\')'
+  _globals['_SEARCHREQUEST'].fields_by_name['user']._serialized_options = b'\272H\006r\004\310\322#\001'
   _globals['_SEARCHREQUEST'].fields_by_name['query']._loaded_options = None
   _globals['_SEARCHREQUEST'].fields_by_name['query']._serialized_options = b'\272H\007r\005\020\001\030\350\007'
   _globals['_SEARCHREQUEST'].fields_by_name['top_k']._loaded_options = None
   _globals['_SEARCHREQUEST'].fields_by_name['top_k']._serialized_options = b'\272H\004*\002\030d'
-  _globals['_SEARCHREQUEST']._serialized_start=135
-  _globals['_SEARCHREQUEST']._serialized_end=428
-  _globals['_SEARCHRESPONSE']._serialized_start=430
-  _globals['_SEARCHRESPONSE']._serialized_end=530
-  _globals['_SEARCHSERVICE']._serialized_start=532
-  _globals['_SEARCHSERVICE']._serialized_end=634
+  _globals['_SEARCHREQUEST']._serialized_start=171
+  _globals['_SEARCHREQUEST']._serialized_end=262
+  _globals['_SEARCHRESPONSE']._serialized_start=264
+  _globals['_SEARCHRESPONSE']._serialized_end=364
+  _globals['_SEARCHSERVICE']._serialized_start=366
+  _globals['_SEARCHSERVICE']._serialized_end=468
 # @@protoc_insertion_point(module_scope)

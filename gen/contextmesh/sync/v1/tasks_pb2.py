@@ -22,12 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from contextmesh._vendor.buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from contextmesh.job.v1 import job_pb2 as contextmesh_dot_job_dot_v1_dot_job__pb2
 from contextmesh.task.v1 import task_pb2 as contextmesh_dot_task_dot_v1_dot_task__pb2
+from contextmesh.validate.v1 import rules_pb2 as contextmesh_dot_validate_dot_v1_dot_rules__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63ontextmesh/sync/v1/tasks.proto\x12\x13\x63ontextmesh.sync.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1c\x63ontextmesh/job/v1/job.proto\x1a\x1e\x63ontextmesh/task/v1/task.proto\"\xd9\x02\n\x0c\x44iscoverTask\x12\x33\n\x04meta\x18\x01 \x01(\x0b\x32\x1d.contextmesh.task.v1.TaskMetaB\x06\xbaH\x03\xc8\x01\x01\x12\xe0\x01\n\x04user\x18\x02 \x01(\tB\xd1\x01\xbaH\xcd\x01\xba\x01\xc9\x01\n\x0bgithub_name\x12ymust be a GitHub user or organisation name: 1 to 39 letters, digits or hyphens, neither starting nor ending with a hyphen\x1a?this.matches(\'^[A-Za-z0-9](?:[A-Za-z0-9-]{0,37}[A-Za-z0-9])?$\')\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\x12\"\n\x06resync\x18\x04 \x03(\tB\x12\xbaH\x0f\x92\x01\x0c\x10\xe8\x07\"\x07r\x05\x10\x03\x18\xc8\x01\"\xf2\x03\n\x0cSyncRepoTask\x12\x33\n\x04meta\x18\x01 \x01(\x0b\x32\x1d.contextmesh.task.v1.TaskMetaB\x06\xbaH\x03\xc8\x01\x01\x12\xe0\x01\n\x04user\x18\x02 \x01(\tB\xd1\x01\xbaH\xcd\x01\xba\x01\xc9\x01\n\x0bgithub_name\x12ymust be a GitHub user or organisation name: 1 to 39 letters, digits or hyphens, neither starting nor ending with a hyphen\x1a?this.matches(\'^[A-Za-z0-9](?:[A-Za-z0-9-]{0,37}[A-Za-z0-9])?$\')\x12\x1e\n\nrepository\x18\x03 \x01(\tB\n\xbaH\x07r\x05\x10\x03\x18\xc8\x01\x12\r\n\x05index\x18\x04 \x01(\r\x12\x1d\n\x0b\x66ingerprint\x18\x05 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12 \n\x0e\x64\x65\x66\x61ult_branch\x18\x06 \x01(\tB\x08\xbaH\x05r\x03\x18\xff\x01\x12%\n\x13previous_result_key\x18\x07 \x01(\tB\x08\xbaH\x05r\x03\x18\xf4\x03\x12\x33\n\x08metadata\x18\x08 \x01(\x0b\x32!.contextmesh.sync.v1.RepoMetadata\"u\n\x0cRepoMetadata\x12\x13\n\x0b\x64\x65scription\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12\x0e\n\x06topics\x18\x03 \x03(\t\x12\x10\n\x08homepage\x18\x04 \x01(\t\x12\x0b\n\x03url\x18\x05 \x01(\t\x12\x0f\n\x07private\x18\x06 \x01(\x08\"\xab\x01\n\x0bRepoOutcome\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12.\n\x06status\x18\x03 \x01(\x0e\x32\x1e.contextmesh.job.v1.RepoStatus\x12\x13\n\x0b\x66ingerprint\x18\x04 \x01(\t\x12\x12\n\nresult_key\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x10\n\x08warnings\x18\x07 \x03(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63ontextmesh/sync/v1/tasks.proto\x12\x13\x63ontextmesh.sync.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1c\x63ontextmesh/job/v1/job.proto\x1a\x1e\x63ontextmesh/task/v1/task.proto\x1a#contextmesh/validate/v1/rules.proto\"\x8f\x01\n\x0c\x44iscoverTask\x12\x33\n\x04meta\x18\x01 \x01(\x0b\x32\x1d.contextmesh.task.v1.TaskMetaB\x06\xbaH\x03\xc8\x01\x01\x12\x17\n\x04user\x18\x02 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\x12\"\n\x06resync\x18\x04 \x03(\tB\x12\xbaH\x0f\x92\x01\x0c\x10\xe8\x07\"\x07r\x05\x10\x03\x18\xc8\x01\"\xa8\x02\n\x0cSyncRepoTask\x12\x33\n\x04meta\x18\x01 \x01(\x0b\x32\x1d.contextmesh.task.v1.TaskMetaB\x06\xbaH\x03\xc8\x01\x01\x12\x17\n\x04user\x18\x02 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\x12\x1e\n\nrepository\x18\x03 \x01(\tB\n\xbaH\x07r\x05\x10\x03\x18\xc8\x01\x12\r\n\x05index\x18\x04 \x01(\r\x12\x1d\n\x0b\x66ingerprint\x18\x05 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12 \n\x0e\x64\x65\x66\x61ult_branch\x18\x06 \x01(\tB\x08\xbaH\x05r\x03\x18\xff\x01\x12%\n\x13previous_result_key\x18\x07 \x01(\tB\x08\xbaH\x05r\x03\x18\xf4\x03\x12\x33\n\x08metadata\x18\x08 \x01(\x0b\x32!.contextmesh.sync.v1.RepoMetadata\"u\n\x0cRepoMetadata\x12\x13\n\x0b\x64\x65scription\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12\x0e\n\x06topics\x18\x03 \x03(\t\x12\x10\n\x08homepage\x18\x04 \x01(\t\x12\x0b\n\x03url\x18\x05 \x01(\t\x12\x0f\n\x07private\x18\x06 \x01(\x08\"\xab\x01\n\x0bRepoOutcome\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12.\n\x06status\x18\x03 \x01(\x0e\x32\x1e.contextmesh.job.v1.RepoStatus\x12\x13\n\x0b\x66ingerprint\x18\x04 \x01(\t\x12\x12\n\nresult_key\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x10\n\x08warnings\x18\x07 \x03(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,13 +38,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DISCOVERTASK'].fields_by_name['meta']._loaded_options = None
   _globals['_DISCOVERTASK'].fields_by_name['meta']._serialized_options = b'\272H\003\310\001\001'
   _globals['_DISCOVERTASK'].fields_by_name['user']._loaded_options = None
-  _globals['_DISCOVERTASK'].fields_by_name['user']._serialized_options = b'\272H\315\001\272\001\311\001\n\013github_name\022ymust be a GitHub user or organisation name: 1 to 39 letters, digits or hyphens, neither starting nor ending with a hyphen\032?this.matches(\'^[A-Za-z0-9](?:[A-Za-z0-9-]{0,37}[A-Za-z0-9])?$\')'
+  _globals['_DISCOVERTASK'].fields_by_name['user']._serialized_options = b'\272H\006r\004\310\322#\001'
   _globals['_DISCOVERTASK'].fields_by_name['resync']._loaded_options = None
   _globals['_DISCOVERTASK'].fields_by_name['resync']._serialized_options = b'\272H\017\222\001\014\020\350\007\"\007r\005\020\003\030\310\001'
   _globals['_SYNCREPOTASK'].fields_by_name['meta']._loaded_options = None
   _globals['_SYNCREPOTASK'].fields_by_name['meta']._serialized_options = b'\272H\003\310\001\001'
   _globals['_SYNCREPOTASK'].fields_by_name['user']._loaded_options = None
-  _globals['_SYNCREPOTASK'].fields_by_name['user']._serialized_options = b'\272H\315\001\272\001\311\001\n\013github_name\022ymust be a GitHub user or organisation name: 1 to 39 letters, digits or hyphens, neither starting nor ending with a hyphen\032?this.matches(\'^[A-Za-z0-9](?:[A-Za-z0-9-]{0,37}[A-Za-z0-9])?$\')'
+  _globals['_SYNCREPOTASK'].fields_by_name['user']._serialized_options = b'\272H\006r\004\310\322#\001'
   _globals['_SYNCREPOTASK'].fields_by_name['repository']._loaded_options = None
   _globals['_SYNCREPOTASK'].fields_by_name['repository']._serialized_options = b'\272H\007r\005\020\003\030\310\001'
   _globals['_SYNCREPOTASK'].fields_by_name['fingerprint']._loaded_options = None
@@ -52,12 +53,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SYNCREPOTASK'].fields_by_name['default_branch']._serialized_options = b'\272H\005r\003\030\377\001'
   _globals['_SYNCREPOTASK'].fields_by_name['previous_result_key']._loaded_options = None
   _globals['_SYNCREPOTASK'].fields_by_name['previous_result_key']._serialized_options = b'\272H\005r\003\030\364\003'
-  _globals['_DISCOVERTASK']._serialized_start=148
-  _globals['_DISCOVERTASK']._serialized_end=493
-  _globals['_SYNCREPOTASK']._serialized_start=496
-  _globals['_SYNCREPOTASK']._serialized_end=994
-  _globals['_REPOMETADATA']._serialized_start=996
-  _globals['_REPOMETADATA']._serialized_end=1113
-  _globals['_REPOOUTCOME']._serialized_start=1116
-  _globals['_REPOOUTCOME']._serialized_end=1287
+  _globals['_DISCOVERTASK']._serialized_start=185
+  _globals['_DISCOVERTASK']._serialized_end=328
+  _globals['_SYNCREPOTASK']._serialized_start=331
+  _globals['_SYNCREPOTASK']._serialized_end=627
+  _globals['_REPOMETADATA']._serialized_start=629
+  _globals['_REPOMETADATA']._serialized_end=746
+  _globals['_REPOOUTCOME']._serialized_start=749
+  _globals['_REPOOUTCOME']._serialized_end=920
 # @@protoc_insertion_point(module_scope)

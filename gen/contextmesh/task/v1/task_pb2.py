@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from contextmesh._vendor.buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from contextmesh.validate.v1 import rules_pb2 as contextmesh_dot_validate_dot_v1_dot_rules__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63ontextmesh/task/v1/task.proto\x12\x13\x63ontextmesh.task.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x96\x02\n\x08TaskMeta\x12\xa9\x01\n\x06job_id\x18\x01 \x01(\tB\x98\x01\xbaH\x94\x01\xba\x01\x90\x01\n\x06job_id\x12\\must be a job id as RefreshBundle returned it: 26 characters of Crockford base32, upper case\x1a(this.matches(\'^[0-9A-HJKMNP-TV-Z]{26}$\')\x12\x1b\n\x07task_id\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\xc8\x01\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\x30\n\x0c\x65nqueue_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"r\n\nDeadLetter\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\ndeliveries\x18\x04 \x01(\r\x12\x0e\n\x06job_id\x18\x05 \x01(\t\x12\x0e\n\x06msg_id\x18\x06 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63ontextmesh/task/v1/task.proto\x12\x13\x63ontextmesh.task.v1\x1a\x1b\x62uf/validate/validate.proto\x1a#contextmesh/validate/v1/rules.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x85\x01\n\x08TaskMeta\x12\x19\n\x06job_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xd0\xd2#\x01\x12\x1b\n\x07task_id\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\xc8\x01\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\x30\n\x0c\x65nqueue_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"r\n\nDeadLetter\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\ndeliveries\x18\x04 \x01(\r\x12\x0e\n\x06job_id\x18\x05 \x01(\t\x12\x0e\n\x06msg_id\x18\x06 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,11 +35,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'contextmesh.task.v1.task_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TASKMETA'].fields_by_name['job_id']._loaded_options = None
-  _globals['_TASKMETA'].fields_by_name['job_id']._serialized_options = b'\272H\224\001\272\001\220\001\n\006job_id\022\\must be a job id as RefreshBundle returned it: 26 characters of Crockford base32, upper case\032(this.matches(\'^[0-9A-HJKMNP-TV-Z]{26}$\')'
+  _globals['_TASKMETA'].fields_by_name['job_id']._serialized_options = b'\272H\006r\004\320\322#\001'
   _globals['_TASKMETA'].fields_by_name['task_id']._loaded_options = None
   _globals['_TASKMETA'].fields_by_name['task_id']._serialized_options = b'\272H\007r\005\020\001\030\310\001'
-  _globals['_TASKMETA']._serialized_start=118
-  _globals['_TASKMETA']._serialized_end=396
-  _globals['_DEADLETTER']._serialized_start=398
-  _globals['_DEADLETTER']._serialized_end=512
+  _globals['_TASKMETA']._serialized_start=155
+  _globals['_TASKMETA']._serialized_end=288
+  _globals['_DEADLETTER']._serialized_start=290
+  _globals['_DEADLETTER']._serialized_end=404
 # @@protoc_insertion_point(module_scope)

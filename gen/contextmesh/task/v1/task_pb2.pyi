@@ -1,6 +1,7 @@
 import datetime
 
-from buf.validate import validate_pb2 as _validate_pb2
+from contextmesh._vendor.buf.validate import validate_pb2 as _validate_pb2
+from contextmesh.validate.v1 import rules_pb2 as _rules_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message

@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from contextmesh._vendor.buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from contextmesh.task.v1 import task_pb2 as contextmesh_dot_task_dot_v1_dot_task__pb2
+from contextmesh.validate.v1 import rules_pb2 as contextmesh_dot_validate_dot_v1_dot_rules__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n contextmesh/train/v1/tasks.proto\x12\x14\x63ontextmesh.train.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1e\x63ontextmesh/task/v1/task.proto\"\xef\x02\n\tTrainTask\x12\x33\n\x04meta\x18\x01 \x01(\x0b\x32\x1d.contextmesh.task.v1.TaskMetaB\x06\xbaH\x03\xc8\x01\x01\x12\xe0\x01\n\x04user\x18\x02 \x01(\tB\xd1\x01\xbaH\xcd\x01\xba\x01\xc9\x01\n\x0bgithub_name\x12ymust be a GitHub user or organisation name: 1 to 39 letters, digits or hyphens, neither starting nor ending with a hyphen\x1a?this.matches(\'^[A-Za-z0-9](?:[A-Za-z0-9-]{0,37}[A-Za-z0-9])?$\')\x12*\n\x0b\x62undle_hash\x18\x03 \x01(\tB\x15\xbaH\x12r\x10\x32\x0e^[0-9a-f]{64}$\x12\x1e\n\nbundle_key\x18\x04 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\xf4\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n contextmesh/train/v1/tasks.proto\x12\x14\x63ontextmesh.train.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1e\x63ontextmesh/task/v1/task.proto\x1a#contextmesh/validate/v1/rules.proto\"\xa5\x01\n\tTrainTask\x12\x33\n\x04meta\x18\x01 \x01(\x0b\x32\x1d.contextmesh.task.v1.TaskMetaB\x06\xbaH\x03\xc8\x01\x01\x12\x17\n\x04user\x18\x02 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\x12*\n\x0b\x62undle_hash\x18\x03 \x01(\tB\x15\xbaH\x12r\x10\x32\x0e^[0-9a-f]{64}$\x12\x1e\n\nbundle_key\x18\x04 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\xf4\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,11 +37,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRAINTASK'].fields_by_name['meta']._loaded_options = None
   _globals['_TRAINTASK'].fields_by_name['meta']._serialized_options = b'\272H\003\310\001\001'
   _globals['_TRAINTASK'].fields_by_name['user']._loaded_options = None
-  _globals['_TRAINTASK'].fields_by_name['user']._serialized_options = b'\272H\315\001\272\001\311\001\n\013github_name\022ymust be a GitHub user or organisation name: 1 to 39 letters, digits or hyphens, neither starting nor ending with a hyphen\032?this.matches(\'^[A-Za-z0-9](?:[A-Za-z0-9-]{0,37}[A-Za-z0-9])?$\')'
+  _globals['_TRAINTASK'].fields_by_name['user']._serialized_options = b'\272H\006r\004\310\322#\001'
   _globals['_TRAINTASK'].fields_by_name['bundle_hash']._loaded_options = None
   _globals['_TRAINTASK'].fields_by_name['bundle_hash']._serialized_options = b'\272H\022r\0202\016^[0-9a-f]{64}$'
   _globals['_TRAINTASK'].fields_by_name['bundle_key']._loaded_options = None
   _globals['_TRAINTASK'].fields_by_name['bundle_key']._serialized_options = b'\272H\007r\005\020\001\030\364\003'
-  _globals['_TRAINTASK']._serialized_start=120
-  _globals['_TRAINTASK']._serialized_end=487
+  _globals['_TRAINTASK']._serialized_start=157
+  _globals['_TRAINTASK']._serialized_end=322
 # @@protoc_insertion_point(module_scope)

@@ -1,0 +1,179 @@
+"""The two syncsvc handlers: DiscoverTask (plan the job, fan out) and SyncRepoTask (sync one
+repository, count it).
+
+A user the source does not know ends the job FAILED at once, without a dead letter: a
+misspelt name is the caller's mistake, not work an operator should redrive. A repository
+that can never sync is that repository's failure, counted FAILED; the job goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from contextmesh.job.v1 import job_pb2, job_record_pb2
+from contextmesh.sync.v1 import tasks_pb2 as sync_tasks
+from nats.js import JetStreamContext
+
+from meshkit.blob import BlobStore
+from meshkit.config import SyncSettings
+from meshkit.jobs import JobStore, is_final
+from meshkit.publish import publish_task
+from meshkit.topology import SYNC
+from meshkit.worker import Delivery, Failure
+from syncsvc.fanin import FanIn
+from syncsvc.plan import Planner, sync_task
+from syncsvc.repository import failed_outcome, sync_repository
+from syncsvc.sources.base import Source, UserNotFoundError
+
+__all__ = ["DiscoverHandler", "SyncHandler"]
+
+log = logging.getLogger(__name__)
+
+JobState = job_pb2.JobState
+RepoStatus = job_pb2.RepoStatus
+
+
+class DiscoverHandler:
+    """Handles DiscoverTasks: list and plan, then one sync task per stale repository."""
+
+    task_type = sync_tasks.DiscoverTask
+
+    def __init__(
+        self, js: JetStreamContext, jobs: JobStore, fanin: FanIn, planner: Planner
+    ) -> None:
+        self.js = js
+        self.jobs = jobs
+        self.fanin = fanin
+        self.planner = planner
+
+    async def handle(self, task: sync_tasks.DiscoverTask, delivery: Delivery) -> None:
+        job_id = task.meta.job_id
+        record, _ = await self.jobs.get(job_id)
+        if is_final(record.job.state):
+            return  # cancelled (or failed) before discovery: drop the task
+        await self.jobs.update(job_id, _mark_discovering)
+        try:
+            plan, base_hash = await self.planner.plan(task)
+        except UserNotFoundError as exc:
+            # The caller's mistake, not an operator's problem: the job ends FAILED saying so
+            # and nothing is parked. Its record (which expires) is the only trace; a
+            # redelivery finds the job final and drops the task.
+            await self.jobs.end(
+                job_id,
+                JobState.JOB_STATE_FAILED,
+                f"{exc} at the source; check the name",
+                code=job_pb2.ERROR_CODE_USER_NOT_FOUND,
+            )
+            log.info("job %s: %s", job_id, exc, extra={"job_id": job_id})
+            return
+        total = len(plan)
+
+        def start_syncing(rec: job_record_pb2.JobRecord) -> bool:
+            if rec.job.state != JobState.JOB_STATE_DISCOVERING:
+                return False
+            rec.job.state = JobState.JOB_STATE_SYNCING
+            rec.job.total = total
+            rec.counted = bytes((total + 7) // 8)
+            rec.base_bundle_hash = base_hash
+            return True
+
+        record = await self.jobs.update(job_id, start_syncing)
+        if is_final(record.job.state):
+            return
+        unchanged = [
+            sync_tasks.RepoOutcome(
+                repository=p["repository"],
+                index=i,
+                status=RepoStatus.REPO_STATUS_UNCHANGED,
+                fingerprint=p["fingerprint"],
+                result_key=p["previous_result_key"],
+            )
+            for i, p in enumerate(plan)
+            if not p["stale"]
+        ]
+        stale = [(i, p) for i, p in enumerate(plan) if p["stale"]]
+        for start in range(0, len(stale), 128):
+            await asyncio.gather(
+                *(self._publish(sync_task(task, i, p)) for i, p in stale[start : start + 128])
+            )
+        # Also starts the merge when nothing is stale (or the user has no repositories).
+        await self.fanin.record(job_id, task.user, unchanged)
+        log.info(
+            "job %s: %d repositories, %d stale",
+            job_id,
+            total,
+            len(stale),
+            extra={"job_id": job_id},
+        )
+
+    async def on_dead_letter(self, task: sync_tasks.DiscoverTask | None, failure: Failure) -> None:
+        """The repositories could not be listed: the job ends FAILED."""
+        if task is None:
+            return
+        if failure.public is not None:
+            code = failure.code or job_pb2.ERROR_CODE_SOURCE_REFUSED
+            message = f"discovery failed: {failure.public}"
+        else:
+            code = job_pb2.ERROR_CODE_DISCOVERY_FAILED
+            message = (
+                "listing the repositories failed on every attempt; "
+                "the task is parked for an operator to redrive"
+            )
+        await self.jobs.end(
+            task.meta.job_id, job_pb2.JOB_STATE_FAILED, message, code=code, missing_ok=True
+        )
+
+    async def _publish(self, sync: sync_tasks.SyncRepoTask) -> None:
+        await publish_task(self.js, SYNC.subject, sync, msg_id=sync.meta.task_id)
+
+
+class SyncHandler:
+    """Handles SyncRepoTasks: each repository's outcome stored and counted exactly once."""
+
+    task_type = sync_tasks.SyncRepoTask
+
+    def __init__(
+        self,
+        jobs: JobStore,
+        fanin: FanIn,
+        blobs: BlobStore,
+        source: Source,
+        settings: SyncSettings,
+    ) -> None:
+        self.jobs = jobs
+        self.fanin = fanin
+        self.blobs = blobs
+        self.source = source
+        self.settings = settings
+
+    async def handle(self, task: sync_tasks.SyncRepoTask, delivery: Delivery) -> None:
+        job_id = task.meta.job_id
+        record, _ = await self.jobs.get(job_id)
+        if is_final(record.job.state):
+            return  # cancelled: work picked up after the cancel is dropped
+        if (done := await self.fanin.stored(job_id, task.index)) is not None:
+            await self.fanin.record(job_id, task.user, [done])  # count it if a crash didn't
+            return
+        outcome = await sync_repository(
+            task, delivery, source=self.source, blobs=self.blobs, settings=self.settings
+        )
+        await self.fanin.record(job_id, task.user, [outcome])
+
+    async def on_dead_letter(self, task: sync_tasks.SyncRepoTask | None, failure: Failure) -> None:
+        """A repository that can never sync is one repository's failure, not the job's: it
+        is counted FAILED and the job goes on."""
+        if task is None:
+            return
+        reason = failure.public or (
+            "the repository could not be synced on any attempt; "
+            "the task is parked for an operator to redrive"
+        )
+        await self.fanin.record(task.meta.job_id, task.user, [failed_outcome(task, reason)])
+
+
+def _mark_discovering(record: job_record_pb2.JobRecord) -> bool:
+    if record.job.state != JobState.JOB_STATE_QUEUED:
+        return False
+    record.job.state = JobState.JOB_STATE_DISCOVERING
+    return True
