@@ -29,7 +29,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.train.support import repo  # noqa: E402
+from meshkit.domain.documents import Bundle, RepositoryResult  # noqa: E402
+from tests.train.support import bundle, repo  # noqa: E402
 
 __all__ = ["synthetic_bundle"]
 
@@ -100,10 +101,10 @@ _NOUNS = _items(
 )
 
 
-def synthetic_bundle(size: int, seed: int = 0, user: str = "bench") -> dict[str, Any]:
-    """A bundle document of `size` repositories with demo-like content, same for a seed."""
+def synthetic_bundle(size: int, seed: int = 0, user: str = "bench") -> Bundle:
+    """A bundle of `size` repositories with demo-like content, same for a seed."""
     rng = random.Random(seed)
-    repositories: list[dict[str, Any]] = []
+    repositories: list[RepositoryResult] = []
     for i in range(size):
         name = f"{rng.choice(_ADJECTIVES)}-{rng.choice(_NOUNS)}-{i}"
         domain, purpose = rng.choice(_DOMAINS)
@@ -160,8 +161,7 @@ def synthetic_bundle(size: int, seed: int = 0, user: str = "bench") -> dict[str,
                 metadata={"description": description, "language": language, "topics": [domain]},
             )
         )
-    repositories.sort(key=lambda r: r["repository"].lower())
-    return {"format": "contextmesh.bundle/v1", "user": user, "repositories": repositories}
+    return bundle(user, repositories)
 
 
 def child(size: int, seed: int, device: str) -> dict[str, Any]:

@@ -87,7 +87,7 @@ class MergeHandler:
         user = record.job.user
         outcomes = await read_outcomes(self.outcomes, job_id, record.job.total)
         document = build_bundle(user, outcomes, await read_results(self.blobs, outcomes))
-        data = canonical_json(document)
+        data = canonical_json(document.to_json())
         digest = content_hash(data)
         ref = job_pb2.BundleRef(
             content_hash=digest,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from collections.abc import Mapping
 
 from contextmesh.bundle.v1 import bundle_pb2
 from contextmesh.job.v1 import job_pb2, job_record_pb2
@@ -20,7 +20,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from meshkit.blob import BlobStore
-from meshkit.domain.bundle import BUNDLE_FORMAT
+from meshkit.domain.documents import Bundle, BundleRepository, RepositoryResult
 from meshkit.domain.pointers import bundle_pointer_problem
 from meshkit.jobs import Mutation
 from meshkit.worker import RetryLater
@@ -39,30 +39,22 @@ RepoStatus = job_pb2.RepoStatus
 
 
 def build_bundle(
-    user: str, outcomes: list[sync_tasks.RepoOutcome], results: dict[str, dict[str, Any]]
-) -> dict[str, Any]:
-    """The bundle document: every repository's result, sorted by name. Job-specific outcomes
-    stay out of it so that unchanged content keeps its hash."""
+    user: str,
+    outcomes: list[sync_tasks.RepoOutcome],
+    results: Mapping[str, RepositoryResult],
+) -> Bundle:
+    """The bundle: every repository's result, sorted by name. Job-specific outcomes stay out
+    of it so that unchanged content keeps its hash."""
     repositories = []
     for outcome in sorted(outcomes, key=lambda o: o.repository.lower()):
-        entry: dict[str, Any] = dict(results.get(outcome.result_key) or _empty(outcome))
+        result = results.get(outcome.result_key) or RepositoryResult.placeholder(
+            outcome.repository, outcome.fingerprint, tuple(outcome.warnings)
+        )
         failed = outcome.status == RepoStatus.REPO_STATUS_FAILED
-        entry["sync_error"] = (outcome.reason or "sync failed") if failed else None
-        repositories.append(entry)
-    return {"format": BUNDLE_FORMAT, "user": user, "repositories": repositories}
-
-
-def _empty(outcome: sync_tasks.RepoOutcome) -> dict[str, Any]:
-    return {
-        "repository": outcome.repository,
-        "fingerprint": outcome.fingerprint,
-        "context": None,
-        "readme": None,
-        "files": {},
-        "metadata": {},
-        "fetch": {},
-        "warnings": list(outcome.warnings),
-    }
+        repositories.append(
+            BundleRepository(result, (outcome.reason or "sync failed") if failed else None)
+        )
+    return Bundle(user, tuple(repositories))
 
 
 def bundle_index(
@@ -109,13 +101,13 @@ async def read_outcomes(
 
 async def read_results(
     blobs: BlobStore, outcomes: list[sync_tasks.RepoOutcome]
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, RepositoryResult]:
     """The stored repository results the outcomes name, by result key."""
     keys = sorted({o.result_key for o in outcomes if o.result_key})
-    results: dict[str, dict[str, Any]] = {}
+    results: dict[str, RepositoryResult] = {}
 
     async def load(key: str) -> None:
-        results[key] = json.loads(await blobs.get(key))
+        results[key] = RepositoryResult.from_json(json.loads(await blobs.get(key)))
 
     for start in range(0, len(keys), 32):
         await asyncio.gather(*(load(k) for k in keys[start : start + 32]))

@@ -11,13 +11,14 @@ import json
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 from contextmesh.bundle.v1 import bundle_pb2
 from nats.js.kv import KeyValue
 
 from meshkit.blob import BlobStore
+from meshkit.domain.documents import Bundle
 from meshkit.domain.embedding import embeddings_from_npy, passages_key
 from meshkit.domain.passages import Passage, passages_from_json
 from meshkit.domain.pointers import read_bundle_pointer, read_model_pointer
@@ -49,11 +50,13 @@ async def read_model(models: KeyValue, user: str) -> bundle_pb2.ModelPointer | N
     return (await read_model_pointer(models, user))[0]
 
 
-async def read_bundle(blobs: BlobStore, pointer: bundle_pb2.BundlePointer) -> dict[str, Any]:
+async def read_bundle(blobs: BlobStore, pointer: bundle_pb2.BundlePointer) -> Bundle:
+    """The bundle the pointer names; ValueError when the blob holds no bundle document."""
     document = json.loads(await blobs.get(pointer.bundle.blob_key))
-    if not isinstance(document, dict):
-        raise ValueError(f"{pointer.bundle.blob_key} is not a bundle document")
-    return document
+    try:
+        return Bundle.from_json(document)
+    except ValueError:
+        raise ValueError(f"{pointer.bundle.blob_key} is not a bundle document") from None
 
 
 async def read_embeddings(

@@ -1,8 +1,8 @@
-"""Build a repository result (`contextmesh.repo/v1`, see meshkit.domain.bundle) from what a source
-listed and fetched.
+"""Build a repository result (`contextmesh.repo/v1`, meshkit.domain.documents) from what a
+source listed and fetched.
 
 The result is a pure function of its inputs: no clock, no host, no order that the inputs do
-not fix. The same listing and files give the same dict, so the same canonical bytes and the
+not fix. The same listing and files give the same document, so the same canonical bytes and the
 same content-addressed blob key, however often a task is redelivered (design invariant 2).
 
 It always encodes: every string in it is made encodable (meshkit.text) with a warning, and
@@ -12,9 +12,17 @@ at once with the reason instead of retrying a task that cannot succeed.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-from meshkit.domain.bundle import REPO_FORMAT, canonical_json
+from meshkit.domain.bundle import canonical_json
+from meshkit.domain.documents import (
+    FetchRecord,
+    Readme,
+    RepositoryContext,
+    RepositoryMetadata,
+    RepositoryResult,
+)
 from meshkit.text import REPLACEMENT, encodable, encodable_json
 from meshkit.worker import PermanentError
 from syncsvc.repo_context import parse_repo_context
@@ -29,24 +37,25 @@ _HAS_BODY = ("ok", "not_modified")
 
 def normalize_repository(
     listing: RepoListing, fetched: FetchedRepo, *, max_file_bytes: int
-) -> dict[str, Any]:
-    """The repository result document for listing and its fetched files."""
+) -> RepositoryResult:
+    """The repository result for listing and its fetched files."""
     result = _Result(max_file_bytes)
     result.warn_all(fetched.warnings)
 
-    context: dict[str, Any] | None = None
+    context: RepositoryContext | None = None
     body = result.body(fetched.context)
     if body is not None:
         parsed = parse_repo_context(body, max_bytes=max_file_bytes)
         result.warn_all(parsed.warnings)
-        context = parsed.context
-        if context is None:
+        if parsed.context is None:
             result.fetch[fetched.context.path]["status"] = "invalid"
+        else:
+            context = RepositoryContext.from_json(parsed.context)
 
-    readme: dict[str, str] | None = None
+    readme: Readme | None = None
     body = result.body(fetched.readme)
     if body is not None:
-        readme = {"path": fetched.readme.path, "text": result.text(fetched.readme.path, body)}
+        readme = Readme(fetched.readme.path, result.text(fetched.readme.path, body))
 
     files: dict[str, str] = {}
     for extra in fetched.extra:
@@ -54,49 +63,53 @@ def normalize_repository(
         if body is not None and extra.path not in files:
             files[extra.path] = result.text(extra.path, body)
 
-    metadata = {
-        "description": listing.description,
-        "language": listing.language,
-        "topics": list(listing.topics),
-        "homepage": listing.homepage,
-        "url": listing.url,
-        "private": listing.private,
-    }
+    metadata = RepositoryMetadata(
+        description=listing.description,
+        language=listing.language,
+        topics=listing.topics,
+        homepage=listing.homepage,
+        url=listing.url,
+        private=listing.private,
+    )
     result.warn_replaced(metadata)
 
-    document = {
-        "format": REPO_FORMAT,
-        "repository": listing.full_name,
-        "fingerprint": listing.fingerprint,
-        "default_branch": listing.default_branch,
-        "metadata": metadata,
-        "context": context,
-        "readme": readme,
-        "files": files,
-        "fetch": result.fetch,
-        "warnings": result.warnings,
-    }
+    document = RepositoryResult(
+        repository=listing.full_name,
+        fingerprint=listing.fingerprint,
+        default_branch=listing.default_branch,
+        metadata=metadata,
+        context=context,
+        readme=readme,
+        files=files,
+        fetch={path: FetchRecord(f["status"], f["bytes"]) for path, f in result.fetch.items()},
+        warnings=tuple(result.warnings),
+    )
     # The one net under everything a source handed over (file paths, its warnings): the
     # reader and the listing already made their own text encodable.
-    document, replaced = encodable_json(document)
+    fixed, replaced = encodable_json(document.to_json())
     if replaced:
-        document["warnings"].append(
-            f"{replaced} texts from the source (file names, paths, messages) could not be "
-            "encoded and had characters replaced with U+FFFD"
+        document = RepositoryResult.from_json(fixed)
+        document = replace(
+            document,
+            warnings=(
+                *document.warnings,
+                f"{replaced} texts from the source (file names, paths, messages) could not be "
+                "encoded and had characters replaced with U+FFFD",
+            ),
         )
     ensure_encodable(document)
     return document
 
 
-def ensure_encodable(document: dict[str, Any]) -> bytes:
+def ensure_encodable(document: RepositoryResult) -> bytes:
     """The canonical bytes of a repository result; PermanentError, naming the repository,
     when it cannot have any (the repository then fails at once with that reason)."""
     try:
-        return canonical_json(document)
+        return canonical_json(document.to_json())
     except (ValueError, TypeError, RecursionError) as exc:
         reason = encodable(f"{type(exc).__name__}: {exc}")[:300]
         raise PermanentError(
-            f"{document.get('repository')}: its result cannot be stored as JSON ({reason})"
+            f"{document.repository}: its result cannot be stored as JSON ({reason})"
         ) from None
 
 
@@ -126,10 +139,10 @@ class _Result:
         for message in messages:
             self.warn(message)
 
-    def warn_replaced(self, metadata: dict[str, Any]) -> None:
+    def warn_replaced(self, metadata: RepositoryMetadata) -> None:
         """A warning per listing field that shows U+FFFD: the source replaced text there
         that could not be encoded (or received it already replaced)."""
-        for name, value in metadata.items():
+        for name, value in metadata.to_json().items():
             values = value if isinstance(value, list) else [value]
             if any(isinstance(v, str) and REPLACEMENT in v for v in values):
                 self.warn(

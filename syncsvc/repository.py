@@ -18,9 +18,9 @@ from contextmesh.sync.v1 import tasks_pb2 as sync_tasks
 from meshkit.blob import BlobStore
 from meshkit.blob.base import ensure_stored
 from meshkit.config import SyncSettings
-from meshkit.domain.bundle import canonical_json, content_hash, repo_result_key
+from meshkit.domain.bundle import content_hash, repo_result_key
 from meshkit.worker import Delivery, RetryLater
-from syncsvc.repo_result import normalize_repository
+from syncsvc.repo_result import ensure_encodable, normalize_repository
 from syncsvc.sources.base import RepoListing, Source, SourceError
 
 __all__ = ["failed_outcome", "sync_repository"]
@@ -83,7 +83,7 @@ async def sync_repository(
         )
         return failed_outcome(task, str(exc))
     result = normalize_repository(listing, fetched, max_file_bytes=settings.max_file_bytes)
-    data = canonical_json(result)
+    data = ensure_encodable(result)
     key = repo_result_key(task.repository, content_hash(data))
     await ensure_stored(blobs, key, data)
     return sync_tasks.RepoOutcome(
@@ -92,5 +92,5 @@ async def sync_repository(
         status=RepoStatus.REPO_STATUS_SYNCED,
         fingerprint=task.fingerprint,
         result_key=key,
-        warnings=result.get("warnings", []),
+        warnings=result.warnings,
     )

@@ -29,7 +29,6 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from contextmesh.bundle.v1 import bundle_pb2
 from contextmesh.job.v1 import job_pb2, job_record_pb2
@@ -39,6 +38,7 @@ from nats.js.kv import KeyValue
 from meshkit.blob import BlobStore
 from meshkit.config import TrainSettings
 from meshkit.domain.bundle import content_hash
+from meshkit.domain.documents import Bundle
 from meshkit.domain.embedding import base_model_path
 from meshkit.domain.pointers import read_model_pointer
 from meshkit.errors import JobNotFoundError
@@ -279,7 +279,7 @@ class TrainHandler:
 
     # inputs
 
-    async def _load_bundle(self, task: train_tasks.TrainTask) -> dict[str, Any]:
+    async def _load_bundle(self, task: train_tasks.TrainTask) -> Bundle:
         data = await self.blobs.get(task.bundle_key)
         if content_hash(data) != task.bundle_hash:
             raise PermanentError(
@@ -289,9 +289,10 @@ class TrainHandler:
             document = json.loads(data)
         except ValueError as exc:
             raise PermanentError(f"bundle {task.bundle_key} is not JSON: {exc}") from None
-        if not isinstance(document, dict):
-            raise PermanentError(f"bundle {task.bundle_key} is not a bundle document")
-        return document
+        try:
+            return Bundle.from_json(document)
+        except ValueError:
+            raise PermanentError(f"bundle {task.bundle_key} is not a bundle document") from None
 
     async def _base(self) -> str:
         if self._base_model is None:

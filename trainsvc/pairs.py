@@ -31,8 +31,9 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
+from meshkit.domain.documents import Bundle
 from meshkit.domain.passages import Passage, RepositoryFacts, bundle_facts, passages_of
 
 __all__ = [
@@ -127,13 +128,13 @@ class PairSet:
 
 
 def build_pairs(
-    bundle: Mapping[str, Any],
+    bundle: Bundle,
     *,
     seed: int,
     max_pairs: int,
     max_held_out: int = MAX_HELD_OUT,
 ) -> PairSet:
-    """Training pairs (at most max_pairs) and held-out queries for a bundle document."""
+    """Training pairs (at most max_pairs) and held-out queries for a bundle."""
     rng = random.Random(seed)
     facts = bundle_facts(bundle)
     by_repo = {f.repository: passages_of(f) for f in facts}

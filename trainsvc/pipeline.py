@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from meshkit.domain.documents import Bundle
 from meshkit.domain.embedding import encode, load_model, resolve_device
 from meshkit.domain.passages import Passage
 from trainsvc.evaluate import Metrics, beats, evaluate
@@ -54,7 +53,7 @@ class TrainResult:
 
 
 def train_on_bundle(
-    bundle: Mapping[str, Any],
+    bundle: Bundle,
     config: TrainConfig,
     *,
     base_model: str,
@@ -63,7 +62,7 @@ def train_on_bundle(
     on_progress: ProgressFn,
     should_stop: StopFn,
 ) -> TrainResult:
-    """Train on a bundle document; raise NotEnoughData or TrainingStopped."""
+    """Train on a bundle; raise NotEnoughData or TrainingStopped."""
     started = time.monotonic()
     pairs = build_pairs(bundle, seed=config.seed, max_pairs=config.max_pairs)
     if pairs.repositories < 2 or len(pairs.train) < MIN_TRAIN_PAIRS or not pairs.held_out:

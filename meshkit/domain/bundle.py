@@ -4,35 +4,10 @@ Two JSON documents, both written in canonical form (sorted keys, no insignifican
 UTF-8) so that the same inputs give byte-identical output and the same content hash.
 
 A **repository result** (`contextmesh.repo/v1`), written by syncsvc once per fetched state of
-a repository, under `repos/<owner>/<name>/<sha256>.json`:
-
-    {
-      "format": "contextmesh.repo/v1",
-      "repository": "owner/name",
-      "fingerprint": "2026-11-01T10:00:00Z",      # what discovery saw (pushed_at, HEAD, hash)
-      "default_branch": "main",
-      "metadata": {"description": str|null, "language": str|null, "topics": [str],
-                   "homepage": str|null, "url": str|null, "private": bool},
-      "context": {                                  # null when there is no .repo-context.json
-        "name": str|null, "description": str|null, "type": str|null, "scope": str|null,
-        "tech": [str], "skills": [str], "topics": [str],
-        "components": [{"name": str, "description": str}],
-        "faq": [{"question": str, "answer": str}],
-        "raw": {...}                                # the whole parsed file, unknown parts kept
-      },
-      "readme": {"path": "README.md", "text": str} | null,
-      "files": {"ARCHITECTURE.md": str, ...},      # the configured extra files that exist
-      "fetch": {"<path>": {"status": "ok|missing|too_large|invalid|not_modified",
-                           "bytes": int}},
-      "warnings": [str]
-    }
-
-A **bundle** (`contextmesh.bundle/v1`), written by mergesvc under
-`bundles/<user>/<content_hash>.json`, holds every repository result of the job sorted by
-repository:
-
-    {"format": "contextmesh.bundle/v1", "user": "demo",
-     "repositories": [{...repository result..., "sync_error": str|null}]}
+a repository, under `repos/<owner>/<name>/<sha256>.json`, and a **bundle**
+(`contextmesh.bundle/v1`), written by mergesvc under `bundles/<user>/<content_hash>.json`,
+which holds every repository result of the job sorted by repository. Their shapes are typed
+in meshkit.domain.documents, the only code that knows their JSON.
 
 The content hash is the SHA-256 of the canonical bytes. It depends on content only, not on
 which job produced it: a refresh that changes nothing yields the same bundle and hash (and

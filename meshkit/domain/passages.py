@@ -5,9 +5,10 @@ about five things into none of them, while a passage ("README: Deep sleep", "tec
 matches one need and can be shown as the reason for a hit. Training pairs and the held-out
 evaluation are built from the same passages, so a model is tuned on exactly what it serves.
 
-Pure Python (no torch, no numpy): trainsvc and searchsvc both use it and must not import
-each other. Every function is deterministic: the same bundle gives the same passages in the
-same order, which is what lets trainsvc store passage embeddings that searchsvc reuses.
+Pure Python (no torch, no numpy; markdown-it-py reads the markdown): trainsvc and searchsvc
+both use it and must not import each other. Every function is deterministic: the same bundle
+gives the same passages in the same order, which is what lets trainsvc store passage
+embeddings that searchsvc reuses.
 
 Per repository, in this order (earlier sources survive the per-repository cap):
     description            "<name>: <description>" (context, else GitHub's description)
@@ -27,6 +28,16 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+
+from meshkit.domain.documents import (
+    Bundle,
+    RepositoryContext,
+    RepositoryMetadata,
+    RepositoryResult,
+)
 
 __all__ = [
     "MAX_PASSAGES_PER_REPOSITORY",
@@ -101,49 +112,43 @@ class RepositoryFacts:
         return _unique([self.name, *self.tech, *self.topics])
 
 
-def bundle_facts(bundle: Mapping[str, Any]) -> list[RepositoryFacts]:
-    """The facts of every repository of a bundle document, in bundle order."""
-    return [repository_facts(repo) for repo in bundle.get("repositories") or []]
+def bundle_facts(bundle: Bundle) -> list[RepositoryFacts]:
+    """The facts of every repository of a bundle, in bundle order."""
+    return [repository_facts(entry.result) for entry in bundle.repositories]
 
 
-def bundle_passages(bundle: Mapping[str, Any]) -> list[Passage]:
+def bundle_passages(bundle: Bundle) -> list[Passage]:
     """Every passage of a bundle, grouped by repository in bundle order."""
     return [p for facts in bundle_facts(bundle) for p in passages_of(facts)]
 
 
-def repository_facts(repo: Mapping[str, Any]) -> RepositoryFacts:
-    """Read one repository result (meshkit.domain.bundle) tolerantly: any part may be missing."""
-    full_name = str(repo.get("repository") or "unknown/unknown")
-    context = _mapping(repo.get("context"))
-    metadata = _mapping(repo.get("metadata"))
-    name = _text(context.get("name")) or full_name.rsplit("/", 1)[-1]
-    descriptions = _unique([_text(context.get("description")), _text(metadata.get("description"))])
-    topics = _unique(
-        [_topic(t) for t in _strings(context.get("topics"))]
-        + [_topic(t) for t in _strings(metadata.get("topics"))]
-    )
-    tech = _strings(context.get("tech"))
-    language = _text(metadata.get("language"))
+def repository_facts(result: RepositoryResult) -> RepositoryFacts:
+    """What one repository result says, cleaned: whitespace collapsed, repeats dropped."""
+    context = result.context or RepositoryContext()
+    metadata = result.metadata or RepositoryMetadata()
+    name = _text(context.name) or result.repository.rsplit("/", 1)[-1]
+    descriptions = _unique([_text(context.description), _text(metadata.description)])
+    topics = _unique([_topic(t) for t in _texts(context.topics + metadata.topics)])
+    tech = _texts(context.tech)
+    language = _text(metadata.language)
     if language:
         tech = [*tech, language]
     sections: list[Section] = []
-    readme = _mapping(repo.get("readme"))
-    if readme_text := _document(readme.get("text")):
-        sections += markdown_sections(readme_text, "README")
-    files = _mapping(repo.get("files"))
-    for path in sorted(files):
-        if text := _document(files[path]):
-            sections += markdown_sections(text, str(path))
+    if result.readme is not None and result.readme.text.strip():
+        sections += markdown_sections(result.readme.text, "README")
+    for path in sorted(result.files):
+        if result.files[path].strip():
+            sections += markdown_sections(result.files[path], path)
     return RepositoryFacts(
-        repository=full_name,
+        repository=result.repository,
         name=name,
         description=descriptions[0] if descriptions else None,
         descriptions=descriptions,
         tech=_unique(tech),
-        skills=_unique(_strings(context.get("skills"))),
+        skills=_unique(_texts(context.skills)),
         topics=topics,
-        components=tuple(_pairs(context.get("components"), "name", "description")),
-        faq=tuple(_pairs(context.get("faq"), "question", "answer")),
+        components=tuple(_pairs((c.name, c.description) for c in context.components)),
+        faq=tuple(_pairs((f.question, f.answer) for f in context.faq)),
         sections=tuple(sections),
     )
 
@@ -176,84 +181,106 @@ def passages_of(facts: RepositoryFacts) -> list[Passage]:
     return out[:MAX_PASSAGES_PER_REPOSITORY]
 
 
-# Markdown
+# Markdown, read from markdown-it's token stream (CommonMark with tables)
 
-_FENCE = re.compile(r"^\s*(```|~~~)")
-_ATX = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
-_SETEXT = re.compile(r"^\s{0,3}(=+|-+)\s*$")
-_IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
-_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
-_HTML = re.compile(r"<[^>\n]{1,200}>")
-_EMPHASIS = re.compile(r"(\*\*|__|\*|`)")
-_TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
-_BULLET = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
-_SPACES = re.compile(r"[ \t]+")
+_MARKDOWN = MarkdownIt("commonmark", {"html": True}).enable("table")
+_HTML_TAG = re.compile(r"<!--.*?-->|<[^>]*>", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class _Block:
+    """A heading, or a clause of text (a paragraph, a list item's paragraph, a table row),
+    with the lines [start, end) it spans in the source."""
+
+    text: str
+    start: int
+    end: int
+    heading: bool = False
 
 
 def markdown_sections(text: str, document: str) -> list[Section]:
-    """Split markdown at its headings; code blocks are dropped (commands and diagrams rank
-    badly and read worse as a hit's passage). Text before the first heading gets the heading
-    ''; a top-level title heading with no text of its own is dropped."""
+    """Split markdown at its headings (ATX and setext); code blocks, fenced or indented, are
+    dropped (commands and diagrams rank badly and read worse as a hit's passage). Text before
+    the first heading gets the heading ''; a heading with no text of its own (a top-level
+    title) is dropped."""
     sections: list[Section] = []
     heading = ""
-    body: list[str] = []
+    body: list[_Block] = []
 
     def flush() -> None:
-        cleaned = clean_markdown("\n".join(body))
+        cleaned = _plain_text(body)
         if len(cleaned) >= _MIN_SECTION_CHARS:
             sections.append(Section(document, heading, cleaned))
 
-    in_fence = False
-    lines = text.split("\n")
-    for index, line in enumerate(lines):
-        if _FENCE.match(line):
-            in_fence = not in_fence
-            continue
-        if in_fence:
-            continue
-        atx = _ATX.match(line)
-        following = lines[index + 1] if index + 1 < len(lines) else ""
-        if atx or (line.strip() and _SETEXT.match(following) and not _BULLET.match(line)):
+    for block in _blocks(text):
+        if block.heading:
             flush()
-            heading = clean_markdown(atx.group(2) if atx else line)[:MAX_SECTION_SOURCE_CHARS]
-            body = []
-            continue
-        if _SETEXT.match(line) and not body:
-            continue  # the underline of a setext heading
-        body.append(line)
+            heading, body = block.text[:MAX_SECTION_SOURCE_CHARS], []
+        else:
+            body.append(block)
     flush()
     return sections
 
 
 def clean_markdown(text: str) -> str:
-    """Markdown as plain sentences: links and images to their text, no HTML, emphasis or table
-    rules, list items and table rows joined as clauses, whitespace collapsed."""
-    paragraphs: list[list[str]] = [[]]
-    for raw in text.split("\n"):
-        line = raw.strip()
-        if not line or _TABLE_RULE.match(line):
-            if paragraphs[-1]:
-                paragraphs.append([])
-            continue
-        line = _IMAGE.sub(r"\1", line)
-        line = _LINK.sub(r"\1", line)
-        line = _HTML.sub(" ", line)
-        line = _EMPHASIS.sub("", line).lstrip("> ")
-        items = paragraphs[-1]
-        if line.startswith("|"):
-            row = ", ".join(cell.strip() for cell in line.strip("|").split("|") if cell.strip())
-            items.append(row)
-        elif bullet := _BULLET.match(line):
-            items.append(line[bullet.end() :])  # a list item starts a clause of its own
-        elif items:
-            items[-1] += " " + line  # a wrapped line continues its sentence or item
-        else:
-            items.append(line)
-    blocks = [_join_clauses([_SPACES.sub(" ", i).strip() for i in p]) for p in paragraphs if p]
-    return "\n\n".join(b for b in blocks if b).strip()
+    """Markdown as plain sentences: links and images to their text, no HTML, emphasis or code
+    blocks; list items and table rows joined as clauses, paragraphs apart."""
+    return _plain_text(list(_blocks(text)))
+
+
+def _plain_text(blocks: list[_Block]) -> str:
+    """Blocks on adjacent lines are joined as clauses of one paragraph (an introduction and
+    the list under it, the rows of a table); a blank line between blocks starts a new one."""
+    paragraphs: list[list[str]] = []
+    end = -1
+    for block in blocks:
+        if block.start != end or not paragraphs:
+            paragraphs.append([])
+        paragraphs[-1].append(block.text)
+        end = block.end
+    return "\n\n".join(_join_clauses(items) for items in paragraphs)
+
+
+def _blocks(text: str) -> Iterator[_Block]:
+    """The headings and clauses of markdown text, in order; fences, indented code, rules and
+    the tags of HTML blocks yield nothing."""
+    tokens = _MARKDOWN.parse(text)
+    cells: list[str] = []
+    row: list[int] | None = None
+    for index, token in enumerate(tokens):
+        if token.type == "inline" and (clause := _inline_text(token)):
+            opener = tokens[index - 1]  # what holds it: a heading, paragraph or table cell
+            if opener.type in ("heading_open", "paragraph_open") and opener.map is not None:
+                start, end = opener.map
+                yield _Block(clause, start, end, heading=opener.type == "heading_open")
+            elif opener.type in ("th_open", "td_open"):
+                cells.append(clause)
+        elif token.type == "tr_open":
+            cells, row = [], token.map
+        elif token.type == "tr_close" and cells and row is not None:
+            yield _Block(", ".join(cells), row[0], row[1])
+        elif token.type == "html_block" and token.map is not None:
+            clause = _one_line(_HTML_TAG.sub(" ", token.content))
+            if clause:
+                yield _Block(clause, token.map[0], token.map[1])
+
+
+def _inline_text(token: Token) -> str:
+    """An inline token's text: emphasis and link markup gone, images as their alt text,
+    inline HTML as a space."""
+    parts: list[str] = []
+    for child in token.children or ():
+        if child.type in ("text", "code_inline"):
+            parts.append(child.content)
+        elif child.type in ("softbreak", "hardbreak", "html_inline"):
+            parts.append(" ")
+        elif child.type == "image":
+            parts.append(_inline_text(child))
+    return _one_line("".join(parts))
 
 
 def _join_clauses(items: list[str]) -> str:
+    """Clauses as one sentence: '; ' between them unless a clause ends its own sentence."""
     joined = items[0]
     for item in items[1:]:
         joined += (" " if joined.endswith((".", "!", "?", ":", ";")) else "; ") + item
@@ -336,29 +363,17 @@ def passages_from_json(document: Mapping[str, Any]) -> list[Passage]:
     ]
 
 
-# Tolerant reads of a repository result
+# Cleaning a repository result's text
 
 
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _text(value: Any) -> str | None:
-    if not isinstance(value, str):
-        return None
-    value = " ".join(value.split())
+def _text(value: str | None) -> str | None:
+    """value on one line, None when nothing is left."""
+    value = " ".join(value.split()) if value else ""
     return value or None
 
 
-def _document(value: Any) -> str | None:
-    """A whole file's text, line breaks kept (they carry the markdown structure)."""
-    return value if isinstance(value, str) and value.strip() else None
-
-
-def _strings(value: Any) -> list[str]:
-    if not isinstance(value, list):
-        return []
-    return [text for item in value if (text := _text(item))]
+def _texts(values: Iterable[str]) -> list[str]:
+    return [text for value in values if (text := _text(value))]
 
 
 def _topic(topic: str) -> str:
@@ -375,11 +390,9 @@ def _unique(items: Iterable[str | None]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _pairs(value: Any, first: str, second: str) -> Iterator[tuple[str, str]]:
-    if not isinstance(value, list):
-        return
-    for item in value:
-        if isinstance(item, Mapping):
-            a, b = _text(item.get(first)), _text(item.get(second))
-            if a and b:
-                yield a, b
+def _pairs(pairs: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str]]:
+    """The pairs whose both sides have text, cleaned."""
+    for first, second in pairs:
+        a, b = _text(first), _text(second)
+        if a and b:
+            yield a, b

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from mergesvc.merge import build_bundle
 from meshkit.domain.bundle import canonical_json, content_hash
+from meshkit.domain.documents import RepositoryResult
 from syncsvc.repo_result import FETCH_STATUSES, ensure_encodable, normalize_repository
 from syncsvc.sources.base import FetchedFile, FetchedRepo, RepoListing
 from tests.fuzz.strategies import context_files, hostile_text, json_values
@@ -68,6 +69,10 @@ fetched_repos = st.builds(
 )
 
 
+def typed(results: dict[str, dict[str, Any]]) -> dict[str, RepositoryResult]:
+    return {key: RepositoryResult.from_json(doc) for key, doc in results.items()}
+
+
 def shuffled(value: Any, rng: random.Random) -> Any:
     """The same JSON document with every object's keys in another order."""
     if isinstance(value, dict):
@@ -83,13 +88,15 @@ def shuffled(value: Any, rng: random.Random) -> Any:
 def test_any_source_output_normalises_to_an_encodable_result(
     listing: RepoListing, fetched: FetchedRepo
 ) -> None:
-    result = normalize_repository(listing, fetched, max_file_bytes=LIMIT)
+    document = normalize_repository(listing, fetched, max_file_bytes=LIMIT)
+    result = document.to_json()
 
     data = canonical_json(result)
-    assert ensure_encodable(result) == data
+    assert ensure_encodable(document) == data
     assert json.loads(data) == result  # round-trips
+    assert RepositoryResult.from_json(json.loads(data)) == document  # and reads back the same
     again = normalize_repository(listing, fetched, max_file_bytes=LIMIT)
-    assert canonical_json(again) == data  # a pure function: redelivery stores the same key
+    assert ensure_encodable(again) == data  # a pure function: redelivery stores the same key
     assert all(isinstance(w, str) for w in result["warnings"])
     assert set(result["fetch"]) >= {".repo-context.json"}
     for entry in result["fetch"].values():
@@ -112,7 +119,7 @@ def test_canonical_json_is_one_byte_form(document: Any, rng: random.Random) -> N
 def test_bundle_bytes_and_hash_depend_on_content_only(
     repos: list[tuple[RepoListing, FetchedRepo]], rng: random.Random
 ) -> None:
-    results: dict[str, dict[str, Any]] = {}
+    results: dict[str, dict[str, Any]] = {}  # as merge reads them back from the blob store
     outcomes = []
     for index, (listing, fetched) in enumerate(repos):
         result = normalize_repository(
@@ -120,21 +127,21 @@ def test_bundle_bytes_and_hash_depend_on_content_only(
             fetched,
             max_file_bytes=LIMIT,
         )
-        data = canonical_json(result)
+        data = ensure_encodable(result)
         key = f"repos/octo/r{index}/{content_hash(data)}.json"
-        results[key] = json.loads(data)  # as merge reads it back from the blob store
+        results[key] = json.loads(data)
         outcomes.append(
             sync_tasks.RepoOutcome(
                 repository=f"octo/r{index}",
                 index=index,
                 status=job_pb2.REPO_STATUS_SYNCED,
                 result_key=key,
-                warnings=result["warnings"],
+                warnings=result.warnings,
             )
         )
-    bundle = canonical_json(build_bundle("octo", outcomes, results))
+    bundle = canonical_json(build_bundle("octo", outcomes, typed(results)).to_json())
 
     rng.shuffle(outcomes)
-    again = canonical_json(build_bundle("octo", outcomes, shuffled(results, rng)))
+    again = canonical_json(build_bundle("octo", outcomes, typed(shuffled(results, rng))).to_json())
     assert again == bundle and content_hash(again) == content_hash(bundle)
     assert canonical_json(json.loads(bundle)) == bundle

@@ -27,7 +27,7 @@ from searchsvc.cache import ByteLRU
 from searchsvc.engine import Searcher
 from searchsvc.servicer import SEARCH_RULES, SEARCH_SERVICE, SearchServicer
 from tests.support.auth import authenticator_for
-from tests.train.support import sample_bundle, store_bundle
+from tests.train.support import bundle, sample_bundle, sample_repositories, store_bundle
 from trainsvc.evaluate import Metrics
 from trainsvc.pipeline import TrainResult
 from trainsvc.pointers import move_model_pointer
@@ -178,8 +178,7 @@ async def test_the_tuned_model_serves_only_the_bundle_it_was_tuned_on(
     assert ("model", pointer.model_key) in service.searcher.cache
 
     # A newer bundle arrives: its model is not trained yet, so the base model answers it.
-    newer = sample_bundle(user)
-    newer["repositories"] = newer["repositories"][:4]
+    newer = bundle(user, sample_repositories(user)[:4])
     newer_ref = await store_bundle(js, blobs, newer, new_job_id())
     stale = await search(service, user, "Zig")
     assert not stale.tuned and stale.bundle_hash == newer_ref.content_hash

@@ -70,7 +70,7 @@ async def results() -> dict[str, dict[str, Any]]:
         fetched = await source.fetch(
             listing, extra_files=DEFAULT_EXTRA_FILES, max_file_bytes=MAX_FILE_BYTES
         )
-        result = normalize_repository(listing, fetched, max_file_bytes=MAX_FILE_BYTES)
+        result = normalize_repository(listing, fetched, max_file_bytes=MAX_FILE_BYTES).to_json()
         results[listing.full_name.removeprefix("demo/")] = result
     return results
 

@@ -91,7 +91,7 @@ async def test_lone_surrogate_in_local_description_lists_and_syncs_with_a_warnin
     assert task.metadata.description == REPLACEMENT
 
     fetched = await source.fetch(listing, extra_files=EXTRA, max_file_bytes=LIMIT)
-    result = normalize_repository(listing, fetched, max_file_bytes=LIMIT)
+    result = normalize_repository(listing, fetched, max_file_bytes=LIMIT).to_json()
     canonical_json(result)
     assert result["context"]["description"] == REPLACEMENT
     assert result["context"]["tech"][:2] == ["Rust", "Tokio"]  # the rest of the file is read
@@ -111,7 +111,7 @@ async def test_surrogates_anywhere_in_the_context_file_are_replaced(tmp_path: Pa
     [listing] = await source.list_repositories("demo")
     stored_by_discovery(listing)
     fetched = await source.fetch(listing, extra_files=EXTRA, max_file_bytes=LIMIT)
-    result = normalize_repository(listing, fetched, max_file_bytes=LIMIT)
+    result = normalize_repository(listing, fetched, max_file_bytes=LIMIT).to_json()
 
     data = canonical_json(result)
     raw = result["context"]["raw"]
@@ -129,7 +129,7 @@ async def test_undecodable_readme_file_name_is_replaced(tmp_path: Path) -> None:
 
     [listing] = await source.list_repositories("demo")
     fetched = await source.fetch(listing, extra_files=EXTRA, max_file_bytes=LIMIT)
-    result = normalize_repository(listing, fetched, max_file_bytes=LIMIT)
+    result = normalize_repository(listing, fetched, max_file_bytes=LIMIT).to_json()
 
     canonical_json(result)
     assert result["readme"] == {"path": f"README.md{REPLACEMENT}", "text": "# readme\n"}
@@ -163,7 +163,7 @@ async def test_lone_surrogates_in_github_json_list_and_sync_with_a_warning(
         stored_by_discovery(each)
 
     fetched = await source.fetch(listing, extra_files=EXTRA, max_file_bytes=LIMIT)
-    result = normalize_repository(listing, fetched, max_file_bytes=LIMIT)
+    result = normalize_repository(listing, fetched, max_file_bytes=LIMIT).to_json()
     canonical_json(result)
     assert result["context"]["description"] == REPLACEMENT
     assert result["metadata"]["homepage"] == "https://example.org/" + REPLACEMENT
@@ -180,7 +180,7 @@ async def test_github_readme_path_that_cannot_be_encoded_is_replaced(
 
     [listing] = await source.list_repositories("octo")
     fetched = await source.fetch(listing, extra_files=EXTRA, max_file_bytes=LIMIT)
-    result = normalize_repository(listing, fetched, max_file_bytes=LIMIT)
+    result = normalize_repository(listing, fetched, max_file_bytes=LIMIT).to_json()
 
     canonical_json(result)
     assert result["readme"]["path"] == f"README{REPLACEMENT}.md"
@@ -234,8 +234,9 @@ def test_a_result_that_cannot_be_encoded_fails_the_repository_at_once() -> None:
         readme=FetchedFile("README.md", "missing"),
     )
     result = normalize_repository(listing, fetched, max_file_bytes=LIMIT)
-    assert ensure_encodable(result) == canonical_json(result)
+    assert ensure_encodable(result) == canonical_json(result.to_json())
 
-    result["metadata"]["language"] = float("nan")  # what no JSON document may hold
+    assert result.metadata is not None
+    nan = dataclasses.replace(result.metadata, language=float("nan"))  # no JSON may hold it
     with pytest.raises(PermanentError, match="octo/x: its result cannot be stored"):
-        ensure_encodable(result)
+        ensure_encodable(dataclasses.replace(result, metadata=nan))

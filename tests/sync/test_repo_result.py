@@ -39,7 +39,8 @@ def missing(path: str) -> FetchedFile:
 
 
 def build(fetched: FetchedRepo) -> dict[str, Any]:
-    return normalize_repository(LISTING, fetched, max_file_bytes=LIMIT)
+    """The result as stored."""
+    return normalize_repository(LISTING, fetched, max_file_bytes=LIMIT).to_json()
 
 
 def test_the_whole_document() -> None:

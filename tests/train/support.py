@@ -20,7 +20,17 @@ from contextmesh.task.v1 import task_pb2
 from contextmesh.train.v1 import tasks_pb2 as train_tasks
 
 from meshkit.blob import BlobStore, FilesystemBlobStore
-from meshkit.domain.bundle import BUNDLE_FORMAT, bundle_key, canonical_json, content_hash
+from meshkit.domain.bundle import bundle_key, canonical_json, content_hash
+from meshkit.domain.documents import (
+    Bundle,
+    BundleRepository,
+    Component,
+    FaqEntry,
+    Readme,
+    RepositoryContext,
+    RepositoryMetadata,
+    RepositoryResult,
+)
 from meshkit.domain.ids import new_job_id, train_msg_id
 from meshkit.jobs import JobStore
 from meshkit.topology import Buckets
@@ -43,52 +53,36 @@ def repo(
     scope: str | None = None,
     fingerprint: str | None = None,
     metadata: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """A repository result document (meshkit.domain.bundle) with the given content; `metadata`
-    overrides fields of the source's metadata (description, language, topics...)."""
-    return {
-        "format": "contextmesh.repo/v1",
-        "repository": f"{owner}/{name}",
-        "fingerprint": fingerprint or f"sha256:{name}",
-        "default_branch": "main",
-        "metadata": {
-            "description": None,
-            "language": None,
-            "topics": [],
-            "homepage": None,
-            "url": None,
-            "private": False,
-            **(metadata or {}),
-        },
-        "context": {
-            "name": name,
-            "description": description,
-            "type": "project",
-            "scope": scope,
-            "tech": list(tech),
-            "skills": list(skills),
-            "topics": list(topics),
-            "components": [{"name": n, "description": d} for n, d in components],
-            "faq": [{"question": q, "answer": a} for q, a in faq],
-            "raw": {},
-        },
-        "readme": {"path": "README.md", "text": readme} if readme else None,
-        "files": files or {},
-        "fetch": {},
-        "warnings": [],
-        "sync_error": None,
-    }
+) -> RepositoryResult:
+    """A repository result with the given content; `metadata` sets fields of the source's
+    metadata (description, language, topics...)."""
+    return RepositoryResult(
+        repository=f"{owner}/{name}",
+        fingerprint=fingerprint or f"sha256:{name}",
+        default_branch="main",
+        metadata=RepositoryMetadata.from_json(metadata or {}),
+        context=RepositoryContext(
+            name=name,
+            description=description,
+            type="project",
+            scope=scope,
+            tech=tuple(tech),
+            skills=tuple(skills),
+            topics=tuple(topics),
+            components=tuple(Component(n, d) for n, d in components),
+            faq=tuple(FaqEntry(q, a) for q, a in faq),
+        ),
+        readme=Readme("README.md", readme) if readme else None,
+        files=files or {},
+    )
 
 
-def bundle(user: str, repositories: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "format": BUNDLE_FORMAT,
-        "user": user,
-        "repositories": sorted(repositories, key=lambda r: r["repository"].lower()),
-    }
+def bundle(user: str, repositories: Sequence[RepositoryResult]) -> Bundle:
+    ordered = sorted(repositories, key=lambda r: r.repository.lower())
+    return Bundle(user, tuple(BundleRepository(r) for r in ordered))
 
 
-def sample_repositories(owner: str = "alice") -> list[dict[str, Any]]:
+def sample_repositories(owner: str = "alice") -> list[RepositoryResult]:
     """Six repositories about clearly different things, each with a README."""
     return [
         repo(
@@ -163,7 +157,7 @@ def sample_repositories(owner: str = "alice") -> list[dict[str, Any]]:
     ]
 
 
-def sample_bundle(user: str = "alice") -> dict[str, Any]:
+def sample_bundle(user: str = "alice") -> Bundle:
     return bundle(user, sample_repositories(user))
 
 
@@ -212,22 +206,22 @@ def user() -> str:
 
 
 async def store_bundle(
-    js: Any, blobs: BlobStore, document: dict[str, Any], job_id: str
+    js: Any, blobs: BlobStore, document: Bundle, job_id: str
 ) -> job_pb2.BundleRef:
-    """Store a bundle document and move its user's bundle pointer to it, as mergesvc does."""
-    data = canonical_json(document)
+    """Store a bundle and move its user's bundle pointer to it, as mergesvc does."""
+    data = canonical_json(document.to_json())
     digest = content_hash(data)
     ref = job_pb2.BundleRef(
         content_hash=digest,
-        blob_key=bundle_key(document["user"], digest),
-        repositories=len(document["repositories"]),
+        blob_key=bundle_key(document.user, digest),
+        repositories=len(document.repositories),
         size_bytes=len(data),
     )
     if not await blobs.exists(ref.blob_key):
         await blobs.create(ref.blob_key, data)
     pointer = bundle_pb2.BundlePointer(bundle=ref, job_id=job_id)
     kv = await js.key_value(Buckets.BUNDLES.name)
-    await kv.put(document["user"], pointer.SerializeToString())
+    await kv.put(document.user, pointer.SerializeToString())
     return ref
 
 
@@ -260,20 +254,20 @@ def train_task(job_id: str, user: str, ref: job_pb2.BundleRef) -> train_tasks.Tr
 
 
 async def prepare_job(
-    js: Any, jobs: JobStore, blobs: BlobStore, document: dict[str, Any]
+    js: Any, jobs: JobStore, blobs: BlobStore, document: Bundle
 ) -> tuple[str, job_pb2.BundleRef, train_tasks.TrainTask]:
     """Bundle stored, pointer moved, job BUNDLE_READY: what a TrainTask finds."""
     job_id = new_job_id()
     ref = await store_bundle(js, blobs, document, job_id)
-    await new_job(jobs, document["user"], ref, job_id=job_id)
-    return job_id, ref, train_task(job_id, document["user"], ref)
+    await new_job(jobs, document.user, ref, job_id=job_id)
+    return job_id, ref, train_task(job_id, document.user, ref)
 
 
 DEMO_ROOT = Path(__file__).resolve().parents[2] / "examples" / "repos"
 DEMO_EXTRA_FILES = ("ARCHITECTURE.md", "SKILLS-INDEX.md")
 
 
-async def local_bundle(root: Path = DEMO_ROOT, user: str = "demo") -> dict[str, Any]:
+async def local_bundle(root: Path = DEMO_ROOT, user: str = "demo") -> Bundle:
     """The bundle the real pipeline would build from `root/<user>/*` (the local source, the
     repository result builder and the merge), in-process."""
     from contextmesh.job.v1 import job_pb2 as jobs
@@ -286,11 +280,11 @@ async def local_bundle(root: Path = DEMO_ROOT, user: str = "demo") -> dict[str, 
 
     source = LocalSource(root)
     outcomes = []
-    results: dict[str, dict[str, Any]] = {}
+    results: dict[str, RepositoryResult] = {}
     for index, listing in enumerate(await source.list_repositories(user)):
         fetched = await source.fetch(listing, extra_files=DEMO_EXTRA_FILES, max_file_bytes=1 << 20)
         result = normalize_repository(listing, fetched, max_file_bytes=1 << 20)
-        key = repo_result_key(listing.full_name, content_hash(canonical_json(result)))
+        key = repo_result_key(listing.full_name, content_hash(canonical_json(result.to_json())))
         results[key] = result
         outcomes.append(
             sync_tasks.RepoOutcome(

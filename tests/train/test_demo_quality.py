@@ -21,7 +21,7 @@ CONFIG = TrainConfig(epochs=1, batch_size=16, learning_rate=5e-5, seed=42, max_p
 async def test_tuning_on_the_demo_bundle_beats_the_base_model(tmp_path: Path) -> None:
     prepare_offline()
     bundle = await local_bundle()
-    assert len(bundle["repositories"]) >= 8
+    assert len(bundle.repositories) >= 8
     started = time.monotonic()
     progress: list[tuple[int, int]] = []
     result = train_on_bundle(

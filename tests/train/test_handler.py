@@ -15,12 +15,20 @@ from contextmesh.job.v1 import job_pb2
 
 from meshkit.blob import BlobStore
 from meshkit.config import TrainSettings
+from meshkit.domain.documents import Bundle
 from meshkit.domain.passages import bundle_passages
 from meshkit.domain.pointers import read_model_pointer
 from meshkit.jobs import JobStore
 from meshkit.topology import Buckets
 from meshkit.worker import Delivery, Failure
-from tests.train.support import bundle, prepare_job, repo, sample_bundle, store_bundle
+from tests.train.support import (
+    bundle,
+    prepare_job,
+    repo,
+    sample_bundle,
+    sample_repositories,
+    store_bundle,
+)
 from trainsvc.evaluate import Metrics
 from trainsvc.handler import TrainHandler
 from trainsvc.pipeline import TrainResult, train_on_bundle
@@ -43,7 +51,7 @@ class FakeTraining:
 
     def __call__(
         self,
-        document: dict[str, Any],
+        document: Bundle,
         config: Any,
         *,
         workdir: Path,
@@ -92,7 +100,7 @@ async def make_handler(js: Any, blobs: BlobStore, model: Path, train: Any) -> Tr
 
 
 async def run_job(
-    handler: TrainHandler, js: Any, blobs: BlobStore, document: dict[str, Any]
+    handler: TrainHandler, js: Any, blobs: BlobStore, document: Bundle
 ) -> tuple[job_pb2.Job, job_pb2.BundleRef]:
     """Store document as a new job's bundle, let the handler take its train task, and return
     the job as it ended, with its bundle."""
@@ -218,8 +226,7 @@ async def test_a_newer_bundle_makes_training_pointless(
     fake = FakeTraining(BETTER)
     handler = await make_handler(js, blobs, tiny_model_dir, fake)
     job_id, _, task = await prepare_job(js, handler.jobs, blobs, sample_bundle(user))
-    newer = sample_bundle(user)
-    newer["repositories"] = newer["repositories"][:3]
+    newer = bundle(user, sample_repositories(user)[:3])
     await store_bundle(js, blobs, newer, "01J0000000000000000000NEWR")
     await handler.handle(task, delivery())
     job = (await handler.jobs.get(job_id))[0].job

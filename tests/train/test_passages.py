@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from meshkit.domain.documents import RepositoryResult
 from meshkit.domain.passages import (
     MAX_PASSAGE_CHARS,
     MAX_PASSAGES_PER_REPOSITORY,
@@ -99,7 +100,7 @@ def test_a_huge_readme_is_capped_and_an_empty_repository_still_has_its_name() ->
         MAX_PASSAGES_PER_REPOSITORY
     )
     empty = {"repository": "alice/empty", "context": None, "readme": None, "files": {}}
-    assert passages_of(repository_facts(empty)) == [
+    assert passages_of(repository_facts(RepositoryResult.from_json(empty))) == [
         Passage("alice/empty", "name", "empty (alice/empty)")
     ]
 
