@@ -5,9 +5,10 @@ list of `{category, skills}` instead of `technical` strings, camelCase keys (`sk
 `projectStructure`, `outcomes.technicalSkills`), enum values outside the schema, sections
 nobody planned for. The reader takes what it can from any of these shapes, keeps the whole
 parsed document under "raw", and turns every problem into a warning: a malformed file is one
-repository's warning, never the job's failure (design invariant 8). It never raises for bad
-content, and its output always encodes: text that UTF-8 cannot encode (a lone surrogate such
-as the valid JSON escape "\\ud800"), in values or keys, is replaced with U+FFFD, with a warning.
+repository's warning, never the job's failure (guarantee 8 in docs/architecture.md). It never
+raises for bad content, and its output always encodes: text that UTF-8 cannot encode (a lone
+surrogate such as the valid JSON escape "\\ud800"), in values or keys, is replaced with
+U+FFFD, with a warning.
 
 Keys are matched ignoring case, `_` and `-`, so `project_identity`, `projectIdentity` and
 `Project-Identity` are the same section. Lists keep the order of the document (primary

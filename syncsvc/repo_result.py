@@ -3,7 +3,8 @@ source listed and fetched.
 
 The result is a pure function of its inputs: no clock, no host, no order that the inputs do
 not fix. The same listing and files give the same document, so the same canonical bytes and the
-same content-addressed blob key, however often a task is redelivered (design invariant 2).
+same content-addressed blob key, however often a task is redelivered (guarantee 2 in
+docs/architecture.md).
 
 It always encodes: every string in it is made encodable (meshkit.text) with a warning, and
 a document that still would not encode raises PermanentError, which fails that repository

@@ -1,7 +1,7 @@
 """The refresh pipeline end to end on every blob backend, chosen by CONTEXTMESH_BLOB_URL only.
 
 The same processes as in production, on Azurite, fake-gcs-server and moto's S3 server:
-changing clouds is configuration, not code (invariants 6 and 9).
+changing clouds is configuration, not code (guarantees 6 and 9 in docs/architecture.md).
 """
 
 from __future__ import annotations
