@@ -35,6 +35,7 @@ from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2, message
 
 from meshctl.launch import Child, LaunchError, launch
+from meshkit.errors import MeshError
 
 __all__ = [
     "ADMIN_SERVICES",
@@ -67,7 +68,7 @@ MAX_UPSTREAM_REQUESTS = 1000
 503 at once, instead of queueing in Envoy's memory. Matches CONTEXTMESH_MAX_CONCURRENT_RPCS."""
 
 
-class EnvoyError(RuntimeError):
+class EnvoyError(MeshError):
     """Envoy could not be configured or did not become ready; the message says why."""
 
 
