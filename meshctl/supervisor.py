@@ -55,9 +55,11 @@ from typing import IO, Literal, TextIO
 
 from meshctl.launch import Child, ChildExitedError, ChildNotReadyError, ReadyCheck, launch
 from meshkit.errors import MeshError
+from meshkit.retry import Jitter, RetryPolicy
 
 __all__ = [
-    "Backoff",
+    "RESET_AFTER_S",
+    "RESTART",
     "ProcessNotReadyError",
     "ProcessSpec",
     "ProcessState",
@@ -109,18 +111,11 @@ class ProcessSpec:
     """Grace between SIGTERM and SIGKILL; None takes the supervisor's `grace`."""
 
 
-@dataclass(frozen=True)
-class Backoff:
-    """Delay before restart n (n = consecutive quick exits): initial * factor**(n-1), capped.
-    A run that lasted `reset_after` seconds resets n."""
-
-    initial: float = 0.5
-    factor: float = 2.0
-    cap: float = 30.0
-    reset_after: float = 10.0
-
-    def delay(self, failures: int) -> float:
-        return float(min(self.cap, self.initial * self.factor ** max(0, failures - 1)))
+RESTART = RetryPolicy(attempts=None, base_delay_s=0.5, max_delay_s=30.0, jitter=Jitter.NONE)
+"""The wait before restarting a process that exited: 0.5 s after its first quick exit,
+doubling to 30 s, as Kubernetes' crash-loop backoff does; a supervisor restarts for ever."""
+RESET_AFTER_S = 10.0
+"""A run that lasted this long was not a crash loop: the next restart waits the shortest."""
 
 
 class ProcessState(enum.StrEnum):
@@ -193,7 +188,8 @@ class Supervisor:
         log_dir: str | os.PathLike[str] | None = None,
         console: TextIO | Literal[_Default.STREAM] | None = _Default.STREAM,
         events: TextIO | Literal[_Default.STREAM] | None = _Default.STREAM,
-        backoff: Backoff | None = None,
+        restart: RetryPolicy = RESTART,
+        reset_after_s: float = RESET_AFTER_S,
         grace: float = 10.0,
         die_with_parent: bool = True,
     ) -> None:
@@ -207,7 +203,8 @@ class Supervisor:
         self.log_dir = Path(log_dir) if log_dir is not None else None
         self._console = sys.stdout if isinstance(console, _Default) else console
         self._events = sys.stderr if isinstance(events, _Default) else events
-        self.backoff = backoff or Backoff()
+        self.restart = restart
+        self.reset_after_s = reset_after_s
         self.grace = grace
         self._die_with_parent = die_with_parent
         self._width = max((len(n) for n in names), default=0)
@@ -360,9 +357,9 @@ class Supervisor:
                     self._set_state(m, ProcessState.EXITED)
                     self._event(m, f"{what}; not restarting (restart=False)")
                     return
-                failures = 0 if time.monotonic() - started >= self.backoff.reset_after else failures
+                failures = 0 if time.monotonic() - started >= self.reset_after_s else failures
                 failures += 1
-                delay = self.backoff.delay(failures)
+                delay = self.restart.delay_s(failures)
                 self._set_state(m, ProcessState.BACKOFF)
                 self._event(m, f"{what}; restarting in {delay:.1f} s")
                 if self._stopping.wait(delay):

@@ -25,7 +25,7 @@ import json
 import logging
 import pathlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,7 @@ from jwt import PyJWK, PyJWKSet
 
 from meshkit.config import AuthSettings
 from meshkit.errors import ConfigError, JobNotFoundError, MeshError
+from meshkit.interceptors import MethodWrapper
 
 __all__ = [
     "ADMIN",
@@ -356,30 +357,18 @@ def _principal_of(claims: Mapping[str, Any]) -> Principal:
     return Principal(str(claims["sub"]), frozenset(u.lower() for u in users), admin=admin)
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class AuthInterceptor(MethodWrapper):
     """Authenticates every call but health and reflection, then applies the method's Rule."""
 
     def __init__(self, authenticator: Authenticator | None, rules: Mapping[str, Rule]) -> None:
         if authenticator is None and rules:
             raise ValueError("methods with access rules need an Authenticator")
+        super().__init__()
         self.authenticator = authenticator
         self.rules = dict(rules)
-        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        method = handler_call_details.method
-        if (cached := self._handlers.get(method)) is not None:
-            return cached
-        handler = await continuation(handler_call_details)
-        if handler is None or method.strip("/").split("/")[0] in OPEN_SERVICES:
-            return handler
-        wrapped = self._wrap(method, handler)
-        self._handlers[method] = wrapped
-        return wrapped
+    def applies(self, method: str) -> bool:
+        return method.strip("/").split("/")[0] not in OPEN_SERVICES
 
     async def _admit(self, method: str, request: Any, context: Any) -> _Call:
         rule = self.rules.get(method)
@@ -404,7 +393,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 )
         return _Call(principal)
 
-    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         rule = self.rules.get(method)
         needs_owner = rule is not None and rule.job_owner
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -35,6 +35,7 @@ from meshkit.errors import (
     MeshError,
     StreamFullError,
 )
+from meshkit.interceptors import MethodWrapper
 from meshkit.telemetry import tracing_enabled
 from meshkit.validation import describe_violations
 
@@ -144,7 +145,7 @@ def _status_for(exc: BaseException) -> grpc.StatusCode | None:
     return None
 
 
-class GuardInterceptor(grpc.aio.ServerInterceptor):
+class GuardInterceptor(MethodWrapper):
     """Checks each request against the contract's rules, then maps domain errors to statuses.
 
     INVALID_ARGUMENT names every broken field and rule; a domain error becomes its status
@@ -153,8 +154,8 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
     """
 
     def __init__(self, *, validate: bool = True) -> None:
+        super().__init__()
         self.validator = protovalidate.Validator() if validate else None
-        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
 
     def _problem(self, request: Any) -> str | None:
         if isinstance(request, _Undecodable):
@@ -167,22 +168,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
             return describe_violations(exc)
         return None
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        method = handler_call_details.method
-        if (cached := self._handlers.get(method)) is not None:
-            return cached
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        guarded = self._guard(method, handler)
-        self._handlers[method] = guarded
-        return guarded
-
-    def _guard(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         decode = _decoding(handler.request_deserializer, method)
 
         async def fail(context: Any, exc: Exception) -> None:

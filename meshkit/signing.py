@@ -60,10 +60,6 @@ class LocalSigner:
     audience: str = LOCAL_AUDIENCE
 
     @property
-    def key_path(self) -> pathlib.Path:
-        return self.folder / "signing-key.pem"
-
-    @property
     def jwks_path(self) -> pathlib.Path:
         return self.folder / "jwks.json"
 

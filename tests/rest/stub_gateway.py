@@ -42,6 +42,7 @@ from gateway.access import PUBLIC_RULES
 from meshkit.auth import Authenticator, AuthInterceptor, authorize_job
 from meshkit.errors import JobNotFoundError
 from meshkit.job_errors import end_with_error
+from meshkit.validation import describe_violations
 
 __all__ = [
     "DOWNLOAD_CHUNK_BYTES",
@@ -212,18 +213,10 @@ def _copy(job: job_pb2.Job) -> job_pb2.Job:
 
 async def _validate(request: proto_message.Message, context: grpc.aio.ServicerContext) -> None:
     """Reject a request that breaks the contract's protovalidate rules, as the gateway does."""
-    violations = protovalidate.collect_violations(request)
-    if violations:
-        # The gateway's format: "field: message [rule id]", one per violation.
-        details = "; ".join(
-            f"{_field_path(v.proto.field)}: {v.proto.message} [{v.proto.rule_id}]"
-            for v in violations
-        )
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, details)
-
-
-def _field_path(path: protovalidate.FieldPathPb | None) -> str:
-    return ".".join(e.field_name for e in path.elements) if path else "request"
+    try:
+        protovalidate.validate(request)
+    except protovalidate.ValidationError as exc:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, describe_violations(exc))
 
 
 class _BundleService(api_grpc.BundleServiceServicer):

@@ -22,7 +22,7 @@ import pytest
 
 from meshctl.launch import grpc_health_ready, tcp_ready
 from meshctl.supervisor import (
-    Backoff,
+    RESTART,
     ProcessNotReadyError,
     ProcessSpec,
     ProcessState,
@@ -30,6 +30,7 @@ from meshctl.supervisor import (
     Supervisor,
     SupervisorError,
 )
+from meshkit.retry import Jitter, RetryPolicy
 from tests.support.ports import free_port
 
 T = TypeVar("T")
@@ -172,7 +173,7 @@ def py(script: str, *args: str) -> list[str]:
 
 
 def test_backoff_doubles_to_the_cap() -> None:
-    delays = [Backoff().delay(n) for n in range(1, 9)]
+    delays = [RESTART.delay_s(n) for n in range(1, 9)]
     assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
 
 
@@ -237,7 +238,7 @@ def test_restarts_a_sigkilled_child_with_backoff(scripts: dict[str, str], superv
 def test_a_child_that_exits_at_once_does_not_spin(scripts: dict[str, str], supervise: Make) -> None:
     supervisor, events = supervise(
         [ProcessSpec("crasher", py(scripts["crasher"]))],
-        backoff=Backoff(initial=0.1, cap=0.4, reset_after=10.0),
+        restart=RetryPolicy(attempts=None, base_delay_s=0.1, max_delay_s=0.4, jitter=Jitter.NONE),
     )
     supervisor.start()
     wait_until(lambda: supervisor.status_of("crasher").restarts >= 4, what="four restarts")
@@ -249,7 +250,8 @@ def test_a_child_that_exits_at_once_does_not_spin(scripts: dict[str, str], super
 def test_backoff_resets_after_a_long_enough_run(scripts: dict[str, str], supervise: Make) -> None:
     supervisor, events = supervise(
         [ProcessSpec("flaky", py(scripts["short_lived"], "0.3"))],
-        backoff=Backoff(initial=0.1, cap=5.0, reset_after=0.2),
+        restart=RetryPolicy(attempts=None, base_delay_s=0.1, max_delay_s=5.0, jitter=Jitter.NONE),
+        reset_after_s=0.2,
     )
     supervisor.start()
     wait_until(lambda: supervisor.status_of("flaky").restarts >= 3, what="three restarts")
