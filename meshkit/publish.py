@@ -60,22 +60,20 @@ async def publish_task(
 
     Transient failures are retried for `deadline_s` (default: PUBLISH's 30 s)."""
     with tracer(__name__).start_as_current_span(
-        f"publish {subject}",
-        kind=SpanKind.PRODUCER,
-        attributes=_span_attributes(subject, task, msg_id),
-    ):
+        f"publish {subject}", kind=SpanKind.PRODUCER
+    ) as span:
+        if span.is_recording():  # the attributes cost nothing when tracing is off
+            span.set_attributes(
+                {
+                    "messaging.destination.name": subject,
+                    "messaging.message.id": msg_id,
+                    **task_attributes(task),
+                }
+            )
         headers = inject_headers(
             {MSG_ID_HEADER: msg_id, TYPE_HEADER: task.DESCRIPTOR.full_name, **(extra_headers or {})}
         )
         return await _publish(js, subject, task, headers, deadline_s)
-
-
-def _span_attributes(subject: str, task: Message, msg_id: str) -> dict[str, str]:
-    return {
-        "messaging.destination.name": subject,
-        "messaging.message.id": msg_id,
-        **task_attributes(task),
-    }
 
 
 async def _publish(
