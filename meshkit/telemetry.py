@@ -162,5 +162,9 @@ def trace_channel(channel: grpc.Channel) -> grpc.Channel:
     if not tracing_enabled():
         return channel
     from opentelemetry.instrumentation.grpc import client_interceptor
+    from opentelemetry.instrumentation.grpc.grpcext import intercept_channel
 
-    return grpc.intercept_channel(channel, client_interceptor())
+    # The instrumentation's interceptor has its own interface: grpc.intercept_channel
+    # refuses it.
+    traced: grpc.Channel = intercept_channel(channel, client_interceptor())
+    return traced

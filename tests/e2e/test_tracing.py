@@ -6,6 +6,8 @@ variables, as an operator would set them.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -80,11 +82,20 @@ def test_one_refresh_is_one_trace_across_gateway_sync_and_merge(
             mesh.start("gateway")
             mesh.start("syncsvc")
             mesh.start("mergesvc")
-            with mesh.channel() as channel:
-                stub = bundle_service_pb2_grpc.BundleServiceStub(channel)
-                job_id = stub.RefreshBundle(pb.RefreshBundleRequest(user="octo")).job.id
-                final = list(stub.WatchJob(pb.WatchJobRequest(id=job_id), timeout=60))[-1]
-            assert final.job.state == JobState.JOB_STATE_DONE, mesh.logs()
+            # The CLI starts the trace: its gRPC call is the root span.
+            cli = subprocess.run(
+                [sys.executable, "-m", "meshctl", "refresh", "octo", "--watch"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env={
+                    **mesh.env,
+                    "CONTEXTMESH_TARGET": mesh.gateway_target,
+                    "CONTEXTMESH_TOKEN": mesh.admin_token,
+                },
+            )
+            assert cli.returncode == 0, cli.stdout + cli.stderr + mesh.logs()
+            job_id = cli.stdout.split()[1]
 
             spans = receiver.wait_for(
                 lambda spans: (
@@ -99,6 +110,12 @@ def test_one_refresh_is_one_trace_across_gateway_sync_and_merge(
     assert {s.service for s in trace} >= {"gateway", "syncsvc", "mergesvc"}
     (root,) = [s for s in trace if s.parent_span_id == ""]
     assert (root.service, root.kind, root.name) == (
+        "contextmesh-cli",
+        Kind.SPAN_KIND_CLIENT,
+        REFRESH_METHOD,
+    )
+    (server,) = [s for s in trace if s.parent_span_id == root.span_id]
+    assert (server.service, server.kind, server.name) == (
         "gateway",
         Kind.SPAN_KIND_SERVER,
         REFRESH_METHOD,
