@@ -6,6 +6,7 @@ variables, as an operator would set them.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -39,6 +40,10 @@ def refresh_trace(spans: list[ReceivedSpan], job_id: str) -> list[ReceivedSpan]:
     traces = {s.trace_id for s in spans if s.attributes.get("contextmesh.job_id") == job_id}
     assert len(traces) <= 1, f"job {job_id} is spread over {len(traces)} traces"
     return [s for s in spans if s.trace_id in traces]
+
+
+def json_lines(log: Path) -> list[str]:
+    return [line for line in log.read_text().splitlines() if line.startswith("{")]
 
 
 def consumed(spans: list[ReceivedSpan], subject: str) -> list[ReceivedSpan]:
@@ -133,6 +138,18 @@ def test_one_refresh_is_one_trace_across_gateway_sync_and_merge(
         assert by_id[span.parent_span_id].kind == Kind.SPAN_KIND_CONSUMER
         assert span.attributes["http.response.status_code"] in (200, 304, 404)
         assert "?" not in str(span.attributes["url.path"])
+
+    # The job's log lines point into its trace, at the span that wrote them.
+    span_ids = {s.span_id for s in trace}
+    job_lines = [
+        line
+        for name in ("syncsvc", "mergesvc")
+        for line in map(json.loads, json_lines(mesh.log_path(name)))
+        if line.get("job_id") == job_id
+    ]
+    assert {line["service"] for line in job_lines} == {"syncsvc", "mergesvc"}
+    for line in job_lines:
+        assert line["trace_id"] == root.trace_id and line["span_id"] in span_ids, line
 
     # The token never reaches a collector: not in any span of any trace.
     everything = repr(receiver.spans)
