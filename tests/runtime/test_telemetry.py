@@ -147,3 +147,61 @@ def test_log_lines_inside_a_span_carry_its_ids_and_the_bound_job() -> None:
     outside, inside = (json.loads(line) for line in done.stderr.splitlines())
     assert not {"trace_id", "span_id", "job_id"} & set(outside)
     assert (inside["trace_id"], inside["span_id"], inside["job_id"]) == (trace_id, span_id, "J1")
+
+
+CLIENT_SPANS_SCRIPT = """
+import asyncio, json
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from meshkit.blob.retry import ErrorModel, Fault, call
+from meshkit.errors import BlobError
+from meshkit.retry import BLOB_CALL
+import dataclasses
+
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+policy = dataclasses.replace(BLOB_CALL, attempts=3, base_delay_s=0.001, max_delay_s=0.001)
+errors = ErrorModel(classify=lambda exc: Fault.TRANSIENT, describe=lambda exc: "reset")
+tries = []
+
+async def flaky():
+    tries.append(1)
+    if len(tries) < 3:
+        raise ConnectionError("https://acct/blob?sig=SECRET")
+    return b"x"
+
+async def main():
+    await call(flaky, policy=policy, errors=errors, what="azure download 'a/b'", key="a/b")
+    tries.clear()
+    try:
+        await call(flaky, policy=dataclasses.replace(policy, attempts=2), errors=errors,
+                   what="azure upload 'c'", key="c")
+    except BlobError:
+        pass
+
+asyncio.run(main())
+print(json.dumps([
+    [s.name, s.kind.name, dict(s.attributes), s.status.status_code.name, s.to_json()]
+    for s in exporter.get_finished_spans()
+]))
+"""
+
+
+def test_a_blob_call_is_one_client_span_whatever_its_retries() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", CLIENT_SPANS_SCRIPT],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=clean_env(),
+    ).stdout
+    spans = json.loads(out)
+    assert [span[:4] for span in spans] == [
+        ["blob azure download", "CLIENT", {"contextmesh.blob.key": "a/b"}, "UNSET"],
+        ["blob azure upload", "CLIENT", {"contextmesh.blob.key": "c"}, "ERROR"],
+    ]
+    assert "SECRET" not in out  # the SDK's error text, with its signed URL, is not recorded
