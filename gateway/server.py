@@ -36,6 +36,7 @@ from meshkit.nats_auth import OPS
 from meshkit.nats_client import connect
 from meshkit.rpc import create_server
 from meshkit.service import ServiceContext, follow_nats_health
+from meshkit.telemetry import aio_client_interceptors
 from meshkit.topology import Buckets
 
 __all__ = ["serve"]
@@ -69,7 +70,9 @@ async def serve(ctx: ServiceContext) -> None:
     active = await ctx.js.key_value(Buckets.ACTIVE.name)
     pointers = await ctx.js.key_value(Buckets.BUNDLES.name)
     blobs = open_blob_store(settings.blob_url)
-    search_channel = grpc.aio.insecure_channel(settings.search_addr)
+    search_channel = grpc.aio.insecure_channel(
+        settings.search_addr, interceptors=aio_client_interceptors()
+    )
     refresher = Refresher(ctx.js, jobs, active)
     redriver = await _redriver(ops_js)
     bundle_service = BundleService(

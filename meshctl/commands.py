@@ -3,7 +3,8 @@
 Every call carries a bearer token: CONTEXTMESH_TOKEN when set, else the admin token that
 `contextmesh up` keeps in its data directory (CONTEXTMESH_DATA_DIR, default .contextmesh),
 so the person who ran `up` needs no setup. `deadletters` talks to the admin listener
-(CONTEXTMESH_ADMIN_TARGET, default localhost:50053).
+(CONTEXTMESH_ADMIN_TARGET, default localhost:50053). With OTEL_EXPORTER_OTLP_ENDPOINT set,
+a command's calls are client spans that start the request's trace (meshkit.telemetry).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from google.protobuf import json_format
 from meshctl.progress import bundle_line, progress_line, summary
 from meshkit.bearer import bearer_channel
 from meshkit.signing import LocalSigner
+from meshkit.telemetry import init_tracing
 
 __all__ = ["add_parsers"]
 
@@ -104,8 +106,15 @@ def caller_token() -> str | None:
         return None
 
 
+def _channel(to: str) -> grpc.Channel:
+    """An authenticated channel; with OTEL_* tracing set, its calls start the trace (the SDK
+    exports what is left when the command exits)."""
+    init_tracing("contextmesh-cli")
+    return bearer_channel(to, caller_token())
+
+
 def _stub() -> bundle_service_pb2_grpc.BundleServiceStub:
-    return bundle_service_pb2_grpc.BundleServiceStub(bearer_channel(target(), caller_token()))
+    return bundle_service_pb2_grpc.BundleServiceStub(_channel(target()))
 
 
 def _follow(stub: bundle_service_pb2_grpc.BundleServiceStub, job_id: str) -> job_pb2.Job:
@@ -205,7 +214,7 @@ def search(args: argparse.Namespace) -> int:
 
 
 def deadletters(args: argparse.Namespace) -> int:
-    stub = ops_service_pb2_grpc.OpsServiceStub(bearer_channel(admin_target(), caller_token()))
+    stub = ops_service_pb2_grpc.OpsServiceStub(_channel(admin_target()))
     if args.redrive is not None:
         answer = stub.RedriveDeadLetter(ops.RedriveDeadLetterRequest(sequence=args.redrive))
         print(

@@ -5,6 +5,8 @@
 
 Plain-text channels: the servers here listen on loopback or sit behind a TLS-terminating
 proxy (docs/security.md). A call that passes its own metadata keeps it; the token is added.
+When tracing is on (meshkit.telemetry), every call is a client span whose trace context
+travels to the server.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+
+from meshkit.telemetry import aio_client_interceptors, trace_channel
 
 __all__ = ["aio_bearer_channel", "bearer_channel", "bearer_metadata"]
 
@@ -61,7 +65,7 @@ class _SyncBearer(
 
 def bearer_channel(target: str, token: str | None) -> grpc.Channel:
     """A blocking channel to `target` that authenticates every call with `token` (if any)."""
-    channel = grpc.insecure_channel(target)
+    channel = trace_channel(grpc.insecure_channel(target))
     return grpc.intercept_channel(channel, _SyncBearer(token)) if token else channel
 
 
@@ -83,8 +87,7 @@ class _AioUnaryStream(grpc.aio.UnaryStreamClientInterceptor):
 
 def aio_bearer_channel(target: str, token: str | None) -> grpc.aio.Channel:
     """An asyncio channel to `target` that authenticates every call with `token` (if any)."""
-    if not token:
-        return grpc.aio.insecure_channel(target)
-    return grpc.aio.insecure_channel(
-        target, interceptors=[_AioUnaryUnary(token), _AioUnaryStream(token)]
-    )
+    interceptors = aio_client_interceptors()
+    if token:
+        interceptors += [_AioUnaryUnary(token), _AioUnaryStream(token)]
+    return grpc.aio.insecure_channel(target, interceptors=interceptors)

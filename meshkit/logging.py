@@ -2,6 +2,9 @@
 
 Every service calls `setup_logging(service, level, fmt, secrets=[...])` once. Extra fields
 passed with `logger.info("...", extra={"job_id": ...})` appear as keys of the JSON object.
+A line written while a span is current carries its trace_id and span_id (hex), and one
+written inside a task carries the job_id the worker bound (`bind_job_id`), so logs join
+the traces.
 Redaction is a last line of defence: code must not log secrets in the first place. Lines are
 made encodable (meshkit.text), so text from outside never breaks a log line.
 """
@@ -14,10 +17,13 @@ import re
 import sys
 import time
 from collections.abc import Iterable
+from contextvars import ContextVar
+
+from opentelemetry import trace
 
 from meshkit.text import encodable
 
-__all__ = ["RedactingFilter", "setup_logging"]
+__all__ = ["RedactingFilter", "bind_job_id", "setup_logging"]
 
 # Token shapes that must never reach a log even when nobody registered them as secrets.
 _TOKEN_PATTERNS = [
@@ -27,6 +33,12 @@ _TOKEN_PATTERNS = [
     re.compile(r"(?i)(AccountKey|SharedAccessSignature|sig)=[^;&\s]+"),
 ]
 _STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+_job_id: ContextVar[str | None] = ContextVar("contextmesh_job_id", default=None)
+
+
+def bind_job_id(job_id: str | None) -> None:
+    """Tag every later log line of the current context (a worker's task) with job_id."""
+    _job_id.set(job_id or None)
 
 
 class RedactingFilter(logging.Filter):
@@ -66,6 +78,13 @@ class _JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            entry["trace_id"] = trace.format_trace_id(span.trace_id)
+            entry["span_id"] = trace.format_span_id(span.span_id)
+        job_id = _job_id.get()
+        if job_id:
+            entry["job_id"] = job_id
         for key, value in vars(record).items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
                 entry[key] = value if isinstance(value, str | int | float | bool) else str(value)

@@ -1,5 +1,8 @@
 """Publishing tasks: protobuf payload, Nats-Msg-Id for de-duplication, trace context.
 
+Each publish is a PRODUCER span whose context goes into the headers, so the worker's
+CONSUMER span is its child (meshkit.telemetry).
+
 A publish is retried while the stream has no leader (a cluster re-election takes seconds),
 under meshkit.retry.PUBLISH, so callers see either an acknowledged publish or an error after
 the deadline. A stream at its byte bound (meshkit/topology.py: work streams discard new)
@@ -19,10 +22,11 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from nats.js.errors import APIError, ServiceUnavailableError
+from opentelemetry.trace import SpanKind
 
 from meshkit.errors import StreamFullError
 from meshkit.retry import PUBLISH, Attempts
-from meshkit.telemetry import inject_headers
+from meshkit.telemetry import inject_headers, task_attributes, tracer
 
 __all__ = ["MSG_ID_HEADER", "TYPE_HEADER", "StreamFullError", "publish_task"]
 
@@ -55,9 +59,30 @@ async def publish_task(
     """Publish task once (JetStream drops a repeat of msg_id inside the duplicate window).
 
     Transient failures are retried for `deadline_s` (default: PUBLISH's 30 s)."""
-    headers = inject_headers(
-        {MSG_ID_HEADER: msg_id, TYPE_HEADER: task.DESCRIPTOR.full_name, **(extra_headers or {})}
-    )
+    with tracer(__name__).start_as_current_span(
+        f"publish {subject}", kind=SpanKind.PRODUCER
+    ) as span:
+        if span.is_recording():  # the attributes cost nothing when tracing is off
+            span.set_attributes(
+                {
+                    "messaging.destination.name": subject,
+                    "messaging.message.id": msg_id,
+                    **task_attributes(task),
+                }
+            )
+        headers = inject_headers(
+            {MSG_ID_HEADER: msg_id, TYPE_HEADER: task.DESCRIPTOR.full_name, **(extra_headers or {})}
+        )
+        return await _publish(js, subject, task, headers, deadline_s)
+
+
+async def _publish(
+    js: JetStreamContext,
+    subject: str,
+    task: Message,
+    headers: dict[str, str],
+    deadline_s: float | None,
+) -> PubAck:
     payload = task.SerializeToString(deterministic=True)
     policy = PUBLISH if deadline_s is None else dataclasses.replace(PUBLISH, deadline_s=deadline_s)
     attempts = Attempts(policy)

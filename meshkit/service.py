@@ -1,8 +1,9 @@
 """Running a service process the same way everywhere.
 
-`run_service(name, body)` reads Settings, sets up logging and tracing, connects to NATS,
-declares the topology (or, with CONTEXTMESH_NATS_DECLARE off, waits until a privileged step
-has declared what its NATS identity uses), watches how full those streams are (an error line
+`run_service(name, body)` reads Settings, sets up logging and tracing (meshkit.telemetry;
+its last spans are flushed on exit), connects to NATS, declares the topology (or, with
+CONTEXTMESH_NATS_DECLARE off, waits until a privileged step has declared what its NATS
+identity uses), watches how full those streams are (an error line
 past CONTEXTMESH_CAPACITY_WARN; meshkit/capacity.py), and runs `body(ctx)` until SIGTERM or
 SIGINT sets `ctx.stop`; then it drains the NATS connection so nothing acknowledged is lost. While it
 runs, health (when the service has a gRPC server, or CONTEXTMESH_HEALTH_ADDR is set for a
@@ -28,7 +29,7 @@ from meshkit.errors import ConfigError
 from meshkit.logging import setup_logging
 from meshkit.nats_client import connect
 from meshkit.rpc import ServerBundle, create_server
-from meshkit.telemetry import init_tracing
+from meshkit.telemetry import init_tracing, shutdown_tracing
 from meshkit.topology import declare_as_configured
 from meshkit.topology_check import await_topology
 
@@ -105,6 +106,8 @@ async def _main(name: str, body: Callable[[ServiceContext], Awaitable[None]]) ->
         with contextlib.suppress(Exception):
             await nc.drain()
         log.info("%s stopped", name)
+        # After the drain, so spans of the last tasks are in the batch this flushes.
+        shutdown_tracing()
 
 
 def run_service(name: str, body: Callable[[ServiceContext], Awaitable[None]]) -> None:

@@ -19,6 +19,9 @@ the job (it must be idempotent: every replica sees the advisory). It gets a `Fai
 full reason goes into the dead letter for operators; only a PermanentError's own message,
 written for the caller, may reach a job.
 
+Each delivery is a CONSUMER span continuing the trace in the message headers (a redelivery
+joins the same trace), and the task's log lines carry its job_id (meshkit.logging).
+
 Delivery is at least once: handlers must be idempotent.
 """
 
@@ -40,9 +43,11 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
+from opentelemetry.trace import SpanKind
 
+from meshkit.logging import bind_job_id
 from meshkit.publish import MSG_ID_HEADER, publish_task
-from meshkit.telemetry import extract_context, tracer
+from meshkit.telemetry import extract_context, task_attributes, tracer
 from meshkit.topology import DEADLETTER_SUBJECT_PREFIX, WorkStream
 from meshkit.validation import describe_violations
 
@@ -255,9 +260,18 @@ class Worker(Generic[T]):
             with tracer(__name__).start_as_current_span(
                 f"handle {self.ws.subject}",
                 context=extract_context(msg.headers),
-                attributes={"messaging.message.id": msg_id, "delivery": delivery.attempt},
-            ):
+                kind=SpanKind.CONSUMER,
+                attributes={
+                    "messaging.destination.name": self.ws.subject,
+                    "messaging.message.id": msg_id,
+                    "contextmesh.stream": self.ws.stream,
+                    "contextmesh.delivery": delivery.attempt,
+                },
+            ) as span:
                 task = decode_task(self.handler.task_type, msg.data)
+                named = task_attributes(task)
+                span.set_attributes(named)
+                bind_job_id(named.get("contextmesh.job_id"))
                 try:
                     async with asyncio.timeout(self.ws.deadline_s) as deadline:
                         await self.handler.handle(task, delivery)

@@ -42,7 +42,8 @@ before each retry of a failed attempt; a task is tried once more than there are 
 then parked in DEADLETTER |
 | `CONTEXTMESH_SYNC_REPLICAS` | `1` | how many sync workers run in all; \
 the default per-worker GitHub concurrency is 80 divided by it |
-| `CONTEXTMESH_TRACE_CONSOLE` | unset | `1` prints trace spans to stderr |
+| `CONTEXTMESH_TRACE_CONSOLE` | unset | `1` prints trace spans to stdout; export over OTLP \
+is set by the standard `OTEL_*` variables (docs/architecture.md, Tracing and logs) |
 | `CONTEXTMESH_TARGET` | `localhost:50051` | the gateway that the CLI's client commands call |
 | `CONTEXTMESH_ADMIN_TARGET` | `localhost:50053` | the admin listener that \
 `contextmesh deadletters` calls |

@@ -4,7 +4,8 @@ Backends turn their SDK's retries off and call through here, so that every store
 same faults (5xx, throttling, connection errors, timeouts) under one RetryPolicy
 (meshkit.retry.BLOB_CALL unless a store is given another), bounds every attempt with its
 timeout, and reports failures in the same error types without secrets. SocketTimeouts are the
-finer bounds each backend hands its SDK's transport.
+finer bounds each backend hands its SDK's transport. Each call, retries included, is one
+CLIENT span (meshkit.telemetry) named after the operation, with the key as an attribute.
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from opentelemetry.trace import SpanKind
+
 from meshkit.errors import BlobError, BlobNotFoundError, BlobUnavailableError
 from meshkit.retry import Attempts, RetryPolicy
+from meshkit.telemetry import tracer
 
 __all__ = ["ErrorModel", "Fault", "SocketTimeouts", "call"]
 
@@ -67,6 +71,22 @@ async def call(
     policy become BlobUnavailableError; anything else a BlobError naming `what`. The SDK's
     exception is not chained: its text may hold request URLs or headers.
     """
+    # `what` ends with the key (backends write "azure upload 'key'"): the span name keeps
+    # the operation only, so names stay few.
+    name = f"blob {what.removesuffix(f' {key!r}')}"
+    attributes = {"contextmesh.blob.key": key}
+    with tracer(__name__).start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes):
+        return await _with_retries(op, policy, errors, what, key, conflict)
+
+
+async def _with_retries(
+    op: Callable[[], Awaitable[T]],
+    policy: RetryPolicy,
+    errors: ErrorModel,
+    what: str,
+    key: str,
+    conflict: Callable[[str], BlobError] | None,
+) -> T:
     attempts = Attempts(policy)
     while True:
         try:

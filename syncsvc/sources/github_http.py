@@ -3,7 +3,9 @@ rate limits, retries, redirects and a cap on how much of a body is read.
 
 Callers get a Reply for 2xx, 304 and 404 (the answers they interpret); everything else is
 retried or turned into a SourceError whose message names the request by path only, so it
-never carries the token (nor any userinfo of the API URL).
+never carries the token (nor any userinfo of the API URL). Each GET, retries and redirects
+included, is a CLIENT span carrying the path (no query) and the final status, never the
+error text.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import logging
 import random
 
 import httpx
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from meshkit.config import GithubSettings
+from meshkit.telemetry import tracer
 from syncsvc.sources.base import SourceError
 from syncsvc.sources.github_auth import ApiTokenAuth
 from syncsvc.sources.github_limits import GithubPacing, RateLimiter, parse_retry_after
@@ -117,8 +121,27 @@ class GithubHttp:
         A 2xx body longer than max_body is not read: the Reply says over_cap instead, with
         the body's first keep_head bytes in `head` (for a caller that needs a peek).
         """
+        with tracer(__name__).start_as_current_span(
+            "GitHub GET",
+            kind=SpanKind.CLIENT,
+            attributes={"http.request.method": "GET", "url.path": url.path},
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                reply = await self._get_clean(url, accept, etag, (max_body, keep_head))
+            except SourceError:
+                span.set_status(Status(StatusCode.ERROR, "SourceError"))
+                raise
+            span.set_attribute("http.response.status_code", reply.status)
+            return reply
+
+    async def _get_clean(
+        self, url: httpx.URL, accept: str, etag: str | None, limits: tuple[int | None, int]
+    ) -> Reply:
+        """_get, with the token scrubbed from any error GitHub's message brought along."""
         try:
-            return await self._get(url, accept, etag, (max_body, keep_head))
+            return await self._get(url, accept, etag, limits)
         except SourceError as exc:
             # GitHub's own message is part of some errors: make sure no token rides along.
             if not self._token or self._token not in str(exc):
