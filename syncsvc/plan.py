@@ -166,12 +166,5 @@ def _plan_entry(repo: RepoListing, base: _Base | None, force: bool) -> dict:
         "default_branch": repo.default_branch,
         "stale": not unchanged,
         "previous_result_key": base.result_key if base else "",
-        "metadata": {
-            "description": repo.description,
-            "language": repo.language,
-            "topics": list(repo.topics),
-            "homepage": repo.homepage,
-            "url": repo.url,
-            "private": repo.private,
-        },
+        "metadata": repo.metadata.to_json(),
     }

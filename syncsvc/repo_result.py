@@ -64,14 +64,7 @@ def normalize_repository(
         if body is not None and extra.path not in files:
             files[extra.path] = result.text(extra.path, body)
 
-    metadata = RepositoryMetadata(
-        description=listing.description,
-        language=listing.language,
-        topics=listing.topics,
-        homepage=listing.homepage,
-        url=listing.url,
-        private=listing.private,
-    )
+    metadata = listing.metadata
     result.warn_replaced(metadata)
 
     document = RepositoryResult(

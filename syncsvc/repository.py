@@ -19,6 +19,7 @@ from meshkit.blob import BlobStore
 from meshkit.blob.base import ensure_stored
 from meshkit.config import SyncSettings
 from meshkit.domain.bundle import content_hash, repo_result_key
+from meshkit.domain.documents import RepositoryMetadata
 from meshkit.worker import Delivery, RetryLater
 from syncsvc.repo_result import ensure_encodable, normalize_repository
 from syncsvc.sources.base import RepoListing, Source, SourceError
@@ -49,12 +50,14 @@ def listing_of(task: sync_tasks.SyncRepoTask) -> RepoListing:
         full_name=task.repository,
         fingerprint=task.fingerprint,
         default_branch=task.default_branch or "main",
-        description=meta.description or None,
-        language=meta.language or None,
-        topics=tuple(meta.topics),
-        homepage=meta.homepage or None,
-        url=meta.url or None,
-        private=meta.private,
+        metadata=RepositoryMetadata(
+            description=meta.description or None,
+            language=meta.language or None,
+            topics=tuple(meta.topics),
+            homepage=meta.homepage or None,
+            url=meta.url or None,
+            private=meta.private,
+        ),
     )
 
 

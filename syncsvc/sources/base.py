@@ -12,10 +12,12 @@ whatever a source read. Errors a source raises:
 from __future__ import annotations
 
 import abc
+import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass, field
 
+from meshkit.domain.documents import RepositoryMetadata
 from meshkit.text import encodable
 
 __all__ = [
@@ -59,12 +61,8 @@ class RepoListing:
     fingerprint: str
     """Changes whenever the repository's content may have changed (pushed_at, HEAD, hash)."""
     default_branch: str = "main"
-    description: str | None = None
-    language: str | None = None
-    topics: tuple[str, ...] = ()
-    homepage: str | None = None
-    url: str | None = None
-    private: bool = False
+    metadata: RepositoryMetadata = field(default_factory=RepositoryMetadata)
+    """What the listing says of the repository, as the repository result will hold it."""
 
     def __post_init__(self) -> None:
         """Make every field encodable and cap it, so that discovery's plan and sync task can
@@ -73,19 +71,23 @@ class RepoListing:
         fingerprint = encodable(self.fingerprint)
         if len(fingerprint) > MAX_FINGERPRINT:
             fingerprint = "sha256:" + hashlib.sha256(fingerprint.encode()).hexdigest()
+        meta = self.metadata
         fields = {
             "full_name": encodable(self.full_name),
             "fingerprint": fingerprint,
             "default_branch": _capped(self.default_branch, MAX_BRANCH) or "main",
-            "description": _capped(self.description, MAX_DESCRIPTION),
-            "language": _capped(self.language, MAX_LANGUAGE),
-            "topics": tuple(
-                topic
-                for topic in (_capped(t, MAX_TOPIC_CHARS) for t in self.topics[:MAX_TOPICS])
-                if topic
+            "metadata": dataclasses.replace(
+                meta,
+                description=_capped(meta.description, MAX_DESCRIPTION),
+                language=_capped(meta.language, MAX_LANGUAGE),
+                topics=tuple(
+                    topic
+                    for topic in (_capped(t, MAX_TOPIC_CHARS) for t in meta.topics[:MAX_TOPICS])
+                    if topic
+                ),
+                homepage=_capped(meta.homepage, MAX_URL),
+                url=_capped(meta.url, MAX_URL),
             ),
-            "homepage": _capped(self.homepage, MAX_URL),
-            "url": _capped(self.url, MAX_URL),
         }
         for name, value in fields.items():
             object.__setattr__(self, name, value)

@@ -33,6 +33,7 @@ from urllib.parse import quote
 import httpx
 
 from meshkit.config import GithubSettings
+from meshkit.domain.documents import RepositoryMetadata
 from meshkit.text import encodable
 from syncsvc.sources.base import (
     FetchedFile,
@@ -126,9 +127,12 @@ class GithubSource(Source):
         account's own (an operator's token must not bundle an organisation's private code
         for whoever asks)."""
         listed = await self._list_all(login, kind)
-        if not any(r.private for r in listed) or await self._credential_owner() == login.lower():
+        if (
+            not any(r.metadata.private for r in listed)
+            or await self._credential_owner() == login.lower()
+        ):
             return listed
-        public = [r for r in listed if not r.private]
+        public = [r for r in listed if not r.metadata.private]
         _log.info(
             "listing of %s: %d private repositories left out; the credential is not %s's own",
             login,
@@ -477,12 +481,16 @@ def _listing(item: dict[str, Any]) -> RepoListing | None:
         full_name=full_name,
         fingerprint=f"{changed}@{branch}",
         default_branch=branch,
-        description=_text(item.get("description")),
-        language=_text(item.get("language")),
-        topics=tuple(t for t in topics if isinstance(t, str)) if isinstance(topics, list) else (),
-        homepage=_text(item.get("homepage")),
-        url=_text(item.get("html_url")),
-        private=item.get("private") is True,
+        metadata=RepositoryMetadata(
+            description=_text(item.get("description")),
+            language=_text(item.get("language")),
+            topics=tuple(t for t in topics if isinstance(t, str))
+            if isinstance(topics, list)
+            else (),
+            homepage=_text(item.get("homepage")),
+            url=_text(item.get("html_url")),
+            private=item.get("private") is True,
+        ),
     )
 
 

@@ -35,6 +35,7 @@ from collections import deque
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from meshkit.domain.documents import RepositoryMetadata
 from syncsvc.repo_context import CONTEXT_FILE, parse_repo_context
 from syncsvc.sources.base import (
     FetchedFile,
@@ -173,9 +174,7 @@ def _listing(user: str, folder: Path) -> RepoListing:
         full_name=f"{user}/{folder.name}",
         fingerprint=head if head is not None else _content_hash(folder),
         default_branch=branch or "main",
-        description=description,
-        language=language,
-        topics=topics,
+        metadata=RepositoryMetadata(description=description, language=language, topics=topics),
     )
 
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from mergesvc.merge import build_bundle
 from meshkit.domain.bundle import canonical_json, content_hash
-from meshkit.domain.documents import RepositoryResult
+from meshkit.domain.documents import RepositoryMetadata, RepositoryResult
 from syncsvc.repo_result import FETCH_STATUSES, ensure_encodable, normalize_repository
 from syncsvc.sources.base import FetchedFile, FetchedRepo, RepoListing
 from tests.fuzz.strategies import context_files, hostile_text, json_values
@@ -27,12 +27,15 @@ listings = st.builds(
     full_name=st.sampled_from(["octo/a", "octo/b.js", "Octo/C_d", "x/y"]),
     fingerprint=hostile_text,
     default_branch=hostile_text,
-    description=_maybe_text,
-    language=_maybe_text,
-    topics=st.lists(hostile_text, max_size=25).map(tuple),
-    homepage=_maybe_text,
-    url=_maybe_text,
-    private=st.booleans(),
+    metadata=st.builds(
+        RepositoryMetadata,
+        description=_maybe_text,
+        language=_maybe_text,
+        topics=st.lists(hostile_text, max_size=25).map(tuple),
+        homepage=_maybe_text,
+        url=_maybe_text,
+        private=st.booleans(),
+    ),
 )
 _paths = st.one_of(
     st.sampled_from(["README.md", "docs/README.rst", "ARCHITECTURE.md", ".repo-context.json"]),

@@ -57,11 +57,13 @@ REPOSITORIES = [
         RepoListing(
             full_name="octo/tidepool",
             fingerprint="2026-11-01T10:00:00Z@main",
-            description="Tide predictions",
-            language="Python",
-            topics=("tides", "oceanography"),
-            homepage="https://tidepool.example",
-            url="https://github.com/octo/tidepool",
+            metadata=RepositoryMetadata(
+                description="Tide predictions",
+                language="Python",
+                topics=("tides", "oceanography"),
+                homepage="https://tidepool.example",
+                url="https://github.com/octo/tidepool",
+            ),
         ),
         FetchedRepo(
             context=_ok(".repo-context.json", _CONTEXT),
@@ -80,7 +82,10 @@ REPOSITORIES = [
     ),
     (
         RepoListing(
-            full_name="octo/Zeta", fingerprint="sha256:zeta", default_branch="trunk", private=True
+            full_name="octo/Zeta",
+            fingerprint="sha256:zeta",
+            default_branch="trunk",
+            metadata=RepositoryMetadata(private=True),
         ),
         FetchedRepo(
             context=_ok(".repo-context.json", b'{"name": "zeta",}'),
@@ -94,7 +99,11 @@ REPOSITORIES = [
         job_pb2.REPO_STATUS_UNCHANGED,
     ),
     (
-        RepoListing(full_name="octo/stale", fingerprint="sha256:stale", description="Old but good"),
+        RepoListing(
+            full_name="octo/stale",
+            fingerprint="sha256:stale",
+            metadata=RepositoryMetadata(description="Old but good"),
+        ),
         FetchedRepo(
             context=FetchedFile(path=".repo-context.json", status="missing"),
             readme=_ok("README.md", b"Title\n=====\n\nSome text that is long enough to keep.\n"),

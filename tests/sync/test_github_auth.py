@@ -38,7 +38,7 @@ async def test_private_repositories_need_the_token(
     with_token = make_github_source(token=TOKEN)
     listings = {r.full_name: r for r in await with_token.list_repositories("acme")}
     assert set(listings) == {"acme/public", "acme/secret"}
-    assert listings["acme/secret"].private is True
+    assert listings["acme/secret"].metadata.private is True
     fetched = await with_token.fetch(listings["acme/secret"], extra_files=(), max_file_bytes=CAP)
     assert fetched.readme.data == b"secret"
 

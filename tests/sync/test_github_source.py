@@ -108,17 +108,17 @@ async def test_listing_maps_metadata_and_fingerprints(
     site = repos["octo/site"]
     assert site.fingerprint == "2026-11-01T10:00:01Z@trunk"
     assert site.default_branch == "trunk"
-    assert (site.description, site.language, site.homepage) == (
+    assert (site.metadata.description, site.metadata.language, site.metadata.homepage) == (
         "My site",
         "TypeScript",
         "https://octo.example",
     )
-    assert site.topics == ("web", "portfolio")
-    assert site.url == "https://github.com/octo/site"
-    assert site.private is False
+    assert site.metadata.topics == ("web", "portfolio")
+    assert site.metadata.url == "https://github.com/octo/site"
+    assert site.metadata.private is False
     # Never pushed: the fingerprint falls back to updated_at; "" reads as no homepage.
     assert repos["octo/empty"].fingerprint == "2026-11-01T10:00:02Z@main"
-    assert repos["octo/empty"].homepage is None
+    assert repos["octo/empty"].metadata.homepage is None
 
 
 async def test_fingerprint_moves_only_for_the_changed_repository(

@@ -20,6 +20,7 @@ from contextmesh.sync.v1 import tasks_pb2 as sync_tasks
 from contextmesh.task.v1 import task_pb2
 
 from meshkit.domain.bundle import canonical_json
+from meshkit.domain.documents import RepositoryMetadata
 from meshkit.domain.ids import new_job_id, sync_msg_id
 from meshkit.text import REPLACEMENT
 from meshkit.worker import PermanentError, decode_task
@@ -49,12 +50,12 @@ def stored_by_discovery(listing: RepoListing) -> sync_tasks.SyncRepoTask:
         fingerprint=listing.fingerprint,
         default_branch=listing.default_branch,
         metadata=sync_tasks.RepoMetadata(
-            description=listing.description or "",
-            language=listing.language or "",
-            topics=listing.topics,
-            homepage=listing.homepage or "",
-            url=listing.url or "",
-            private=listing.private,
+            description=listing.metadata.description or "",
+            language=listing.metadata.language or "",
+            topics=listing.metadata.topics,
+            homepage=listing.metadata.homepage or "",
+            url=listing.metadata.url or "",
+            private=listing.metadata.private,
         ),
     )
     return decode_task(sync_tasks.SyncRepoTask, task.SerializeToString())
@@ -86,7 +87,7 @@ async def test_lone_surrogate_in_local_description_lists_and_syncs_with_a_warnin
     source = LocalSource(tmp_path)
 
     [listing] = await source.list_repositories("demo")
-    assert listing.description == REPLACEMENT
+    assert listing.metadata.description == REPLACEMENT
     task = stored_by_discovery(listing)
     assert task.metadata.description == REPLACEMENT
 
@@ -157,8 +158,8 @@ async def test_lone_surrogates_in_github_json_list_and_sync_with_a_warning(
 
     listings = {r.full_name: r for r in await source.list_repositories("octo")}
     listing = listings["octo/hostile"]
-    assert listing.description == REPLACEMENT
-    assert listing.topics == ("ok", "bad" + REPLACEMENT)
+    assert listing.metadata.description == REPLACEMENT
+    assert listing.metadata.topics == ("ok", "bad" + REPLACEMENT)
     for each in listings.values():
         stored_by_discovery(each)
 
@@ -206,11 +207,13 @@ def test_listing_fields_fit_the_sync_task() -> None:
         full_name="octo/long",
         fingerprint="x" * 5000 + LONE,
         default_branch="b" * 5000,
-        description="d" * 100_000,
-        language="l" * 5000,
-        topics=tuple(f"topic-{i}" * 100 for i in range(1000)),
-        homepage="h" * 100_000,
-        url="u" * 100_000,
+        metadata=RepositoryMetadata(
+            description="d" * 100_000,
+            language="l" * 5000,
+            topics=tuple(f"topic-{i}" * 100 for i in range(1000)),
+            homepage="h" * 100_000,
+            url="u" * 100_000,
+        ),
     )
     other = dataclasses.replace(listing, fingerprint="x" * 5000 + "y")
 

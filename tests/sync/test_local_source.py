@@ -85,7 +85,7 @@ async def test_lists_every_valid_folder(tmp_path: Path) -> None:
     for repo in repos:
         assert repo.fingerprint.startswith("sha256:")
         assert repo.default_branch == "main"
-        assert repo.description is None and repo.topics == ()
+        assert repo.metadata.description is None and repo.metadata.topics == ()
 
 
 async def test_folders_with_invalid_names_are_skipped(tmp_path: Path) -> None:
@@ -129,15 +129,23 @@ async def test_listing_details_come_from_the_context_file(tmp_path: Path) -> Non
     make_repo(tmp_path, "broken", {".repo-context.json": "{not json"})
     source = LocalSource(tmp_path)
     alpha = await listing(source, "alpha")
-    assert (alpha.description, alpha.language, alpha.topics) == (
+    assert (alpha.metadata.description, alpha.metadata.language, alpha.metadata.topics) == (
         "Alpha does things.",
         "Rust",
         ("cli", "logs"),
     )
     beta = await listing(source, "beta")
-    assert (beta.description, beta.language, beta.topics) == ("Beta.", "Go", ())
+    assert (beta.metadata.description, beta.metadata.language, beta.metadata.topics) == (
+        "Beta.",
+        "Go",
+        (),
+    )
     broken = await listing(source, "broken")
-    assert (broken.description, broken.language, broken.topics) == (None, None, ())
+    assert (broken.metadata.description, broken.metadata.language, broken.metadata.topics) == (
+        None,
+        None,
+        (),
+    )
 
 
 # --- content hash of plain folders --------------------------------------------------------

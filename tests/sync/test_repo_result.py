@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from meshkit.domain.bundle import REPO_FORMAT, canonical_json, content_hash
+from meshkit.domain.documents import RepositoryMetadata
 from syncsvc.repo_result import decode_text, normalize_repository
 from syncsvc.sources.base import FetchedFile, FetchedRepo, RepoListing
 
@@ -14,11 +15,13 @@ LISTING = RepoListing(
     full_name="demo/tidepool",
     fingerprint="2026-11-01T10:00:00Z",
     default_branch="trunk",
-    description="Tide predictions",
-    language="Python",
-    topics=("tides", "oceanography"),
-    homepage="https://tidepool.example",
-    url="https://github.com/demo/tidepool",
+    metadata=RepositoryMetadata(
+        description="Tide predictions",
+        language="Python",
+        topics=("tides", "oceanography"),
+        homepage="https://tidepool.example",
+        url="https://github.com/demo/tidepool",
+    ),
 )
 CONTEXT = json.dumps(
     {

@@ -85,7 +85,7 @@ class World:
             fingerprint=found.fingerprint if found else "a commit that is gone",
             default_branch="main",
             previous_result_key=PREVIOUS,
-            metadata=sync_tasks.RepoMetadata(description=found.description or "")
+            metadata=sync_tasks.RepoMetadata(description=found.metadata.description or "")
             if found
             else None,
         )
