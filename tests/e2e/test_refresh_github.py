@@ -18,7 +18,7 @@ from meshctl.nats_server import NatsServer
 from meshkit.config import NatsSettings
 from meshkit.job_errors import error_reason
 from meshkit.nats_client import connect
-from meshkit.topology import DAY, DEADLETTER, Buckets
+from meshkit.topology import DAY, DEADLETTER, SYNC, Buckets
 from tests.support.fake_github import FakeGithub, populate
 from tests.support.mesh import Mesh
 
@@ -72,13 +72,37 @@ def content_requests(gh: FakeGithub, status: int | None = None) -> int:
     return sum(gh.count(kind=kind, status=status) for kind in CONTENT_KINDS)
 
 
-def test_first_unchanged_and_one_changed_refresh(gh_mesh: Mesh, github: FakeGithub) -> None:
+def sync_settled(url: str, timeout_s: float = 60.0) -> None:
+    """Until no SYNC delivery is pending or unacknowledged. Delivery is at least once: a
+    loaded machine may redeliver a task whose outcome already counted, and that late copy's
+    fetches belong to the job that published it, not to the next refresh."""
+
+    async def settle() -> None:
+        nc, js = await connect(NatsSettings(url=url), name="e2e-settle")
+        try:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                info = await js.consumer_info(SYNC.stream, SYNC.consumer)
+                if info.num_pending == 0 and info.num_ack_pending == 0:
+                    return
+                assert time.monotonic() < deadline, f"SYNC never settled: {info}"
+                await asyncio.sleep(0.1)
+        finally:
+            await nc.close()
+
+    asyncio.run(settle())
+
+
+def test_first_unchanged_and_one_changed_refresh(
+    gh_mesh: Mesh, github: FakeGithub, fresh_nats: NatsServer
+) -> None:
     first = refresh(gh_mesh)
     assert first.state == JobState.JOB_STATE_DONE, gh_mesh.logs()
     assert (first.total, first.synced, first.failed) == (REPOS, REPOS, 0)
     assert content_requests(github, 200) >= REPOS * 2  # context, README, extra files
     assert github.count(kind="list") == 2  # 150 repositories: two pages of 100
 
+    sync_settled(fresh_nats.url)
     github.reset_log()
     second = refresh(gh_mesh)
     assert (second.synced, second.unchanged) == (0, REPOS)
@@ -86,6 +110,7 @@ def test_first_unchanged_and_one_changed_refresh(gh_mesh: Mesh, github: FakeGith
     assert all(r.status == 304 for r in github.requests())  # user lookup and pages: 304s
     assert second.bundle.content_hash == first.bundle.content_hash
 
+    sync_settled(fresh_nats.url)
     github.reset_log()
     github.change_file("octo/repo-0042", "README.md", "# repo-0042\n\nNow with MQTT support.\n")
     third = refresh(gh_mesh)
