@@ -4,7 +4,6 @@ deadline, and publishing under PUBLISH."""
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import random
 import time
 from collections.abc import Awaitable
@@ -133,12 +132,18 @@ def publish_to(stream: LeaderlessStream, **options: float) -> Awaitable[PubAck]:
     return publish_task(js, "s.task", task_pb2.DeadLetter(), msg_id="x", **options)
 
 
-async def test_publish_rides_out_a_re_election_with_the_preset_waits() -> None:
+async def test_publish_rides_out_a_re_election_with_the_preset_waits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    waits: list[float] = []
+
+    async def no_sleep(delay: float) -> None:  # the waits asked for, not the clock's noise
+        waits.append(delay)
+
+    monkeypatch.setattr("meshkit.publish.asyncio.sleep", no_sleep)
     stream = LeaderlessStream(outage=3)
     assert (await publish_to(stream)).seq == 4
-    times = [at for at, _ in stream.calls]
-    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
-    assert gaps == pytest.approx([0.1, 0.2, 0.4], abs=0.09)
+    assert waits == [0.1, 0.2, 0.4]
     assert {timeout for _, timeout in stream.calls} == {PUBLISH.attempt_timeout_s}
 
 
@@ -147,6 +152,8 @@ async def test_publish_gives_up_at_its_deadline() -> None:
     started = time.monotonic()
     with pytest.raises(ServiceUnavailableError):
         await publish_to(stream, deadline_s=0.5)
-    # Failures at about 0, 0.1, 0.3 and 0.7 s: the one past the deadline is final.
-    assert 0.5 <= time.monotonic() - started < 2.0
-    assert 3 <= len(stream.calls) <= 4
+    # Failures at about 0, 0.1, 0.3 and 0.7 s (later on a loaded machine): it kept trying
+    # until the deadline, and the first failure past it was final.
+    assert time.monotonic() - started >= 0.5
+    last_two = [at for at, _ in stream.calls[-2:]]
+    assert last_two[0] - started < 0.5 <= last_two[1] - started
