@@ -24,6 +24,8 @@ PUBLIC_RULES: dict[str, Rule] = {
     f"/{BUNDLE_SERVICE}/GetBundle": _USER,
     f"/{BUNDLE_SERVICE}/DownloadBundle": _USER,
     f"/{BUNDLE_SERVICE}/SearchBundle": _USER,
+    f"/{BUNDLE_SERVICE}/ListJobs": _USER,
+    f"/{BUNDLE_SERVICE}/GetRefreshStatus": _USER,
     f"/{BUNDLE_SERVICE}/GetJob": JOB_OWNER,
     f"/{BUNDLE_SERVICE}/WatchJob": JOB_OWNER,
     f"/{BUNDLE_SERVICE}/CancelJob": JOB_OWNER,

@@ -26,6 +26,7 @@ from gateway.limits import EdgeLimits
 from gateway.refresh import Refresher
 from meshkit.auth import authorize_job, current_principal, forward_credentials
 from meshkit.config import LimitSettings
+from meshkit.errors import JobNotFoundError
 from meshkit.jobs import JobStore, bundle_is_ready, is_final
 
 __all__ = ["BundleService"]
@@ -73,7 +74,28 @@ class BundleService(bundle_service_pb2_grpc.BundleServiceServicer):
     ) -> pb.RefreshBundleResponse:
         self.limits.admit_refresh(current_principal().subject, force=request.force)
         job, coalesced = await self.refresher.refresh(request.user, force=request.force)
-        return pb.RefreshBundleResponse(job=job, coalesced=coalesced)
+        return pb.RefreshBundleResponse(
+            job=job, coalesced=coalesced, status_url=f"/bundles/{job.user}/status?job_id={job.id}"
+        )
+
+    async def ListJobs(
+        self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListJobsResponse:
+        jobs, next_page_token = await self.refresher.history.page(
+            request.user, request.page_size, request.page_token
+        )
+        return pb.ListJobsResponse(jobs=jobs, next_page_token=next_page_token)
+
+    async def GetRefreshStatus(
+        self, request: pb.GetRefreshStatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetRefreshStatusResponse:
+        record, _ = await self.jobs.get(request.job_id)
+        job = record.job
+        if job.user != request.user:
+            # Another user's job answers exactly like an unknown one.
+            raise JobNotFoundError(request.job_id)
+        done = job.synced + job.unchanged + job.failed
+        return pb.GetRefreshStatusResponse(job=job, progress=f"{done} of {job.total}")
 
     async def GetJob(
         self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext

@@ -197,7 +197,7 @@ class Redriver:
         job.bundle_ready_time.CopyFrom(job.create_time)
         job.training.state = job_pb2.TRAINING_STATE_QUEUED
         try:
-            await self.jobs.create(record)
+            await self.refresher.record(record)
         except KeyWrongLastSequenceError:
             record, _ = await self.jobs.get(job.id)
         return await self._publish_train(record)

@@ -21,11 +21,12 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from gateway.history import JobHistory
 from meshkit.domain.ids import discover_msg_id, new_job_id
 from meshkit.errors import ConflictError, JobNotFoundError
 from meshkit.jobs import JobStore, is_refreshing
 from meshkit.publish import publish_task
-from meshkit.topology import DISCOVER
+from meshkit.topology import DISCOVER, Buckets
 
 __all__ = ["Refresher", "new_record"]
 
@@ -35,10 +36,19 @@ log = logging.getLogger(__name__)
 class Refresher:
     """Starts refresh jobs, one running job per user unless forced."""
 
-    def __init__(self, js: JetStreamContext, jobs: JobStore, active: KeyValue) -> None:
+    def __init__(
+        self, js: JetStreamContext, jobs: JobStore, active: KeyValue, history: JobHistory
+    ) -> None:
         self.js = js
         self.jobs = jobs
         self.active = active
+        self.history = history
+
+    @classmethod
+    async def open(cls, js: JetStreamContext, jobs: JobStore) -> Refresher:
+        active = await js.key_value(Buckets.ACTIVE.name)
+        history = JobHistory(await js.key_value(Buckets.HISTORY.name), jobs)
+        return cls(js, jobs, active, history)
 
     async def refresh(self, user: str, *, force: bool) -> tuple[job_pb2.Job, bool]:
         """Return (job, coalesced)."""
@@ -77,17 +87,20 @@ class Refresher:
         # The pointer and the record are written at once (one round trip, not two); a
         # record whose pointer write lost the race is deleted, never published.
         claim, created = await asyncio.gather(
-            self._claim(user, job_id, entry), self.jobs.create(record), return_exceptions=True
+            self._claim(user, job_id, entry), self.record(record), return_exceptions=True
         )
         if isinstance(created, BaseException):
             raise created
-        if isinstance(claim, KeyWrongLastSequenceError):
-            await self.jobs.kv.delete(job_id)
-            return False
         if isinstance(claim, BaseException):
-            await self.jobs.kv.delete(job_id)
+            await asyncio.gather(self.jobs.kv.delete(job_id), self.history.remove(record.job))
+            if isinstance(claim, KeyWrongLastSequenceError):
+                return False
             raise claim
         return True
+
+    async def record(self, record: job_record_pb2.JobRecord) -> None:
+        """Store a new job's record and list it in its user's history."""
+        await asyncio.gather(self.jobs.create(record), self.history.add(record.job))
 
     async def _refreshing(self, job_id: str) -> job_pb2.Job | None:
         """The job if it is still refreshing (coalescing onto it is right), else None."""

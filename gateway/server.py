@@ -58,7 +58,7 @@ async def _ops_connection(ctx: ServiceContext) -> tuple[Client | None, JetStream
 async def _redriver(js: JetStreamContext) -> Redriver:
     """Redrive on the ops identity: it starts jobs as a refresh does, on its own connection."""
     jobs = await JobStore.open(js)
-    refresher = Refresher(js, jobs, await js.key_value(Buckets.ACTIVE.name))
+    refresher = await Refresher.open(js, jobs)
     return Redriver(js, jobs, refresher, await js.key_value(Buckets.REDRIVES.name))
 
 
@@ -67,13 +67,12 @@ async def serve(ctx: ServiceContext) -> None:
     auth = Authenticator.from_settings(settings.auth)
     ops_nc, ops_js = await _ops_connection(ctx)
     jobs = await JobStore.open(ctx.js)
-    active = await ctx.js.key_value(Buckets.ACTIVE.name)
     pointers = await ctx.js.key_value(Buckets.BUNDLES.name)
     blobs = open_blob_store(settings.blob_url)
     search_channel = grpc.aio.insecure_channel(
         settings.search_addr, interceptors=aio_client_interceptors()
     )
-    refresher = Refresher(ctx.js, jobs, active)
+    refresher = await Refresher.open(ctx.js, jobs)
     redriver = await _redriver(ops_js)
     bundle_service = BundleService(
         refresher,

@@ -24,7 +24,7 @@ from contextmesh.ops.v1 import ops_service_pb2 as ops
 from contextmesh.ops.v1 import ops_service_pb2_grpc
 from google.protobuf import json_format
 
-from meshctl.progress import bundle_line, progress_line, summary
+from meshctl.progress import bundle_line, history_line, progress_line, summary
 from meshkit.bearer import bearer_channel
 from meshkit.signing import LocalSigner
 from meshkit.telemetry import init_tracing
@@ -45,6 +45,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("id")
     p.add_argument("--watch", action="store_true", help="follow the job to its end")
     p.set_defaults(run=job)
+    p = sub.add_parser("jobs", help="a user's recent jobs, newest first")
+    p.add_argument("user")
+    p.add_argument("-n", "--limit", type=int, default=20, help="how many (default 20)")
+    p.set_defaults(run=jobs)
     p = sub.add_parser("cancel", help="cancel a job")
     p.add_argument("id")
     p.set_defaults(run=cancel)
@@ -167,6 +171,22 @@ def job(args: argparse.Namespace) -> int:
         print(summary(final))
         return 1 if final.state in FAILED_STATES else 0
     print(summary(stub.GetJob(pb.GetJobRequest(id=args.id)).job))
+    return 0
+
+
+def jobs(args: argparse.Namespace) -> int:
+    stub = _stub()
+    left, token = args.limit, ""
+    while left > 0:
+        page = stub.ListJobs(
+            pb.ListJobsRequest(user=args.user, page_size=min(left, 100), page_token=token)
+        )
+        for listed in page.jobs:
+            print(history_line(listed))
+        left -= len(page.jobs)
+        token = page.next_page_token
+        if not token:
+            break
     return 0
 
 

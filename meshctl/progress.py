@@ -6,7 +6,7 @@ from contextmesh.job.v1 import job_pb2
 
 from meshkit.job_errors import error_reason
 
-__all__ = ["bundle_line", "progress_line", "summary"]
+__all__ = ["bundle_line", "history_line", "progress_line", "summary"]
 
 JobState = job_pb2.JobState
 
@@ -79,3 +79,10 @@ def summary(job: job_pb2.Job) -> str:
     elif job.error:  # a record written before error_status existed
         lines.append(f"  error: {job.error}")
     return "\n".join(lines)
+
+
+def history_line(job: job_pb2.Job) -> str:
+    """One job of a user's history: when, how it ended, and its counts."""
+    created = job.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
+    counts = f"{job.total} repositories ({job.synced} synced, {job.failed} failed)"
+    return f"{job.id}  {created}  {_state(job):<12} {counts}"

@@ -122,16 +122,19 @@ def _identities() -> tuple[Identity, ...]:
     return (
         Identity(
             "gateway",
-            "starts jobs (cm_jobs, cm_active, DISCOVER), watches them, reads bundle pointers",
+            "starts jobs (cm_jobs, cm_active, cm_history, DISCOVER), watches and lists them, "
+            "reads bundle pointers",
             publish=(
                 DISCOVER.subject,
                 *_kv_write(Buckets.JOBS),
                 *_kv_watch(Buckets.JOBS),
                 *_kv_write(Buckets.ACTIVE),
+                *_kv_write(Buckets.HISTORY),
+                *_kv_watch(Buckets.HISTORY),
                 *_kv_read(Buckets.BUNDLES),
             ),
             subscribe=(),
-            streams=_kv_streams(Buckets.JOBS, Buckets.ACTIVE, Buckets.BUNDLES),
+            streams=_kv_streams(Buckets.JOBS, Buckets.ACTIVE, Buckets.HISTORY, Buckets.BUNDLES),
         ),
         Identity(
             OPS,
@@ -145,12 +148,13 @@ def _identities() -> tuple[Identity, ...]:
                 TRAIN.subject,
                 *_kv_write(Buckets.JOBS),
                 *_kv_write(Buckets.ACTIVE),
+                *_kv_write(Buckets.HISTORY),
                 *_kv_write(Buckets.REDRIVES),
             ),
             subscribe=(),
             streams=(
                 DEADLETTER,
-                *_kv_streams(Buckets.JOBS, Buckets.ACTIVE, Buckets.REDRIVES),
+                *_kv_streams(Buckets.JOBS, Buckets.ACTIVE, Buckets.HISTORY, Buckets.REDRIVES),
             ),
         ),
         Identity(

@@ -183,6 +183,11 @@ class Buckets:
     ACTIVE = Bucket(
         "cm_active", 1, DAY, "user -> id of the user's latest job (coalescing)", 64 * MIB
     )
+    # A user's job ids under their name, so ListJobs reads one user's keys, not every job's;
+    # kept as long as the records they index.
+    HISTORY = Bucket(
+        "cm_history", 1, 14 * DAY, "<user>.<job id> -> (empty): a user's jobs", 256 * MIB
+    )
     OUTCOMES = Bucket("cm_outcomes", 1, 14 * DAY, "<job id>.<index> -> RepoOutcome", GIB)
     BUNDLES = Bucket("cm_bundles", 5, 0, "user -> BundlePointer of the latest bundle", 64 * MIB)
     MODELS = Bucket("cm_models", 5, 0, "user -> ModelPointer of the serving model", 64 * MIB)
@@ -195,6 +200,7 @@ class Buckets:
 ALL_BUCKETS = (
     Buckets.JOBS,
     Buckets.ACTIVE,
+    Buckets.HISTORY,
     Buckets.OUTCOMES,
     Buckets.BUNDLES,
     Buckets.MODELS,

@@ -162,6 +162,13 @@ def test_up_serves_refreshes_stops_cleanly_and_keeps_its_data(tmp_path: Path) ->
         ) as response:
             lines = [json.loads(line) for line in response.iter_lines() if line.strip()]
         assert lines[-1]["final"] is True and lines[-1]["job"]["state"] == "JOB_STATE_DONE"
+
+        # The user's history: both jobs, newest first, each on a line of its own.
+        first_job = refresh.stdout.split()[1]
+        history = cli(as_demo, "jobs", "demo").stdout.splitlines()
+        assert [line.split()[0] for line in history] == [job["id"], first_job]
+        assert all("Done" in line for line in history)
+        assert cli(as_demo, "jobs", "demo", "--limit", "1").stdout.split()[0] == job["id"]
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0, log.read_text()

@@ -31,7 +31,7 @@ class Gateway:
 
 async def open_gateway(js: JetStreamContext) -> Gateway:
     jobs = await JobStore.open(js)
-    refresher = Refresher(js, jobs, await js.key_value(Buckets.ACTIVE.name))
+    refresher = await Refresher.open(js, jobs)
     redriver = Redriver(js, jobs, refresher, await js.key_value(Buckets.REDRIVES.name))
     return Gateway(js, jobs, refresher, redriver)
 

@@ -266,7 +266,27 @@ class _BundleService(api_grpc.BundleServiceServicer):
         self.state.jobs[job.id] = record
         if request.user not in self.state.held:
             record.task = asyncio.create_task(self.state.run(record))
-        return api.RefreshBundleResponse(job=job)
+        return api.RefreshBundleResponse(
+            job=job, status_url=f"/bundles/{job.user}/status?job_id={job.id}"
+        )
+
+    async def ListJobs(
+        self, request: api.ListJobsRequest, context: grpc.aio.ServicerContext
+    ) -> api.ListJobsResponse:
+        """One page holding all of the user's jobs, newest first (the stub keeps few)."""
+        await _validate(request, context)
+        jobs = [r.job for r in self.state.jobs.values() if r.job.user == request.user]
+        return api.ListJobsResponse(jobs=sorted(jobs, key=lambda job: job.id, reverse=True))
+
+    async def GetRefreshStatus(
+        self, request: api.GetRefreshStatusRequest, context: grpc.aio.ServicerContext
+    ) -> api.GetRefreshStatusResponse:
+        await _validate(request, context)
+        job = (await self._record(request.job_id, context)).job
+        if job.user != request.user:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"job {request.job_id} not found")
+        done = job.synced + job.unchanged + job.failed
+        return api.GetRefreshStatusResponse(job=job, progress=f"{done} of {job.total}")
 
     async def GetJob(
         self, request: api.GetJobRequest, context: grpc.aio.ServicerContext

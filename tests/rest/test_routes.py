@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.rest.flows import finished_job, refresh
+from tests.rest.flows import finished_job, refresh, watch
 from tests.rest.stub_gateway import StubGateway
 from tests.support.envoy import HttpRule, http_rules
 
@@ -27,8 +27,10 @@ def _json(response: httpx.Response) -> dict[str, Any]:
 
 
 def _refreshed(response: httpx.Response, values: dict[str, str]) -> None:
-    job = _json(response)["job"]
+    body = _json(response)
+    job = body["job"]
     assert job["user"] == values["user"] and len(job["id"]) == 26
+    assert body["statusUrl"] == f"/bundles/{job['user']}/status?job_id={job['id']}"
 
 
 def _got_job(response: httpx.Response, values: dict[str, str]) -> None:
@@ -55,6 +57,19 @@ def _cancelled(response: httpx.Response, values: dict[str, str]) -> None:
     assert _json(response)["job"]["state"] == "JOB_STATE_DONE"
 
 
+def _listed(response: httpx.Response, values: dict[str, str]) -> None:
+    jobs = _json(response)["jobs"]
+    assert values["id"] in [job["id"] for job in jobs]
+    assert all(job["user"] == values["user"] for job in jobs)
+
+
+def _status(response: httpx.Response, values: dict[str, str]) -> None:
+    body = _json(response)
+    assert body["job"]["id"] == values["id"]
+    total = body["job"]["total"]
+    assert body["progress"] == f"{total} of {total}"  # the job has finished
+
+
 def _searched(response: httpx.Response, values: dict[str, str]) -> None:
     hits = _json(response)["hits"]
     assert len(hits) == 2 and hits[0]["repository"].startswith(f"{values['user']}/")
@@ -69,6 +84,12 @@ CASES: dict[str, tuple[dict[str, Any] | None, Check]] = {
     f"{BUNDLE}/DownloadBundle": (None, _downloaded),
     f"{BUNDLE}/CancelJob": ({}, _cancelled),
     f"{BUNDLE}/SearchBundle": ({"query": "search in python", "topK": 2}, _searched),
+    f"{BUNDLE}/ListJobs": (None, _listed),
+    f"{BUNDLE}/GetRefreshStatus": (None, _status),
+}
+# Fields a route carries in its query string rather than its path.
+QUERIES: dict[str, Callable[[dict[str, str]], dict[str, str]]] = {
+    f"{BUNDLE}/GetRefreshStatus": lambda values: {"job_id": values["id"]},
 }
 RULES = http_rules()
 
@@ -77,7 +98,7 @@ def test_every_rpc_with_a_rest_route_has_a_case() -> None:
     assert {rule.rpc for rule in RULES} == set(CASES)
 
 
-@pytest.mark.parametrize("rule", RULES, ids=lambda rule: rule.method)
+@pytest.mark.parametrize("rule", RULES, ids=lambda rule: f"{rule.method} {rule.path}")
 async def test_every_rpc_answers_at_its_path(
     rest: httpx.AsyncClient, user: str, rule: HttpRule
 ) -> None:
@@ -85,9 +106,13 @@ async def test_every_rpc_answers_at_its_path(
     values = {"user": user, "id": job["id"]}
     path = re.sub(r"\{(\w+)(=[^}]*)?\}", lambda m: values[m.group(1)], rule.path)
     body, check = CASES[rule.rpc]
-    assert (body is not None) == (rule.body == "*"), rule
+    # Every RPC with a body on one route has a case's body; a route without one is sent none.
+    assert (body is not None) == any(r.body == "*" for r in RULES if r.rpc == rule.rpc), rule
+    query = QUERIES.get(rule.rpc, lambda _: {})(values)
 
-    response = await rest.request(rule.verb, path, json=body)
+    response = await rest.request(
+        rule.verb, path, json=body if rule.body == "*" else None, params=query
+    )
 
     assert response.status_code == 200, response.text
     check(response, values)
@@ -101,6 +126,29 @@ async def test_path_and_body_fields_both_reach_the_request(
 
     got = (await rest.get(f"/v1/jobs/{forced['id']}")).json()["job"]
     assert (got["user"], got["force"]) == (user, True)
+
+
+async def test_the_durable_functions_paths_refresh_and_report_k_of_n(
+    rest: httpx.AsyncClient, user: str
+) -> None:
+    # A client of the seed's design: POST with no body, then poll the status_url it got.
+    started = await rest.post(f"/bundles/{user}/refresh")
+    assert started.status_code == 200, started.text
+    status_url = started.json()["statusUrl"]
+    job_id = started.json()["job"]["id"]
+    assert status_url == f"/bundles/{user}/status?job_id={job_id}"
+    await watch(rest, job_id)  # until the job has ended
+
+    status = await rest.get(status_url)
+
+    assert status.status_code == 200, status.text
+    body = status.json()
+    assert body["job"]["state"] == "JOB_STATE_DONE"
+    total = body["job"]["total"]
+    assert total > 0 and body["progress"] == f"{total} of {total}"
+    # Someone else's path answers as for an unknown job.
+    other = await rest.get(f"/bundles/{user}x/status", params={"job_id": job_id})
+    assert other.status_code == 404, other.text
 
 
 async def test_the_admin_plane_has_no_public_route(rest: httpx.AsyncClient) -> None:

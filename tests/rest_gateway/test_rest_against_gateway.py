@@ -29,6 +29,7 @@ from tests.rest.test_routes import (  # noqa: F401
     test_json_is_camel_case_with_enum_names_and_defaults,
     test_path_and_body_fields_both_reach_the_request,
     test_the_admin_plane_has_no_public_route,
+    test_the_durable_functions_paths_refresh_and_report_k_of_n,
 )
 from tests.rest.test_streaming import (  # noqa: F401
     test_one_message_per_line_with_trailers_ok,

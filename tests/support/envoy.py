@@ -110,7 +110,7 @@ class HttpRule:
 
 
 def http_rules(descriptor_path: str | os.PathLike[str] = DESCRIPTOR_PATH) -> list[HttpRule]:
-    """Every REST route of the transcoded services (additional_bindings are not used)."""
+    """Every REST route of the transcoded services, additional_bindings included."""
     image = descriptor_pb2.FileDescriptorSet.FromString(pathlib.Path(descriptor_path).read_bytes())
     wanted = set(transcoded_services(descriptor_path))
     rules = []
@@ -121,18 +121,19 @@ def http_rules(descriptor_path: str | os.PathLike[str] = DESCRIPTOR_PATH) -> lis
                 continue
             for method in service.method:
                 rule = method.options.Extensions[annotations_pb2.http]
-                verb = rule.WhichOneof("pattern")
-                assert verb is not None, f"{full_name}/{method.name} has no REST route"
-                rules.append(
-                    HttpRule(
-                        service=full_name,
-                        method=method.name,
-                        verb=verb.upper(),
-                        path=getattr(rule, verb),
-                        body=rule.body,
-                        server_streaming=method.server_streaming,
+                for binding in (rule, *rule.additional_bindings):
+                    verb = binding.WhichOneof("pattern")
+                    assert verb is not None, f"{full_name}/{method.name} has no REST route"
+                    rules.append(
+                        HttpRule(
+                            service=full_name,
+                            method=method.name,
+                            verb=verb.upper(),
+                            path=getattr(binding, verb),
+                            body=binding.body,
+                            server_streaming=method.server_streaming,
+                        )
                     )
-                )
     return rules
 
 

@@ -32,7 +32,7 @@ from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+contextmesh/gateway/v1/bundle_service.proto\x12\x16\x63ontextmesh.gateway.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\"contextmesh/bundle/v1/bundle.proto\x1a\x1c\x63ontextmesh/job/v1/job.proto\x1a\"contextmesh/search/v1/search.proto\x1a#contextmesh/validate/v1/rules.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1fgoogle/protobuf/timestamp.proto\">\n\x14RefreshBundleRequest\x12\x17\n\x04user\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"P\n\x15RefreshBundleResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.contextmesh.job.v1.Job\x12\x11\n\tcoalesced\x18\x02 \x01(\x08\"&\n\rGetJobRequest\x12\x15\n\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xd0\xd2#\x01\"6\n\x0eGetJobResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.contextmesh.job.v1.Job\"(\n\x0fWatchJobRequest\x12\x15\n\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xd0\xd2#\x01\"]\n\x10WatchJobResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.contextmesh.job.v1.Job\x12\r\n\x05\x66inal\x18\x02 \x01(\x08\x12\x14\n\x0c\x62undle_ready\x18\x03 \x01(\x08\"+\n\x10GetBundleRequest\x12\x17\n\x04user\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\"\xe0\x01\n\x11GetBundleResponse\x12\x0c\n\x04user\x18\x01 \x01(\t\x12-\n\x06\x62undle\x18\x02 \x01(\x0b\x32\x1d.contextmesh.job.v1.BundleRef\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x0crepositories\x18\x05 \x03(\x0b\x32 .contextmesh.bundle.v1.RepoEntry\x12\x15\n\rdownload_path\x18\x06 \x01(\t\"0\n\x15\x44ownloadBundleRequest\x12\x17\n\x04user\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\")\n\x10\x43\x61ncelJobRequest\x12\x15\n\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xd0\xd2#\x01\"9\n\x11\x43\x61ncelJobResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.contextmesh.job.v1.Job\"a\n\x13SearchBundleRequest\x12\x17\n\x04user\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\x12\x19\n\x05query\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\xe8\x07\x12\x16\n\x05top_k\x18\x03 \x01(\rB\x07\xbaH\x04*\x02\x18\x64\"j\n\x14SearchBundleResponse\x12.\n\x04hits\x18\x01 \x03(\x0b\x32 .contextmesh.search.v1.SearchHit\x12\x13\n\x0b\x62undle_hash\x18\x02 \x01(\t\x12\r\n\x05tuned\x18\x03 \x01(\x08\x32\xbb\x07\n\rBundleService\x12\x98\x01\n\rRefreshBundle\x12,.contextmesh.gateway.v1.RefreshBundleRequest\x1a-.contextmesh.gateway.v1.RefreshBundleResponse\"*\x82\xd3\xe4\x93\x02$\"\x1f/v1/users/{user}/bundle:refresh:\x01*\x12n\n\x06GetJob\x12%.contextmesh.gateway.v1.GetJobRequest\x1a&.contextmesh.gateway.v1.GetJobResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/jobs/{id}\x12|\n\x08WatchJob\x12\'.contextmesh.gateway.v1.WatchJobRequest\x1a(.contextmesh.gateway.v1.WatchJobResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/jobs/{id}:watch0\x01\x12\x81\x01\n\tGetBundle\x12(.contextmesh.gateway.v1.GetBundleRequest\x1a).contextmesh.gateway.v1.GetBundleResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/users/{user}/bundle\x12\x81\x01\n\x0e\x44ownloadBundle\x12-.contextmesh.gateway.v1.DownloadBundleRequest\x1a\x14.google.api.HttpBody\"(\x82\xd3\xe4\x93\x02\"\x12 /v1/users/{user}/bundle:download0\x01\x12\x81\x01\n\tCancelJob\x12(.contextmesh.gateway.v1.CancelJobRequest\x1a).contextmesh.gateway.v1.CancelJobResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x14/v1/jobs/{id}:cancel:\x01*\x12\x94\x01\n\x0cSearchBundle\x12+.contextmesh.gateway.v1.SearchBundleRequest\x1a,.contextmesh.gateway.v1.SearchBundleResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/users/{user}/bundle:search:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+contextmesh/gateway/v1/bundle_service.proto\x12\x16\x63ontextmesh.gateway.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\"contextmesh/bundle/v1/bundle.proto\x1a\x1c\x63ontextmesh/job/v1/job.proto\x1a\"contextmesh/search/v1/search.proto\x1a#contextmesh/validate/v1/rules.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1fgoogle/protobuf/timestamp.proto\">\n\x14RefreshBundleRequest\x12\x17\n\x04user\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"d\n\x15RefreshBundleResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.contextmesh.job.v1.Job\x12\x11\n\tcoalesced\x18\x02 \x01(\x08\x12\x12\n\nstatus_url\x18\x03 \x01(\t\"c\n\x0fListJobsRequest\x12\x17\n\x04user\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\x12\x1a\n\tpage_size\x18\x02 \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x00\x12\x1b\n\npage_token\x18\x03 \x01(\tB\x07\xbaH\x04r\x02\x18@\"R\n\x10ListJobsResponse\x12%\n\x04jobs\x18\x01 \x03(\x0b\x32\x17.contextmesh.job.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"M\n\x17GetRefreshStatusRequest\x12\x17\n\x04user\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\x12\x19\n\x06job_id\x18\x02 \x01(\tB\t\xbaH\x06r\x04\xd0\xd2#\x01\"R\n\x18GetRefreshStatusResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.contextmesh.job.v1.Job\x12\x10\n\x08progress\x18\x02 \x01(\t\"&\n\rGetJobRequest\x12\x15\n\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xd0\xd2#\x01\"6\n\x0eGetJobResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.contextmesh.job.v1.Job\"(\n\x0fWatchJobRequest\x12\x15\n\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xd0\xd2#\x01\"]\n\x10WatchJobResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.contextmesh.job.v1.Job\x12\r\n\x05\x66inal\x18\x02 \x01(\x08\x12\x14\n\x0c\x62undle_ready\x18\x03 \x01(\x08\"+\n\x10GetBundleRequest\x12\x17\n\x04user\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\"\xe0\x01\n\x11GetBundleResponse\x12\x0c\n\x04user\x18\x01 \x01(\t\x12-\n\x06\x62undle\x18\x02 \x01(\x0b\x32\x1d.contextmesh.job.v1.BundleRef\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x0crepositories\x18\x05 \x03(\x0b\x32 .contextmesh.bundle.v1.RepoEntry\x12\x15\n\rdownload_path\x18\x06 \x01(\t\"0\n\x15\x44ownloadBundleRequest\x12\x17\n\x04user\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\")\n\x10\x43\x61ncelJobRequest\x12\x15\n\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xd0\xd2#\x01\"9\n\x11\x43\x61ncelJobResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.contextmesh.job.v1.Job\"a\n\x13SearchBundleRequest\x12\x17\n\x04user\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\x12\x19\n\x05query\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\xe8\x07\x12\x16\n\x05top_k\x18\x03 \x01(\rB\x07\xbaH\x04*\x02\x18\x64\"j\n\x14SearchBundleResponse\x12.\n\x04hits\x18\x01 \x03(\x0b\x32 .contextmesh.search.v1.SearchHit\x12\x13\n\x0b\x62undle_hash\x18\x02 \x01(\t\x12\r\n\x05tuned\x18\x03 \x01(\x08\x32\xec\t\n\rBundleService\x12\xb3\x01\n\rRefreshBundle\x12,.contextmesh.gateway.v1.RefreshBundleRequest\x1a-.contextmesh.gateway.v1.RefreshBundleResponse\"E\x82\xd3\xe4\x93\x02?\"\x1f/v1/users/{user}/bundle:refresh:\x01*Z\x19\"\x17/bundles/{user}/refresh\x12|\n\x08ListJobs\x12\'.contextmesh.gateway.v1.ListJobsRequest\x1a(.contextmesh.gateway.v1.ListJobsResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/users/{user}/jobs\x12\x95\x01\n\x10GetRefreshStatus\x12/.contextmesh.gateway.v1.GetRefreshStatusRequest\x1a\x30.contextmesh.gateway.v1.GetRefreshStatusResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/bundles/{user}/status\x12n\n\x06GetJob\x12%.contextmesh.gateway.v1.GetJobRequest\x1a&.contextmesh.gateway.v1.GetJobResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/jobs/{id}\x12|\n\x08WatchJob\x12\'.contextmesh.gateway.v1.WatchJobRequest\x1a(.contextmesh.gateway.v1.WatchJobResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/jobs/{id}:watch0\x01\x12\x81\x01\n\tGetBundle\x12(.contextmesh.gateway.v1.GetBundleRequest\x1a).contextmesh.gateway.v1.GetBundleResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/users/{user}/bundle\x12\x81\x01\n\x0e\x44ownloadBundle\x12-.contextmesh.gateway.v1.DownloadBundleRequest\x1a\x14.google.api.HttpBody\"(\x82\xd3\xe4\x93\x02\"\x12 /v1/users/{user}/bundle:download0\x01\x12\x81\x01\n\tCancelJob\x12(.contextmesh.gateway.v1.CancelJobRequest\x1a).contextmesh.gateway.v1.CancelJobResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x14/v1/jobs/{id}:cancel:\x01*\x12\x94\x01\n\x0cSearchBundle\x12+.contextmesh.gateway.v1.SearchBundleRequest\x1a,.contextmesh.gateway.v1.SearchBundleResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/users/{user}/bundle:search:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,6 +41,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REFRESHBUNDLEREQUEST'].fields_by_name['user']._loaded_options = None
   _globals['_REFRESHBUNDLEREQUEST'].fields_by_name['user']._serialized_options = b'\272H\006r\004\310\322#\001'
+  _globals['_LISTJOBSREQUEST'].fields_by_name['user']._loaded_options = None
+  _globals['_LISTJOBSREQUEST'].fields_by_name['user']._serialized_options = b'\272H\006r\004\310\322#\001'
+  _globals['_LISTJOBSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTJOBSREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\004\032\002(\000'
+  _globals['_LISTJOBSREQUEST'].fields_by_name['page_token']._loaded_options = None
+  _globals['_LISTJOBSREQUEST'].fields_by_name['page_token']._serialized_options = b'\272H\004r\002\030@'
+  _globals['_GETREFRESHSTATUSREQUEST'].fields_by_name['user']._loaded_options = None
+  _globals['_GETREFRESHSTATUSREQUEST'].fields_by_name['user']._serialized_options = b'\272H\006r\004\310\322#\001'
+  _globals['_GETREFRESHSTATUSREQUEST'].fields_by_name['job_id']._loaded_options = None
+  _globals['_GETREFRESHSTATUSREQUEST'].fields_by_name['job_id']._serialized_options = b'\272H\006r\004\320\322#\001'
   _globals['_GETJOBREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_GETJOBREQUEST'].fields_by_name['id']._serialized_options = b'\272H\006r\004\320\322#\001'
   _globals['_WATCHJOBREQUEST'].fields_by_name['id']._loaded_options = None
@@ -58,7 +68,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SEARCHBUNDLEREQUEST'].fields_by_name['top_k']._loaded_options = None
   _globals['_SEARCHBUNDLEREQUEST'].fields_by_name['top_k']._serialized_options = b'\272H\004*\002\030d'
   _globals['_BUNDLESERVICE'].methods_by_name['RefreshBundle']._loaded_options = None
-  _globals['_BUNDLESERVICE'].methods_by_name['RefreshBundle']._serialized_options = b'\202\323\344\223\002$\"\037/v1/users/{user}/bundle:refresh:\001*'
+  _globals['_BUNDLESERVICE'].methods_by_name['RefreshBundle']._serialized_options = b'\202\323\344\223\002?\"\037/v1/users/{user}/bundle:refresh:\001*Z\031\"\027/bundles/{user}/refresh'
+  _globals['_BUNDLESERVICE'].methods_by_name['ListJobs']._loaded_options = None
+  _globals['_BUNDLESERVICE'].methods_by_name['ListJobs']._serialized_options = b'\202\323\344\223\002\027\022\025/v1/users/{user}/jobs'
+  _globals['_BUNDLESERVICE'].methods_by_name['GetRefreshStatus']._loaded_options = None
+  _globals['_BUNDLESERVICE'].methods_by_name['GetRefreshStatus']._serialized_options = b'\202\323\344\223\002\030\022\026/bundles/{user}/status'
   _globals['_BUNDLESERVICE'].methods_by_name['GetJob']._loaded_options = None
   _globals['_BUNDLESERVICE'].methods_by_name['GetJob']._serialized_options = b'\202\323\344\223\002\017\022\r/v1/jobs/{id}'
   _globals['_BUNDLESERVICE'].methods_by_name['WatchJob']._loaded_options = None
@@ -74,29 +88,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REFRESHBUNDLEREQUEST']._serialized_start=329
   _globals['_REFRESHBUNDLEREQUEST']._serialized_end=391
   _globals['_REFRESHBUNDLERESPONSE']._serialized_start=393
-  _globals['_REFRESHBUNDLERESPONSE']._serialized_end=473
-  _globals['_GETJOBREQUEST']._serialized_start=475
-  _globals['_GETJOBREQUEST']._serialized_end=513
-  _globals['_GETJOBRESPONSE']._serialized_start=515
-  _globals['_GETJOBRESPONSE']._serialized_end=569
-  _globals['_WATCHJOBREQUEST']._serialized_start=571
-  _globals['_WATCHJOBREQUEST']._serialized_end=611
-  _globals['_WATCHJOBRESPONSE']._serialized_start=613
-  _globals['_WATCHJOBRESPONSE']._serialized_end=706
-  _globals['_GETBUNDLEREQUEST']._serialized_start=708
-  _globals['_GETBUNDLEREQUEST']._serialized_end=751
-  _globals['_GETBUNDLERESPONSE']._serialized_start=754
-  _globals['_GETBUNDLERESPONSE']._serialized_end=978
-  _globals['_DOWNLOADBUNDLEREQUEST']._serialized_start=980
-  _globals['_DOWNLOADBUNDLEREQUEST']._serialized_end=1028
-  _globals['_CANCELJOBREQUEST']._serialized_start=1030
-  _globals['_CANCELJOBREQUEST']._serialized_end=1071
-  _globals['_CANCELJOBRESPONSE']._serialized_start=1073
-  _globals['_CANCELJOBRESPONSE']._serialized_end=1130
-  _globals['_SEARCHBUNDLEREQUEST']._serialized_start=1132
-  _globals['_SEARCHBUNDLEREQUEST']._serialized_end=1229
-  _globals['_SEARCHBUNDLERESPONSE']._serialized_start=1231
-  _globals['_SEARCHBUNDLERESPONSE']._serialized_end=1337
-  _globals['_BUNDLESERVICE']._serialized_start=1340
-  _globals['_BUNDLESERVICE']._serialized_end=2295
+  _globals['_REFRESHBUNDLERESPONSE']._serialized_end=493
+  _globals['_LISTJOBSREQUEST']._serialized_start=495
+  _globals['_LISTJOBSREQUEST']._serialized_end=594
+  _globals['_LISTJOBSRESPONSE']._serialized_start=596
+  _globals['_LISTJOBSRESPONSE']._serialized_end=678
+  _globals['_GETREFRESHSTATUSREQUEST']._serialized_start=680
+  _globals['_GETREFRESHSTATUSREQUEST']._serialized_end=757
+  _globals['_GETREFRESHSTATUSRESPONSE']._serialized_start=759
+  _globals['_GETREFRESHSTATUSRESPONSE']._serialized_end=841
+  _globals['_GETJOBREQUEST']._serialized_start=843
+  _globals['_GETJOBREQUEST']._serialized_end=881
+  _globals['_GETJOBRESPONSE']._serialized_start=883
+  _globals['_GETJOBRESPONSE']._serialized_end=937
+  _globals['_WATCHJOBREQUEST']._serialized_start=939
+  _globals['_WATCHJOBREQUEST']._serialized_end=979
+  _globals['_WATCHJOBRESPONSE']._serialized_start=981
+  _globals['_WATCHJOBRESPONSE']._serialized_end=1074
+  _globals['_GETBUNDLEREQUEST']._serialized_start=1076
+  _globals['_GETBUNDLEREQUEST']._serialized_end=1119
+  _globals['_GETBUNDLERESPONSE']._serialized_start=1122
+  _globals['_GETBUNDLERESPONSE']._serialized_end=1346
+  _globals['_DOWNLOADBUNDLEREQUEST']._serialized_start=1348
+  _globals['_DOWNLOADBUNDLEREQUEST']._serialized_end=1396
+  _globals['_CANCELJOBREQUEST']._serialized_start=1398
+  _globals['_CANCELJOBREQUEST']._serialized_end=1439
+  _globals['_CANCELJOBRESPONSE']._serialized_start=1441
+  _globals['_CANCELJOBRESPONSE']._serialized_end=1498
+  _globals['_SEARCHBUNDLEREQUEST']._serialized_start=1500
+  _globals['_SEARCHBUNDLEREQUEST']._serialized_end=1597
+  _globals['_SEARCHBUNDLERESPONSE']._serialized_start=1599
+  _globals['_SEARCHBUNDLERESPONSE']._serialized_end=1705
+  _globals['_BUNDLESERVICE']._serialized_start=1708
+  _globals['_BUNDLESERVICE']._serialized_end=2968
 # @@protoc_insertion_point(module_scope)

@@ -25,12 +25,48 @@ class RefreshBundleRequest(_message.Message):
     def __init__(self, user: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class RefreshBundleResponse(_message.Message):
-    __slots__ = ("job", "coalesced")
+    __slots__ = ("job", "coalesced", "status_url")
     JOB_FIELD_NUMBER: _ClassVar[int]
     COALESCED_FIELD_NUMBER: _ClassVar[int]
+    STATUS_URL_FIELD_NUMBER: _ClassVar[int]
     job: _job_pb2.Job
     coalesced: bool
-    def __init__(self, job: _Optional[_Union[_job_pb2.Job, _Mapping]] = ..., coalesced: _Optional[bool] = ...) -> None: ...
+    status_url: str
+    def __init__(self, job: _Optional[_Union[_job_pb2.Job, _Mapping]] = ..., coalesced: _Optional[bool] = ..., status_url: _Optional[str] = ...) -> None: ...
+
+class ListJobsRequest(_message.Message):
+    __slots__ = ("user", "page_size", "page_token")
+    USER_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    page_size: int
+    page_token: str
+    def __init__(self, user: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListJobsResponse(_message.Message):
+    __slots__ = ("jobs", "next_page_token")
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[_job_pb2.Job]
+    next_page_token: str
+    def __init__(self, jobs: _Optional[_Iterable[_Union[_job_pb2.Job, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetRefreshStatusRequest(_message.Message):
+    __slots__ = ("user", "job_id")
+    USER_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    job_id: str
+    def __init__(self, user: _Optional[str] = ..., job_id: _Optional[str] = ...) -> None: ...
+
+class GetRefreshStatusResponse(_message.Message):
+    __slots__ = ("job", "progress")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    job: _job_pb2.Job
+    progress: str
+    def __init__(self, job: _Optional[_Union[_job_pb2.Job, _Mapping]] = ..., progress: _Optional[str] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("id",)

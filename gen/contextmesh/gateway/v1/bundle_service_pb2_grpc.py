@@ -42,6 +42,16 @@ class BundleServiceStub:
                 request_serializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.RefreshBundleRequest.SerializeToString,
                 response_deserializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.RefreshBundleResponse.FromString,
                 _registered_method=True)
+        self.ListJobs = channel.unary_unary(
+                '/contextmesh.gateway.v1.BundleService/ListJobs',
+                request_serializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.ListJobsResponse.FromString,
+                _registered_method=True)
+        self.GetRefreshStatus = channel.unary_unary(
+                '/contextmesh.gateway.v1.BundleService/GetRefreshStatus',
+                request_serializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.GetRefreshStatusRequest.SerializeToString,
+                response_deserializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.GetRefreshStatusResponse.FromString,
+                _registered_method=True)
         self.GetJob = channel.unary_unary(
                 '/contextmesh.gateway.v1.BundleService/GetJob',
                 request_serializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.GetJobRequest.SerializeToString,
@@ -82,6 +92,23 @@ class BundleServiceServicer:
     def RefreshBundle(self, request, context):
         """RefreshBundle starts a refresh of the user's bundle and returns at once with the job.
         A refresh for a user who already has a job running returns that job unless force is set.
+        The second REST path is the one clients of the Durable Functions design call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobs(self, request, context):
+        """ListJobs lists a user's jobs, newest first, over the retained history (a job is kept
+        14 days after it was last written).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRefreshStatus(self, request, context):
+        """GetRefreshStatus returns one of a user's jobs with its "k of n" progress: the status
+        path of the Durable Functions design, whose clients poll it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -137,6 +164,16 @@ def add_BundleServiceServicer_to_server(servicer, server):
                     servicer.RefreshBundle,
                     request_deserializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.RefreshBundleRequest.FromString,
                     response_serializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.RefreshBundleResponse.SerializeToString,
+            ),
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.ListJobsRequest.FromString,
+                    response_serializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.ListJobsResponse.SerializeToString,
+            ),
+            'GetRefreshStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRefreshStatus,
+                    request_deserializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.GetRefreshStatusRequest.FromString,
+                    response_serializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.GetRefreshStatusResponse.SerializeToString,
             ),
             'GetJob': grpc.unary_unary_rpc_method_handler(
                     servicer.GetJob,
@@ -198,6 +235,60 @@ class BundleService:
             '/contextmesh.gateway.v1.BundleService/RefreshBundle',
             contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.RefreshBundleRequest.SerializeToString,
             contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.RefreshBundleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/contextmesh.gateway.v1.BundleService/ListJobs',
+            contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.ListJobsRequest.SerializeToString,
+            contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRefreshStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/contextmesh.gateway.v1.BundleService/GetRefreshStatus',
+            contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.GetRefreshStatusRequest.SerializeToString,
+            contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.GetRefreshStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,103 @@
+"""A user's job history: which jobs are theirs, newest first, one page at a time.
+
+Job records are keyed by job id alone (every job call names only the id), so a user's jobs
+are indexed beside them in cm_history under `<user>.<job id>`, written with the record and
+expiring with it. Listing reads one user's keys through a KV watch filtered on their name:
+the cost follows that user's jobs, never everyone's. Job ids are ULIDs, so ordering them
+orders the jobs by creation.
+
+Page tokens (AIP-158) are the last job id of the previous page, base64url-encoded: opaque to
+clients, and stable while jobs are added (a new job sorts before every token).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import re
+
+from contextmesh.job.v1 import job_pb2
+from nats.js.kv import KeyValue
+
+from meshkit.errors import JobNotFoundError
+from meshkit.jobs import JobStore, stop_watcher
+from meshkit.rpc import InvalidArgument
+
+__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "JobHistory"]
+
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+_JOB_ID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
+
+
+class JobHistory:
+    """The per-user index of job ids (cm_history) and the pages ListJobs reads from it."""
+
+    def __init__(self, kv: KeyValue, jobs: JobStore) -> None:
+        self.kv = kv
+        self.jobs = jobs
+
+    async def add(self, job: job_pb2.Job) -> None:
+        await self.kv.put(_key(job.user, job.id), b"")
+
+    async def remove(self, job: job_pb2.Job) -> None:
+        await self.kv.delete(_key(job.user, job.id))
+
+    async def page(
+        self, user: str, page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[job_pb2.Job], str]:
+        """Up to page_size of the user's jobs older than page_token's, newest first, and the
+        token of the page after (empty when there is none)."""
+        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        after = _decode_token(page_token) if page_token else None
+        ids = sorted(await self._job_ids(user), reverse=True)
+        if after is not None:
+            ids = [job_id for job_id in ids if job_id < after]
+        jobs = await self._jobs(ids[:size])
+        more = len(ids) > size
+        return jobs, _encode_token(ids[size - 1]) if more else ""
+
+    async def _job_ids(self, user: str) -> list[str]:
+        watcher = await self.kv.watch(f"{user}.*", meta_only=True, ignore_deletes=True)
+        ids = []
+        try:
+            # The watch replays the current keys, then marks the end of them with None.
+            while (entry := await watcher.updates(timeout=5.0)) is not None:
+                ids.append(entry.key.rsplit(".", 1)[1])
+        finally:
+            await stop_watcher(watcher)
+        return ids
+
+    async def _jobs(self, ids: list[str]) -> list[job_pb2.Job]:
+        """The jobs of ids, in order; one whose record expired since is left out."""
+        records = await asyncio.gather(*(self.jobs.get(i) for i in ids), return_exceptions=True)
+        jobs = []
+        for found in records:
+            if isinstance(found, JobNotFoundError):
+                continue
+            if isinstance(found, BaseException):
+                raise found
+            jobs.append(found[0].job)
+        return jobs
+
+
+def _key(user: str, job_id: str) -> str:
+    return f"{user}.{job_id}"
+
+
+def _encode_token(job_id: str) -> str:
+    return base64.urlsafe_b64encode(job_id.encode()).decode().rstrip("=")
+
+
+def _decode_token(token: str) -> str:
+    try:
+        job_id = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        job_id = ""
+    if not _JOB_ID.fullmatch(job_id):
+        raise InvalidArgument(
+            "page_token: not a token this API returned; pass a response's next_page_token "
+            "as it is, or leave it empty for the first page"
+        )
+    return job_id
