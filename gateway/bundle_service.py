@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 import grpc
@@ -24,6 +25,7 @@ from google.api import httpbody_pb2
 from gateway.bundles import BundleReader
 from gateway.limits import EdgeLimits
 from gateway.refresh import Refresher
+from gateway.schedules import ScheduleStore
 from meshkit.auth import authorize_job, current_principal, forward_credentials
 from meshkit.config import LimitSettings
 from meshkit.errors import JobNotFoundError
@@ -57,6 +59,7 @@ class BundleService(bundle_service_pb2_grpc.BundleServiceServicer):
         jobs: JobStore,
         bundles: BundleReader,
         search: search_service_pb2_grpc.SearchServiceStub,
+        schedules: ScheduleStore,
         *,
         search_timeout_s: float = 10.0,
         limits: EdgeLimits | None = None,
@@ -67,6 +70,7 @@ class BundleService(bundle_service_pb2_grpc.BundleServiceServicer):
         self.jobs = jobs
         self.bundles = bundles
         self.search = search
+        self.schedules = schedules
         self.search_timeout_s = search_timeout_s
 
     async def RefreshBundle(
@@ -175,6 +179,24 @@ class BundleService(bundle_service_pb2_grpc.BundleServiceServicer):
         )
         assert record is not None  # an unknown id raised JobNotFoundError
         return pb.CancelJobResponse(job=record.job)
+
+    async def SetSchedule(
+        self, request: pb.SetScheduleRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SetScheduleResponse:
+        schedule = await self.schedules.set(request.user, request.interval, time.time())
+        return pb.SetScheduleResponse(schedule=schedule)
+
+    async def GetSchedule(
+        self, request: pb.GetScheduleRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetScheduleResponse:
+        schedule, _ = await self.schedules.get(request.user)
+        return pb.GetScheduleResponse(schedule=schedule)
+
+    async def DeleteSchedule(
+        self, request: pb.DeleteScheduleRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteScheduleResponse:
+        await self.schedules.delete(request.user)
+        return pb.DeleteScheduleResponse()
 
     async def SearchBundle(
         self, request: pb.SearchBundleRequest, context: grpc.aio.ServicerContext

@@ -45,6 +45,7 @@ from meshkit.topology import (
     MERGE,
     SYNC,
     TRAIN,
+    Buckets,
 )
 from meshkit.worker import PermanentError, decode_task
 
@@ -111,6 +112,14 @@ class Redriver:
         self.jobs = jobs
         self.refresher = refresher
         self.redrives = redrives
+
+    @classmethod
+    async def open(cls, js: JetStreamContext) -> Redriver:
+        """A redriver on its own connection (the ops identity): it starts jobs as a refresh
+        does."""
+        jobs = await JobStore.open(js)
+        refresher = await Refresher.open(js, jobs)
+        return cls(js, jobs, refresher, await js.key_value(Buckets.REDRIVES.name))
 
     async def redrive(self, sequence: int) -> Redriven:
         claimed = await self._claimed(sequence)

@@ -24,7 +24,7 @@ from nats.js.kv import KeyValue
 from gateway.history import JobHistory
 from meshkit.domain.ids import discover_msg_id, new_job_id
 from meshkit.errors import ConflictError, JobNotFoundError
-from meshkit.jobs import JobStore, is_refreshing
+from meshkit.jobs import JobStore, is_final, is_refreshing
 from meshkit.publish import publish_task
 from meshkit.topology import DISCOVER, Buckets
 
@@ -62,6 +62,17 @@ class Refresher:
             if await self._claim_and_create(user, entry, record):
                 return await self.queue(record), False
         raise ConflictError(f"too many concurrent refreshes of {user!r}; try again")
+
+    async def running(self, user: str) -> job_pb2.Job | None:
+        """The user's latest job while it has not ended (training included), else None."""
+        entry = await self._active(user)
+        if entry is None or not entry.value:
+            return None
+        try:
+            record, _ = await self.jobs.get(entry.value.decode())
+        except JobNotFoundError:
+            return None
+        return None if is_final(record.job.state) else record.job
 
     async def start(self, record: job_record_pb2.JobRecord) -> job_pb2.Job:
         """Start the job of `record` whatever is running for its user (a redrive): it becomes

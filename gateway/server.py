@@ -27,6 +27,8 @@ from gateway.limits import EdgeLimits
 from gateway.ops_service import OpsService
 from gateway.redrive import Redriver
 from gateway.refresh import Refresher
+from gateway.scheduler import Scheduler
+from gateway.schedules import ScheduleStore
 from gateway.sweeper import JobSweeper
 from meshkit.auth import Authenticator
 from meshkit.blob import open_blob_store
@@ -55,13 +57,6 @@ async def _ops_connection(ctx: ServiceContext) -> tuple[Client | None, JetStream
     return await connect(ops, name=f"{ctx.name}-ops")
 
 
-async def _redriver(js: JetStreamContext) -> Redriver:
-    """Redrive on the ops identity: it starts jobs as a refresh does, on its own connection."""
-    jobs = await JobStore.open(js)
-    refresher = await Refresher.open(js, jobs)
-    return Redriver(js, jobs, refresher, await js.key_value(Buckets.REDRIVES.name))
-
-
 async def serve(ctx: ServiceContext) -> None:
     settings = ctx.settings
     auth = Authenticator.from_settings(settings.auth)
@@ -73,12 +68,14 @@ async def serve(ctx: ServiceContext) -> None:
         settings.search_addr, interceptors=aio_client_interceptors()
     )
     refresher = await Refresher.open(ctx.js, jobs)
-    redriver = await _redriver(ops_js)
+    schedules = await ScheduleStore.open(ctx.js)
+    redriver = await Redriver.open(ops_js)
     bundle_service = BundleService(
         refresher,
         jobs,
         BundleReader(pointers, blobs),
         search_service_pb2_grpc.SearchServiceStub(search_channel),
+        schedules,
         limits=EdgeLimits(settings.limits),
     )
     public = create_server(
@@ -113,6 +110,7 @@ async def serve(ctx: ServiceContext) -> None:
     log.info("gateway admin listening on %s (port %d)", settings.admin_addr, admin.port)
     health = asyncio.gather(follow_nats_health(ctx, public), follow_nats_health(ctx, admin))
     sweeper = asyncio.create_task(JobSweeper(jobs, settings.jobs).run(ctx.stop))
+    scheduler = asyncio.create_task(Scheduler(schedules, refresher).run(ctx.stop))
     # The ops identity's streams (DEADLETTER above all) are watched on its own connection.
     ops_capacity = (
         asyncio.create_task(CapacityWatch.for_identity(ops_js, settings.nats, OPS).run(ctx.stop))
@@ -122,6 +120,7 @@ async def serve(ctx: ServiceContext) -> None:
     await ctx.stop.wait()
     await health  # NOT_SERVING now, while calls are still answered
     await sweeper
+    await scheduler
     if ops_capacity is not None:
         await ops_capacity
     await asyncio.sleep(settings.drain_s)

@@ -22,9 +22,9 @@ from contextmesh.gateway.v1 import bundle_service_pb2_grpc
 from contextmesh.job.v1 import job_pb2
 from contextmesh.ops.v1 import ops_service_pb2 as ops
 from contextmesh.ops.v1 import ops_service_pb2_grpc
-from google.protobuf import json_format
+from google.protobuf import duration_pb2, json_format
 
-from meshctl.progress import bundle_line, history_line, progress_line, summary
+from meshctl.progress import bundle_line, history_line, progress_line, schedule_line, summary
 from meshkit.bearer import bearer_channel
 from meshkit.signing import LocalSigner
 from meshkit.telemetry import init_tracing
@@ -49,6 +49,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("user")
     p.add_argument("-n", "--limit", type=int, default=20, help="how many (default 20)")
     p.set_defaults(run=jobs)
+    p = sub.add_parser("schedule", help="show, set or stop a user's scheduled refreshes")
+    p.add_argument("user")
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--every", metavar="INTERVAL", help="refresh every INTERVAL, e.g. 6h, 1d")
+    when.add_argument("--off", action="store_true", help="stop the scheduled refreshes")
+    p.set_defaults(run=schedule)
     p = sub.add_parser("cancel", help="cancel a job")
     p.add_argument("id")
     p.set_defaults(run=cancel)
@@ -190,6 +196,25 @@ def jobs(args: argparse.Namespace) -> int:
     return 0
 
 
+def schedule(args: argparse.Namespace) -> int:
+    stub = _stub()
+    if args.off:
+        stub.DeleteSchedule(pb.DeleteScheduleRequest(user=args.user))
+        print(f"{args.user}: no scheduled refreshes")
+        return 0
+    if args.every:
+        try:
+            interval = duration_pb2.Duration(seconds=parse_duration(args.every, "--every"))
+        except ValueError as exc:
+            print(f"contextmesh schedule: {exc}", file=sys.stderr)
+            return 2
+        answer = stub.SetSchedule(pb.SetScheduleRequest(user=args.user, interval=interval))
+        print(schedule_line(answer.schedule))
+        return 0
+    print(schedule_line(stub.GetSchedule(pb.GetScheduleRequest(user=args.user)).schedule))
+    return 0
+
+
 def cancel(args: argparse.Namespace) -> int:
     print(summary(_stub().CancelJob(pb.CancelJobRequest(id=args.id)).job))
     return 0
@@ -254,11 +279,12 @@ def deadletters(args: argparse.Namespace) -> int:
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def parse_ttl(text: str) -> int:
+def parse_duration(text: str, option: str) -> int:
+    """Seconds from '90', '30m', '12h' or '7d'; ValueError naming option otherwise."""
     match = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text)
     if not match or int(match.group(1)) == 0:
         raise ValueError(
-            f"--ttl: expected a positive number of seconds or e.g. 30m, 12h, 7d; got {text!r}"
+            f"{option}: expected a positive number of seconds or e.g. 30m, 12h, 7d; got {text!r}"
         )
     return int(match.group(1)) * _UNITS[match.group(2)]
 
@@ -268,7 +294,7 @@ def token(args: argparse.Namespace) -> int:
         print("contextmesh token: name at least one --user, or pass --admin", file=sys.stderr)
         return 2
     try:
-        ttl = parse_ttl(args.ttl)
+        ttl = parse_duration(args.ttl, "--ttl")
         signer = LocalSigner.open(data_dir(args.data_dir) / "auth", create=False)
     except (ValueError, FileNotFoundError) as exc:
         print(f"contextmesh token: {exc}", file=sys.stderr)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from contextmesh.job.v1 import job_pb2
+from contextmesh.schedule.v1 import schedule_pb2
 
 from meshkit.job_errors import error_reason
 
-__all__ = ["bundle_line", "history_line", "progress_line", "summary"]
+__all__ = ["bundle_line", "history_line", "progress_line", "schedule_line", "summary"]
 
 JobState = job_pb2.JobState
 
@@ -86,3 +87,19 @@ def history_line(job: job_pb2.Job) -> str:
     created = job.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
     counts = f"{job.total} repositories ({job.synced} synced, {job.failed} failed)"
     return f"{job.id}  {created}  {_state(job):<12} {counts}"
+
+
+_UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+
+
+def schedule_line(schedule: schedule_pb2.Schedule) -> str:
+    """e.g. 'demo: every 6h, next 2026-12-01 03:17:42 UTC, last job 01K…'."""
+    seconds = schedule.interval.seconds
+    unit = next((u for u, size in _UNITS if seconds % size == 0), "s")
+    every = f"{seconds // dict(_UNITS)[unit]}{unit}"
+    nxt = schedule.next_run_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S UTC")
+    line = f"{schedule.user}: every {every}, next {nxt}"
+    if schedule.HasField("last_run_time"):
+        last = schedule.last_job_id or "none (a job was running)"
+        line += f", last job {last}"
+    return line

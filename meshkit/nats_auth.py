@@ -123,7 +123,7 @@ def _identities() -> tuple[Identity, ...]:
         Identity(
             "gateway",
             "starts jobs (cm_jobs, cm_active, cm_history, DISCOVER), watches and lists them, "
-            "reads bundle pointers",
+            "keeps schedules (cm_schedules), reads bundle pointers",
             publish=(
                 DISCOVER.subject,
                 *_kv_write(Buckets.JOBS),
@@ -131,10 +131,14 @@ def _identities() -> tuple[Identity, ...]:
                 *_kv_write(Buckets.ACTIVE),
                 *_kv_write(Buckets.HISTORY),
                 *_kv_watch(Buckets.HISTORY),
+                *_kv_write(Buckets.SCHEDULES),
+                *_kv_watch(Buckets.SCHEDULES),
                 *_kv_read(Buckets.BUNDLES),
             ),
             subscribe=(),
-            streams=_kv_streams(Buckets.JOBS, Buckets.ACTIVE, Buckets.HISTORY, Buckets.BUNDLES),
+            streams=_kv_streams(
+                Buckets.JOBS, Buckets.ACTIVE, Buckets.HISTORY, Buckets.SCHEDULES, Buckets.BUNDLES
+            ),
         ),
         Identity(
             OPS,

@@ -192,6 +192,7 @@ class Buckets:
     BUNDLES = Bucket("cm_bundles", 5, 0, "user -> BundlePointer of the latest bundle", 64 * MIB)
     MODELS = Bucket("cm_models", 5, 0, "user -> ModelPointer of the serving model", 64 * MIB)
     HTTP_CACHE = Bucket("cm_http_cache", 1, 30 * DAY, "sha256(url) -> ETag and body blob key", GIB)
+    SCHEDULES = Bucket("cm_schedules", 1, 0, "user -> Schedule (refresh every interval)", 64 * MIB)
     REDRIVES = Bucket(
         "cm_redrives", 1, 30 * DAY, "dead-letter sequence -> id of the job redriving it", 64 * MIB
     )
@@ -205,6 +206,7 @@ ALL_BUCKETS = (
     Buckets.BUNDLES,
     Buckets.MODELS,
     Buckets.HTTP_CACHE,
+    Buckets.SCHEDULES,
     Buckets.REDRIVES,
 )
 

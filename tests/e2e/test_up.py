@@ -169,6 +169,13 @@ def test_up_serves_refreshes_stops_cleanly_and_keeps_its_data(tmp_path: Path) ->
         assert [line.split()[0] for line in history] == [job["id"], first_job]
         assert all("Done" in line for line in history)
         assert cli(as_demo, "jobs", "demo", "--limit", "1").stdout.split()[0] == job["id"]
+
+        # Scheduled refreshes: set, read back, stopped.
+        assert "demo: every 6h, next " in cli(as_demo, "schedule", "demo", "--every", "6h").stdout
+        assert "every 6h" in cli(as_demo, "schedule", "demo").stdout
+        cli(as_demo, "schedule", "demo", "--off")
+        gone = cli(as_demo, "schedule", "demo", check=False)
+        assert gone.returncode == 1 and "NOT_FOUND" in gone.stderr
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0, log.read_text()

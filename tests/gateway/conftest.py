@@ -14,6 +14,7 @@ from nats.js import JetStreamContext
 
 from gateway.redrive import Redriver
 from gateway.refresh import Refresher
+from gateway.schedules import ScheduleStore
 from meshctl.nats_server import NatsServer
 from meshkit.config import NatsSettings
 from meshkit.jobs import JobStore
@@ -27,13 +28,14 @@ class Gateway:
     jobs: JobStore
     refresher: Refresher
     redriver: Redriver
+    schedules: ScheduleStore
 
 
 async def open_gateway(js: JetStreamContext) -> Gateway:
     jobs = await JobStore.open(js)
     refresher = await Refresher.open(js, jobs)
     redriver = Redriver(js, jobs, refresher, await js.key_value(Buckets.REDRIVES.name))
-    return Gateway(js, jobs, refresher, redriver)
+    return Gateway(js, jobs, refresher, redriver, await ScheduleStore.open(js))
 
 
 @pytest.fixture

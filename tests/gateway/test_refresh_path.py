@@ -186,6 +186,7 @@ async def client(
         gateway.jobs,
         BundleReader(await gateway.js.key_value(Buckets.BUNDLES.name), blobs),
         search_service_pb2_grpc.SearchServiceStub(nowhere),
+        gateway.schedules,
     )
     server = create_server(
         "127.0.0.1:0",

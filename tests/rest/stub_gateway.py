@@ -31,6 +31,7 @@ from contextmesh.bundle.v1 import bundle_pb2
 from contextmesh.gateway.v1 import bundle_service_pb2 as api
 from contextmesh.gateway.v1 import bundle_service_pb2_grpc as api_grpc
 from contextmesh.job.v1 import job_pb2
+from contextmesh.schedule.v1 import schedule_pb2
 from contextmesh.search.v1 import search_pb2
 from google.api import httpbody_pb2
 from google.protobuf import message as proto_message
@@ -113,6 +114,7 @@ class StubState:
     bundles: dict[str, tuple[api.GetBundleResponse, bytes]] = field(default_factory=dict)
     cut_after: dict[str, int] = field(default_factory=dict)
     held: set[str] = field(default_factory=set)
+    schedules: dict[str, schedule_pb2.Schedule] = field(default_factory=dict)
 
     def cut_watches(self, user: str, *, after: int) -> None:
         """Abort WatchJob for `user`'s jobs with UNAVAILABLE after `after` messages."""
@@ -269,6 +271,32 @@ class _BundleService(api_grpc.BundleServiceServicer):
         return api.RefreshBundleResponse(
             job=job, status_url=f"/bundles/{job.user}/status?job_id={job.id}"
         )
+
+    async def SetSchedule(
+        self, request: api.SetScheduleRequest, context: grpc.aio.ServicerContext
+    ) -> api.SetScheduleResponse:
+        await _validate(request, context)
+        schedule = schedule_pb2.Schedule(user=request.user, interval=request.interval)
+        schedule.next_run_time.CopyFrom(_now())
+        schedule.next_run_time.seconds += request.interval.seconds
+        self.state.schedules[request.user] = schedule
+        return api.SetScheduleResponse(schedule=schedule)
+
+    async def GetSchedule(
+        self, request: api.GetScheduleRequest, context: grpc.aio.ServicerContext
+    ) -> api.GetScheduleResponse:
+        await _validate(request, context)
+        schedule = self.state.schedules.get(request.user)
+        if schedule is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"user {request.user} has no schedule")
+        return api.GetScheduleResponse(schedule=schedule)
+
+    async def DeleteSchedule(
+        self, request: api.DeleteScheduleRequest, context: grpc.aio.ServicerContext
+    ) -> api.DeleteScheduleResponse:
+        await _validate(request, context)
+        self.state.schedules.pop(request.user, None)
+        return api.DeleteScheduleResponse()
 
     async def ListJobs(
         self, request: api.ListJobsRequest, context: grpc.aio.ServicerContext

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -70,6 +70,16 @@ def _status(response: httpx.Response, values: dict[str, str]) -> None:
     assert body["progress"] == f"{total} of {total}"  # the job has finished
 
 
+def _scheduled(response: httpx.Response, values: dict[str, str]) -> None:
+    schedule = _json(response)["schedule"]
+    assert schedule["user"] == values["user"] and schedule["interval"] == "21600s"
+    assert schedule["nextRunTime"]
+
+
+def _unscheduled(response: httpx.Response, values: dict[str, str]) -> None:
+    assert _json(response) == {}
+
+
 def _searched(response: httpx.Response, values: dict[str, str]) -> None:
     hits = _json(response)["hits"]
     assert len(hits) == 2 and hits[0]["repository"].startswith(f"{values['user']}/")
@@ -86,10 +96,24 @@ CASES: dict[str, tuple[dict[str, Any] | None, Check]] = {
     f"{BUNDLE}/SearchBundle": ({"query": "search in python", "topK": 2}, _searched),
     f"{BUNDLE}/ListJobs": (None, _listed),
     f"{BUNDLE}/GetRefreshStatus": (None, _status),
+    f"{BUNDLE}/SetSchedule": ({"interval": "21600s"}, _scheduled),
+    f"{BUNDLE}/GetSchedule": (None, _scheduled),
+    f"{BUNDLE}/DeleteSchedule": (None, _unscheduled),
 }
 # Fields a route carries in its query string rather than its path.
 QUERIES: dict[str, Callable[[dict[str, str]], dict[str, str]]] = {
     f"{BUNDLE}/GetRefreshStatus": lambda values: {"job_id": values["id"]},
+}
+
+
+# What a route needs to exist first (a schedule to read).
+async def _schedule(rest: httpx.AsyncClient, user: str) -> None:
+    answer = await rest.put(f"/v1/users/{user}/schedule", json={"interval": "21600s"})
+    assert answer.status_code == 200, answer.text
+
+
+BEFORE: dict[str, Callable[[httpx.AsyncClient, str], Awaitable[None]]] = {
+    f"{BUNDLE}/GetSchedule": _schedule,
 }
 RULES = http_rules()
 
@@ -109,6 +133,8 @@ async def test_every_rpc_answers_at_its_path(
     # Every RPC with a body on one route has a case's body; a route without one is sent none.
     assert (body is not None) == any(r.body == "*" for r in RULES if r.rpc == rule.rpc), rule
     query = QUERIES.get(rule.rpc, lambda _: {})(values)
+    if rule.rpc in BEFORE:
+        await BEFORE[rule.rpc](rest, user)
 
     response = await rest.request(
         rule.verb, path, json=body if rule.body == "*" else None, params=query
@@ -149,6 +175,20 @@ async def test_the_durable_functions_paths_refresh_and_report_k_of_n(
     # Someone else's path answers as for an unknown job.
     other = await rest.get(f"/bundles/{user}x/status", params={"job_id": job_id})
     assert other.status_code == 404, other.text
+
+
+async def test_a_schedule_is_set_read_and_deleted(rest: httpx.AsyncClient, user: str) -> None:
+    path = f"/v1/users/{user}/schedule"
+    assert (await rest.get(path)).status_code == 404
+    too_often = await rest.put(path, json={"interval": "30s"})
+    assert too_often.status_code == 400 and "interval" in too_often.text
+
+    set_ = await rest.put(path, json={"interval": "3600s"})
+    assert set_.status_code == 200, set_.text
+    got = await rest.get(path)
+    assert got.json()["schedule"]["interval"] == "3600s"
+    assert (await rest.delete(path)).status_code == 200
+    assert (await rest.get(path)).status_code == 404
 
 
 async def test_the_admin_plane_has_no_public_route(rest: httpx.AsyncClient) -> None:

@@ -23,6 +23,7 @@ from tests.rest.test_grpcurl import (  # noqa: F401
     test_refresh_then_watch_to_the_final_message,
 )
 from tests.rest.test_routes import (  # noqa: F401
+    test_a_schedule_is_set_read_and_deleted,
     test_download_returns_the_raw_bundle_with_its_content_type,
     test_every_rpc_answers_at_its_path,
     test_int64_fields_are_strings,

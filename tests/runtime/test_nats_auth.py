@@ -22,6 +22,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 
+from gateway.redrive import Redriver
 from meshctl.__main__ import main
 from meshctl.nats_server import NatsServer
 from meshkit import nats_auth
@@ -31,7 +32,6 @@ from meshkit.errors import ConfigError
 from meshkit.nats_client import NatsAuthError, connect
 from meshkit.topology import DEADLETTER, DISCOVER, MERGE, SYNC, TRAIN, Buckets, declare
 from meshkit.worker import park
-from tests.gateway.conftest import open_gateway
 
 SHORT_S = 1.0
 
@@ -236,7 +236,7 @@ async def test_the_ops_identity_lists_and_redrives_dead_letters(locked: Locked) 
     )
     _, js, errors = await locked.connect_as(nats_auth.OPS)
     assert (await js.stream_info(DEADLETTER)).state.messages == 1
-    redriven = await (await open_gateway(js)).redriver.redrive(seq)
+    redriven = await (await Redriver.open(js)).redrive(seq)
     assert redriven.job.redrive.repository == "alice/broken"
     assert (await js.stream_info(DEADLETTER)).state.messages == 0
     await refused(locked, errors, SYNC.subject, js.publish(SYNC.subject, b"x", timeout=1))

@@ -77,6 +77,21 @@ class BundleServiceStub:
                 request_serializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.CancelJobRequest.SerializeToString,
                 response_deserializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.CancelJobResponse.FromString,
                 _registered_method=True)
+        self.SetSchedule = channel.unary_unary(
+                '/contextmesh.gateway.v1.BundleService/SetSchedule',
+                request_serializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.SetScheduleRequest.SerializeToString,
+                response_deserializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.SetScheduleResponse.FromString,
+                _registered_method=True)
+        self.GetSchedule = channel.unary_unary(
+                '/contextmesh.gateway.v1.BundleService/GetSchedule',
+                request_serializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.GetScheduleRequest.SerializeToString,
+                response_deserializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.GetScheduleResponse.FromString,
+                _registered_method=True)
+        self.DeleteSchedule = channel.unary_unary(
+                '/contextmesh.gateway.v1.BundleService/DeleteSchedule',
+                request_serializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.DeleteScheduleRequest.SerializeToString,
+                response_deserializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.DeleteScheduleResponse.FromString,
+                _registered_method=True)
         self.SearchBundle = channel.unary_unary(
                 '/contextmesh.gateway.v1.BundleService/SearchBundle',
                 request_serializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.SearchBundleRequest.SerializeToString,
@@ -150,6 +165,29 @@ class BundleServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetSchedule(self, request, context):
+        """SetSchedule makes contextmesh refresh the user's bundle every interval on its own (it
+        replaces the user's schedule, if any). A run that comes due while a job of the user is
+        still running starts nothing; the next one is an interval later.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSchedule(self, request, context):
+        """GetSchedule returns the user's schedule, with when it runs next and what it last did.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSchedule(self, request, context):
+        """DeleteSchedule stops the user's scheduled refreshes; deleting none is not an error.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SearchBundle(self, request, context):
         """SearchBundle ranks the user's repositories for a query with the user's semantic model.
         """
@@ -199,6 +237,21 @@ def add_BundleServiceServicer_to_server(servicer, server):
                     servicer.CancelJob,
                     request_deserializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.CancelJobRequest.FromString,
                     response_serializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.CancelJobResponse.SerializeToString,
+            ),
+            'SetSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetSchedule,
+                    request_deserializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.SetScheduleRequest.FromString,
+                    response_serializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.SetScheduleResponse.SerializeToString,
+            ),
+            'GetSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSchedule,
+                    request_deserializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.GetScheduleRequest.FromString,
+                    response_serializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.GetScheduleResponse.SerializeToString,
+            ),
+            'DeleteSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSchedule,
+                    request_deserializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.DeleteScheduleRequest.FromString,
+                    response_serializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.DeleteScheduleResponse.SerializeToString,
             ),
             'SearchBundle': grpc.unary_unary_rpc_method_handler(
                     servicer.SearchBundle,
@@ -424,6 +477,87 @@ class BundleService:
             '/contextmesh.gateway.v1.BundleService/CancelJob',
             contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.CancelJobRequest.SerializeToString,
             contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.CancelJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/contextmesh.gateway.v1.BundleService/SetSchedule',
+            contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.SetScheduleRequest.SerializeToString,
+            contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.SetScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/contextmesh.gateway.v1.BundleService/GetSchedule',
+            contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.GetScheduleRequest.SerializeToString,
+            contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.GetScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/contextmesh.gateway.v1.BundleService/DeleteSchedule',
+            contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.DeleteScheduleRequest.SerializeToString,
+            contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.DeleteScheduleResponse.FromString,
             options,
             channel_credentials,
             insecure,
