@@ -50,7 +50,7 @@ STOPWORDS = set(
     there here also just only very too
     all both either neither other another such own same
     project something someone anything thing things built build
-    """.split()
+    """.split()  # noqa: SIM905 - a word list reads better as prose lines
 )
 
 SUFFIXES = ("ing", "es", "ed", "ly", "s")
@@ -102,17 +102,20 @@ def shared_words(question: str, vocab: set[str], name: str) -> list[str]:
     for w in split_words(question):
         if w in STOPWORDS:
             continue
-        if stems(w) & vocab or (len(w) >= 3 and w in joined_name):
-            if w not in hits:
-                hits.append(w)
+        if (stems(w) & vocab or (len(w) >= 3 and w in joined_name)) and w not in hits:
+            hits.append(w)
     return hits
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--questions", type=Path, default=DEFAULT_QUESTIONS)
-    ap.add_argument("--demo-dir", type=Path, default=DEFAULT_DEMO,
-                    help="folder holding <user>/<repository>/ demo folders")
+    ap.add_argument(
+        "--demo-dir",
+        type=Path,
+        default=DEFAULT_DEMO,
+        help="folder holding <user>/<repository>/ demo folders",
+    )
     args = ap.parse_args()
 
     data = json.loads(args.questions.read_text(encoding="utf-8"))
@@ -162,10 +165,14 @@ def main() -> int:
         print(f"paraphrases are {per_style['paraphrase']} of {total}, not a majority")
         problems += 1
 
-    print(f"{total} questions; per style: "
-          + ", ".join(f"{s} {per_style[s]}" for s in sorted(per_style)))
-    print("per repository (total/paraphrase): "
-          + ", ".join(f"{r} {per_repo[r]}/{para_per_repo[r]}" for r in repos))
+    print(
+        f"{total} questions; per style: "
+        + ", ".join(f"{s} {per_style[s]}" for s in sorted(per_style))
+    )
+    print(
+        "per repository (total/paraphrase): "
+        + ", ".join(f"{r} {per_repo[r]}/{para_per_repo[r]}" for r in repos)
+    )
     if problems:
         print(f"FAIL: {problems} problem(s)")
         return 1
