@@ -256,6 +256,7 @@ def write_config(target: Target, path: Path, timeout_s: float) -> None:
 
 
 COUNTERPART = {
+    # binary operators
     "Add": "Sub",
     "Sub": "Add",
     "Mul": "Div",
@@ -268,22 +269,34 @@ COUNTERPART = {
     "BitOr": "BitAnd",
     "BitAnd": "BitOr",
     "BitXor": "BitOr",
+    # comparisons: the boundary moved by one, or the test negated
+    "Lt": "LtE",
+    "LtE": "Lt",
+    "Gt": "GtE",
+    "GtE": "Gt",
+    "Eq": "NotEq",
+    "NotEq": "Eq",
+    "Is": "IsNot",
+    "IsNot": "Is",
+    "In": "NotIn",
+    "NotIn": "In",
 }
-"""The one replacement kept for each binary operator. cosmic-ray makes eleven of every `a + b`;
-the other ten are killed by whatever kills this one, and would double the run."""
+"""The one replacement kept for each operator. cosmic-ray makes eleven of every `a + b` and
+seven of every `a < b`; the others are killed by whatever kills this one (a swapped operator
+breaks far more than a moved boundary) and would make the run several times longer."""
 
 
 def worth_running(operator: str) -> bool:
     kind, _, change = operator.partition("_")
-    if kind != "core/ReplaceBinaryOperator":
+    if kind not in ("core/ReplaceBinaryOperator", "core/ReplaceComparisonOperator"):
         return True
     original, _, replacement = change.partition("_")
     return COUNTERPART.get(original) == replacement
 
 
 def skip_outside(session: Path, spans: Spans) -> None:
-    """Mark skipped every mutant outside the decision points, and the binary-operator
-    replacements other than COUNTERPART's, so `exec` does not run them."""
+    """Mark skipped every mutant outside the decision points, and the operator replacements
+    other than COUNTERPART's, so `exec` does not run them."""
     from cosmic_ray.work_db import WorkDB, use_db
     from cosmic_ray.work_item import WorkerOutcome, WorkResult
 
@@ -400,6 +413,7 @@ def report(verdicts: Sequence[Verdict]) -> bool:
             clean &= s.explained is not None
             print(f"\n{v.target.name} {v.target.module}:{s.line} {s.operator} ({verdict})")
             print(s.diff.rstrip())
+    sys.stdout.flush()
     return clean
 
 
@@ -428,8 +442,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT), str(ROOT / "gen"), *filter(None, [os.environ.get("PYTHONPATH")])]
     )
+    verdicts = []
     with tempfile.TemporaryDirectory(prefix="mutation-") as tmp:
-        verdicts = [run_target(t, Path(tmp)) for t in targets]
+        for target in targets:
+            verdicts.append(run_target(target, Path(tmp)))
+            report(verdicts[-1:])  # as each target ends: a long run is read as it goes
+    print("\n== all targets")
     return 0 if report(verdicts) else 1
 
 
