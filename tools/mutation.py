@@ -113,7 +113,11 @@ TARGETS = (
         "cancellation-sync",
         "syncsvc/handler.py",
         ("SyncHandler.handle", "_mark_discovering"),
-        ("tests/sync/test_sync_handler.py", "tests/sync/test_discover_handler.py"),
+        (
+            "tests/sync/test_discover_mark_mutants.py",
+            "tests/sync/test_sync_handler.py",
+            "tests/sync/test_discover_handler.py",
+        ),
     ),
     Target(
         "redrive",
