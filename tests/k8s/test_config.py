@@ -36,7 +36,7 @@ def test_the_base_settings() -> None:
 @pytest.mark.parametrize("component", sorted(COMPONENT_SCHEMES))
 @pytest.mark.parametrize("deployment", ["gateway", "syncsvc", "mergesvc", "searchsvc", "trainsvc"])
 def test_every_service_accepts_its_settings(component: str, deployment: str) -> None:
-    manifests = build_base().with_component(component)
+    manifests = build_base(component)
 
     settings = Settings.from_env(_env(manifests, deployment))
 

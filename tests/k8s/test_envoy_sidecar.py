@@ -61,7 +61,8 @@ def test_the_sidecar_listens_for_rest_and_dials_the_gateway_on_loopback() -> Non
 
 
 def test_the_pod_mounts_what_the_config_reads() -> None:
-    deployment = build_base().get("Deployment", "gateway")
+    base = build_base()
+    deployment = base.get("Deployment", "gateway")
     envoy = next(c for c in containers(deployment) if c["name"] == "envoy")
     mounts = {m["mountPath"]: m["name"] for m in envoy["volumeMounts"]}
     args = envoy["args"]
@@ -69,7 +70,8 @@ def test_the_pod_mounts_what_the_config_reads() -> None:
     config_path = args[args.index("--config-path") + 1]
     assert mounts[posixpath.dirname(config_path)] == "envoy-config"
     volumes = {v["name"]: v for v in pod_spec(deployment)["volumes"]}
-    assert volumes["envoy-config"]["configMap"]["name"] == "gateway-envoy"
+    config_map = base.get("ConfigMap", "gateway-envoy")["metadata"]["name"]
+    assert volumes["envoy-config"]["configMap"]["name"] == config_map
     descriptor_dir = posixpath.dirname(_descriptor_path())
     assert mounts[descriptor_dir] == "descriptor"
 
