@@ -14,7 +14,10 @@ all-MiniLM-L6-v2 on it with the default settings (as trainsvc would), and ranks 
 sets four ways: lexical alone (BM25 plus verbatim name/technology matches), the base model
 alone, the tuned model alone (each by its best passage per repository), and the served blend
 (tuned model + lexical). The sets are bench/demo_questions.json (written by hand) and the
-held-out queries trainsvc generates for the bundle. Prints MRR, top-1 and top-3 for each.
+held-out queries trainsvc generates for the bundle, for which it prints MRR, top-1 and top-3;
+then bench/blind_questions.json (96 questions written blind to the ranking, most of them
+paraphrases sharing no content word with their repository), for which it prints each
+ranking's MRR by style of question.
 """
 
 from __future__ import annotations
@@ -185,24 +188,43 @@ def quality() -> None:
         ("served: tuned model + lexical", "tuned", BLENDED),
     ]
     models = {"base": base, "tuned": tuned}
+
+    def ranks_of(queries: list[tuple[str, str]], model_name: str, weights: Weights) -> list[int]:
+        vectors = encode(models[model_name], [q for q, _ in queries])
+        ranks = []
+        for i, (query, expected) in enumerate(queries):
+            hits = rank(indexes[model_name], query, vectors[i], top_k=1000, weights=weights)
+            ranks.append([h.repository for h in hits].index(expected) + 1)
+        return ranks
+
+    def mrr(ranks: list[int]) -> float:
+        return sum(1 / r for r in ranks) / len(ranks)
+
     for title, queries in sets.items():
-        vectors = {name: encode(model, [q for q, _ in queries]) for name, model in models.items()}
         print(f"\n{title}\n")
         print("| ranking | MRR | top-1 | top-3 |")
         print("|---|---|---|---|")
         for label, model_name, weights in rankers:
-            ranks = []
-            for i, (query, expected) in enumerate(queries):
-                hits = rank(
-                    indexes[model_name], query, vectors[model_name][i], top_k=1000, weights=weights
-                )
-                order = [h.repository for h in hits]
-                ranks.append(order.index(expected) + 1)
+            ranks = ranks_of(queries, model_name, weights)
             n = len(ranks)
             print(
-                f"| {label} | {sum(1 / r for r in ranks) / n:.3f} "
+                f"| {label} | {mrr(ranks):.3f} "
                 f"| {sum(r == 1 for r in ranks) / n:.3f} | {sum(r <= 3 for r in ranks) / n:.3f} |"
             )
+
+    blind_set = json.loads((ROOT / "bench" / "blind_questions.json").read_text())["questions"]
+    styles = sorted({q["style"] for q in blind_set})
+    per_ranker = {
+        label: ranks_of([(q["question"], q["repository"]) for q in blind_set], name, weights)
+        for label, name, weights in rankers
+    }
+    print(f"\nblind questions by style ({len(blind_set)}): MRR\n")
+    print("| style | " + " | ".join(label for label, _, _ in rankers) + " |")
+    print("|---|" + "---|" * len(rankers))
+    for style in [*styles, "all"]:
+        picked = [i for i, q in enumerate(blind_set) if style in ("all", q["style"])]
+        cells = [f"{mrr([per_ranker[label][i] for i in picked]):.3f}" for label, _, _ in rankers]
+        print(f"| {style} ({len(picked)}) | " + " | ".join(cells) + " |")
 
 
 def main() -> int:
