@@ -245,7 +245,7 @@ async def new_job(
     return job_id
 
 
-def gate_decision(job: job_pb2.Job) -> job_pb2.TrainingState.ValueType:
+def gate_decision(job: job_pb2.Job) -> job_pb2.TrainingState:
     """The training state the job's own held-out metrics call for. The tiny model's rankings
     are noise, so a run may go either way; the job must end the way its metrics decide."""
     tuned = Metrics.from_proto(job.training.tuned)
