@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,6 +12,11 @@ import pytest
 from contextmesh.gateway.v1 import bundle_service_pb2 as pb
 from contextmesh.job.v1 import job_pb2
 
+from meshctl.nats_server import NatsServer
+from meshkit.config import NatsSettings
+from meshkit.nats_client import connect
+from meshkit.topology import DISCOVER, MERGE, SYNC, Buckets
+from syncsvc.plan import plan_key
 from tests.support.mesh import Mesh
 
 JobState = job_pb2.JobState
@@ -59,15 +65,54 @@ def test_refresh_coalesces_with_the_running_job_unless_forced(mesh: Mesh, stub) 
     assert forced.job.id not in ids and not forced.coalesced and forced.job.force
 
 
-def test_cancel_ends_the_job_and_later_work_is_dropped(mesh: Mesh, stub) -> None:
+async def discover_settled(url: str, job_id: str) -> tuple[int, int]:
+    """Wait until syncsvc has taken the discover task and acked it (the DISCOVER stream is
+    empty and its consumer has nothing pending); then the job record's revision, and how
+    many tasks SYNC and MERGE ever received."""
+    nc, js = await connect(NatsSettings(url=url), name="test")
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                info = await js.consumer_info(DISCOVER.stream, DISCOVER.consumer)
+                settled = info.delivered.stream_seq >= 1 and not info.num_ack_pending
+                if settled and not info.num_pending:
+                    break
+                await asyncio.sleep(0.05)
+        assert (await js.stream_info(DISCOVER.stream)).state.messages == 0
+        revision = (await (await js.key_value(Buckets.JOBS.name)).get(job_id)).revision
+        published = [
+            (await js.stream_info(stream.stream)).state.last_seq for stream in (SYNC, MERGE)
+        ]
+        return revision or 0, sum(published)
+    finally:
+        await nc.drain()
+
+
+async def job_revision(url: str, job_id: str) -> int:
+    nc, js = await connect(NatsSettings(url=url), name="test")
+    try:
+        return (await (await js.key_value(Buckets.JOBS.name)).get(job_id)).revision or 0
+    finally:
+        await nc.drain()
+
+
+def test_cancel_ends_the_job_and_later_work_is_dropped(
+    mesh: Mesh, stub, fresh_nats: NatsServer
+) -> None:
     mesh.start("gateway")
     job = stub.RefreshBundle(pb.RefreshBundleRequest(user="alice")).job
     cancelled = stub.CancelJob(pb.CancelJobRequest(id=job.id)).job
     assert cancelled.state == JobState.JOB_STATE_CANCELLED and cancelled.end_time.seconds
     again = stub.CancelJob(pb.CancelJobRequest(id=job.id)).job  # idempotent
     assert again.state == JobState.JOB_STATE_CANCELLED
+    revision = asyncio.run(job_revision(fresh_nats.url, job.id))
     mesh.start("syncsvc")  # picks up the discover task now, and must drop it
     mesh.start("mergesvc")
+    # Only once syncsvc has taken the task and let it go is "dropped" observable.
+    after, published = asyncio.run(discover_settled(fresh_nats.url, job.id))
+    assert after == revision, "the dropped task wrote nothing to the job record"
+    assert published == 0, "no sync or merge task was published for the cancelled job"
+    assert not (mesh.workdir / "data" / "blobs" / plan_key(job.id)).exists()
     updates = list(stub.WatchJob(pb.WatchJobRequest(id=job.id), timeout=10))
     assert len(updates) == 1 and updates[0].final
     assert updates[0].job.state == JobState.JOB_STATE_CANCELLED and updates[0].job.total == 0

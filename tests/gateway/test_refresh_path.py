@@ -169,6 +169,22 @@ async def test_a_refresh_beside_a_ready_bundle_is_a_new_job_that_skips_unchanged
     assert [t.meta.job_id for _, t in trains] == [first.id, second.id]
 
 
+async def test_a_forced_refresh_syncs_every_repository_again(
+    gateway: Gateway, workers: Workers, user: str
+) -> None:
+    first, _ = await gateway.refresher.refresh(user, force=False)
+    await workers.all()
+    assert (await workers.job(first.id)).state == JobState.JOB_STATE_BUNDLE_READY
+
+    forced, _ = await gateway.refresher.refresh(user, force=True)
+    await workers.discovery()
+    assert await workers.syncs() == len(REPOS)  # unchanged, yet fetched again
+    await workers.merges()
+    job = await workers.job(forced.id)
+    assert job.state == JobState.JOB_STATE_BUNDLE_READY
+    assert (job.total, job.synced, job.unchanged) == (len(REPOS), len(REPOS), 0)
+
+
 @dataclass
 class Client:
     stub: bundle_service_pb2_grpc.BundleServiceStub

@@ -22,6 +22,7 @@ from meshkit.topology import MERGE, SYNC, Buckets
 from syncsvc.fanin import FanIn
 from syncsvc.handler import DiscoverHandler
 from syncsvc.plan import Planner, plan_key
+from syncsvc.sources.base import RepoListing
 from syncsvc.sources.local import LocalSource
 from tests.support.inproc import (
     RepoFolders,
@@ -244,6 +245,25 @@ async def test_a_redelivered_task_keeps_its_plan_and_counts_nothing_twice(world:
     assert again.counted == first.counted
     assert [t.index for t in await world.sync_tasks_of(task)] == [1, 2]  # duplicates dropped
     assert await world.handler.fanin.stored(task.meta.job_id, 3) is None
+
+
+async def test_a_redelivery_reads_its_plan_back_without_listing_again(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task = await world.queued_job()
+    await world.handler.handle(task, delivery())
+    source = world.handler.planner.source
+    listings: list[str] = []
+    list_repositories = source.list_repositories
+
+    async def counted(user: str) -> list[RepoListing]:
+        listings.append(user)
+        return await list_repositories(user)
+
+    monkeypatch.setattr(source, "list_repositories", counted)
+    await world.handler.handle(task, delivery(attempt=2))
+    assert listings == [], "the stored plan answers a redelivery; the source is not asked"
+    assert len(await world.sync_tasks_of(task)) == len(REPOS)
 
 
 async def test_a_cancelled_job_is_not_discovered(world: World) -> None:

@@ -34,6 +34,7 @@ from meshkit.domain.documents import (
 from meshkit.domain.ids import new_job_id, train_msg_id
 from meshkit.jobs import JobStore
 from meshkit.topology import Buckets
+from trainsvc.evaluate import Metrics, beats
 
 JobState = job_pb2.JobState
 
@@ -242,6 +243,17 @@ async def new_job(
     record.job.create_time.GetCurrentTime()
     await jobs.create(record)
     return job_id
+
+
+def gate_decision(job: job_pb2.Job) -> job_pb2.TrainingState:
+    """The training state the job's own held-out metrics call for. The tiny model's rankings
+    are noise, so a run may go either way; the job must end the way its metrics decide."""
+    tuned = Metrics.from_proto(job.training.tuned)
+    base = Metrics.from_proto(job.training.base)
+    assert tuned.queries > 0 and base.queries == tuned.queries, "the job carries both metrics"
+    if beats(tuned, base):
+        return job_pb2.TRAINING_STATE_PUBLISHED
+    return job_pb2.TRAINING_STATE_NOT_IMPROVED
 
 
 def train_task(job_id: str, user: str, ref: job_pb2.BundleRef) -> train_tasks.TrainTask:

@@ -27,7 +27,7 @@ from meshkit.topology import DEADLETTER, TRAIN, Buckets, declare
 from searchsvc.cache import ByteLRU
 from searchsvc.engine import Searcher
 from tests.gateway.conftest import open_gateway
-from tests.train.support import prepare_job, sample_bundle
+from tests.train.support import gate_decision, prepare_job, sample_bundle
 from trainsvc.service import serve
 
 JobState = job_pb2.JobState
@@ -80,7 +80,7 @@ async def test_a_published_task_trains_and_its_model_serves_search(
     await publish_task(js, TRAIN.subject, task, msg_id=task.meta.task_id)
     job = await final_job(trainsvc.jobs, job_id)
     assert job.state == JobState.JOB_STATE_DONE
-    assert job.training.state in (TS.TRAINING_STATE_PUBLISHED, TS.TRAINING_STATE_NOT_IMPROVED)
+    assert job.training.state == gate_decision(job)
     assert job.training.attempt == 1 and job.training.total_steps > 0
 
     searcher = Searcher(
@@ -147,7 +147,7 @@ async def test_a_parked_training_redriven_trains_that_bundle_once(
 
     job = await final_job(trainsvc.jobs, redriven.job.id)
     assert job.state == JobState.JOB_STATE_DONE
-    assert job.training.state in (TS.TRAINING_STATE_PUBLISHED, TS.TRAINING_STATE_NOT_IMPROVED)
+    assert job.training.state == gate_decision(job)
     pointer, _ = await read_model_pointer(await js.key_value(Buckets.MODELS.name), user)
     assert pointer is not None and pointer.bundle_hash == ref.content_hash
     assert pointer.model_key == job.training.model_key
