@@ -21,6 +21,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from meshkit import metrics
 from meshkit.domain.ids import discover_msg_id, new_job_id
 from meshkit.errors import ConflictError, JobNotFoundError
 from meshkit.jobs import JobStore, is_refreshing
@@ -47,6 +48,7 @@ class Refresher:
             if entry is not None and entry.value and not force:
                 running = await self._refreshing(entry.value.decode())
                 if running is not None:
+                    metrics.JOBS_COALESCED.inc()
                     return running, True
             record = new_record(new_job_id(), user, force=force)
             if await self._claim_and_create(user, entry, record):
@@ -87,6 +89,7 @@ class Refresher:
         if isinstance(claim, BaseException):
             await self.jobs.kv.delete(job_id)
             raise claim
+        metrics.JOBS_STARTED.inc()
         return True
 
     async def _refreshing(self, job_id: str) -> job_pb2.Job | None:
