@@ -165,7 +165,8 @@ class NatsSettings:
     """CONTEXTMESH_CAPACITY_WARN: a service logs an error for each stream or bucket it uses
     that holds more than this share of its byte bound (meshkit/capacity.py)."""
     capacity_check_s: float = 60.0
-    """CONTEXTMESH_CAPACITY_CHECK_S: how often each service looks."""
+    """CONTEXTMESH_CAPACITY_CHECK_S: how often each service looks (and refreshes the stream
+    gauges of its metrics)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -257,6 +257,7 @@ class Worker(Generic[T]):
                 await asyncio.gather(*pending, return_exceptions=True)
         finally:
             lag.cancel()
+            await asyncio.gather(lag, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
             with contextlib.suppress(Exception):
