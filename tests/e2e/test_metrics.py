@@ -96,7 +96,8 @@ def test_prometheus_scrapes_every_service_and_the_dead_letter_alert_fires(
             assert scraped('sum(contextmesh_tasks_total{stream="MERGE",outcome="ack"})') >= 1
             refreshes = f'method="{REFRESH}",code="OK",service="gateway"'
             assert scraped(f"sum(contextmesh_rpc_requests_total{{{refreshes}}})") == 1
-            assert scraped('sum(contextmesh_github_requests_total{status="200"})') >= 4
+            assert scraped('sum(contextmesh_github_requests_total{status="200"})', 4) >= 4
+            assert scraped('max(contextmesh_github_rate_limit_remaining{service="syncsvc"})') > 0
 
             # A task that can never succeed is parked; the dead-letter alert fires.
             asyncio.run(publish_undecodable(fresh_nats.url))
