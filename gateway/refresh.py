@@ -22,6 +22,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from gateway.history import JobHistory
+from meshkit import metrics
 from meshkit.domain.ids import discover_msg_id, new_job_id
 from meshkit.errors import ConflictError, JobNotFoundError
 from meshkit.jobs import JobStore, is_final, is_refreshing
@@ -57,6 +58,7 @@ class Refresher:
             if entry is not None and entry.value and not force:
                 running = await self._refreshing(entry.value.decode())
                 if running is not None:
+                    metrics.JOBS_COALESCED.inc()
                     return running, True
             record = new_record(new_job_id(), user, force=force)
             if await self._claim_and_create(user, entry, record):
@@ -107,6 +109,7 @@ class Refresher:
             if isinstance(claim, KeyWrongLastSequenceError):
                 return False
             raise claim
+        metrics.JOBS_STARTED.inc()
         return True
 
     async def record(self, record: job_record_pb2.JobRecord) -> None:

@@ -11,6 +11,10 @@ reads cm_jobs every CONTEXTMESH_SWEEP_INTERVAL_S and ends what has stalled:
 A stalled job's record is not changing, so its update time says how long it has stalled.
 Ending is a compare-and-set from the state that was seen, checked again on the latest
 record, so two gateways sweeping at once, or a task that wakes up late, end a job once.
+
+The same pass counts the jobs not yet final and the age of the oldest for Prometheus
+(contextmesh_jobs_running, contextmesh_job_oldest_running_age_seconds): as fresh as the
+last sweep.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import time
 
 from contextmesh.job.v1 import job_pb2, job_record_pb2
 
+from meshkit import metrics
 from meshkit.config import JobSettings
 from meshkit.errors import JobNotFoundError
 from meshkit.job_errors import end_with_error
@@ -31,6 +36,7 @@ from meshkit.jobs import (
     WATCH_INACTIVE_S,
     JobStore,
     Mutation,
+    is_final,
     is_refreshing,
     stop_watcher,
 )
@@ -86,21 +92,29 @@ class JobSweeper:
         return ended
 
     async def _stalled(self, now: float) -> list[str]:
-        """Ids of the jobs that look stalled, read from one pass of a watch over the bucket."""
+        """Ids of the jobs that look stalled, read from one pass of a watch over the bucket;
+        the pass also sets the gauges of running jobs (meshkit.metrics)."""
         watcher = await self.jobs.kv.watchall(
             ignore_deletes=True, inactive_threshold=WATCH_INACTIVE_S
         )
         stalled = []
+        running = 0
+        oldest = now
         try:
             while (entry := await watcher.updates(timeout=30)) is not None:
                 if not entry.value:
                     continue
                 record = job_record_pb2.JobRecord()
                 record.ParseFromString(entry.value)
+                if not is_final(record.job.state):
+                    running += 1
+                    oldest = min(oldest, record.job.create_time.ToNanoseconds() / 1e9)
                 if self._stall_reason(record.job, now):
                     stalled.append(record.job.id)
         finally:
             await stop_watcher(watcher)
+        metrics.JOBS_RUNNING.set(running)
+        metrics.JOB_OLDEST_RUNNING_AGE.set(now - oldest)
         return stalled
 
     def _stall_reason(self, job: job_pb2.Job, now: float) -> str | None:

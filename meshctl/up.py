@@ -19,6 +19,10 @@ the monitoring port is off. NATS counts as ready once the `admin` identity has d
 stream, consumer and bucket; each service then gets only its own seed and binds without
 declaring. GITHUB_TOKEN reaches syncsvc alone: every other child has it removed from the
 environment it inherits.
+
+Each service process gets a free loopback port for its Prometheus /metrics; the banner
+lists them, and `<data dir>/prometheus-targets.json` names them all for a Prometheus
+file_sd config (meshctl.metrics_targets).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from meshctl.launch import ReadyCheck, grpc_health_ready, tcp_ready
+from meshctl.metrics_targets import TARGETS_FILE, MetricsTarget, free_port, write_targets
 from meshctl.nats_server import NatsServer
 from meshctl.supervisor import ProcessSpec, Supervisor
 from meshkit import nats_auth
@@ -145,7 +150,9 @@ async def _declare(url: str, seed_file: Path, settings: Settings) -> None:
 
 def build_specs(
     args: argparse.Namespace, data_dir: Path
-) -> tuple[list[ProcessSpec], dict[str, str]]:
+) -> tuple[list[ProcessSpec], dict[str, str], list[MetricsTarget]]:
+    """The processes to supervise, the environment they share, and the /metrics endpoint of
+    each service process (a free loopback port each)."""
     auth_dir = data_dir / "nats" / "auth"
     keys = nats_auth.generate(auth_dir)
     nats = NatsServer(
@@ -182,12 +189,20 @@ def build_specs(
         env["CONTEXTMESH_LOCAL_SOURCE_DIR"] = str(Path(args.local_source or DEMO_SOURCE).resolve())
     py = sys.executable
     no_secrets = (*SECRETS, *NATS_VARIABLES)
+    metrics: list[MetricsTarget] = []
 
     def service(name: str, identity: str, ready: ReadyCheck | None = None) -> ProcessSpec:
+        target = MetricsTarget(name, identity, free_port())
+        metrics.append(target)
         return ProcessSpec(
             name,
             [py, "-m", identity],
-            env={**env, **_identity(auth_dir, identity, ops=identity == "gateway")},
+            env={
+                **env,
+                **_identity(auth_dir, identity, ops=identity == "gateway"),
+                "CONTEXTMESH_METRICS_HOST": target.host,
+                "CONTEXTMESH_METRICS_PORT": str(target.port),
+            },
             ready=ready,
             unset=NATS_VARIABLES if identity == "syncsvc" else no_secrets,
         )
@@ -214,7 +229,7 @@ def build_specs(
         specs.append(service("trainsvc", "trainsvc"))
     if args.rest_port:
         specs.append(_envoy_spec(data_dir, args))
-    return specs, env
+    return specs, env, metrics
 
 
 def _envoy_spec(data_dir: Path, args: argparse.Namespace) -> ProcessSpec:
@@ -272,8 +287,10 @@ def write_admin_token(data_dir: Path) -> Path:
 def run(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir).resolve()
     (data_dir / "logs").mkdir(parents=True, exist_ok=True)
-    specs, env = build_specs(args, data_dir)
+    specs, env, metrics = build_specs(args, data_dir)
     token_path = write_admin_token(data_dir)
+    targets_path = data_dir / TARGETS_FILE
+    write_targets(targets_path, metrics)
     supervisor = Supervisor(specs, log_dir=data_dir / "logs", console=None)
 
     supervisor.start()
@@ -291,6 +308,8 @@ def run(args: argparse.Namespace) -> int:
         f"(NKey users; seeds in {data_dir / 'nats' / 'auth'})\n"
         f"  source   {source}\n"
         f"  training {env['CONTEXTMESH_TRAINING']}\n"
+        f"  metrics  {', '.join(f'{t.process} {t.address}' for t in metrics)}\n"
+        f"           (Prometheus file_sd list: {targets_path})\n"
         "Try: contextmesh refresh demo --watch      (Ctrl-C stops everything)",
         flush=True,
     )

@@ -5,7 +5,8 @@ new tasks, so refreshes start failing with RESOURCE_EXHAUSTED. Each service look
 streams it uses (its NATS identity's, or every one on an open server) every
 CONTEXTMESH_CAPACITY_CHECK_S and logs an error naming the stream, how full it is and what
 to do once it passes CONTEXTMESH_CAPACITY_WARN of its bound, and one line when it is back
-under: a log alert an operator can route today, whatever scrapes it later.
+under: a log alert an operator can route today. Each look also exports every stream's
+message and byte counts as Prometheus gauges (meshkit.metrics), DEADLETTER's among them.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Iterable
 from nats.js import JetStreamContext
 
 from meshkit.config import NatsSettings
+from meshkit.metrics import STREAM_BYTES, STREAM_MESSAGES
 from meshkit.nats_auth import IDENTITIES
 from meshkit.topology import ALL_BUCKETS, ALL_WORK_STREAMS, DEADLETTER
 
@@ -79,6 +81,8 @@ class CapacityWatch:
         over: dict[str, float] = {}
         for stream in self.streams:
             info = await self.js.stream_info(stream)
+            STREAM_MESSAGES.labels(stream).set(info.state.messages or 0)
+            STREAM_BYTES.labels(stream).set(info.state.bytes or 0)
             bound = info.config.max_bytes or 0
             if bound <= 0:
                 continue  # unbounded: nothing to warn about

@@ -165,7 +165,8 @@ class NatsSettings:
     """CONTEXTMESH_CAPACITY_WARN: a service logs an error for each stream or bucket it uses
     that holds more than this share of its byte bound (meshkit/capacity.py)."""
     capacity_check_s: float = 60.0
-    """CONTEXTMESH_CAPACITY_CHECK_S: how often each service looks."""
+    """CONTEXTMESH_CAPACITY_CHECK_S: how often each service looks (and refreshes the stream
+    gauges of its metrics)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -326,6 +327,12 @@ class Settings:
     """CONTEXTMESH_SEARCH_ADDR: where the search service listens; the gateway dials it."""
     health_addr: str | None = None
     """CONTEXTMESH_HEALTH_ADDR: a worker's gRPC health endpoint (probes); off when unset."""
+    metrics_port: int = 0
+    """CONTEXTMESH_METRICS_PORT: port of the Prometheus /metrics endpoint (meshkit/metrics.py);
+    unset or 0: nothing is served."""
+    metrics_host: str = "0.0.0.0"
+    """CONTEXTMESH_METRICS_HOST: address the /metrics endpoint binds (`contextmesh up` sets
+    127.0.0.1)."""
     drain_s: float = 1.0
     """CONTEXTMESH_DRAIN_S: after SIGTERM a server answers NOT_SERVING for this long before
     it stops taking calls, so load balancers and probes move away first."""
@@ -438,6 +445,8 @@ class Settings:
             ),
             search_addr=e.text("CONTEXTMESH_SEARCH_ADDR", "127.0.0.1:50052"),
             health_addr=e.optional("CONTEXTMESH_HEALTH_ADDR"),
+            metrics_port=e.integer("CONTEXTMESH_METRICS_PORT", 0, maximum=65535),
+            metrics_host=e.text("CONTEXTMESH_METRICS_HOST", "0.0.0.0"),
             drain_s=e.number("CONTEXTMESH_DRAIN_S", 1.0),
             log_level=e.choice(
                 "CONTEXTMESH_LOG_LEVEL", "info", ("debug", "info", "warning", "error")

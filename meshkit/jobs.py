@@ -9,6 +9,10 @@ task writes nothing.
 Many sync tasks finish at once, so mutations of one job queued within a short window are
 applied together in one write (`JobStore.apply`), which keeps compare-and-set conflicts and
 watch traffic low at a thousand repositories a job.
+
+The write that moves a record from a non-final state to a final one counts the job as
+finished, with its duration (meshkit.metrics): compare-and-set lets exactly one write do
+that, so a job counts once however many services race to end it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from meshkit import metrics
 from meshkit.errors import ConflictError, JobNotFoundError
 from meshkit.job_errors import end_with_error
 from meshkit.topology import Buckets
@@ -122,6 +127,7 @@ class JobStore:
         """Apply mutate with compare-and-set until it sticks; return the resulting record."""
         for attempt in range(self.max_attempts):
             record, revision = await self.get(job_id)
+            was_final = is_final(record.job.state)
             if not mutate(record):
                 return record
             _touch(record)
@@ -129,9 +135,12 @@ class JobStore:
                 await self.kv.update(
                     job_id, record.SerializeToString(deterministic=True), last=revision
                 )
-                return record
             except KeyWrongLastSequenceError:
                 await asyncio.sleep(min(0.001 * (attempt + 1), 0.05))
+            else:
+                if not was_final and is_final(record.job.state):
+                    _count_finished(record.job)
+                return record
         raise ConflictError(f"job {job_id}: update lost {self.max_attempts} races in a row")
 
     async def end(
@@ -261,6 +270,15 @@ def _all_of(mutations: list[Mutation]) -> Mutation:
         return changed
 
     return mutate_all
+
+
+def _count_finished(job: job_pb2.Job) -> None:
+    """Metrics of a job whose write just made it final: only one write can win the
+    compare-and-set from a non-final revision, so each job counts once, whoever ended it."""
+    state = JobState.Name(job.state).removeprefix("JOB_STATE_")
+    metrics.JOBS_FINISHED.labels(state).inc()
+    lasted = job.end_time.ToNanoseconds() - job.create_time.ToNanoseconds()
+    metrics.JOB_DURATION.labels(state).observe(max(0.0, lasted / 1e9))
 
 
 def _touch(record: job_record_pb2.JobRecord) -> None:

@@ -1,10 +1,11 @@
-"""gRPC servers built one way: validation, error mapping, health, reflection, tracing.
+"""gRPC servers built one way: validation, error mapping, health, reflection, tracing, metrics.
 
 - Requests are checked against the rules in the contracts (protovalidate) by one
   interceptor before any handler runs: INVALID_ARGUMENT naming each field and rule.
 - Domain errors are mapped to gRPC status codes in one place (`STATUS_OF`), by the same
   interceptor, so handlers raise meaningful exceptions and never build statuses themselves.
 - The OpenTelemetry server interceptor is installed when tracing is on (meshkit.telemetry).
+- Every call is counted by method and final status code, and timed (MetricsInterceptor).
 - Every server serves grpc.health.v1.Health (a status per service) and reflection.
 - Every server authenticates its callers and applies its access rules (meshkit.auth) before
   anything else, and has limits: a small receive size (requests are tiny; answers may be
@@ -35,7 +36,7 @@ from meshkit.errors import (
     MeshError,
     StreamFullError,
 )
-from meshkit.interceptors import MethodWrapper
+from meshkit.interceptors import MethodWrapper, MetricsInterceptor
 from meshkit.telemetry import tracing_enabled
 from meshkit.validation import describe_violations
 
@@ -261,6 +262,7 @@ def create_server(
     Health starts NOT_SERVING; call set_serving(True) once dependencies are reachable.
     """
     interceptors: list[grpc.aio.ServerInterceptor] = [
+        MetricsInterceptor(),
         AuthInterceptor(auth, rules or {}),
         GuardInterceptor(validate=validate),
     ]

@@ -1,7 +1,8 @@
 """Running a service process the same way everywhere.
 
 `run_service(name, body)` reads Settings, sets up logging and tracing (meshkit.telemetry;
-its last spans are flushed on exit), connects to NATS, declares the topology (or, with
+its last spans are flushed on exit), serves Prometheus metrics when CONTEXTMESH_METRICS_PORT
+is set (meshkit.metrics), connects to NATS, declares the topology (or, with
 CONTEXTMESH_NATS_DECLARE off, waits until a privileged step has declared what its NATS
 identity uses), watches how full those streams are (an error line
 past CONTEXTMESH_CAPACITY_WARN; meshkit/capacity.py), and runs `body(ctx)` until SIGTERM or
@@ -19,6 +20,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from wsgiref.simple_server import WSGIServer
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -27,6 +29,7 @@ from meshkit.capacity import CapacityWatch
 from meshkit.config import Settings
 from meshkit.errors import ConfigError
 from meshkit.logging import setup_logging
+from meshkit.metrics import serve_metrics
 from meshkit.nats_client import connect
 from meshkit.rpc import ServerBundle, create_server
 from meshkit.telemetry import init_tracing, shutdown_tracing
@@ -73,12 +76,26 @@ async def _serve_health(ctx: ServiceContext, address: str) -> None:
         await bundle.server.stop(1)
 
 
+def _serve_metrics(settings: Settings) -> WSGIServer | None:
+    """The /metrics endpoint, when CONTEXTMESH_METRICS_PORT asks for one."""
+    if not settings.metrics_port:
+        return None
+    try:
+        return serve_metrics(settings.metrics_host, settings.metrics_port)
+    except OSError as exc:
+        raise ConfigError(
+            "CONTEXTMESH_METRICS_PORT",
+            f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: {exc}",
+        ) from None
+
+
 async def _main(name: str, body: Callable[[ServiceContext], Awaitable[None]]) -> None:
     settings = Settings.from_env()
     setup_logging(
         name, level=settings.log_level, fmt=settings.log_format, secrets=[settings.github.token]
     )
     init_tracing(name)
+    metrics = _serve_metrics(settings)
     nc, js = await connect(settings.nats, name=name)
     ctx = ServiceContext(name, settings, nc, js)
     loop = asyncio.get_running_loop()
@@ -108,6 +125,8 @@ async def _main(name: str, body: Callable[[ServiceContext], Awaitable[None]]) ->
         log.info("%s stopped", name)
         # After the drain, so spans of the last tasks are in the batch this flushes.
         shutdown_tracing()
+        if metrics is not None:
+            metrics.shutdown()
 
 
 def run_service(name: str, body: Callable[[ServiceContext], Awaitable[None]]) -> None:

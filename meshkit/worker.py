@@ -22,6 +22,11 @@ written for the caller, may reach a job.
 Each delivery is a CONSUMER span continuing the trace in the message headers (a redelivery
 joins the same trace), and the task's log lines carry its job_id (meshkit.logging).
 
+Metrics (meshkit.metrics): each delivery counts under its stream with its outcome from the
+table above (ack; retry after a failure; deferred for RetryLater; parked), and its handling
+time; every dead letter written counts once, whichever path or replica wrote it; and each
+worker exports its consumer's pending and ack-pending counts, read from the server.
+
 Delivery is at least once: handlers must be idempotent.
 """
 
@@ -31,6 +36,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
@@ -45,7 +51,9 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from opentelemetry.trace import SpanKind
 
+from meshkit import metrics
 from meshkit.logging import bind_job_id
+from meshkit.metrics import TaskOutcome
 from meshkit.publish import MSG_ID_HEADER, publish_task
 from meshkit.telemetry import extract_context, task_attributes, tracer
 from meshkit.topology import DEADLETTER_SUBJECT_PREFIX, WorkStream
@@ -67,6 +75,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 T = TypeVar("T", bound=Message)
+
+LAG_POLL_S = 5.0
+"""How often a worker reads its consumer's pending counts for metrics: one small request."""
 
 
 class PermanentError(Exception):
@@ -181,6 +192,8 @@ async def park(
         letter,
         msg_id=f"dl:{ws.stream}:{stream_seq}",
     )
+    if not ack.duplicate:  # the replicas that park the same task write one letter
+        metrics.DEAD_LETTERS.labels(ws.stream).inc()
     return ack.seq
 
 
@@ -212,8 +225,10 @@ class Worker(Generic[T]):
 
         Also parks the tasks whose every delivery crashed a worker (`watch_max_deliveries`),
         so no service can run a worker and forget its dead letters."""
+        metrics.declare_task_stream(self.ws.stream)
         stop_watch = await watch_max_deliveries(self.nc, self.js, self.ws, self.handler)
         sub = await self.js.pull_subscribe_bind(durable=self.ws.consumer, stream=self.ws.stream)
+        lag = asyncio.create_task(self._export_lag(stop))
         try:
             while not stop.is_set():
                 await self._slots.acquire()
@@ -241,10 +256,27 @@ class Worker(Generic[T]):
                     task.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
         finally:
+            lag.cancel()
+            await asyncio.gather(lag, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
             with contextlib.suppress(Exception):
                 await stop_watch()
+
+    async def _export_lag(self, stop: asyncio.Event) -> None:
+        """Export the consumer's backlog as the server counts it, every LAG_POLL_S."""
+        pending = metrics.CONSUMER_PENDING.labels(self.ws.stream, self.ws.consumer)
+        ack_pending = metrics.CONSUMER_ACK_PENDING.labels(self.ws.stream, self.ws.consumer)
+        while not stop.is_set():
+            try:
+                info = await self.js.consumer_info(self.ws.stream, self.ws.consumer)
+            except Exception as exc:  # NATS unavailable a moment: the next poll tries again
+                log.debug("consumer info of %s failed: %s", self.ws.consumer, exc)
+            else:
+                pending.set(info.num_pending or 0)
+                ack_pending.set(info.num_ack_pending or 0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), LAG_POLL_S)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
@@ -255,6 +287,9 @@ class Worker(Generic[T]):
         delivery = Delivery(msg, meta.num_delivered, self.ws.max_deliver)
         msg_id = (msg.headers or {}).get(MSG_ID_HEADER, "")
         task: T | None = None
+        metrics.count_delivery(self.ws.stream, delivery.attempt)
+        started = time.perf_counter()
+        outcome: TaskOutcome | None = None
         heartbeat = asyncio.create_task(self._heartbeat(msg, self.ws.ack_wait_s / 3))
         try:
             with tracer(__name__).start_as_current_span(
@@ -284,9 +319,11 @@ class Worker(Generic[T]):
                     ) from exc
         except RetryLater as exc:
             await msg.nak(delay=exc.delay_s)
+            outcome = TaskOutcome.DEFERRED
         except PermanentError as exc:
             failure = Failure(str(exc), public=str(exc), code=exc.code)
             await self._dead_letter(msg, task, msg_id, failure, delivery.attempt)
+            outcome = TaskOutcome.PARKED
         except asyncio.CancelledError:
             # Shutting down: give the task straight back instead of waiting for ack_wait.
             with contextlib.suppress(Exception):
@@ -299,6 +336,7 @@ class Worker(Generic[T]):
             if delivery.is_last:
                 log.error("task %s failed its last delivery: %s", msg_id, reason)
                 await self._dead_letter(msg, task, msg_id, Failure(reason), delivery.attempt)
+                outcome = TaskOutcome.PARKED
             else:
                 delay = self.ws.retry_delay(delivery.attempt)
                 log.warning(
@@ -311,11 +349,16 @@ class Worker(Generic[T]):
                     exc_info=None if isinstance(exc, DeadlineExceeded) else exc,
                 )
                 await msg.nak(delay=delay)
+                outcome = TaskOutcome.RETRY
         else:
             await msg.ack()
             self.handled += 1
+            outcome = TaskOutcome.ACK
         finally:
             heartbeat.cancel()
+            metrics.TASK_DURATION.labels(self.ws.stream).observe(time.perf_counter() - started)
+            if outcome is not None:  # None: handed back at shutdown, or the ack/nak failed
+                metrics.TASKS.labels(self.ws.stream, outcome).inc()
 
     async def _heartbeat(self, msg: Msg, interval_s: float) -> None:
         while True:

@@ -29,6 +29,7 @@ from nats.js.kv import KeyValue
 from meshkit.blob import BlobStore
 from meshkit.domain.embedding import encode, load_model, model_nbytes
 from meshkit.domain.passages import bundle_facts, passages_of
+from meshkit.metrics import SEARCH_DURATION
 from searchsvc.artifacts import (
     download_model,
     read_bundle,
@@ -84,12 +85,13 @@ class Searcher:
         self._build_pool.shutdown(wait=False, cancel_futures=True)
 
     async def search(self, user: str, query: str, top_k: int = 0) -> SearchResult:
-        bundle, pointer = await asyncio.gather(
-            require_bundle_pointer(self.bundles, user), read_model(self.models, user)
-        )
-        model, index = await self._serving(bundle, pointer)
-        vector = await self._run(self._query_pool, _encode_one, model, query)
-        hits = rank(index, query, vector, top_k=top_k or DEFAULT_TOP_K)
+        with SEARCH_DURATION.time():
+            bundle, pointer = await asyncio.gather(
+                require_bundle_pointer(self.bundles, user), read_model(self.models, user)
+            )
+            model, index = await self._serving(bundle, pointer)
+            vector = await self._run(self._query_pool, _encode_one, model, query)
+            hits = rank(index, query, vector, top_k=top_k or DEFAULT_TOP_K)
         return SearchResult(hits, bundle.bundle.content_hash, index.tuned)
 
     async def _serving(

@@ -17,6 +17,10 @@ new attempt number). An exception propagates to the worker, which retries with t
 backoff and finally parks the task in DEADLETTER; `on_dead_letter` then ends the job DONE
 with training FAILED. The bundle and its pointer are never touched here (guarantee 7 in
 docs/architecture.md).
+
+Metrics: each handled task counts in contextmesh_training_runs_total by its outcome, each
+failed attempt as `failed`; a fine-tuning run is timed, and both models' held-out MRR@10 go
+into contextmesh_training_mrr.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from contextmesh.job.v1 import job_pb2, job_record_pb2
 from contextmesh.train.v1 import tasks_pb2 as train_tasks
 from nats.js.kv import KeyValue
 
+from meshkit import metrics
 from meshkit.blob import BlobStore
 from meshkit.config import TrainSettings
 from meshkit.domain.bundle import content_hash
@@ -115,9 +120,13 @@ class TrainHandler:
             try:
                 outcome = await self._train(task, delivery, layout)
             except Exception as exc:
+                metrics.TRAINING_RUNS.labels("failed").inc()
                 await self._note_failure(job_id, delivery, exc)
                 raise
         await self.jobs.update(job_id, finish_training(outcome))
+        metrics.TRAINING_RUNS.labels(
+            TrainingState.Name(outcome.state).removeprefix("TRAINING_STATE_").lower()
+        ).inc()
         log.info(
             "job %s: training %s: %s",
             job_id,
@@ -224,22 +233,25 @@ class TrainHandler:
                     extra={"job_id": job_id},
                 )
                 try:
-                    result = await run_in_daemon_thread(
-                        lambda: self.train(
-                            bundle,
-                            self.config,
-                            base_model=base_model,
-                            device_setting=self.settings.device,
-                            workdir=Path(workdir),
-                            on_progress=reporter.report,
-                            should_stop=stop.is_set,
-                        ),
-                        stop=stop,
-                        name=f"train-{job_id}",
-                    )
+                    with metrics.TRAINING_DURATION.time():
+                        result = await run_in_daemon_thread(
+                            lambda: self.train(
+                                bundle,
+                                self.config,
+                                base_model=base_model,
+                                device_setting=self.settings.device,
+                                workdir=Path(workdir),
+                                on_progress=reporter.report,
+                                should_stop=stop.is_set,
+                            ),
+                            stop=stop,
+                            name=f"train-{job_id}",
+                        )
                 except NotEnoughData as exc:
                     return TrainingOutcome(TrainingState.TRAINING_STATE_SKIPPED, str(exc))
                 manifest = await store_result(self.blobs, layout, result)
+                metrics.TRAINING_MRR.labels("base").observe(manifest.base.mrr_at_10)
+                metrics.TRAINING_MRR.labels("tuned").observe(manifest.tuned.mrr_at_10)
         finally:
             await reporter.close()
         return await self._publish(task, manifest)

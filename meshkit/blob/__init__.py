@@ -9,6 +9,7 @@ from meshkit.blob.azure import AzureBlobStore
 from meshkit.blob.base import CHUNK_SIZE, BlobInfo, BlobStore, Data, as_chunks, validate_key
 from meshkit.blob.fs import FilesystemBlobStore
 from meshkit.blob.gcs import GCSBlobStore
+from meshkit.blob.measured import MeasuredBlobStore
 from meshkit.blob.retry import SocketTimeouts
 from meshkit.blob.s3 import S3BlobStore
 from meshkit.blob.url import open_blob_store
@@ -21,6 +22,7 @@ __all__ = [
     "Data",
     "FilesystemBlobStore",
     "GCSBlobStore",
+    "MeasuredBlobStore",
     "S3BlobStore",
     "SocketTimeouts",
     "as_chunks",

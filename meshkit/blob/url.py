@@ -10,6 +10,7 @@
 
 Credentials never go in the URL: it is logged, and a URL with a user, password, query or
 fragment is refused. Each cloud SDK is imported only when its scheme is used.
+Every store comes wrapped in a MeasuredBlobStore, which exports its bytes and latencies.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from meshkit.blob.base import BlobStore, validate_key
+from meshkit.blob.measured import MeasuredBlobStore
 from meshkit.errors import ConfigError, InvalidBlobKeyError
 
 __all__ = ["open_blob_store"]
@@ -60,7 +62,7 @@ def open_blob_store(url: str, *, variable: str = "CONTEXTMESH_BLOB_URL") -> Blob
 
         if parsed.netloc not in ("", "localhost") or not parsed.path:
             raise ConfigError(variable, f"{shown} has no local path; use file:///absolute/path")
-        return FilesystemBlobStore(urllib.parse.unquote(parsed.path))
+        return MeasuredBlobStore(FilesystemBlobStore(urllib.parse.unquote(parsed.path)), "file")
     opener = _OPENERS.get(parsed.scheme)
     if opener is None:
         raise ConfigError(variable, f"unsupported blob store URL {shown}; use {_SCHEMES}")
@@ -73,7 +75,7 @@ def open_blob_store(url: str, *, variable: str = "CONTEXTMESH_BLOB_URL") -> Blob
             validate_key(prefix)
         except InvalidBlobKeyError as exc:
             raise ConfigError(variable, f"{shown}: bad prefix: {exc}") from None
-    return opener(bucket, prefix)
+    return MeasuredBlobStore(opener(bucket, prefix), _BACKENDS[parsed.scheme])
 
 
 def _redacted(parsed: urllib.parse.SplitResult) -> str:
@@ -99,6 +101,9 @@ def _open_s3(bucket: str, prefix: str) -> BlobStore:
 
     return S3BlobStore.from_env(bucket, prefix)
 
+
+# The `backend` label of each scheme's metrics.
+_BACKENDS = {"azure": "azure", "gs": "gcs", "s3": "s3"}
 
 _OPENERS: dict[str, Callable[[str, str], Any]] = {
     "azure": _open_azure,

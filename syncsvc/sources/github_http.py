@@ -6,6 +6,8 @@ retried or turned into a SourceError whose message names the request by path onl
 never carries the token (nor any userinfo of the API URL). Each GET, retries and redirects
 included, is a CLIENT span carrying the path (no query) and the final status, never the
 error text.
+Every HTTP exchange (each retry and redirect hop) counts by status in
+contextmesh_github_requests_total, and the budget left in contextmesh_github_rate_limit_remaining.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import httpx
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from meshkit.config import GithubSettings
+from meshkit.metrics import GITHUB_RATE_LIMIT_REMAINING, GITHUB_REQUESTS
 from meshkit.telemetry import tracer
 from syncsvc.sources.base import SourceError
 from syncsvc.sources.github_auth import ApiTokenAuth
@@ -217,11 +220,18 @@ class GithubHttp:
     ) -> Reply:
         async with self._semaphore, self._limiter.slot():
             request = self._client.build_request("GET", url, headers=headers, timeout=self._timeout)
-            response = await self._client.send(
-                request, auth=self._auth, stream=True, follow_redirects=False
-            )
+            try:
+                response = await self._client.send(
+                    request, auth=self._auth, stream=True, follow_redirects=False
+                )
+            except httpx.RequestError:
+                GITHUB_REQUESTS.labels("error").inc()
+                raise
+            GITHUB_REQUESTS.labels(str(response.status_code)).inc()
             try:
                 self._limiter.observe(response.headers)
+                if (remaining := self._limiter.remaining) is not None:
+                    GITHUB_RATE_LIMIT_REMAINING.set(remaining)
                 if response.status_code == 304 or response.status_code in _REDIRECTS:
                     # Read to the end (nothing, or a short note) so the connection is reused.
                     await _read_capped(response, ERROR_BODY_CAP, 0)

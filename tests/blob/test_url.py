@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from meshkit.blob import FilesystemBlobStore, open_blob_store
+from meshkit.blob.measured import MeasuredBlobStore
 from meshkit.errors import ConfigError
 from tests.support.emulators import AZURITE_KEY, REPO_ROOT
 
@@ -40,7 +41,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyP
 
 async def test_file_url(tmp_path: Path) -> None:
     store = open_blob_store(f"file://{tmp_path}/blobs")
-    assert isinstance(store, FilesystemBlobStore)
+    assert isinstance(store, MeasuredBlobStore)
+    assert isinstance(store.inner, FilesystemBlobStore)
     await store.close()
 
 
@@ -63,7 +65,8 @@ async def test_cloud_urls_open_their_backends(clean_env: pytest.MonkeyPatch) -> 
         ("s3://bucket.with.dots/prefix/", S3BlobStore),
     ):
         store = open_blob_store(url)
-        assert isinstance(store, kind)
+        assert isinstance(store, MeasuredBlobStore)
+        assert isinstance(store.inner, kind)
         await store.close()
 
 

@@ -176,6 +176,17 @@ def test_up_serves_refreshes_stops_cleanly_and_keeps_its_data(tmp_path: Path) ->
         cli(as_demo, "schedule", "demo", "--off")
         gone = cli(as_demo, "schedule", "demo", check=False)
         assert gone.returncode == 1 and "NOT_FOUND" in gone.stderr
+
+        # Every service process serves /metrics on a loopback port the banner prints and the
+        # Prometheus file_sd list names.
+        targets = json.loads((data_dir / "prometheus-targets.json").read_text())
+        services = sorted(entry["labels"]["service"] for entry in targets)
+        assert {"gateway", "mergesvc"} <= set(services) and services.count("syncsvc") == 2
+        for entry in targets:
+            (address,) = entry["targets"]
+            assert address in log.read_text()
+            assert "contextmesh_tasks_total" in metrics_of(address)
+            assert listening_hosts(int(address.rpartition(":")[2])) == {"127.0.0.1"}
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0, log.read_text()
@@ -191,6 +202,17 @@ def test_up_serves_refreshes_stops_cleanly_and_keeps_its_data(tmp_path: Path) ->
         proc.send_signal(signal.SIGINT)
         proc.wait(60)
     assert processes_using(str(data_dir)) == []
+
+
+def metrics_of(address: str, timeout: float = 30.0) -> str:
+    """The /metrics page at address, once it answers (searchsvc loads torch first)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return httpx.get(f"http://{address}/metrics", timeout=5).raise_for_status().text
+        except httpx.HTTPError:
+            assert time.monotonic() < deadline, f"no metrics at {address}"
+            time.sleep(0.5)
 
 
 def cli(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -7,6 +7,7 @@ import time
 import pytest
 from contextmesh.job.v1 import job_pb2, job_record_pb2
 from google.rpc import code_pb2
+from prometheus_client import REGISTRY
 
 from gateway.sweeper import JobSweeper
 from meshkit.config import JobSettings
@@ -85,3 +86,21 @@ async def test_final_jobs_are_left_alone(own: Gateway) -> None:
     record, _ = await own.jobs.get(done.id)
     assert record.job.state == JobState.JOB_STATE_CANCELLED
     assert record.job.error_status.message == "cancelled by a caller"
+
+
+async def test_a_sweep_exports_how_many_jobs_run_and_how_old_the_oldest_is(own: Gateway) -> None:
+    sweeper = JobSweeper(own.jobs, SETTINGS)
+    first, _ = await own.refresher.refresh("dave", force=False)
+    await own.refresher.refresh("erin", force=False)
+    ended, _ = await own.refresher.refresh("frank", force=False)
+    await own.jobs.end(ended.id, JobState.JOB_STATE_CANCELLED, "cancelled", code=0)
+    now = time.time() + 30  # within the stall limit: nothing is ended
+
+    assert await sweeper.sweep(now=now) == []
+
+    assert REGISTRY.get_sample_value("contextmesh_jobs_running") == 2
+    oldest = REGISTRY.get_sample_value("contextmesh_job_oldest_running_age_seconds")
+    assert oldest == pytest.approx(now - first.create_time.ToNanoseconds() / 1e9)
+    await own.jobs.end(first.id, JobState.JOB_STATE_CANCELLED, "cancelled", code=0)
+    await sweeper.sweep(now=now)
+    assert REGISTRY.get_sample_value("contextmesh_jobs_running") == 1

@@ -6,6 +6,9 @@ mesh.start("gateway"); mesh.start("syncsvc", name="syncsvc-1"); mesh.start("merg
 mesh.kill("syncsvc-1")      # SIGKILL, as a crash
 mesh.stop_all()
 
+Every process serves Prometheus metrics on a port of its own (`mesh.metrics[name]`), listed in
+`mesh.targets_file` as `contextmesh up` lists its own.
+
 Auth is on, as everywhere: the services trust a signing key of the mesh's own (or the one
 passed in); `mesh.channel()` authenticates as an admin, `mesh.token(...)` mints others.
 """
@@ -19,6 +22,7 @@ from pathlib import Path
 import grpc
 
 from meshctl.launch import Child, grpc_health_ready, launch
+from meshctl.metrics_targets import TARGETS_FILE, MetricsTarget, write_targets
 from meshkit.bearer import bearer_channel
 from meshkit.signing import LocalSigner
 from tests.support.auth import auth_env
@@ -59,7 +63,14 @@ class Mesh:
             **(env or {}),
         }
         self.procs: dict[str, Child] = {}
+        self.metrics: dict[str, MetricsTarget] = {}
         (workdir / "logs").mkdir(parents=True, exist_ok=True)
+        (workdir / "data").mkdir(parents=True, exist_ok=True)
+
+    @property
+    def targets_file(self) -> Path:
+        """The Prometheus file_sd list of the running processes' /metrics, as `up` writes."""
+        return self.workdir / "data" / TARGETS_FILE
 
     @property
     def gateway_target(self) -> str:
@@ -85,14 +96,22 @@ class Mesh:
         """Run `python -m module` (as `name`, logging to log_path(name)); the gateway is
         awaited until it serves."""
         name = name or module
+        target = MetricsTarget(name, module, free_port())
         child = launch(
             [sys.executable, "-m", module],
             name=name,
             log=self.log_path(name),
             cwd=ROOT,
-            env={**self.env, **(env or {})},
+            env={
+                **self.env,
+                "CONTEXTMESH_METRICS_HOST": target.host,
+                "CONTEXTMESH_METRICS_PORT": str(target.port),
+                **(env or {}),
+            },
         )
         self.procs[name] = child
+        self.metrics[name] = target
+        write_targets(self.targets_file, self.metrics.values())
         if module == "gateway":
             self.wait_serving(self.gateway_target, name)
         return child
@@ -109,10 +128,17 @@ class Mesh:
     def kill(self, name: str) -> None:
         """SIGKILL, as a crash would."""
         self.procs.pop(name).kill()
+        self._forget_metrics(name)
 
     def stop(self, name: str, timeout: float = 15.0) -> int | None:
         """SIGTERM, SIGKILL after `timeout` seconds; the exit code."""
-        return self.procs.pop(name).stop(timeout)
+        code = self.procs.pop(name).stop(timeout)
+        self._forget_metrics(name)
+        return code
+
+    def _forget_metrics(self, name: str) -> None:
+        self.metrics.pop(name, None)
+        write_targets(self.targets_file, self.metrics.values())
 
     def stop_all(self) -> None:
         for name in list(self.procs):

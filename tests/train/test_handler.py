@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from contextmesh.bundle.v1 import bundle_pb2
 from contextmesh.job.v1 import job_pb2
+from prometheus_client import REGISTRY
 
 from meshkit.blob import BlobStore
 from meshkit.config import TrainSettings
@@ -310,3 +311,34 @@ def _offline() -> None:
     from meshkit.domain.embedding import prepare_offline
 
     prepare_offline()
+
+
+async def test_each_training_counts_by_outcome_with_its_time_and_both_mrrs(
+    js: Any, blobs: BlobStore, tiny_model_dir: Path, user: str
+) -> None:
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    def snapshot() -> tuple[float, ...]:
+        return (
+            value("contextmesh_training_runs_total", outcome="published"),
+            value("contextmesh_training_runs_total", outcome="failed"),
+            value("contextmesh_training_duration_seconds_count"),
+            value("contextmesh_training_mrr_sum", model="base"),
+            value("contextmesh_training_mrr_sum", model="tuned"),
+        )
+
+    before = snapshot()
+    handler = await make_handler(js, blobs, tiny_model_dir, FakeTraining(BETTER))
+    await run_job(handler, js, blobs, sample_bundle(user))
+
+    def broken(*args: Any, **kwargs: Any) -> TrainResult:
+        raise RuntimeError("out of memory")
+
+    failing = await make_handler(js, blobs, tiny_model_dir, broken)
+    _, _, task = await prepare_job(js, failing.jobs, blobs, sample_bundle(f"{user}-2"))
+    with pytest.raises(RuntimeError):
+        await failing.handle(task, delivery())
+    published, failed, timed, base, tuned = (a - b for a, b in zip(snapshot(), before, strict=True))
+    assert (published, failed, timed) == (1, 1, 2)
+    assert (base, tuned) == pytest.approx((BASE.mrr_at_10, BETTER.mrr_at_10))
