@@ -25,6 +25,7 @@ __all__ = [
     "BASE",
     "COMPONENTS",
     "K8S",
+    "OBSERVABILITY",
     "ROOT",
     "Manifests",
     "build_base",
@@ -38,6 +39,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
 BASE = K8S / "base"
 COMPONENTS = K8S / "components"
+OBSERVABILITY = K8S / "observability"
 
 Doc = dict[str, Any]
 WORKLOAD_KINDS = ("Deployment", "StatefulSet")
