@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # Two images from one build context:
 #   docker build --target service -t contextmesh/service:0.1.0 .
-#     gateway, syncsvc, mergesvc: no torch, so they start fast and stay small.
+#     gateway, syncsvc, mergesvc, notifysvc: no torch, so they start fast and stay small.
 #   docker build --target trainer -t contextmesh/trainer:0.1.0 .
 #     trainsvc and searchsvc: the `train` extra (torch, sentence-transformers, base model).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
@@ -15,6 +15,7 @@ COPY meshctl/ meshctl/
 COPY gateway/ gateway/
 COPY syncsvc/ syncsvc/
 COPY mergesvc/ mergesvc/
+COPY notifysvc/ notifysvc/
 COPY searchsvc/ searchsvc/
 COPY trainsvc/ trainsvc/
 

@@ -28,6 +28,7 @@ from gateway.refresh import Refresher
 from gateway.schedules import ScheduleStore
 from meshkit.auth import authorize_job, current_principal, forward_credentials
 from meshkit.config import LimitSettings
+from meshkit.domain.callbacks import CallbackNotFoundError, CallbackStore
 from meshkit.errors import JobNotFoundError
 from meshkit.jobs import JobStore, bundle_is_ready, is_final
 
@@ -60,6 +61,7 @@ class BundleService(bundle_service_pb2_grpc.BundleServiceServicer):
         bundles: BundleReader,
         search: search_service_pb2_grpc.SearchServiceStub,
         schedules: ScheduleStore,
+        callbacks: CallbackStore,
         *,
         search_timeout_s: float = 10.0,
         limits: EdgeLimits | None = None,
@@ -71,6 +73,7 @@ class BundleService(bundle_service_pb2_grpc.BundleServiceServicer):
         self.bundles = bundles
         self.search = search
         self.schedules = schedules
+        self.callbacks = callbacks
         self.search_timeout_s = search_timeout_s
 
     async def RefreshBundle(
@@ -197,6 +200,26 @@ class BundleService(bundle_service_pb2_grpc.BundleServiceServicer):
     ) -> pb.DeleteScheduleResponse:
         await self.schedules.delete(request.user)
         return pb.DeleteScheduleResponse()
+
+    async def SetCallback(
+        self, request: pb.SetCallbackRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SetCallbackResponse:
+        stored = await self.callbacks.set(request.user, request.url)
+        return pb.SetCallbackResponse(callback=stored.callback, secret=stored.secret)
+
+    async def GetCallback(
+        self, request: pb.GetCallbackRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetCallbackResponse:
+        stored = await self.callbacks.get(request.user)
+        if stored is None:
+            raise CallbackNotFoundError(request.user)
+        return pb.GetCallbackResponse(callback=stored.callback)
+
+    async def DeleteCallback(
+        self, request: pb.DeleteCallbackRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteCallbackResponse:
+        await self.callbacks.delete(request.user)
+        return pb.DeleteCallbackResponse()
 
     async def SearchBundle(
         self, request: pb.SearchBundleRequest, context: grpc.aio.ServicerContext

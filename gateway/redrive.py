@@ -9,6 +9,8 @@ starts a job, and the job publishes its own tasks to the subjects the topology n
     SYNC              a new refresh of the task's user that fetches the repository again,
                       whatever its fingerprint says (the others are planned as usual)
     TRAIN             a new job, BUNDLE_READY with the task's bundle, and a train task for it
+    NOTIFY            no job: the notification of the job it reports is delivered again,
+                      under a delivery id of its own ("notify:<job>:redrive:<sequence>")
 
 Each new job says where it came from (`Job.redrive`). Its id is claimed first, create-only,
 in cm_redrives under the letter's sequence: a second redrive of the letter finds the claim
@@ -18,11 +20,13 @@ which creates only what is missing and republishes under the same message id.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 
 from contextmesh.job.v1 import job_pb2, job_record_pb2
 from contextmesh.merge.v1 import tasks_pb2 as merge_tasks
+from contextmesh.notify.v1 import tasks_pb2 as notify_tasks
 from contextmesh.sync.v1 import tasks_pb2 as sync_tasks
 from contextmesh.task.v1 import task_pb2
 from contextmesh.train.v1 import tasks_pb2 as train_tasks
@@ -32,7 +36,7 @@ from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from gateway.refresh import Refresher, new_record
-from meshkit.domain.ids import new_job_id, train_msg_id
+from meshkit.domain.ids import new_job_id, notify_redrive_msg_id, train_msg_id
 from meshkit.errors import ConflictError, JobNotFoundError
 from meshkit.jobs import JobStore
 from meshkit.publish import publish_task
@@ -43,6 +47,7 @@ from meshkit.topology import (
     DEADLETTER_SUBJECT_PREFIX,
     DISCOVER,
     MERGE,
+    NOTIFY,
     SYNC,
     TRAIN,
     Buckets,
@@ -58,6 +63,7 @@ TASK_OF: dict[str, type[Message]] = {
     SYNC.stream: sync_tasks.SyncRepoTask,
     MERGE.stream: merge_tasks.MergeTask,
     TRAIN.stream: train_tasks.TrainTask,
+    NOTIFY.stream: notify_tasks.NotifyTask,
 }
 """The task each work stream carries: a letter's payload is decoded as its stream's task."""
 SUBJECT_OF = {ws.stream: ws.subject for ws in ALL_WORK_STREAMS}
@@ -132,6 +138,8 @@ class Redriver:
                 return await self._again(sequence, record)
         found = await read_letter(self.js, sequence)
         task = self._task(found)
+        if isinstance(task, notify_tasks.NotifyTask):
+            return await self._notify(found, task)
         job_id = claimed or await self._claim(sequence)
         job = await self._start(job_id, found, task)
         await self._forget_letter(sequence)
@@ -211,10 +219,47 @@ class Redriver:
             record, _ = await self.jobs.get(job.id)
         return await self._publish_train(record)
 
+    async def _notify(self, found: Letter, task: notify_tasks.NotifyTask) -> Redriven:
+        """Deliver a parked notification again. The claim names the job it reports, so a
+        second redrive answers that job (`_again`)."""
+        try:
+            record, _ = await self.jobs.get(task.meta.job_id)
+        except JobNotFoundError:
+            raise FailedPrecondition(
+                f"dead letter {found.sequence} reports job {task.meta.job_id}, which has "
+                "expired: there is nothing to report any more"
+            ) from None
+        # A concurrent call claimed it for the same job; its publish has the same id.
+        with contextlib.suppress(KeyWrongLastSequenceError):
+            await self.redrives.create(str(found.sequence), record.job.id.encode())
+        await self._publish_notification(found.sequence, record.job)
+        await self._forget_letter(found.sequence)
+        log.info(
+            "dead letter %d (NOTIFY) redriven: job %s notified again",
+            found.sequence,
+            record.job.id,
+            extra={"job_id": record.job.id},
+        )
+        return Redriven(found.sequence, found.stream, found.letter, record.job)
+
+    async def _publish_notification(self, sequence: int, job: job_pb2.Job) -> None:
+        task = notify_tasks.NotifyTask(
+            meta=task_pb2.TaskMeta(job_id=job.id, task_id=notify_redrive_msg_id(job.id, sequence)),
+            user=job.user,
+        )
+        task.meta.enqueue_time.GetCurrentTime()
+        await publish_task(self.js, NOTIFY.subject, task, msg_id=task.meta.task_id)
+
     async def _again(self, sequence: int, record: job_record_pb2.JobRecord) -> Redriven:
         """The letter was redriven already: make sure its job's first task is out, and answer
         that job. The publish repeats the first one's message id, so JetStream drops it."""
         job = record.job
+        if job.redrive.sequence != sequence:
+            # Not a job this letter started: the job a parked notification reports.
+            await self._publish_notification(sequence, job)
+            await self._forget_letter(sequence)
+            letter = task_pb2.DeadLetter(job_id=job.id)
+            return Redriven(sequence, NOTIFY.stream, letter, job)
         if job.state == job_pb2.JOB_STATE_QUEUED:
             await self.refresher.queue(record)
         elif job.state == job_pb2.JOB_STATE_BUNDLE_READY and job.redrive.stream == TRAIN.stream:

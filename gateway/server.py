@@ -33,6 +33,7 @@ from gateway.sweeper import JobSweeper
 from meshkit.auth import Authenticator
 from meshkit.blob import open_blob_store
 from meshkit.capacity import CapacityWatch
+from meshkit.domain.callbacks import CallbackStore
 from meshkit.jobs import JobStore
 from meshkit.nats_auth import OPS
 from meshkit.nats_client import connect
@@ -76,6 +77,7 @@ async def serve(ctx: ServiceContext) -> None:
         BundleReader(pointers, blobs),
         search_service_pb2_grpc.SearchServiceStub(search_channel),
         schedules,
+        await CallbackStore.open(ctx.js),
         limits=EdgeLimits(settings.limits),
     )
     public = create_server(

@@ -24,7 +24,14 @@ from contextmesh.ops.v1 import ops_service_pb2 as ops
 from contextmesh.ops.v1 import ops_service_pb2_grpc
 from google.protobuf import duration_pb2, json_format
 
-from meshctl.progress import bundle_line, history_line, progress_line, schedule_line, summary
+from meshctl.progress import (
+    bundle_line,
+    callback_line,
+    history_line,
+    progress_line,
+    schedule_line,
+    summary,
+)
 from meshkit.bearer import bearer_channel
 from meshkit.signing import LocalSigner
 from meshkit.telemetry import init_tracing
@@ -55,6 +62,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     when.add_argument("--every", metavar="INTERVAL", help="refresh every INTERVAL, e.g. 6h, 1d")
     when.add_argument("--off", action="store_true", help="stop the scheduled refreshes")
     p.set_defaults(run=schedule)
+    p = sub.add_parser("callback", help="show, set or stop a user's job-end notifications")
+    p.add_argument("user")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--url", help="POST a signed summary to URL when a job of the user ends")
+    where.add_argument("--off", action="store_true", help="stop the notifications")
+    p.set_defaults(run=callback)
     p = sub.add_parser("cancel", help="cancel a job")
     p.add_argument("id")
     p.set_defaults(run=cancel)
@@ -212,6 +225,23 @@ def schedule(args: argparse.Namespace) -> int:
         print(schedule_line(answer.schedule))
         return 0
     print(schedule_line(stub.GetSchedule(pb.GetScheduleRequest(user=args.user)).schedule))
+    return 0
+
+
+def callback(args: argparse.Namespace) -> int:
+    stub = _stub()
+    if args.off:
+        stub.DeleteCallback(pb.DeleteCallbackRequest(user=args.user))
+        print(f"{args.user}: no notifications")
+        return 0
+    if args.url:
+        answer = stub.SetCallback(pb.SetCallbackRequest(user=args.user, url=args.url))
+        print(callback_line(answer.callback))
+        print(
+            f"signing secret (shown once; setting the callback again rotates it): {answer.secret}"
+        )
+        return 0
+    print(callback_line(stub.GetCallback(pb.GetCallbackRequest(user=args.user)).callback))
     return 0
 
 

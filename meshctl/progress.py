@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from contextmesh.job.v1 import job_pb2
+from contextmesh.notify.v1 import callback_pb2
 from contextmesh.schedule.v1 import schedule_pb2
 
 from meshkit.job_errors import error_reason
 
-__all__ = ["bundle_line", "history_line", "progress_line", "schedule_line", "summary"]
+__all__ = [
+    "bundle_line",
+    "callback_line",
+    "history_line",
+    "progress_line",
+    "schedule_line",
+    "summary",
+]
 
 JobState = job_pb2.JobState
 
@@ -103,3 +111,9 @@ def schedule_line(schedule: schedule_pb2.Schedule) -> str:
         last = schedule.last_job_id or "none (a job was running)"
         line += f", last job {last}"
     return line
+
+
+def callback_line(callback: callback_pb2.Callback) -> str:
+    """e.g. 'demo: notifies https://example.com/hook, set 2026-12-01 03:17:42 UTC'."""
+    since = callback.update_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"{callback.user}: notifies {callback.url}, set {since}"

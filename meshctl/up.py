@@ -1,10 +1,11 @@
 """`contextmesh up`: the whole system on one machine, each service its own process.
 
 nats-server (JetStream, store under the data directory, fsync before every ack), the
-gateway, N sync workers, the merge worker, the search service and the trainer when the
-`train` extra is installed, and Envoy serving REST. A process that dies is restarted with
-backoff, as Kubernetes would; Ctrl-C or SIGTERM stops everything and leaves nothing behind.
-A second `up` reuses the data directory: jobs, bundles and models survive.
+gateway, N sync workers, the merge worker, the notifier (callbacks), the search service and
+the trainer when the `train` extra is installed, and Envoy serving REST. A process that dies
+is restarted with backoff, as Kubernetes would; Ctrl-C or SIGTERM stops everything and
+leaves nothing behind. A second `up` reuses the data directory: jobs, bundles and models
+survive.
 
 Safe by default: everything listens on 127.0.0.1 unless `--host` says otherwise (the admin
 listener needs its own `--admin-host`), and authentication is always on. The first start
@@ -221,6 +222,7 @@ def build_specs(
         ),
         *[service(f"syncsvc-{i + 1}", "syncsvc") for i in range(args.sync_workers)],
         service("mergesvc", "mergesvc"),
+        service("notifysvc", "notifysvc"),
     ]
     if _have_training():
         # No readiness gate: loading torch takes seconds, and nothing else waits on search.

@@ -226,7 +226,7 @@ class TrainSettings:
     """CONTEXTMESH_SEARCH_CACHE_BYTES: memory bound of the search service's model cache."""
 
 
-WORK_STREAMS = ("DISCOVER", "SYNC", "MERGE", "TRAIN")
+WORK_STREAMS = ("DISCOVER", "SYNC", "MERGE", "TRAIN", "NOTIFY")
 """The work streams whose timing CONTEXTMESH_<STREAM>_* variables override."""
 
 

@@ -30,11 +30,14 @@ from meshkit.topology import (
     DEADLETTER,
     DEADLETTER_SUBJECT_PREFIX,
     DISCOVER,
+    JOB_ENDS,
     MERGE,
+    NOTIFY,
     SYNC,
     TRAIN,
     Bucket,
     Buckets,
+    JobFeed,
     WorkStream,
 )
 
@@ -51,7 +54,7 @@ __all__ = [
 
 ADMIN = "admin"
 OPS = "ops"
-SERVICES = ("gateway", "syncsvc", "mergesvc", "trainsvc", "searchsvc")
+SERVICES = ("gateway", "syncsvc", "mergesvc", "trainsvc", "searchsvc", "notifysvc")
 SEED_SUFFIX = ".nk"
 
 
@@ -110,6 +113,15 @@ def _consume(ws: WorkStream) -> list[str]:
     ]
 
 
+def _follow(feed: JobFeed) -> list[str]:
+    """Pull from a durable consumer on a bucket's stream and ack what was read."""
+    return [
+        f"$JS.API.CONSUMER.INFO.{feed.stream}.{feed.consumer}",
+        f"$JS.API.CONSUMER.MSG.NEXT.{feed.stream}.{feed.consumer}",
+        f"$JS.ACK.{feed.stream}.{feed.consumer}.>",
+    ]
+
+
 def _advisory(ws: WorkStream) -> str:
     return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{ws.stream}.{ws.consumer}"
 
@@ -123,7 +135,7 @@ def _identities() -> tuple[Identity, ...]:
         Identity(
             "gateway",
             "starts jobs (cm_jobs, cm_active, cm_history, DISCOVER), watches and lists them, "
-            "keeps schedules (cm_schedules), reads bundle pointers",
+            "keeps schedules (cm_schedules) and callbacks (cm_callbacks), reads bundle pointers",
             publish=(
                 DISCOVER.subject,
                 *_kv_write(Buckets.JOBS),
@@ -133,23 +145,31 @@ def _identities() -> tuple[Identity, ...]:
                 *_kv_watch(Buckets.HISTORY),
                 *_kv_write(Buckets.SCHEDULES),
                 *_kv_watch(Buckets.SCHEDULES),
+                *_kv_write(Buckets.CALLBACKS),
                 *_kv_read(Buckets.BUNDLES),
             ),
             subscribe=(),
             streams=_kv_streams(
-                Buckets.JOBS, Buckets.ACTIVE, Buckets.HISTORY, Buckets.SCHEDULES, Buckets.BUNDLES
+                Buckets.JOBS,
+                Buckets.ACTIVE,
+                Buckets.HISTORY,
+                Buckets.SCHEDULES,
+                Buckets.CALLBACKS,
+                Buckets.BUNDLES,
             ),
         ),
         Identity(
             OPS,
             "the gateway's OpsService: lists dead letters, redrives each as a new job (a "
-            "refresh, or a training of a bundle), deletes them",
+            "refresh, or a training of a bundle) or, for a notification, as a new delivery; "
+            "deletes them",
             publish=(
                 f"$JS.API.STREAM.INFO.{DEADLETTER}",
                 f"$JS.API.STREAM.MSG.GET.{DEADLETTER}",
                 f"$JS.API.STREAM.MSG.DELETE.{DEADLETTER}",
                 DISCOVER.subject,
                 TRAIN.subject,
+                NOTIFY.subject,
                 *_kv_write(Buckets.JOBS),
                 *_kv_write(Buckets.ACTIVE),
                 *_kv_write(Buckets.HISTORY),
@@ -217,6 +237,20 @@ def _identities() -> tuple[Identity, ...]:
             publish=(*_kv_read(Buckets.BUNDLES), *_kv_read(Buckets.MODELS)),
             subscribe=(),
             streams=_kv_streams(Buckets.BUNDLES, Buckets.MODELS),
+        ),
+        Identity(
+            "notifysvc",
+            "follows job records (cm_jobs) to queue a NOTIFY task per ended job, consumes "
+            "NOTIFY, reads callbacks (cm_callbacks)",
+            publish=(
+                NOTIFY.subject,
+                *_consume(NOTIFY),
+                *_follow(JOB_ENDS),
+                *_kv_read(Buckets.JOBS),
+                *_kv_read(Buckets.CALLBACKS),
+            ),
+            subscribe=(_advisory(NOTIFY),),
+            streams=(NOTIFY.stream, *_kv_streams(Buckets.JOBS, Buckets.CALLBACKS)),
         ),
         Identity(
             ADMIN,

@@ -22,6 +22,7 @@ from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
+    DeliverPolicy,
     DiscardPolicy,
     KeyValueConfig,
     RetentionPolicy,
@@ -37,11 +38,14 @@ __all__ = [
     "ALL_WORK_STREAMS",
     "DEADLETTER",
     "DISCOVER",
+    "JOB_ENDS",
     "MERGE",
+    "NOTIFY",
     "SYNC",
     "TRAIN",
     "Bucket",
     "Buckets",
+    "JobFeed",
     "WorkStream",
     "declare",
     "declare_as_configured",
@@ -147,7 +151,19 @@ TRAIN = WorkStream(
     max_ack_pending=4,
     max_age_s=2 * DAY,
 )
-ALL_WORK_STREAMS = (DISCOVER, SYNC, MERGE, TRAIN)
+# Telling users that their jobs ended: an HTTP POST to a server of theirs, which may be slow
+# or down for a while, so the retries spread over about an hour and a half.
+NOTIFY = WorkStream(
+    stream="NOTIFY",
+    subject="contextmesh.notify",
+    consumer="notifysvc",
+    ack_wait_s=10,
+    deadline_s=30,
+    retry_backoff_s=(10, 60, 300, 900, 3600),
+    max_ack_pending=256,
+    max_bytes=64 * MIB,
+)
+ALL_WORK_STREAMS = (DISCOVER, SYNC, MERGE, TRAIN, NOTIFY)
 
 
 def work_stream(default: WorkStream, timing: Mapping[str, StreamTiming] | None) -> WorkStream:
@@ -193,6 +209,9 @@ class Buckets:
     MODELS = Bucket("cm_models", 5, 0, "user -> ModelPointer of the serving model", 64 * MIB)
     HTTP_CACHE = Bucket("cm_http_cache", 1, 30 * DAY, "sha256(url) -> ETag and body blob key", GIB)
     SCHEDULES = Bucket("cm_schedules", 1, 0, "user -> Schedule (refresh every interval)", 64 * MIB)
+    CALLBACKS = Bucket(
+        "cm_callbacks", 1, 0, "user -> StoredCallback (URL and signing secret)", 64 * MIB
+    )
     REDRIVES = Bucket(
         "cm_redrives", 1, 30 * DAY, "dead-letter sequence -> id of the job redriving it", 64 * MIB
     )
@@ -207,7 +226,31 @@ ALL_BUCKETS = (
     Buckets.MODELS,
     Buckets.HTTP_CACHE,
     Buckets.SCHEDULES,
+    Buckets.CALLBACKS,
     Buckets.REDRIVES,
+)
+
+
+@dataclass(frozen=True)
+class JobFeed:
+    """A durable consumer on the job bucket's own stream: every revision of every job record,
+    whichever service wrote it. notifysvc reads it to learn that a job ended (a final state),
+    so no service has to remember to announce it, and one that crashes right after ending a
+    job cannot lose the announcement: the revision waits in the stream until acked."""
+
+    stream: str
+    subject: str
+    consumer: str
+    ack_wait_s: float
+    max_ack_pending: int
+
+
+JOB_ENDS = JobFeed(
+    stream=f"KV_{Buckets.JOBS.name}",
+    subject=f"$KV.{Buckets.JOBS.name}.>",
+    consumer="notifysvc-jobs",
+    ack_wait_s=30,
+    max_ack_pending=1024,
 )
 
 MAX_VALUE_BYTES = 1024 * 1024
@@ -241,6 +284,20 @@ def consumer_config(ws: WorkStream) -> ConsumerConfig:
         backoff=[],
         max_ack_pending=ws.max_ack_pending,
         filter_subject=ws.subject,
+    )
+
+
+def job_feed_config(feed: JobFeed) -> ConsumerConfig:
+    return ConsumerConfig(
+        durable_name=feed.consumer,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=feed.ack_wait_s,
+        # Jobs that ended before the consumer existed are not announced.
+        deliver_policy=DeliverPolicy.NEW,
+        # Acting on a revision only publishes a task: it is retried until it works.
+        max_deliver=-1,
+        max_ack_pending=feed.max_ack_pending,
+        filter_subject=feed.subject,
     )
 
 
@@ -329,3 +386,4 @@ async def declare(
             info.config.max_bytes = config.max_bytes
             info.config.max_age = bucket.ttl_s
             await js.update_stream(info.config)
+    await js.add_consumer(JOB_ENDS.stream, job_feed_config(JOB_ENDS))

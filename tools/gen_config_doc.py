@@ -32,8 +32,8 @@ from `meshkit/config.py` by `python tools/gen_config_doc.py`.
 
 FOOTER = """\
 | `CONTEXTMESH_<STREAM>_ACK_WAIT_S` | see docs/architecture.md | for STREAM in DISCOVER, \
-SYNC, MERGE, TRAIN: how long a delivery may go without an acknowledgement or in-progress \
-before JetStream gives it to another worker (a crashed or hung worker's task moves on \
+SYNC, MERGE, TRAIN, NOTIFY: how long a delivery may go without an acknowledgement or \
+in-progress before JetStream gives it to another worker (a crashed or hung worker's task moves on \
 after it); workers send in-progress every third of it |
 | `CONTEXTMESH_<STREAM>_DEADLINE_S` | see docs/architecture.md | the longest one attempt may \
 run; past it the handler is cancelled and the attempt counts as failed |

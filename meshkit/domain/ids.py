@@ -14,6 +14,8 @@ __all__ = [
     "discover_msg_id",
     "merge_msg_id",
     "new_job_id",
+    "notify_msg_id",
+    "notify_redrive_msg_id",
     "sync_msg_id",
     "train_msg_id",
 ]
@@ -42,3 +44,13 @@ def merge_msg_id(job_id: str) -> str:
 
 def train_msg_id(job_id: str) -> str:
     return f"train:{job_id}"
+
+
+def notify_msg_id(job_id: str) -> str:
+    """The notification of a job's end; also the delivery id its receiver sees."""
+    return f"notify:{job_id}"
+
+
+def notify_redrive_msg_id(job_id: str, sequence: int) -> str:
+    """A redrive of the notification parked as dead letter `sequence`: a delivery of its own."""
+    return f"notify:{job_id}:redrive:{sequence}"

@@ -17,6 +17,7 @@ from gateway.refresh import Refresher
 from gateway.schedules import ScheduleStore
 from meshctl.nats_server import NatsServer
 from meshkit.config import NatsSettings
+from meshkit.domain.callbacks import CallbackStore
 from meshkit.jobs import JobStore
 from meshkit.nats_client import connect
 from meshkit.topology import Buckets, declare
@@ -29,13 +30,21 @@ class Gateway:
     refresher: Refresher
     redriver: Redriver
     schedules: ScheduleStore
+    callbacks: CallbackStore
 
 
 async def open_gateway(js: JetStreamContext) -> Gateway:
     jobs = await JobStore.open(js)
     refresher = await Refresher.open(js, jobs)
     redriver = Redriver(js, jobs, refresher, await js.key_value(Buckets.REDRIVES.name))
-    return Gateway(js, jobs, refresher, redriver, await ScheduleStore.open(js))
+    return Gateway(
+        js,
+        jobs,
+        refresher,
+        redriver,
+        await ScheduleStore.open(js),
+        await CallbackStore.open(js),
+    )
 
 
 @pytest.fixture

@@ -98,6 +98,7 @@ async def served(gateway: Gateway, signer: LocalSigner, tmp_path: Path) -> Async
         BundleReader(await gateway.js.key_value(Buckets.BUNDLES.name), blobs),
         search_service_pb2_grpc.SearchServiceStub(nowhere),
         gateway.schedules,
+        gateway.callbacks,
         limits=limits,
     )
     server = create_server(
@@ -289,6 +290,7 @@ async def test_a_watch_left_suspended_is_cleaned_up_when_its_call_ends(
         BundleReader(await js.key_value(Buckets.BUNDLES.name), open_blob_store(tmp_path.as_uri())),
         search_service_pb2_grpc.SearchServiceStub(served.channel),
         served.gateway.schedules,
+        served.gateway.callbacks,
         limits=served.limits,
     )
     call = AbandonedCall()

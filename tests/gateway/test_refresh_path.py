@@ -203,6 +203,7 @@ async def client(
         BundleReader(await gateway.js.key_value(Buckets.BUNDLES.name), blobs),
         search_service_pb2_grpc.SearchServiceStub(nowhere),
         gateway.schedules,
+        gateway.callbacks,
     )
     server = create_server(
         "127.0.0.1:0",

@@ -34,7 +34,9 @@ def test_the_base_settings() -> None:
 
 
 @pytest.mark.parametrize("component", sorted(COMPONENT_SCHEMES))
-@pytest.mark.parametrize("deployment", ["gateway", "syncsvc", "mergesvc", "searchsvc", "trainsvc"])
+@pytest.mark.parametrize(
+    "deployment", ["gateway", "syncsvc", "mergesvc", "searchsvc", "trainsvc", "notifysvc"]
+)
 def test_every_service_accepts_its_settings(component: str, deployment: str) -> None:
     manifests = build_base(component)
 

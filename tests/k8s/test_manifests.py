@@ -114,7 +114,7 @@ def test_only_crd_kinds_lack_a_built_in_schema(base: Manifests) -> None:
 
 
 def test_one_file_per_service_with_deployment_service_and_account() -> None:
-    for service in ("gateway", "syncsvc", "mergesvc", "searchsvc", "trainsvc"):
+    for service in ("gateway", "syncsvc", "mergesvc", "searchsvc", "trainsvc", "notifysvc"):
         kinds = {d["kind"] for d in load_yaml_documents(BASE / f"{service}.yaml")}
         assert {"Deployment", "Service", "ServiceAccount"} <= kinds, service
 
@@ -160,7 +160,7 @@ def test_grpc_services_name_their_port_grpc(base: Manifests) -> None:
 
     assert ports["gateway"] == {"grpc": 50051, "http": 8080}
     assert ports["searchsvc"] == {"grpc": 50052}
-    for worker in ("syncsvc", "mergesvc", "trainsvc"):
+    for worker in ("syncsvc", "mergesvc", "trainsvc", "notifysvc"):
         assert ports[worker] == {"grpc-health": 8081}
 
 

@@ -26,7 +26,7 @@ from tests.k8s.test_nats import NATS_CONF, _nats_server, deployed_layout
 from tests.support.ports import free_port
 
 BASE_MANIFESTS = build_base()
-SERVICES = ("gateway", "syncsvc", "mergesvc", "trainsvc", "searchsvc")
+SERVICES = ("gateway", "syncsvc", "mergesvc", "trainsvc", "searchsvc", "notifysvc")
 
 
 @pytest.fixture(scope="module")

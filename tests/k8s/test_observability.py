@@ -68,8 +68,8 @@ def _matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     return True
 
 
-def test_the_services_are_the_five_deployments() -> None:
-    assert SERVICES == ["gateway", "mergesvc", "searchsvc", "syncsvc", "trainsvc"]
+def test_the_services_are_the_six_deployments() -> None:
+    assert SERVICES == ["gateway", "mergesvc", "notifysvc", "searchsvc", "syncsvc", "trainsvc"]
 
 
 @pytest.mark.parametrize("name", SERVICES)
@@ -154,9 +154,20 @@ def test_prometheus_alone_may_reach_the_metrics_port_of_every_service(base: Mani
     }
 
 
-def test_no_policy_limits_egress_so_pods_reach_the_collector(base: Manifests) -> None:
-    for policy in base.of_kind("NetworkPolicy"):
-        assert policy["spec"]["policyTypes"] == ["Ingress"], policy["metadata"]["name"]
+def test_every_pod_may_reach_the_collector(base: Manifests) -> None:
+    # Only notifysvc's egress is limited (it calls URLs users chose): the Collector is among
+    # the places it may reach, on OTLP/HTTP's port.
+    limited = [p for p in base.of_kind("NetworkPolicy") if "Egress" in p["spec"]["policyTypes"]]
+    assert [p["metadata"]["name"] for p in limited] == ["notifysvc-egress"]
+    (policy,) = limited
+    collector = {"app.kubernetes.io/name": "opentelemetry-collector"}
+    assert any(
+        peer.get("podSelector", {}).get("matchLabels") == collector
+        and peer.get("namespaceSelector") == {}
+        and rule["ports"] == [{"port": 4318}]
+        for rule in policy["spec"]["egress"]
+        for peer in rule["to"]
+    )
 
 
 def _component() -> dict[str, Any]:

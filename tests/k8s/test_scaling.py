@@ -25,6 +25,7 @@ DRAINS = {
     },
     "mergesvc": {(topology.MERGE.stream, topology.MERGE.consumer)},
     "trainsvc": {(topology.TRAIN.stream, topology.TRAIN.consumer)},
+    "notifysvc": {(topology.NOTIFY.stream, topology.NOTIFY.consumer)},
 }
 BASE_MANIFESTS = build_base()
 SCALED = BASE_MANIFESTS.of_kind("ScaledObject")
@@ -73,6 +74,7 @@ def test_the_topology_still_has_the_streams_this_deployment_was_written_for() ->
         ("SYNC", "contextmesh.sync", "syncsvc-sync"),
         ("MERGE", "contextmesh.merge", "mergesvc"),
         ("TRAIN", "contextmesh.train", "trainsvc"),
+        ("NOTIFY", "contextmesh.notify", "notifysvc"),
     }
     assert topology.DEADLETTER == "DEADLETTER"
 

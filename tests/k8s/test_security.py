@@ -73,6 +73,7 @@ def test_services_and_workers_use_native_grpc_probes_on_their_ports(base: Manife
         "searchsvc": 50052,
         "syncsvc": 8081,
         "mergesvc": 8081,
+        "notifysvc": 8081,
         "trainsvc": 8081,
     }
     for name, port in expected.items():

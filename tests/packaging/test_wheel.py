@@ -120,6 +120,7 @@ def test_wheel_installs_and_runs_the_demo_from_any_folder(tmp_path: Path) -> Non
         "mergesvc",
         "trainsvc",
         "searchsvc",
+        "notifysvc",
     }
     assert any(n.endswith("demo_repos/demo/logslice/.repo-context.json") for n in names)
 

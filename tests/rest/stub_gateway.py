@@ -31,6 +31,7 @@ from contextmesh.bundle.v1 import bundle_pb2
 from contextmesh.gateway.v1 import bundle_service_pb2 as api
 from contextmesh.gateway.v1 import bundle_service_pb2_grpc as api_grpc
 from contextmesh.job.v1 import job_pb2
+from contextmesh.notify.v1 import callback_pb2
 from contextmesh.schedule.v1 import schedule_pb2
 from contextmesh.search.v1 import search_pb2
 from google.api import httpbody_pb2
@@ -115,6 +116,7 @@ class StubState:
     cut_after: dict[str, int] = field(default_factory=dict)
     held: set[str] = field(default_factory=set)
     schedules: dict[str, schedule_pb2.Schedule] = field(default_factory=dict)
+    callbacks: dict[str, callback_pb2.Callback] = field(default_factory=dict)
 
     def cut_watches(self, user: str, *, after: int) -> None:
         """Abort WatchJob for `user`'s jobs with UNAVAILABLE after `after` messages."""
@@ -297,6 +299,31 @@ class _BundleService(api_grpc.BundleServiceServicer):
         await _validate(request, context)
         self.state.schedules.pop(request.user, None)
         return api.DeleteScheduleResponse()
+
+    async def SetCallback(
+        self, request: api.SetCallbackRequest, context: grpc.aio.ServicerContext
+    ) -> api.SetCallbackResponse:
+        await _validate(request, context)
+        callback = callback_pb2.Callback(user=request.user, url=request.url)
+        callback.update_time.CopyFrom(_now())
+        self.state.callbacks[request.user] = callback
+        return api.SetCallbackResponse(callback=callback, secret="0" * 64)
+
+    async def GetCallback(
+        self, request: api.GetCallbackRequest, context: grpc.aio.ServicerContext
+    ) -> api.GetCallbackResponse:
+        await _validate(request, context)
+        callback = self.state.callbacks.get(request.user)
+        if callback is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"user {request.user} has no callback")
+        return api.GetCallbackResponse(callback=callback)
+
+    async def DeleteCallback(
+        self, request: api.DeleteCallbackRequest, context: grpc.aio.ServicerContext
+    ) -> api.DeleteCallbackResponse:
+        await _validate(request, context)
+        self.state.callbacks.pop(request.user, None)
+        return api.DeleteCallbackResponse()
 
     async def ListJobs(
         self, request: api.ListJobsRequest, context: grpc.aio.ServicerContext

@@ -18,6 +18,7 @@ from tests.support.envoy import HttpRule, http_rules
 
 BUNDLE = "contextmesh.gateway.v1.BundleService"
 Check = Callable[[httpx.Response, dict[str, str]], None]
+HOOK = "https://hooks.example.com/contextmesh"
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
@@ -80,6 +81,16 @@ def _unscheduled(response: httpx.Response, values: dict[str, str]) -> None:
     assert _json(response) == {}
 
 
+def _called_back(response: httpx.Response, values: dict[str, str]) -> None:
+    callback = _json(response)["callback"]
+    assert callback["user"] == values["user"] and callback["url"] == HOOK
+
+
+def _set_callback(response: httpx.Response, values: dict[str, str]) -> None:
+    _called_back(response, values)
+    assert len(_json(response)["secret"]) == 64
+
+
 def _searched(response: httpx.Response, values: dict[str, str]) -> None:
     hits = _json(response)["hits"]
     assert len(hits) == 2 and hits[0]["repository"].startswith(f"{values['user']}/")
@@ -99,6 +110,9 @@ CASES: dict[str, tuple[dict[str, Any] | None, Check]] = {
     f"{BUNDLE}/SetSchedule": ({"interval": "21600s"}, _scheduled),
     f"{BUNDLE}/GetSchedule": (None, _scheduled),
     f"{BUNDLE}/DeleteSchedule": (None, _unscheduled),
+    f"{BUNDLE}/SetCallback": ({"url": HOOK}, _set_callback),
+    f"{BUNDLE}/GetCallback": (None, _called_back),
+    f"{BUNDLE}/DeleteCallback": (None, _unscheduled),
 }
 # Fields a route carries in its query string rather than its path.
 QUERIES: dict[str, Callable[[dict[str, str]], dict[str, str]]] = {
@@ -112,8 +126,14 @@ async def _schedule(rest: httpx.AsyncClient, user: str) -> None:
     assert answer.status_code == 200, answer.text
 
 
+async def _callback(rest: httpx.AsyncClient, user: str) -> None:
+    answer = await rest.put(f"/v1/users/{user}/callback", json={"url": HOOK})
+    assert answer.status_code == 200, answer.text
+
+
 BEFORE: dict[str, Callable[[httpx.AsyncClient, str], Awaitable[None]]] = {
     f"{BUNDLE}/GetSchedule": _schedule,
+    f"{BUNDLE}/GetCallback": _callback,
 }
 RULES = http_rules()
 

@@ -30,7 +30,16 @@ from meshkit.config import NatsSettings, Settings
 from meshkit.domain.ids import new_job_id, sync_msg_id
 from meshkit.errors import ConfigError
 from meshkit.nats_client import NatsAuthError, connect
-from meshkit.topology import DEADLETTER, DISCOVER, MERGE, SYNC, TRAIN, Buckets, declare
+from meshkit.topology import (
+    DEADLETTER,
+    DISCOVER,
+    JOB_ENDS,
+    MERGE,
+    SYNC,
+    TRAIN,
+    Buckets,
+    declare,
+)
 from meshkit.worker import park
 
 SHORT_S = 1.0
@@ -188,6 +197,21 @@ async def test_search_reads_both_pointer_buckets_and_writes_neither(locked: Lock
             await kv.get("nobody")
         subject = f"$KV.{bucket.name}.bob"
         await refused(locked, errors, subject, kv.put("bob", b"x"))
+
+
+async def test_the_notifier_follows_jobs_and_reads_callbacks_but_writes_neither(
+    locked: Locked,
+) -> None:
+    _, js, errors = await locked.connect_as("notifysvc")
+    feed = await js.pull_subscribe_bind(durable=JOB_ENDS.consumer, stream=JOB_ENDS.stream)
+    with pytest.raises(nats.errors.TimeoutError):
+        await feed.fetch(1, timeout=SHORT_S)  # nothing ended yet: an empty answer, no refusal
+    assert not errors
+    for bucket in (Buckets.JOBS, Buckets.CALLBACKS):
+        kv = await js.key_value(bucket.name)
+        with pytest.raises(KeyNotFoundError):  # an answer, not a refusal (that times out)
+            await kv.get("nobody")
+        await refused(locked, errors, f"$KV.{bucket.name}.bob", kv.put("bob", b"x"))
 
 
 async def test_a_service_cannot_read_another_services_replies(locked: Locked) -> None:

@@ -2,6 +2,7 @@
 
 mesh = Mesh(nats_url, tmp_path, env={...})
 mesh.start("gateway"); mesh.start("syncsvc", name="syncsvc-1"); mesh.start("mergesvc")
+mesh.start("notifysvc")     # callbacks, for the tests that register one
 ...
 mesh.kill("syncsvc-1")      # SIGKILL, as a crash
 mesh.stop_all()

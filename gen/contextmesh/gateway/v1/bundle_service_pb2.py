@@ -25,6 +25,7 @@ _sym_db = _symbol_database.Default()
 from contextmesh._vendor.buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from contextmesh.bundle.v1 import bundle_pb2 as contextmesh_dot_bundle_dot_v1_dot_bundle__pb2
 from contextmesh.job.v1 import job_pb2 as contextmesh_dot_job_dot_v1_dot_job__pb2
+from contextmesh.notify.v1 import callback_pb2 as contextmesh_dot_notify_dot_v1_dot_callback__pb2
 from contextmesh.schedule.v1 import schedule_pb2 as contextmesh_dot_schedule_dot_v1_dot_schedule__pb2
 from contextmesh.search.v1 import search_pb2 as contextmesh_dot_search_dot_v1_dot_search__pb2
 from contextmesh.validate.v1 import rules_pb2 as contextmesh_dot_validate_dot_v1_dot_rules__pb2
@@ -34,7 +35,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+contextmesh/gateway/v1/bundle_service.proto\x12\x16\x63ontextmesh.gateway.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\"contextmesh/bundle/v1/bundle.proto\x1a\x1c\x63ontextmesh/job/v1/job.proto\x1a&contextmesh/schedule/v1/schedule.proto\x1a\"contextmesh/search/v1/search.proto\x1a#contextmesh/validate/v1/rules.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\">\n\x14RefreshBundleRequest\x12\x17\n\x04user\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"d\n\x15RefreshBundleResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.contextmesh.job.v1.Job\x12\x11\n\tcoalesced\x18\x02 \x01(\x08\x12\x12\n\nstatus_url\x18\x03 \x01(\t\"c\n\x0fListJobsRequest\x12\x17\n\x04user\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\x12\x1a\n\tpage_size\x18\x02 \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x00\x12\x1b\n\npage_token\x18\x03 \x01(\tB\x07\xbaH\x04r\x02\x18@\"R\n\x10ListJobsResponse\x12%\n\x04jobs\x18\x01 \x03(\x0b\x32\x17.contextmesh.job.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"M\n\x17GetRefreshStatusRequest\x12\x17\n\x04user\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\x12\x19\n\x06job_id\x18\x02 \x01(\tB\t\xbaH\x06r\x04\xd0\xd2#\x01\"R\n\x18GetRefreshStatusResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.contextmesh.job.v1.Job\x12\x10\n\x08progress\x18\x02 \x01(\t\"&\n\rGetJobRequest\x12\x15\n\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xd0\xd2#\x01\"6\n\x0eGetJobResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.contextmesh.job.v1.Job\"(\n\x0fWatchJobRequest\x12\x15\n\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xd0\xd2#\x01\"]\n\x10WatchJobResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.contextmesh.job.v1.Job\x12\r\n\x05\x66inal\x18\x02 \x01(\x08\x12\x14\n\x0c\x62undle_ready\x18\x03 \x01(\x08\"+\n\x10GetBundleRequest\x12\x17\n\x04user\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\"\xe0\x01\n\x11GetBundleResponse\x12\x0c\n\x04user\x18\x01 \x01(\t\x12-\n\x06\x62undle\x18\x02 \x01(\x0b\x32\x1d.contextmesh.job.v1.BundleRef\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x0crepositories\x18\x05 \x03(\x0b\x32 .contextmesh.bundle.v1.RepoEntry\x12\x15\n\rdownload_path\x18\x06 \x01(\t\"0\n\x15\x44ownloadBundleRequest\x12\x17\n\x04user\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\")\n\x10\x43\x61ncelJobRequest\x12\x15\n\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xd0\xd2#\x01\"9\n\x11\x43\x61ncelJobResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.contextmesh.job.v1.Job\"a\n\x13SearchBundleRequest\x12\x17\n\x04user\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\x12\x19\n\x05query\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\xe8\x07\x12\x16\n\x05top_k\x18\x03 \x01(\rB\x07\xbaH\x04*\x02\x18\x64\"j\n\x14SearchBundleResponse\x12.\n\x04hits\x18\x01 \x03(\x0b\x32 .contextmesh.search.v1.SearchHit\x12\x13\n\x0b\x62undle_hash\x18\x02 \x01(\t\x12\r\n\x05tuned\x18\x03 \x01(\x08\"p\n\x12SetScheduleRequest\x12\x17\n\x04user\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\x12\x41\n\x08interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationB\x14\xbaH\x11\xaa\x01\x0b\"\x05\x08\x80\x9a\x9e\x01\x32\x02\x08<\xc8\x01\x01\"J\n\x13SetScheduleResponse\x12\x33\n\x08schedule\x18\x01 \x01(\x0b\x32!.contextmesh.schedule.v1.Schedule\"-\n\x12GetScheduleRequest\x12\x17\n\x04user\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\"J\n\x13GetScheduleResponse\x12\x33\n\x08schedule\x18\x01 \x01(\x0b\x32!.contextmesh.schedule.v1.Schedule\"0\n\x15\x44\x65leteScheduleRequest\x12\x17\n\x04user\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\"\x18\n\x16\x44\x65leteScheduleResponse2\x9c\r\n\rBundleService\x12\xb3\x01\n\rRefreshBundle\x12,.contextmesh.gateway.v1.RefreshBundleRequest\x1a-.contextmesh.gateway.v1.RefreshBundleResponse\"E\x82\xd3\xe4\x93\x02?\"\x1f/v1/users/{user}/bundle:refresh:\x01*Z\x19\"\x17/bundles/{user}/refresh\x12|\n\x08ListJobs\x12\'.contextmesh.gateway.v1.ListJobsRequest\x1a(.contextmesh.gateway.v1.ListJobsResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/users/{user}/jobs\x12\x95\x01\n\x10GetRefreshStatus\x12/.contextmesh.gateway.v1.GetRefreshStatusRequest\x1a\x30.contextmesh.gateway.v1.GetRefreshStatusResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/bundles/{user}/status\x12n\n\x06GetJob\x12%.contextmesh.gateway.v1.GetJobRequest\x1a&.contextmesh.gateway.v1.GetJobResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/jobs/{id}\x12|\n\x08WatchJob\x12\'.contextmesh.gateway.v1.WatchJobRequest\x1a(.contextmesh.gateway.v1.WatchJobResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/jobs/{id}:watch0\x01\x12\x81\x01\n\tGetBundle\x12(.contextmesh.gateway.v1.GetBundleRequest\x1a).contextmesh.gateway.v1.GetBundleResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/users/{user}/bundle\x12\x81\x01\n\x0e\x44ownloadBundle\x12-.contextmesh.gateway.v1.DownloadBundleRequest\x1a\x14.google.api.HttpBody\"(\x82\xd3\xe4\x93\x02\"\x12 /v1/users/{user}/bundle:download0\x01\x12\x81\x01\n\tCancelJob\x12(.contextmesh.gateway.v1.CancelJobRequest\x1a).contextmesh.gateway.v1.CancelJobResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x14/v1/jobs/{id}:cancel:\x01*\x12\x8c\x01\n\x0bSetSchedule\x12*.contextmesh.gateway.v1.SetScheduleRequest\x1a+.contextmesh.gateway.v1.SetScheduleResponse\"$\x82\xd3\xe4\x93\x02\x1e\x1a\x19/v1/users/{user}/schedule:\x01*\x12\x89\x01\n\x0bGetSchedule\x12*.contextmesh.gateway.v1.GetScheduleRequest\x1a+.contextmesh.gateway.v1.GetScheduleResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/users/{user}/schedule\x12\x92\x01\n\x0e\x44\x65leteSchedule\x12-.contextmesh.gateway.v1.DeleteScheduleRequest\x1a..contextmesh.gateway.v1.DeleteScheduleResponse\"!\x82\xd3\xe4\x93\x02\x1b*\x19/v1/users/{user}/schedule\x12\x94\x01\n\x0cSearchBundle\x12+.contextmesh.gateway.v1.SearchBundleRequest\x1a,.contextmesh.gateway.v1.SearchBundleResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/users/{user}/bundle:search:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+contextmesh/gateway/v1/bundle_service.proto\x12\x16\x63ontextmesh.gateway.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\"contextmesh/bundle/v1/bundle.proto\x1a\x1c\x63ontextmesh/job/v1/job.proto\x1a$contextmesh/notify/v1/callback.proto\x1a&contextmesh/schedule/v1/schedule.proto\x1a\"contextmesh/search/v1/search.proto\x1a#contextmesh/validate/v1/rules.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\">\n\x14RefreshBundleRequest\x12\x17\n\x04user\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"d\n\x15RefreshBundleResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.contextmesh.job.v1.Job\x12\x11\n\tcoalesced\x18\x02 \x01(\x08\x12\x12\n\nstatus_url\x18\x03 \x01(\t\"c\n\x0fListJobsRequest\x12\x17\n\x04user\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\x12\x1a\n\tpage_size\x18\x02 \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x00\x12\x1b\n\npage_token\x18\x03 \x01(\tB\x07\xbaH\x04r\x02\x18@\"R\n\x10ListJobsResponse\x12%\n\x04jobs\x18\x01 \x03(\x0b\x32\x17.contextmesh.job.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"M\n\x17GetRefreshStatusRequest\x12\x17\n\x04user\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\x12\x19\n\x06job_id\x18\x02 \x01(\tB\t\xbaH\x06r\x04\xd0\xd2#\x01\"R\n\x18GetRefreshStatusResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.contextmesh.job.v1.Job\x12\x10\n\x08progress\x18\x02 \x01(\t\"&\n\rGetJobRequest\x12\x15\n\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xd0\xd2#\x01\"6\n\x0eGetJobResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.contextmesh.job.v1.Job\"(\n\x0fWatchJobRequest\x12\x15\n\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xd0\xd2#\x01\"]\n\x10WatchJobResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.contextmesh.job.v1.Job\x12\r\n\x05\x66inal\x18\x02 \x01(\x08\x12\x14\n\x0c\x62undle_ready\x18\x03 \x01(\x08\"+\n\x10GetBundleRequest\x12\x17\n\x04user\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\"\xe0\x01\n\x11GetBundleResponse\x12\x0c\n\x04user\x18\x01 \x01(\t\x12-\n\x06\x62undle\x18\x02 \x01(\x0b\x32\x1d.contextmesh.job.v1.BundleRef\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x0crepositories\x18\x05 \x03(\x0b\x32 .contextmesh.bundle.v1.RepoEntry\x12\x15\n\rdownload_path\x18\x06 \x01(\t\"0\n\x15\x44ownloadBundleRequest\x12\x17\n\x04user\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\")\n\x10\x43\x61ncelJobRequest\x12\x15\n\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xd0\xd2#\x01\"9\n\x11\x43\x61ncelJobResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.contextmesh.job.v1.Job\"a\n\x13SearchBundleRequest\x12\x17\n\x04user\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\x12\x19\n\x05query\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\xe8\x07\x12\x16\n\x05top_k\x18\x03 \x01(\rB\x07\xbaH\x04*\x02\x18\x64\"j\n\x14SearchBundleResponse\x12.\n\x04hits\x18\x01 \x03(\x0b\x32 .contextmesh.search.v1.SearchHit\x12\x13\n\x0b\x62undle_hash\x18\x02 \x01(\t\x12\r\n\x05tuned\x18\x03 \x01(\x08\"p\n\x12SetScheduleRequest\x12\x17\n\x04user\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\x12\x41\n\x08interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationB\x14\xbaH\x11\xaa\x01\x0b\"\x05\x08\x80\x9a\x9e\x01\x32\x02\x08<\xc8\x01\x01\"J\n\x13SetScheduleResponse\x12\x33\n\x08schedule\x18\x01 \x01(\x0b\x32!.contextmesh.schedule.v1.Schedule\"-\n\x12GetScheduleRequest\x12\x17\n\x04user\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\"J\n\x13GetScheduleResponse\x12\x33\n\x08schedule\x18\x01 \x01(\x0b\x32!.contextmesh.schedule.v1.Schedule\"0\n\x15\x44\x65leteScheduleRequest\x12\x17\n\x04user\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\"\x18\n\x16\x44\x65leteScheduleResponse\"G\n\x12SetCallbackRequest\x12\x17\n\x04user\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\x12\x18\n\x03url\x18\x02 \x01(\tB\x0b\xbaH\x08r\x06\x18\x80\x10\x88\x01\x01\"X\n\x13SetCallbackResponse\x12\x31\n\x08\x63\x61llback\x18\x01 \x01(\x0b\x32\x1f.contextmesh.notify.v1.Callback\x12\x0e\n\x06secret\x18\x02 \x01(\t\"-\n\x12GetCallbackRequest\x12\x17\n\x04user\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\"H\n\x13GetCallbackResponse\x12\x31\n\x08\x63\x61llback\x18\x01 \x01(\x0b\x32\x1f.contextmesh.notify.v1.Callback\"0\n\x15\x44\x65leteCallbackRequest\x12\x17\n\x04user\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\"\x18\n\x16\x44\x65leteCallbackResponse2\xcc\x10\n\rBundleService\x12\xb3\x01\n\rRefreshBundle\x12,.contextmesh.gateway.v1.RefreshBundleRequest\x1a-.contextmesh.gateway.v1.RefreshBundleResponse\"E\x82\xd3\xe4\x93\x02?\"\x1f/v1/users/{user}/bundle:refresh:\x01*Z\x19\"\x17/bundles/{user}/refresh\x12|\n\x08ListJobs\x12\'.contextmesh.gateway.v1.ListJobsRequest\x1a(.contextmesh.gateway.v1.ListJobsResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/users/{user}/jobs\x12\x95\x01\n\x10GetRefreshStatus\x12/.contextmesh.gateway.v1.GetRefreshStatusRequest\x1a\x30.contextmesh.gateway.v1.GetRefreshStatusResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/bundles/{user}/status\x12n\n\x06GetJob\x12%.contextmesh.gateway.v1.GetJobRequest\x1a&.contextmesh.gateway.v1.GetJobResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/jobs/{id}\x12|\n\x08WatchJob\x12\'.contextmesh.gateway.v1.WatchJobRequest\x1a(.contextmesh.gateway.v1.WatchJobResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/jobs/{id}:watch0\x01\x12\x81\x01\n\tGetBundle\x12(.contextmesh.gateway.v1.GetBundleRequest\x1a).contextmesh.gateway.v1.GetBundleResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/users/{user}/bundle\x12\x81\x01\n\x0e\x44ownloadBundle\x12-.contextmesh.gateway.v1.DownloadBundleRequest\x1a\x14.google.api.HttpBody\"(\x82\xd3\xe4\x93\x02\"\x12 /v1/users/{user}/bundle:download0\x01\x12\x81\x01\n\tCancelJob\x12(.contextmesh.gateway.v1.CancelJobRequest\x1a).contextmesh.gateway.v1.CancelJobResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x14/v1/jobs/{id}:cancel:\x01*\x12\x8c\x01\n\x0bSetSchedule\x12*.contextmesh.gateway.v1.SetScheduleRequest\x1a+.contextmesh.gateway.v1.SetScheduleResponse\"$\x82\xd3\xe4\x93\x02\x1e\x1a\x19/v1/users/{user}/schedule:\x01*\x12\x89\x01\n\x0bGetSchedule\x12*.contextmesh.gateway.v1.GetScheduleRequest\x1a+.contextmesh.gateway.v1.GetScheduleResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/users/{user}/schedule\x12\x92\x01\n\x0e\x44\x65leteSchedule\x12-.contextmesh.gateway.v1.DeleteScheduleRequest\x1a..contextmesh.gateway.v1.DeleteScheduleResponse\"!\x82\xd3\xe4\x93\x02\x1b*\x19/v1/users/{user}/schedule\x12\x8c\x01\n\x0bSetCallback\x12*.contextmesh.gateway.v1.SetCallbackRequest\x1a+.contextmesh.gateway.v1.SetCallbackResponse\"$\x82\xd3\xe4\x93\x02\x1e\x1a\x19/v1/users/{user}/callback:\x01*\x12\x89\x01\n\x0bGetCallback\x12*.contextmesh.gateway.v1.GetCallbackRequest\x1a+.contextmesh.gateway.v1.GetCallbackResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/users/{user}/callback\x12\x92\x01\n\x0e\x44\x65leteCallback\x12-.contextmesh.gateway.v1.DeleteCallbackRequest\x1a..contextmesh.gateway.v1.DeleteCallbackResponse\"!\x82\xd3\xe4\x93\x02\x1b*\x19/v1/users/{user}/callback\x12\x94\x01\n\x0cSearchBundle\x12+.contextmesh.gateway.v1.SearchBundleRequest\x1a,.contextmesh.gateway.v1.SearchBundleResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/users/{user}/bundle:search:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -77,6 +78,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSCHEDULEREQUEST'].fields_by_name['user']._serialized_options = b'\272H\006r\004\310\322#\001'
   _globals['_DELETESCHEDULEREQUEST'].fields_by_name['user']._loaded_options = None
   _globals['_DELETESCHEDULEREQUEST'].fields_by_name['user']._serialized_options = b'\272H\006r\004\310\322#\001'
+  _globals['_SETCALLBACKREQUEST'].fields_by_name['user']._loaded_options = None
+  _globals['_SETCALLBACKREQUEST'].fields_by_name['user']._serialized_options = b'\272H\006r\004\310\322#\001'
+  _globals['_SETCALLBACKREQUEST'].fields_by_name['url']._loaded_options = None
+  _globals['_SETCALLBACKREQUEST'].fields_by_name['url']._serialized_options = b'\272H\010r\006\030\200\020\210\001\001'
+  _globals['_GETCALLBACKREQUEST'].fields_by_name['user']._loaded_options = None
+  _globals['_GETCALLBACKREQUEST'].fields_by_name['user']._serialized_options = b'\272H\006r\004\310\322#\001'
+  _globals['_DELETECALLBACKREQUEST'].fields_by_name['user']._loaded_options = None
+  _globals['_DELETECALLBACKREQUEST'].fields_by_name['user']._serialized_options = b'\272H\006r\004\310\322#\001'
   _globals['_BUNDLESERVICE'].methods_by_name['RefreshBundle']._loaded_options = None
   _globals['_BUNDLESERVICE'].methods_by_name['RefreshBundle']._serialized_options = b'\202\323\344\223\002?\"\037/v1/users/{user}/bundle:refresh:\001*Z\031\"\027/bundles/{user}/refresh'
   _globals['_BUNDLESERVICE'].methods_by_name['ListJobs']._loaded_options = None
@@ -99,54 +108,72 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BUNDLESERVICE'].methods_by_name['GetSchedule']._serialized_options = b'\202\323\344\223\002\033\022\031/v1/users/{user}/schedule'
   _globals['_BUNDLESERVICE'].methods_by_name['DeleteSchedule']._loaded_options = None
   _globals['_BUNDLESERVICE'].methods_by_name['DeleteSchedule']._serialized_options = b'\202\323\344\223\002\033*\031/v1/users/{user}/schedule'
+  _globals['_BUNDLESERVICE'].methods_by_name['SetCallback']._loaded_options = None
+  _globals['_BUNDLESERVICE'].methods_by_name['SetCallback']._serialized_options = b'\202\323\344\223\002\036\032\031/v1/users/{user}/callback:\001*'
+  _globals['_BUNDLESERVICE'].methods_by_name['GetCallback']._loaded_options = None
+  _globals['_BUNDLESERVICE'].methods_by_name['GetCallback']._serialized_options = b'\202\323\344\223\002\033\022\031/v1/users/{user}/callback'
+  _globals['_BUNDLESERVICE'].methods_by_name['DeleteCallback']._loaded_options = None
+  _globals['_BUNDLESERVICE'].methods_by_name['DeleteCallback']._serialized_options = b'\202\323\344\223\002\033*\031/v1/users/{user}/callback'
   _globals['_BUNDLESERVICE'].methods_by_name['SearchBundle']._loaded_options = None
   _globals['_BUNDLESERVICE'].methods_by_name['SearchBundle']._serialized_options = b'\202\323\344\223\002#\"\036/v1/users/{user}/bundle:search:\001*'
-  _globals['_REFRESHBUNDLEREQUEST']._serialized_start=401
-  _globals['_REFRESHBUNDLEREQUEST']._serialized_end=463
-  _globals['_REFRESHBUNDLERESPONSE']._serialized_start=465
-  _globals['_REFRESHBUNDLERESPONSE']._serialized_end=565
-  _globals['_LISTJOBSREQUEST']._serialized_start=567
-  _globals['_LISTJOBSREQUEST']._serialized_end=666
-  _globals['_LISTJOBSRESPONSE']._serialized_start=668
-  _globals['_LISTJOBSRESPONSE']._serialized_end=750
-  _globals['_GETREFRESHSTATUSREQUEST']._serialized_start=752
-  _globals['_GETREFRESHSTATUSREQUEST']._serialized_end=829
-  _globals['_GETREFRESHSTATUSRESPONSE']._serialized_start=831
-  _globals['_GETREFRESHSTATUSRESPONSE']._serialized_end=913
-  _globals['_GETJOBREQUEST']._serialized_start=915
-  _globals['_GETJOBREQUEST']._serialized_end=953
-  _globals['_GETJOBRESPONSE']._serialized_start=955
-  _globals['_GETJOBRESPONSE']._serialized_end=1009
-  _globals['_WATCHJOBREQUEST']._serialized_start=1011
-  _globals['_WATCHJOBREQUEST']._serialized_end=1051
-  _globals['_WATCHJOBRESPONSE']._serialized_start=1053
-  _globals['_WATCHJOBRESPONSE']._serialized_end=1146
-  _globals['_GETBUNDLEREQUEST']._serialized_start=1148
-  _globals['_GETBUNDLEREQUEST']._serialized_end=1191
-  _globals['_GETBUNDLERESPONSE']._serialized_start=1194
-  _globals['_GETBUNDLERESPONSE']._serialized_end=1418
-  _globals['_DOWNLOADBUNDLEREQUEST']._serialized_start=1420
-  _globals['_DOWNLOADBUNDLEREQUEST']._serialized_end=1468
-  _globals['_CANCELJOBREQUEST']._serialized_start=1470
-  _globals['_CANCELJOBREQUEST']._serialized_end=1511
-  _globals['_CANCELJOBRESPONSE']._serialized_start=1513
-  _globals['_CANCELJOBRESPONSE']._serialized_end=1570
-  _globals['_SEARCHBUNDLEREQUEST']._serialized_start=1572
-  _globals['_SEARCHBUNDLEREQUEST']._serialized_end=1669
-  _globals['_SEARCHBUNDLERESPONSE']._serialized_start=1671
-  _globals['_SEARCHBUNDLERESPONSE']._serialized_end=1777
-  _globals['_SETSCHEDULEREQUEST']._serialized_start=1779
-  _globals['_SETSCHEDULEREQUEST']._serialized_end=1891
-  _globals['_SETSCHEDULERESPONSE']._serialized_start=1893
-  _globals['_SETSCHEDULERESPONSE']._serialized_end=1967
-  _globals['_GETSCHEDULEREQUEST']._serialized_start=1969
-  _globals['_GETSCHEDULEREQUEST']._serialized_end=2014
-  _globals['_GETSCHEDULERESPONSE']._serialized_start=2016
-  _globals['_GETSCHEDULERESPONSE']._serialized_end=2090
-  _globals['_DELETESCHEDULEREQUEST']._serialized_start=2092
-  _globals['_DELETESCHEDULEREQUEST']._serialized_end=2140
-  _globals['_DELETESCHEDULERESPONSE']._serialized_start=2142
-  _globals['_DELETESCHEDULERESPONSE']._serialized_end=2166
-  _globals['_BUNDLESERVICE']._serialized_start=2169
-  _globals['_BUNDLESERVICE']._serialized_end=3861
+  _globals['_REFRESHBUNDLEREQUEST']._serialized_start=439
+  _globals['_REFRESHBUNDLEREQUEST']._serialized_end=501
+  _globals['_REFRESHBUNDLERESPONSE']._serialized_start=503
+  _globals['_REFRESHBUNDLERESPONSE']._serialized_end=603
+  _globals['_LISTJOBSREQUEST']._serialized_start=605
+  _globals['_LISTJOBSREQUEST']._serialized_end=704
+  _globals['_LISTJOBSRESPONSE']._serialized_start=706
+  _globals['_LISTJOBSRESPONSE']._serialized_end=788
+  _globals['_GETREFRESHSTATUSREQUEST']._serialized_start=790
+  _globals['_GETREFRESHSTATUSREQUEST']._serialized_end=867
+  _globals['_GETREFRESHSTATUSRESPONSE']._serialized_start=869
+  _globals['_GETREFRESHSTATUSRESPONSE']._serialized_end=951
+  _globals['_GETJOBREQUEST']._serialized_start=953
+  _globals['_GETJOBREQUEST']._serialized_end=991
+  _globals['_GETJOBRESPONSE']._serialized_start=993
+  _globals['_GETJOBRESPONSE']._serialized_end=1047
+  _globals['_WATCHJOBREQUEST']._serialized_start=1049
+  _globals['_WATCHJOBREQUEST']._serialized_end=1089
+  _globals['_WATCHJOBRESPONSE']._serialized_start=1091
+  _globals['_WATCHJOBRESPONSE']._serialized_end=1184
+  _globals['_GETBUNDLEREQUEST']._serialized_start=1186
+  _globals['_GETBUNDLEREQUEST']._serialized_end=1229
+  _globals['_GETBUNDLERESPONSE']._serialized_start=1232
+  _globals['_GETBUNDLERESPONSE']._serialized_end=1456
+  _globals['_DOWNLOADBUNDLEREQUEST']._serialized_start=1458
+  _globals['_DOWNLOADBUNDLEREQUEST']._serialized_end=1506
+  _globals['_CANCELJOBREQUEST']._serialized_start=1508
+  _globals['_CANCELJOBREQUEST']._serialized_end=1549
+  _globals['_CANCELJOBRESPONSE']._serialized_start=1551
+  _globals['_CANCELJOBRESPONSE']._serialized_end=1608
+  _globals['_SEARCHBUNDLEREQUEST']._serialized_start=1610
+  _globals['_SEARCHBUNDLEREQUEST']._serialized_end=1707
+  _globals['_SEARCHBUNDLERESPONSE']._serialized_start=1709
+  _globals['_SEARCHBUNDLERESPONSE']._serialized_end=1815
+  _globals['_SETSCHEDULEREQUEST']._serialized_start=1817
+  _globals['_SETSCHEDULEREQUEST']._serialized_end=1929
+  _globals['_SETSCHEDULERESPONSE']._serialized_start=1931
+  _globals['_SETSCHEDULERESPONSE']._serialized_end=2005
+  _globals['_GETSCHEDULEREQUEST']._serialized_start=2007
+  _globals['_GETSCHEDULEREQUEST']._serialized_end=2052
+  _globals['_GETSCHEDULERESPONSE']._serialized_start=2054
+  _globals['_GETSCHEDULERESPONSE']._serialized_end=2128
+  _globals['_DELETESCHEDULEREQUEST']._serialized_start=2130
+  _globals['_DELETESCHEDULEREQUEST']._serialized_end=2178
+  _globals['_DELETESCHEDULERESPONSE']._serialized_start=2180
+  _globals['_DELETESCHEDULERESPONSE']._serialized_end=2204
+  _globals['_SETCALLBACKREQUEST']._serialized_start=2206
+  _globals['_SETCALLBACKREQUEST']._serialized_end=2277
+  _globals['_SETCALLBACKRESPONSE']._serialized_start=2279
+  _globals['_SETCALLBACKRESPONSE']._serialized_end=2367
+  _globals['_GETCALLBACKREQUEST']._serialized_start=2369
+  _globals['_GETCALLBACKREQUEST']._serialized_end=2414
+  _globals['_GETCALLBACKRESPONSE']._serialized_start=2416
+  _globals['_GETCALLBACKRESPONSE']._serialized_end=2488
+  _globals['_DELETECALLBACKREQUEST']._serialized_start=2490
+  _globals['_DELETECALLBACKREQUEST']._serialized_end=2538
+  _globals['_DELETECALLBACKRESPONSE']._serialized_start=2540
+  _globals['_DELETECALLBACKRESPONSE']._serialized_end=2564
+  _globals['_BUNDLESERVICE']._serialized_start=2567
+  _globals['_BUNDLESERVICE']._serialized_end=4691
 # @@protoc_insertion_point(module_scope)

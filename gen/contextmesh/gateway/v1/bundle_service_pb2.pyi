@@ -3,6 +3,7 @@ import datetime
 from contextmesh._vendor.buf.validate import validate_pb2 as _validate_pb2
 from contextmesh.bundle.v1 import bundle_pb2 as _bundle_pb2
 from contextmesh.job.v1 import job_pb2 as _job_pb2
+from contextmesh.notify.v1 import callback_pb2 as _callback_pb2
 from contextmesh.schedule.v1 import schedule_pb2 as _schedule_pb2
 from contextmesh.search.v1 import search_pb2 as _search_pb2
 from contextmesh.validate.v1 import rules_pb2 as _rules_pb2
@@ -191,5 +192,43 @@ class DeleteScheduleRequest(_message.Message):
     def __init__(self, user: _Optional[str] = ...) -> None: ...
 
 class DeleteScheduleResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SetCallbackRequest(_message.Message):
+    __slots__ = ("user", "url")
+    USER_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    url: str
+    def __init__(self, user: _Optional[str] = ..., url: _Optional[str] = ...) -> None: ...
+
+class SetCallbackResponse(_message.Message):
+    __slots__ = ("callback", "secret")
+    CALLBACK_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    callback: _callback_pb2.Callback
+    secret: str
+    def __init__(self, callback: _Optional[_Union[_callback_pb2.Callback, _Mapping]] = ..., secret: _Optional[str] = ...) -> None: ...
+
+class GetCallbackRequest(_message.Message):
+    __slots__ = ("user",)
+    USER_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    def __init__(self, user: _Optional[str] = ...) -> None: ...
+
+class GetCallbackResponse(_message.Message):
+    __slots__ = ("callback",)
+    CALLBACK_FIELD_NUMBER: _ClassVar[int]
+    callback: _callback_pb2.Callback
+    def __init__(self, callback: _Optional[_Union[_callback_pb2.Callback, _Mapping]] = ...) -> None: ...
+
+class DeleteCallbackRequest(_message.Message):
+    __slots__ = ("user",)
+    USER_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    def __init__(self, user: _Optional[str] = ...) -> None: ...
+
+class DeleteCallbackResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

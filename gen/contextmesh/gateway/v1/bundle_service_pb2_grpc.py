@@ -92,6 +92,21 @@ class BundleServiceStub:
                 request_serializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.DeleteScheduleRequest.SerializeToString,
                 response_deserializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.DeleteScheduleResponse.FromString,
                 _registered_method=True)
+        self.SetCallback = channel.unary_unary(
+                '/contextmesh.gateway.v1.BundleService/SetCallback',
+                request_serializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.SetCallbackRequest.SerializeToString,
+                response_deserializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.SetCallbackResponse.FromString,
+                _registered_method=True)
+        self.GetCallback = channel.unary_unary(
+                '/contextmesh.gateway.v1.BundleService/GetCallback',
+                request_serializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.GetCallbackRequest.SerializeToString,
+                response_deserializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.GetCallbackResponse.FromString,
+                _registered_method=True)
+        self.DeleteCallback = channel.unary_unary(
+                '/contextmesh.gateway.v1.BundleService/DeleteCallback',
+                request_serializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.DeleteCallbackRequest.SerializeToString,
+                response_deserializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.DeleteCallbackResponse.FromString,
+                _registered_method=True)
         self.SearchBundle = channel.unary_unary(
                 '/contextmesh.gateway.v1.BundleService/SearchBundle',
                 request_serializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.SearchBundleRequest.SerializeToString,
@@ -188,6 +203,31 @@ class BundleServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetCallback(self, request, context):
+        """SetCallback makes contextmesh POST a signed summary to url whenever a job of the user
+        ends (DONE, FAILED or CANCELLED). It replaces the user's callback, if any, and returns a
+        new signing secret, shown this once: setting the callback again rotates it. The URL must
+        be https, or http on a loopback host (127.0.0.1, [::1], localhost), and must not name a
+        private, link-local or loopback address otherwise.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCallback(self, request, context):
+        """GetCallback returns the user's callback, without its secret.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteCallback(self, request, context):
+        """DeleteCallback stops the user's notifications; deleting none is not an error.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SearchBundle(self, request, context):
         """SearchBundle ranks the user's repositories for a query with the user's semantic model.
         """
@@ -252,6 +292,21 @@ def add_BundleServiceServicer_to_server(servicer, server):
                     servicer.DeleteSchedule,
                     request_deserializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.DeleteScheduleRequest.FromString,
                     response_serializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.DeleteScheduleResponse.SerializeToString,
+            ),
+            'SetCallback': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetCallback,
+                    request_deserializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.SetCallbackRequest.FromString,
+                    response_serializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.SetCallbackResponse.SerializeToString,
+            ),
+            'GetCallback': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCallback,
+                    request_deserializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.GetCallbackRequest.FromString,
+                    response_serializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.GetCallbackResponse.SerializeToString,
+            ),
+            'DeleteCallback': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteCallback,
+                    request_deserializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.DeleteCallbackRequest.FromString,
+                    response_serializer=contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.DeleteCallbackResponse.SerializeToString,
             ),
             'SearchBundle': grpc.unary_unary_rpc_method_handler(
                     servicer.SearchBundle,
@@ -558,6 +613,87 @@ class BundleService:
             '/contextmesh.gateway.v1.BundleService/DeleteSchedule',
             contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.DeleteScheduleRequest.SerializeToString,
             contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.DeleteScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetCallback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/contextmesh.gateway.v1.BundleService/SetCallback',
+            contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.SetCallbackRequest.SerializeToString,
+            contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.SetCallbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCallback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/contextmesh.gateway.v1.BundleService/GetCallback',
+            contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.GetCallbackRequest.SerializeToString,
+            contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.GetCallbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteCallback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/contextmesh.gateway.v1.BundleService/DeleteCallback',
+            contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.DeleteCallbackRequest.SerializeToString,
+            contextmesh_dot_gateway_dot_v1_dot_bundle__service__pb2.DeleteCallbackResponse.FromString,
             options,
             channel_credentials,
             insecure,

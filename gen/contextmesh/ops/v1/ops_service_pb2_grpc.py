@@ -62,7 +62,8 @@ class OpsServiceServicer:
         """RedriveDeadLetter re-runs a parked task's work in a new job and removes the letter from
         the dead-letter stream. A discover, sync or merge task becomes a new refresh of its user
         (a sync task's repository fetched again whatever its fingerprint); a train task becomes a
-        job that trains that bundle. The job's `redrive` says where it came from. Redriving the
+        job that trains that bundle. The job's `redrive` says where it came from. A notification
+        starts no job: it is delivered again, and the job is the one it reports. Redriving the
         same letter again answers the same job and starts nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

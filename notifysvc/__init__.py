@@ -1,0 +1,1 @@
+"""notifysvc: tells users, at the callback URL they registered, that their jobs ended."""
