@@ -123,7 +123,8 @@ def _identities() -> tuple[Identity, ...]:
         Identity(
             "gateway",
             "starts jobs (cm_jobs, cm_active, cm_history, DISCOVER), watches and lists them, "
-            "keeps schedules (cm_schedules), reads bundle pointers",
+            "keeps schedules (cm_schedules), takes webhooks (cm_deliveries, cm_pending), "
+            "reads bundle pointers",
             publish=(
                 DISCOVER.subject,
                 *_kv_write(Buckets.JOBS),
@@ -133,11 +134,20 @@ def _identities() -> tuple[Identity, ...]:
                 *_kv_watch(Buckets.HISTORY),
                 *_kv_write(Buckets.SCHEDULES),
                 *_kv_watch(Buckets.SCHEDULES),
+                *_kv_write(Buckets.DELIVERIES),
+                *_kv_write(Buckets.PENDING),
+                *_kv_watch(Buckets.PENDING),
                 *_kv_read(Buckets.BUNDLES),
             ),
             subscribe=(),
             streams=_kv_streams(
-                Buckets.JOBS, Buckets.ACTIVE, Buckets.HISTORY, Buckets.SCHEDULES, Buckets.BUNDLES
+                Buckets.JOBS,
+                Buckets.ACTIVE,
+                Buckets.HISTORY,
+                Buckets.SCHEDULES,
+                Buckets.DELIVERIES,
+                Buckets.PENDING,
+                Buckets.BUNDLES,
             ),
         ),
         Identity(
