@@ -2,20 +2,23 @@
 
 The public listener serves BundleService: a method that names a user needs a token listing
 that user; a method that names a job needs a token listing the job's owner (checked on the
-record the handler reads). The admin listener serves OpsService, every method of it (present
-and future) for admin-scoped tokens only.
+record the handler reads). WebhookService, on the public listener too, takes no token: GitHub
+proves each delivery with a signature that the handler checks (SELF_AUTHENTICATED). The admin
+listener serves OpsService, every method of it (present and future) for admin-scoped tokens
+only.
 """
 
 from __future__ import annotations
 
-from contextmesh.gateway.v1 import bundle_service_pb2
+from contextmesh.gateway.v1 import bundle_service_pb2, webhook_service_pb2
 from contextmesh.ops.v1 import ops_service_pb2
 
-from meshkit.auth import ADMIN, JOB_OWNER, Rule, user_field
+from meshkit.auth import ADMIN, JOB_OWNER, SELF_AUTHENTICATED, Rule, user_field
 
-__all__ = ["ADMIN_RULES", "BUNDLE_SERVICE", "OPS_SERVICE", "PUBLIC_RULES"]
+__all__ = ["ADMIN_RULES", "BUNDLE_SERVICE", "OPS_SERVICE", "PUBLIC_RULES", "WEBHOOK_SERVICE"]
 
 BUNDLE_SERVICE = bundle_service_pb2.DESCRIPTOR.services_by_name["BundleService"].full_name
+WEBHOOK_SERVICE = webhook_service_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name
 OPS_SERVICE = ops_service_pb2.DESCRIPTOR.services_by_name["OpsService"].full_name
 
 _USER = user_field("user")
@@ -35,6 +38,7 @@ PUBLIC_RULES: dict[str, Rule] = {
     f"/{BUNDLE_SERVICE}/GetJob": JOB_OWNER,
     f"/{BUNDLE_SERVICE}/WatchJob": JOB_OWNER,
     f"/{BUNDLE_SERVICE}/CancelJob": JOB_OWNER,
+    f"/{WEBHOOK_SERVICE}/ReceiveGithubWebhook": SELF_AUTHENTICATED,
 }
 ADMIN_RULES: dict[str, Rule] = {
     f"/{OPS_SERVICE}/{method.name}": ADMIN

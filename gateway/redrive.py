@@ -200,6 +200,7 @@ class Redriver:
             origin.repository = task.repository
         if isinstance(task, sync_tasks.DiscoverTask):
             record.job.force = task.force
+            record.job.resync.extend(task.resync)
         if isinstance(task, train_tasks.TrainTask):
             return await self._train(record, task)
         return await self.refresher.start(record)

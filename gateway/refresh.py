@@ -65,6 +65,22 @@ class Refresher:
                 return await self.queue(record), False
         raise ConflictError(f"too many concurrent refreshes of {user!r}; try again")
 
+    async def start_unless_refreshing(self, record: job_record_pb2.JobRecord) -> job_pb2.Job | None:
+        """Start the record's job unless a job of its user is still refreshing; None then.
+
+        For a job that names repositories to resync (a push webhook's): the running job may
+        have listed them already, so coalescing would lose them; the caller tries later.
+        """
+        user = record.job.user
+        for _ in range(20):
+            entry = await self._active(user)
+            running = entry.value.decode() if entry is not None and entry.value else None
+            if running is not None and await self._refreshing(running) is not None:
+                return None
+            if await self._claim_and_create(user, entry, record):
+                return await self.queue(record)
+        raise ConflictError(f"too many concurrent refreshes of {user!r}; try again")
+
     async def running(self, user: str) -> job_pb2.Job | None:
         """The user's latest job while it has not ended (training included), else None."""
         entry = await self._active(user)
@@ -139,13 +155,16 @@ class Refresher:
     async def queue(self, record: job_record_pb2.JobRecord) -> job_pb2.Job:
         """Publish the discover task of a recorded job; again is harmless (its message id)."""
         job, job_id, user, force = record.job, record.job.id, record.job.user, record.job.force
+        resync = list(job.resync)  # named by the job (a push), or by a redriven sync task
+        if job.redrive.repository and job.redrive.repository not in resync:
+            resync.append(job.redrive.repository)
         task = sync_tasks.DiscoverTask(
             meta=task_pb2.TaskMeta(
                 job_id=job_id, task_id=discover_msg_id(job_id), enqueue_time=job.create_time
             ),
             user=user,
             force=force,
-            resync=[job.redrive.repository] if job.redrive.repository else [],
+            resync=resync,
         )
         try:
             await publish_task(self.js, DISCOVER.subject, task, msg_id=task.meta.task_id)

@@ -1,7 +1,7 @@
 """Firing schedules: each due schedule starts one refresh, however many gateways run.
 
-Every gateway follows cm_schedules through a KV watch (its current entries, then every
-change) and keeps the next due time of each user in a heap. When one comes due, the gateway
+Every gateway follows cm_schedules with the due-entry loop (gateway/due.py: a KV watch and
+a heap of each user's next due time). When one comes due, the gateway
 reads the schedule again and moves its next run an interval on with compare-and-set: of
 several gateways, the one whose write lands starts the refresh; the others see a newer
 revision and start nothing. A gateway that dies between the write and the refresh costs
@@ -16,25 +16,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import logging
 import time
 from collections.abc import Callable
 
 from contextmesh.schedule.v1 import schedule_pb2
 from nats.js.errors import KeyWrongLastSequenceError
-from nats.js.kv import KeyValue
 
+from gateway.due import DueEntries
 from gateway.refresh import Refresher
 from gateway.schedules import ScheduleNotFoundError, ScheduleStore, interval_seconds, next_run
-from meshkit.jobs import stop_watcher
 
 __all__ = ["Scheduler"]
 
 log = logging.getLogger(__name__)
 
-_RETRY_S = 5
-"""How soon a run that failed (NATS unreachable, say) is tried again."""
+
+def _next_run(value: bytes) -> float:
+    return float(schedule_pb2.Schedule.FromString(value).next_run_time.seconds)
 
 
 class Scheduler:
@@ -51,31 +50,11 @@ class Scheduler:
         self.store = store
         self.refresher = refresher
         self.clock = clock
-        self.idle_s = idle_s
-        """The longest the loop sleeps: it wakes sooner when a run comes due or any
-        schedule changes."""
-        self._due: dict[str, int] = {}
-        self._heap: list[tuple[int, str]] = []
-        self._changed = asyncio.Event()
+        self.due = DueEntries(store.kv, _next_run, self.fire, clock=clock, idle_s=idle_s)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fire due schedules until stop is set."""
-        watcher = await self.store.kv.watchall()
-        follow = asyncio.create_task(self._follow(watcher))
-        try:
-            while not stop.is_set():
-                for user in self._pop_due():
-                    try:
-                        await self.fire(user)
-                    except Exception:  # one user's failure never stops the others' runs
-                        log.exception("scheduled refresh of %s failed; trying again", user)
-                        self._at(user, int(self.clock()) + _RETRY_S)
-                await self._sleep(stop)
-        finally:
-            follow.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follow
-            await stop_watcher(watcher)
+        await self.due.run(stop)
 
     async def fire(self, user: str) -> str | None:
         """Run the user's schedule if it is due and this gateway wins its run: the id of the
@@ -110,46 +89,3 @@ class Scheduler:
         data = schedule.SerializeToString(deterministic=True)
         written: int = await self.store.kv.update(user, data, last=revision)
         return written
-
-    async def _follow(self, watcher: KeyValue.KeyWatcher) -> None:
-        """Keep the due times in step with cm_schedules."""
-        while True:
-            entry = await watcher.updates(timeout=None)
-            if entry is None:  # the end of the entries that existed when the watch began
-                continue
-            if entry.operation in ("DEL", "PURGE") or not entry.value:
-                self._due.pop(entry.key, None)
-            else:
-                schedule = schedule_pb2.Schedule.FromString(entry.value)
-                self._at(entry.key, schedule.next_run_time.seconds)
-            self._changed.set()
-
-    def _at(self, user: str, seconds: int) -> None:
-        self._due[user] = seconds
-        heapq.heappush(self._heap, (seconds, user))
-
-    def _pop_due(self) -> list[str]:
-        """Users whose schedule is due now (heap entries made stale by a later write are
-        dropped as they surface)."""
-        now = self.clock()
-        due = []
-        while self._heap and self._heap[0][0] <= now:
-            at, user = heapq.heappop(self._heap)
-            if self._due.get(user) == at:
-                due.append(user)
-        return due
-
-    async def _sleep(self, stop: asyncio.Event) -> None:
-        while self._heap and self._due.get(self._heap[0][1]) != self._heap[0][0]:
-            heapq.heappop(self._heap)
-        wait = self.idle_s
-        if self._heap:
-            wait = min(wait, max(0.0, self._heap[0][0] - self.clock()))
-        self._changed.clear()
-        changed = asyncio.ensure_future(self._changed.wait())
-        stopped = asyncio.ensure_future(stop.wait())
-        try:
-            await asyncio.wait({changed, stopped}, timeout=wait)
-        finally:
-            changed.cancel()
-            stopped.cancel()

@@ -14,22 +14,31 @@ import dataclasses
 import logging
 
 import grpc
-from contextmesh.gateway.v1 import bundle_service_pb2_grpc
+from contextmesh.gateway.v1 import bundle_service_pb2_grpc, webhook_service_pb2_grpc
 from contextmesh.ops.v1 import ops_service_pb2_grpc
 from contextmesh.search.v1 import search_service_pb2_grpc
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from gateway.access import ADMIN_RULES, BUNDLE_SERVICE, OPS_SERVICE, PUBLIC_RULES
+from gateway.access import (
+    ADMIN_RULES,
+    BUNDLE_SERVICE,
+    OPS_SERVICE,
+    PUBLIC_RULES,
+    WEBHOOK_SERVICE,
+)
 from gateway.bundle_service import BundleService
 from gateway.bundles import BundleReader
+from gateway.github_events import MAX_BODY_BYTES
 from gateway.limits import EdgeLimits
 from gateway.ops_service import OpsService
+from gateway.pending import PendingRefreshes
 from gateway.redrive import Redriver
 from gateway.refresh import Refresher
 from gateway.scheduler import Scheduler
 from gateway.schedules import ScheduleStore
 from gateway.sweeper import JobSweeper
+from gateway.webhook_service import WebhookService
 from meshkit.auth import Authenticator
 from meshkit.blob import open_blob_store
 from meshkit.capacity import CapacityWatch
@@ -71,6 +80,7 @@ async def serve(ctx: ServiceContext) -> None:
     refresher = await Refresher.open(ctx.js, jobs)
     schedules = await ScheduleStore.open(ctx.js)
     redriver = await Redriver.open(ops_js)
+    pending = await PendingRefreshes.open(ctx.js, refresher, settings.webhooks)
     bundle_service = BundleService(
         refresher,
         jobs,
@@ -88,9 +98,17 @@ async def serve(ctx: ServiceContext) -> None:
                 bundle_service,
                 BUNDLE_SERVICE,
             ),
+            (
+                webhook_service_pb2_grpc.add_WebhookServiceServicer_to_server,
+                WebhookService(settings.webhooks.github_secret, pending),
+                WEBHOOK_SERVICE,
+            ),
         ],
         auth=auth,
         rules=PUBLIC_RULES,
+        # A webhook's body is the one request that is not a few names (Envoy's webhook
+        # route passes up to twice MAX_BODY_BYTES, so the handler can say what is wrong).
+        max_receive_bytes=2 * MAX_BODY_BYTES + 4096,
         max_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
     admin = create_server(
@@ -113,6 +131,7 @@ async def serve(ctx: ServiceContext) -> None:
     health = asyncio.gather(follow_nats_health(ctx, public), follow_nats_health(ctx, admin))
     sweeper = asyncio.create_task(JobSweeper(jobs, settings.jobs).run(ctx.stop))
     scheduler = asyncio.create_task(Scheduler(schedules, refresher).run(ctx.stop))
+    webhooks = asyncio.create_task(pending.run(ctx.stop))
     # The ops identity's streams (DEADLETTER above all) are watched on its own connection.
     ops_capacity = (
         asyncio.create_task(CapacityWatch.for_identity(ops_js, settings.nats, OPS).run(ctx.stop))
@@ -123,6 +142,7 @@ async def serve(ctx: ServiceContext) -> None:
     await health  # NOT_SERVING now, while calls are still answered
     await sweeper
     await scheduler
+    await webhooks
     if ops_capacity is not None:
         await ops_capacity
     await asyncio.sleep(settings.drain_s)

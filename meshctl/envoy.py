@@ -42,6 +42,8 @@ __all__ = [
     "LISTENER_NAME",
     "MAX_HEAP_BYTES",
     "MAX_REQUEST_BYTES",
+    "MAX_WEBHOOK_BYTES",
+    "RAW_BODY_ROUTES",
     "EnvoyError",
     "EnvoyProcess",
     "envoy_binary",
@@ -60,6 +62,15 @@ ADMIN_SERVICES = frozenset({"contextmesh.ops.v1.OpsService"})
 """Services of the admin plane: served on the gateway's admin listener only, never on REST."""
 MAX_REQUEST_BYTES = 64 * 1024
 """Every REST request is a few names and numbers; bigger bodies are refused with 413."""
+MAX_WEBHOOK_BYTES = 1024 * 1024
+"""A GitHub webhook's body is the one REST body that is not a few names: Envoy passes up to
+this much on its route, twice the bound the gateway itself puts on a delivery
+(gateway.webhooks.MAX_BODY_BYTES answers 400 above it)."""
+RAW_BODY_ROUTES = {
+    "/v1/webhooks/github": ("contextmesh.gateway.v1.WebhookService", MAX_WEBHOOK_BYTES)
+}
+"""Paths whose body the transcoder passes raw (a google.api.HttpBody field), with their
+service and their own body limit."""
 MAX_HEAP_BYTES = 256 * 1024 * 1024
 """The overload manager's heap bound: Envoy shrinks its heap at 90%, stops taking requests
 at 95%."""
@@ -127,23 +138,50 @@ def render_envoy_config(
             f"{', '.join(admin)} belong to the admin plane: they are served only on the "
             "gateway's admin listener, never through the public proxy"
         )
+    transcoder = {
+        "descriptor": _q(os.fspath(descriptor_path)),
+        "services": ", ".join(_q(s) for s in names),
+        "t": _T,
+    }
     return _TEMPLATE.format(
+        transcoder=_indent(_TRANSCODER.format(**transcoder, max_bytes=MAX_REQUEST_BYTES), 14),
+        raw_body_routes=_raw_body_routes(names, transcoder),
         admin_port=admin_port or 0,
         listener=LISTENER_NAME,
         listen_host=_q(listen_host),
         listen_port=listen_port,
-        descriptor=_q(os.fspath(descriptor_path)),
-        services=", ".join(_q(s) for s in names),
         cluster=_CLUSTER_NAME,
         discovery="STATIC" if _is_ip(upstream_host) else "STRICT_DNS",
         upstream_host=_q(upstream_host),
         upstream_port=upstream_port,
         health_checks=_HEALTH_CHECKS if upstream_health_check else "",
-        max_request_bytes=MAX_REQUEST_BYTES,
         max_heap_bytes=MAX_HEAP_BYTES,
         max_upstream_requests=MAX_UPSTREAM_REQUESTS,
-        t="type.googleapis.com/envoy.extensions.",
+        t=_T,
     )
+
+
+def _raw_body_routes(services: Sequence[str], transcoder: dict[str, str]) -> str:
+    """A route per raw-body path of the transcoded services, each with the transcoder's own
+    config but a body limit of its own (RAW_BODY_ROUTES)."""
+    routes = []
+    for path, (service, max_bytes) in RAW_BODY_ROUTES.items():
+        if service not in services:
+            continue
+        config = _TRANSCODER.format(**transcoder, max_bytes=max_bytes)
+        routes.append(
+            f"              - match: {{path: {_q(path)}}}\n"
+            f"                route: {{cluster: {_CLUSTER_NAME}, timeout: 30s}}\n"
+            "                typed_per_filter_config:\n"
+            "                  envoy.filters.http.grpc_json_transcoder:\n"
+            f"{_indent(config, 20)}"
+        )
+    return "".join(routes)
+
+
+def _indent(text: str, spaces: int) -> str:
+    pad = " " * spaces
+    return "".join(pad + line if line.strip() else line for line in text.splitlines(True))
 
 
 def packaged_descriptor() -> pathlib.Path:
@@ -313,6 +351,9 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+_T = "type.googleapis.com/envoy.extensions."
+
+
 def _q(value: str) -> str:
     """A YAML double-quoted scalar (JSON strings are valid YAML)."""
     return json.dumps(value)
@@ -326,6 +367,30 @@ _HEALTH_CHECKS = """\
       unhealthy_threshold: 2
       healthy_threshold: 1
       grpc_health_check: {}
+"""
+
+_TRANSCODER = """\
+"@type": {t}filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder
+proto_descriptor: {descriptor}
+services: [{services}]
+# gRPC errors become HTTP codes with a google.rpc.Status JSON body.
+convert_grpc_status: true
+# REST bodies above the limit get 413 before anything is sent upstream. (Not the
+# buffer filter: it stalls native gRPC passing through; those requests are bounded
+# by the gateway's receive limit and this listener's buffer limit.)
+max_request_body_size: {max_bytes}
+print_options:
+  add_whitespace: false
+  always_print_primitive_fields: true
+  always_print_enums_as_ints: false
+  preserve_proto_field_names: false
+  # Server streams as NDJSON: one message a line, not one JSON array.
+  stream_newline_delimited: true
+request_validation_options:
+  # An unknown path is 404 and an unknown query parameter 400, rather than
+  # a request passed upstream that no method matches.
+  reject_unknown_method: true
+  reject_unknown_query_parameters: true
 """
 
 _TEMPLATE = """\
@@ -387,35 +452,14 @@ static_resources:
             - name: {listener}
               domains: ["*"]
               routes:
-              - match: {{prefix: "/"}}
+{raw_body_routes}              - match: {{prefix: "/"}}
                 # 0s disables the route timeout: WatchJob and DownloadBundle stream for as
                 # long as they need; only stream_idle_timeout ends a quiet one.
                 route: {{cluster: {cluster}, timeout: 0s}}
           http_filters:
           - name: envoy.filters.http.grpc_json_transcoder
             typed_config:
-              "@type": {t}filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder
-              proto_descriptor: {descriptor}
-              services: [{services}]
-              # gRPC errors become HTTP codes with a google.rpc.Status JSON body.
-              convert_grpc_status: true
-              # REST bodies above the limit get 413 before anything is sent upstream. (Not
-              # the buffer filter: it stalls native gRPC passing through; those requests are
-              # bounded by the gateway's receive limit and this listener's buffer limit.)
-              max_request_body_size: {max_request_bytes}
-              print_options:
-                add_whitespace: false
-                always_print_primitive_fields: true
-                always_print_enums_as_ints: false
-                preserve_proto_field_names: false
-                # Server streams as NDJSON: one message a line, not one JSON array.
-                stream_newline_delimited: true
-              request_validation_options:
-                # An unknown path is 404 and an unknown query parameter 400, rather than
-                # a request passed upstream that no method matches.
-                reject_unknown_method: true
-                reject_unknown_query_parameters: true
-          - name: envoy.filters.http.router
+{transcoder}          - name: envoy.filters.http.router
             typed_config:
               "@type": {t}filters.http.router.v3.Router
   clusters:

@@ -11,9 +11,12 @@ the algorithm comes from the key, never from the token). Its claims (docs/securi
 
 Each server declares, per method, what a caller must hold (`Rule`): a request field that names
 the user (`user_field("user")`), the owner of the job a request names (`JOB_OWNER`, checked by
-the handler with `authorize_job` on the record it reads anyway), or the admin scope (`ADMIN`).
-A method with no rule is refused; health and reflection stay open. UNAUTHENTICATED says what
-to fix and never echoes the token; someone else's job answers exactly as an unknown job does.
+the handler with `authorize_job` on the record it reads anyway), or the admin scope (`ADMIN`);
+or it says that the handler authenticates its caller itself (`SELF_AUTHENTICATED`: a GitHub
+webhook proves itself with a signature over its body, not a bearer token, and its caller
+acts for no user). A method with no rule is refused; health and reflection stay open.
+UNAUTHENTICATED says what to fix and never echoes the token; someone else's job answers
+exactly as an unknown job does.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ __all__ = [
     "AUTHENTICATED",
     "JOB_OWNER",
     "OPEN_SERVICES",
+    "SELF_AUTHENTICATED",
     "AuthInterceptor",
     "Authenticator",
     "Principal",
@@ -101,6 +105,9 @@ class Rule:
     """The handler checks the owner of the job it reads with `authorize_job`."""
     admin: bool = False
     """Only tokens with the admin scope."""
+    self_authenticated: bool = False
+    """No bearer token: the handler authenticates the caller itself, from the request (a
+    signature over its body). The call's principal may act for no user."""
 
 
 def user_field(name: str) -> Rule:
@@ -110,6 +117,9 @@ def user_field(name: str) -> Rule:
 JOB_OWNER = Rule(job_owner=True)
 ADMIN = Rule(admin=True)
 AUTHENTICATED = Rule()
+SELF_AUTHENTICATED = Rule(self_authenticated=True)
+NOBODY = Principal("unauthenticated", frozenset())
+"""The principal of a self-authenticated call: it may act for no user and is not an admin."""
 
 
 @dataclass
@@ -375,6 +385,8 @@ class AuthInterceptor(MethodWrapper):
         if rule is None or self.authenticator is None:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{method} is not served here")
         assert rule is not None and self.authenticator is not None
+        if rule.self_authenticated:
+            return _Call(NOBODY)
         try:
             principal = await self.authenticator.principal(context.invocation_metadata())
         except Unauthenticated as exc:

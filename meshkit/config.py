@@ -25,6 +25,7 @@ __all__ = [
     "StreamTiming",
     "SyncSettings",
     "TrainSettings",
+    "WebhookSettings",
 ]
 
 DEFAULT_EXTRA_FILES = ("ARCHITECTURE.md", "SKILLS-INDEX.md")
@@ -280,6 +281,19 @@ class LimitSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class WebhookSettings:
+    """GitHub webhooks: a push refreshes its owner's bundle (docs/rest.md, "Webhooks")."""
+
+    github_secret: str | None = field(default=None, repr=False)
+    """CONTEXTMESH_GITHUB_WEBHOOK_SECRET: the secret of the GitHub webhook, which signs every
+    delivery (X-Hub-Signature-256). Unset: POST /v1/webhooks/github answers 404. Never
+    logged."""
+    debounce_s: float = 10.0
+    """CONTEXTMESH_WEBHOOK_DEBOUNCE_S: pushes to one owner within this long collapse into one
+    job that re-syncs every repository they named."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class AuthSettings:
     """How the gateway and searchsvc verify callers' bearer tokens (docs/security.md)."""
 
@@ -315,6 +329,7 @@ class Settings:
     timing: Mapping[str, StreamTiming] = field(default_factory=dict)
     auth: AuthSettings = field(default_factory=AuthSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     gateway_addr: str = "[::]:50051"
     """CONTEXTMESH_GATEWAY_ADDR: where the gateway listens."""
     admin_addr: str = "127.0.0.1:50053"
@@ -436,6 +451,12 @@ class Settings:
                     "CONTEXTMESH_MAX_WATCHES_PER_CALLER",
                     LimitSettings.watches_per_caller,
                     minimum=1,
+                ),
+            ),
+            webhooks=WebhookSettings(
+                github_secret=e.optional("CONTEXTMESH_GITHUB_WEBHOOK_SECRET"),
+                debounce_s=e.number(
+                    "CONTEXTMESH_WEBHOOK_DEBOUNCE_S", WebhookSettings.debounce_s, minimum=0.1
                 ),
             ),
             gateway_addr=e.text("CONTEXTMESH_GATEWAY_ADDR", "[::]:50051"),

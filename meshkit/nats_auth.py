@@ -135,7 +135,8 @@ def _identities() -> tuple[Identity, ...]:
         Identity(
             "gateway",
             "starts jobs (cm_jobs, cm_active, cm_history, DISCOVER), watches and lists them, "
-            "keeps schedules (cm_schedules) and callbacks (cm_callbacks), reads bundle pointers",
+            "keeps schedules (cm_schedules) and callbacks (cm_callbacks), takes webhooks "
+            "(cm_deliveries, cm_pending), reads bundle pointers",
             publish=(
                 DISCOVER.subject,
                 *_kv_write(Buckets.JOBS),
@@ -146,6 +147,9 @@ def _identities() -> tuple[Identity, ...]:
                 *_kv_write(Buckets.SCHEDULES),
                 *_kv_watch(Buckets.SCHEDULES),
                 *_kv_write(Buckets.CALLBACKS),
+                *_kv_write(Buckets.DELIVERIES),
+                *_kv_write(Buckets.PENDING),
+                *_kv_watch(Buckets.PENDING),
                 *_kv_read(Buckets.BUNDLES),
             ),
             subscribe=(),
@@ -155,6 +159,8 @@ def _identities() -> tuple[Identity, ...]:
                 Buckets.HISTORY,
                 Buckets.SCHEDULES,
                 Buckets.CALLBACKS,
+                Buckets.DELIVERIES,
+                Buckets.PENDING,
                 Buckets.BUNDLES,
             ),
         ),

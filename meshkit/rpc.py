@@ -25,7 +25,7 @@ import protovalidate
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from meshkit.auth import Authenticator, AuthInterceptor, Rule
+from meshkit.auth import Authenticator, AuthInterceptor, Rule, Unauthenticated
 from meshkit.errors import (
     BlobNotFoundError,
     ConfigError,
@@ -115,6 +115,7 @@ STATUS_OF: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (BlobNotFoundError, grpc.StatusCode.NOT_FOUND),
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (InvalidBlobKeyError, grpc.StatusCode.INVALID_ARGUMENT),
     (ConflictError, grpc.StatusCode.ABORTED),

@@ -215,6 +215,15 @@ class Buckets:
     REDRIVES = Bucket(
         "cm_redrives", 1, 30 * DAY, "dead-letter sequence -> id of the job redriving it", 64 * MIB
     )
+    # GitHub redelivers a webhook under the same X-GitHub-Delivery id, within hours at most.
+    DELIVERIES = Bucket(
+        "cm_deliveries", 1, DAY, "X-GitHub-Delivery -> (empty): a webhook received", 64 * MIB
+    )
+    # A pending entry lasts a debounce window, longer only while a job of its user refreshes
+    # (ended within the 2 h the sweeper allows): a day leaves no orphan behind.
+    PENDING = Bucket(
+        "cm_pending", 1, DAY, "user -> PendingRefresh (pushes awaiting their job)", 64 * MIB
+    )
 
 
 ALL_BUCKETS = (
@@ -228,6 +237,8 @@ ALL_BUCKETS = (
     Buckets.SCHEDULES,
     Buckets.CALLBACKS,
     Buckets.REDRIVES,
+    Buckets.DELIVERIES,
+    Buckets.PENDING,
 )
 
 

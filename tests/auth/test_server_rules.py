@@ -10,10 +10,10 @@ import asyncio
 import grpc
 import pytest
 from contextmesh.gateway.v1 import bundle_service_pb2 as pb
-from contextmesh.gateway.v1 import bundle_service_pb2_grpc
+from contextmesh.gateway.v1 import bundle_service_pb2_grpc, webhook_service_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateway.access import BUNDLE_SERVICE, PUBLIC_RULES
+from gateway.access import BUNDLE_SERVICE, PUBLIC_RULES, WEBHOOK_SERVICE
 from meshkit.bearer import aio_bearer_channel
 from meshkit.rpc import create_server
 from meshkit.signing import LocalSigner
@@ -73,5 +73,13 @@ async def test_a_method_without_a_rule_is_refused_even_for_an_admin(
 
 
 def test_every_public_method_has_a_rule() -> None:
-    methods = pb.DESCRIPTOR.services_by_name["BundleService"].methods
-    assert {f"/{BUNDLE_SERVICE}/{m.name}" for m in methods} == set(PUBLIC_RULES)
+    public = [
+        pb.DESCRIPTOR.services_by_name["BundleService"],
+        webhook_service_pb2.DESCRIPTOR.services_by_name["WebhookService"],
+    ]
+    methods = {f"/{service.full_name}/{m.name}" for service in public for m in service.methods}
+    assert methods == set(PUBLIC_RULES)
+    # Only the webhook authenticates its caller itself (GitHub's signature over the body).
+    assert [m for m, rule in PUBLIC_RULES.items() if rule.self_authenticated] == [
+        f"/{WEBHOOK_SERVICE}/ReceiveGithubWebhook"
+    ]

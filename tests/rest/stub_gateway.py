@@ -1,4 +1,5 @@
-"""A stand-in gateway that follows the BundleService contract, for REST tests.
+"""A stand-in gateway that follows the BundleService and WebhookService contracts, for REST
+tests.
 
 The real gateway needs NATS, workers and a blob store; the transcoding tests only need
 something that answers like it. This stub keeps jobs in memory and walks each one through
@@ -30,6 +31,8 @@ import protovalidate
 from contextmesh.bundle.v1 import bundle_pb2
 from contextmesh.gateway.v1 import bundle_service_pb2 as api
 from contextmesh.gateway.v1 import bundle_service_pb2_grpc as api_grpc
+from contextmesh.gateway.v1 import webhook_service_pb2 as hooks
+from contextmesh.gateway.v1 import webhook_service_pb2_grpc as hooks_grpc
 from contextmesh.job.v1 import job_pb2
 from contextmesh.notify.v1 import callback_pb2
 from contextmesh.schedule.v1 import schedule_pb2
@@ -436,6 +439,28 @@ class _BundleService(api_grpc.BundleServiceServicer):
         )
 
 
+class _WebhookService(hooks_grpc.WebhookServiceServicer):
+    """Answers a ping with PONG and ignores the rest, saying in `message` (JSON) what reached
+    it: the event, delivery and signature headers, the body's length, SHA-256 and content
+    type, so tests can tell that Envoy passed the delivery on untouched."""
+
+    async def ReceiveGithubWebhook(
+        self, request: hooks.ReceiveGithubWebhookRequest, context: grpc.aio.ServicerContext
+    ) -> hooks.ReceiveGithubWebhookResponse:
+        headers = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+        event = headers.get("x-github-event", "")
+        seen = {
+            "event": event,
+            "delivery": headers.get("x-github-delivery", ""),
+            "signature": headers.get("x-hub-signature-256", ""),
+            "bytes": len(request.body.data),
+            "sha256": hashlib.sha256(request.body.data).hexdigest(),
+            "contentType": request.body.content_type,
+        }
+        outcome = hooks.WEBHOOK_OUTCOME_PONG if event == "ping" else hooks.WEBHOOK_OUTCOME_IGNORED
+        return hooks.ReceiveGithubWebhookResponse(outcome=outcome, message=json.dumps(seen))
+
+
 @dataclass
 class StubGateway:
     """A running stub: where it listens, its state, and stop()."""
@@ -462,9 +487,13 @@ async def start_stub_gateway(
     state = StubState(step_s=step_s)
     server = grpc.aio.server(interceptors=[AuthInterceptor(authenticator, PUBLIC_RULES)])
     api_grpc.add_BundleServiceServicer_to_server(_BundleService(state), server)
+    hooks_grpc.add_WebhookServiceServicer_to_server(_WebhookService(), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    services = [api.DESCRIPTOR.services_by_name["BundleService"].full_name]
+    services = [
+        api.DESCRIPTOR.services_by_name["BundleService"].full_name,
+        hooks.DESCRIPTOR.services_by_name["WebhookService"].full_name,
+    ]
     for name in ["", *services]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection(

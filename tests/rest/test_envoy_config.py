@@ -13,14 +13,15 @@ from google.protobuf import descriptor_pb2
 from meshctl.envoy import (
     MAX_HEAP_BYTES,
     MAX_REQUEST_BYTES,
+    MAX_WEBHOOK_BYTES,
     EnvoyError,
     render_envoy_config,
     start_envoy,
     transcoded_services,
 )
-from tests.support.envoy import DESCRIPTOR_PATH, envoy_validate
+from tests.support.envoy import DESCRIPTOR_PATH, envoy_validate, http_rules
 
-PUBLIC = ["contextmesh.gateway.v1.BundleService"]
+PUBLIC = ["contextmesh.gateway.v1.BundleService", "contextmesh.gateway.v1.WebhookService"]
 
 
 def _render(**overrides: Any) -> str:
@@ -77,6 +78,28 @@ def test_the_edge_has_limits() -> None:
     }
 
 
+def test_only_the_webhook_route_takes_a_larger_raw_body() -> None:
+    """GitHub's deliveries are the one body that is not a few names: its route has the
+    transcoder's settings with a limit of its own, and every other route keeps 64 KiB."""
+    config = yaml.safe_load(_render())
+    routes = _manager(config)["route_config"]["virtual_hosts"][0]["routes"]
+
+    webhook = [r for r in routes if r["match"] == {"path": "/v1/webhooks/github"}]
+    assert len(webhook) == 1 and routes[-1]["match"] == {"prefix": "/"}
+    own = webhook[0]["typed_per_filter_config"]["envoy.filters.http.grpc_json_transcoder"]
+    assert own["max_request_body_size"] == MAX_WEBHOOK_BYTES > MAX_REQUEST_BYTES
+    assert {**own, "max_request_body_size": MAX_REQUEST_BYTES} == _transcoder(config)
+    assert http_rules_of("contextmesh.gateway.v1.WebhookService") == [
+        ("POST", "/v1/webhooks/github")
+    ]
+    without = yaml.safe_load(_render(services=["contextmesh.gateway.v1.BundleService"]))
+    assert len(_manager(without)["route_config"]["virtual_hosts"][0]["routes"]) == 1
+
+
+def http_rules_of(service: str) -> list[tuple[str, str]]:
+    return [(r.verb, r.path) for r in http_rules() if r.service == service]
+
+
 def test_a_descriptor_without_rest_routes_is_refused(tmp_path: pathlib.Path) -> None:
     empty = tmp_path / "empty.binpb"
     empty.write_bytes(descriptor_pb2.FileDescriptorSet().SerializeToString())
@@ -106,8 +129,8 @@ def test_the_config_carries_the_transcoding_settings() -> None:
     }
     manager = _manager(config)
     assert manager["http_protocol_options"] == {"enable_trailers": True}
-    route = manager["route_config"]["virtual_hosts"][0]["routes"][0]["route"]
-    assert route["timeout"] == "0s"
+    route = manager["route_config"]["virtual_hosts"][0]["routes"][-1]
+    assert route["match"] == {"prefix": "/"} and route["route"]["timeout"] == "0s"
     assert manager["stream_idle_timeout"] == "3600s"
     cluster = config["static_resources"]["clusters"][0]
     options = cluster["typed_extension_protocol_options"]

@@ -17,6 +17,16 @@ from tests.rest.stub_gateway import StubGateway
 from tests.support.envoy import HttpRule, http_rules
 
 BUNDLE = "contextmesh.gateway.v1.BundleService"
+WEBHOOK = "contextmesh.gateway.v1.WebhookService"
+PING = b'{"zen": "Keep it logically awesome.",  "hook_id": 1}\n'
+"""A ping as GitHub sends it, spacing and final newline included: the signature covers the
+exact bytes, so the gateway must get them unchanged."""
+PING_HEADERS = {
+    "X-GitHub-Event": "ping",
+    "X-GitHub-Delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958",
+    "X-Hub-Signature-256": "sha256=" + "ab" * 32,
+    "Content-Type": "application/json",
+}
 Check = Callable[[httpx.Response, dict[str, str]], None]
 HOOK = "https://hooks.example.com/contextmesh"
 
@@ -91,13 +101,26 @@ def _set_callback(response: httpx.Response, values: dict[str, str]) -> None:
     assert len(_json(response)["secret"]) == 64
 
 
+def _ponged(response: httpx.Response, values: dict[str, str]) -> None:
+    body = _json(response)
+    assert body["outcome"] == "WEBHOOK_OUTCOME_PONG"
+    assert json.loads(body["message"]) == {
+        "event": "ping",
+        "delivery": PING_HEADERS["X-GitHub-Delivery"],
+        "signature": PING_HEADERS["X-Hub-Signature-256"],
+        "bytes": len(PING),
+        "sha256": hashlib.sha256(PING).hexdigest(),
+        "contentType": "application/json",
+    }
+
+
 def _searched(response: httpx.Response, values: dict[str, str]) -> None:
     hits = _json(response)["hits"]
     assert len(hits) == 2 and hits[0]["repository"].startswith(f"{values['user']}/")
 
 
 # Per RPC: the JSON body it is sent (routes with body "*") and what its answer must show.
-CASES: dict[str, tuple[dict[str, Any] | None, Check]] = {
+CASES: dict[str, tuple[dict[str, Any] | bytes | None, Check]] = {
     f"{BUNDLE}/RefreshBundle": ({"force": True}, _refreshed),
     f"{BUNDLE}/GetJob": (None, _got_job),
     f"{BUNDLE}/WatchJob": (None, _watched),
@@ -113,6 +136,8 @@ CASES: dict[str, tuple[dict[str, Any] | None, Check]] = {
     f"{BUNDLE}/SetCallback": ({"url": HOOK}, _set_callback),
     f"{BUNDLE}/GetCallback": (None, _called_back),
     f"{BUNDLE}/DeleteCallback": (None, _unscheduled),
+    # The raw body and the headers of a GitHub delivery reach the gateway unchanged.
+    f"{WEBHOOK}/ReceiveGithubWebhook": (PING, _ponged),
 }
 # Fields a route carries in its query string rather than its path.
 QUERIES: dict[str, Callable[[dict[str, str]], dict[str, str]]] = {
@@ -151,13 +176,19 @@ async def test_every_rpc_answers_at_its_path(
     path = re.sub(r"\{(\w+)(=[^}]*)?\}", lambda m: values[m.group(1)], rule.path)
     body, check = CASES[rule.rpc]
     # Every RPC with a body on one route has a case's body; a route without one is sent none.
-    assert (body is not None) == any(r.body == "*" for r in RULES if r.rpc == rule.rpc), rule
+    assert (body is not None) == any(r.body for r in RULES if r.rpc == rule.rpc), rule
     query = QUERIES.get(rule.rpc, lambda _: {})(values)
     if rule.rpc in BEFORE:
         await BEFORE[rule.rpc](rest, user)
 
+    raw = isinstance(body, bytes)
     response = await rest.request(
-        rule.verb, path, json=body if rule.body == "*" else None, params=query
+        rule.verb,
+        path,
+        json=body if rule.body == "*" else None,
+        content=body if raw else None,
+        headers=PING_HEADERS if raw else None,
+        params=query,
     )
 
     assert response.status_code == 200, response.text

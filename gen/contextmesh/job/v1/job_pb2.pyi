@@ -136,7 +136,7 @@ class BundleRef(_message.Message):
     def __init__(self, content_hash: _Optional[str] = ..., blob_key: _Optional[str] = ..., repositories: _Optional[int] = ..., size_bytes: _Optional[int] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "user", "state", "force", "total", "synced", "unchanged", "failed", "failures", "bundle", "training", "error", "create_time", "update_time", "end_time", "bundle_ready_time", "redrive", "error_code", "error_status")
+    __slots__ = ("id", "user", "state", "force", "total", "synced", "unchanged", "failed", "failures", "bundle", "training", "error", "create_time", "update_time", "end_time", "bundle_ready_time", "redrive", "error_code", "error_status", "resync")
     ID_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -156,6 +156,7 @@ class Job(_message.Message):
     REDRIVE_FIELD_NUMBER: _ClassVar[int]
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
     ERROR_STATUS_FIELD_NUMBER: _ClassVar[int]
+    RESYNC_FIELD_NUMBER: _ClassVar[int]
     id: str
     user: str
     state: JobState
@@ -175,7 +176,8 @@ class Job(_message.Message):
     redrive: Redrive
     error_code: ErrorCode
     error_status: _status_pb2.Status
-    def __init__(self, id: _Optional[str] = ..., user: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., force: _Optional[bool] = ..., total: _Optional[int] = ..., synced: _Optional[int] = ..., unchanged: _Optional[int] = ..., failed: _Optional[int] = ..., failures: _Optional[_Iterable[_Union[RepoFailure, _Mapping]]] = ..., bundle: _Optional[_Union[BundleRef, _Mapping]] = ..., training: _Optional[_Union[TrainingStatus, _Mapping]] = ..., error: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bundle_ready_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., redrive: _Optional[_Union[Redrive, _Mapping]] = ..., error_code: _Optional[_Union[ErrorCode, str]] = ..., error_status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
+    resync: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., user: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., force: _Optional[bool] = ..., total: _Optional[int] = ..., synced: _Optional[int] = ..., unchanged: _Optional[int] = ..., failed: _Optional[int] = ..., failures: _Optional[_Iterable[_Union[RepoFailure, _Mapping]]] = ..., bundle: _Optional[_Union[BundleRef, _Mapping]] = ..., training: _Optional[_Union[TrainingStatus, _Mapping]] = ..., error: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bundle_ready_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., redrive: _Optional[_Union[Redrive, _Mapping]] = ..., error_code: _Optional[_Union[ErrorCode, str]] = ..., error_status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., resync: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Redrive(_message.Message):
     __slots__ = ("sequence", "stream", "job_id", "repository")
