@@ -4,6 +4,7 @@ maps it: camelCase names, enums by name, 64-bit integers as strings, defaults pr
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -21,10 +22,13 @@ WEBHOOK = "contextmesh.gateway.v1.WebhookService"
 PING = b'{"zen": "Keep it logically awesome.",  "hook_id": 1}\n'
 """A ping as GitHub sends it, spacing and final newline included: the signature covers the
 exact bytes, so the gateway must get them unchanged."""
+WEBHOOK_SECRET = "rest-tests-webhook-secret"
+"""The secret the real gateway of tests/rest_gateway is given; the stub checks none."""
 PING_HEADERS = {
     "X-GitHub-Event": "ping",
     "X-GitHub-Delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958",
-    "X-Hub-Signature-256": "sha256=" + "ab" * 32,
+    "X-Hub-Signature-256": "sha256="
+    + hmac.new(WEBHOOK_SECRET.encode(), PING, hashlib.sha256).hexdigest(),
     "Content-Type": "application/json",
 }
 Check = Callable[[httpx.Response, dict[str, str]], None]
@@ -102,9 +106,15 @@ def _set_callback(response: httpx.Response, values: dict[str, str]) -> None:
 
 
 def _ponged(response: httpx.Response, values: dict[str, str]) -> None:
-    body = _json(response)
-    assert body["outcome"] == "WEBHOOK_OUTCOME_PONG"
-    assert json.loads(body["message"]) == {
+    assert _json(response)["outcome"] == "WEBHOOK_OUTCOME_PONG"
+
+
+async def test_a_delivery_reaches_the_gateway_byte_for_byte(rest: httpx.AsyncClient) -> None:
+    # The stub answers a ping with what reached it: the signature covers the exact bytes, so
+    # Envoy must pass the body and GitHub's headers on unchanged.
+    response = await rest.post("/v1/webhooks/github", content=PING, headers=PING_HEADERS)
+    assert response.status_code == 200, response.text
+    assert json.loads(_json(response)["message"]) == {
         "event": "ping",
         "delivery": PING_HEADERS["X-GitHub-Delivery"],
         "signature": PING_HEADERS["X-Hub-Signature-256"],

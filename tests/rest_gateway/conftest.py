@@ -16,6 +16,7 @@ import pytest
 
 from meshctl.nats_server import NatsServer
 from meshkit.signing import LocalSigner
+from tests.rest.test_routes import WEBHOOK_SECRET
 from tests.support.mesh import Mesh
 from tests.support.rest_fixtures import proxy, rest  # noqa: F401 - shared fixtures
 
@@ -38,6 +39,7 @@ def gateway_mesh(
         env={
             "CONTEXTMESH_SOURCE": "local",
             "CONTEXTMESH_LOCAL_SOURCE_DIR": str(source_root),
+            "CONTEXTMESH_GITHUB_WEBHOOK_SECRET": WEBHOOK_SECRET,
         },
         signer=signer,  # the session's: the shared `rest` client sends its admin token
     )
