@@ -53,6 +53,18 @@ async def job_record(url: str, job_id: str) -> tuple[job_record_pb2.JobRecord, i
         await nc.drain()
 
 
+async def sync_deliveries(url: str) -> tuple[int, int]:
+    """How many sync tasks were published, and how many deliveries of them the SYNC consumer
+    made: more deliveries than tasks means some task went out again (a redelivery)."""
+    nc, js = await connect(NatsSettings(url=url), name="test")
+    try:
+        published = (await js.stream_info(SYNC.stream)).state.last_seq
+        consumer = await js.consumer_info(SYNC.stream, SYNC.consumer)
+        return published, consumer.delivered.consumer_seq or 0
+    finally:
+        await nc.drain()
+
+
 async def republish(url: str, record: job_record_pb2.JobRecord) -> None:
     """Copies of tasks under new message ids: what a redelivery after the window looks like."""
     nc, js = await connect(NatsSettings(url=url), name="test")
@@ -124,6 +136,11 @@ def test_sigkill_of_a_sync_worker_mid_job_counts_each_repository_once(
             assert killed
             assert final.final and final.job.state == JobState.JOB_STATE_DONE, mesh.logs()
             assert (final.job.total, final.job.synced, final.job.failed) == (REPOS, REPOS, 0)
+            # The kill left tasks unacked, and the survivor took them again: without a
+            # redelivery this test would prove nothing about counting each one once. (The
+            # local source never fails a repository, so no retry adds deliveries.)
+            published, deliveries = asyncio.run(sync_deliveries(fresh_nats.url))
+            assert published == REPOS and deliveries > published, (published, deliveries)
 
             record, pointer_writes = asyncio.run(job_record(fresh_nats.url, job_id))
             assert record.merges == 1
