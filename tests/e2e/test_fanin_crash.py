@@ -14,7 +14,6 @@ from contextmesh.job.v1 import job_pb2, job_record_pb2
 from contextmesh.merge.v1 import tasks_pb2 as merge_tasks
 from contextmesh.sync.v1 import tasks_pb2 as sync_tasks
 from contextmesh.task.v1 import task_pb2
-from nats.js import JetStreamContext
 
 from meshctl.nats_server import NatsServer
 from meshkit.blob import FilesystemBlobStore
@@ -24,6 +23,7 @@ from meshkit.publish import publish_task
 from meshkit.topology import MERGE, SYNC, Buckets
 from tests.e2e.conftest import write_repo
 from tests.support.mesh import Mesh
+from tests.support.polling import until
 
 JobState = job_pb2.JobState
 REPOS = 400
@@ -93,16 +93,14 @@ async def wait_until_handled(url: str, limit_s: float = 30.0) -> None:
     """Until SYNC and MERGE are empty: work-queue streams drop a task once it is acked, so
     the duplicates were handled (not merely not yet seen) when the assertions run."""
     nc, js = await connect(NatsSettings(url=url), name="test")
+
+    async def drained() -> bool:
+        return not sum([(await js.stream_info(s.stream)).state.messages for s in (SYNC, MERGE)])
+
     try:
-        async with asyncio.timeout(limit_s):
-            while await _pending(js):  # noqa: ASYNC110 - polling the server's state
-                await asyncio.sleep(0.1)
+        await until(drained, limit_s, "SYNC and MERGE to drain")
     finally:
         await nc.drain()
-
-
-async def _pending(js: JetStreamContext) -> int:
-    return sum([(await js.stream_info(s.stream)).state.messages for s in (SYNC, MERGE)])
 
 
 def test_sigkill_of_a_sync_worker_mid_job_counts_each_repository_once(

@@ -16,7 +16,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
@@ -34,7 +33,6 @@ from meshkit.retry import Jitter, RetryPolicy
 from tests.support.polling import wait_until
 from tests.support.ports import free_port
 
-T = TypeVar("T")
 Make = Callable[..., tuple[Supervisor, io.StringIO]]
 
 SCRIPTS = {
