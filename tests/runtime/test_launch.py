@@ -148,6 +148,7 @@ def test_not_ready_in_time_raises_and_leaves_the_child_running(
     start: Callable[..., Child],
 ) -> None:
     child = start("print:still loading", "sleep:600")
+    wait_until(child.printed("still loading"))  # so that the error can quote it
 
     with pytest.raises(ChildNotReadyError, match=r"was not ready within 0.3 s") as raised:
         child.wait_ready(child.printed("never printed"), 0.3)

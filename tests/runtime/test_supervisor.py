@@ -474,9 +474,16 @@ def test_unset_keeps_a_variable_of_the_supervisor_from_a_child(
     )
     supervisor.start()
 
-    def secret_of(name: str) -> bool:
+    def environ_of(name: str) -> bytes:
         pid = supervisor.status_of(name).pid
         assert pid is not None
-        return b"CM_TEST_SECRET=s3cr3t" in Path(f"/proc/{pid}/environ").read_bytes()
+        # Until the child has exec'd the script, /proc shows the environment this process
+        # started with, which never held the secret.
+        wait_until(
+            lambda: scripts["sleeper"].encode() in Path(f"/proc/{pid}/cmdline").read_bytes(),
+            what=f"{name} to run its script",
+        )
+        return Path(f"/proc/{pid}/environ").read_bytes()
 
-    assert secret_of("with") and not secret_of("without")
+    assert b"CM_TEST_SECRET=s3cr3t" in environ_of("with")
+    assert b"CM_TEST_SECRET" not in environ_of("without")
