@@ -25,9 +25,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    """One nats-server for the session; tests isolate themselves by job and user ids."""
+    """One nats-server per test module, so that no module sees another's streams, jobs or
+    services whatever order they run in; the module's tests isolate themselves by job and
+    user ids."""
     server = NatsServer(tmp_path_factory.mktemp("nats"))
     server.start()
     yield server
@@ -45,7 +47,7 @@ def fresh_nats(tmp_path: Path) -> Iterator[NatsServer]:
 
 @pytest.fixture
 async def connection(nats_server: NatsServer) -> AsyncIterator[tuple[Client, JetStreamContext]]:
-    """A client of the session's server and its JetStream context, the topology declared."""
+    """A client of the module's server and its JetStream context, the topology declared."""
     nc, js = await connect(NatsSettings(url=nats_server.url), name="tests")
     await declare(js)
     yield nc, js

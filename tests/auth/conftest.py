@@ -15,10 +15,11 @@ import pytest
 from meshctl.nats_server import NatsServer
 from tests.support.envoy import RestProxy, rest_proxy
 from tests.support.mesh import Mesh
+from tests.support.mesh_nats import directory_nats  # noqa: F401 - the mesh's own server
 
 
 @pytest.fixture(scope="package")
-def edge_mesh(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+def edge_mesh(mesh_nats: NatsServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     source = tmp_path_factory.mktemp("source")
     for user in ("alice", "bob"):
         folder = source / user / "notes"
@@ -26,7 +27,7 @@ def edge_mesh(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory)
         context = {"project_identity": {"name": "notes", "description": f"{user}'s notes"}}
         (folder / ".repo-context.json").write_text(json.dumps(context))
     mesh = Mesh(
-        nats_server.url,
+        mesh_nats.url,
         tmp_path_factory.mktemp("edge"),
         env={"CONTEXTMESH_SOURCE": "local", "CONTEXTMESH_LOCAL_SOURCE_DIR": str(source)},
     )

@@ -1,8 +1,9 @@
-"""Fixtures for the blob store contract suite: one emulator per cloud backend per session.
+"""Fixtures for the blob store contract suite: one emulator per cloud backend for this
+directory's tests.
 
 Each emulator starts on a free loopback port the first time a test needs it (see
-tests/support/emulators.py) and stops at the end of the session. Every test gets a store
-under its own random prefix, so tests never see each other's objects.
+tests/support/emulators.py) and stops when the directory's last test has run. Every test
+gets a store under its own random prefix, so tests never see each other's objects.
 """
 
 from __future__ import annotations
@@ -38,17 +39,17 @@ def _emulator(start: Callable[[Path], Emulator], workdir: Path) -> Iterator[Emul
         emulator.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
     yield from _emulator(start_azurite, tmp_path_factory.mktemp("azurite"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def fake_gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
     yield from _emulator(start_fake_gcs, tmp_path_factory.mktemp("fake-gcs"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
     yield from _emulator(start_moto_s3, tmp_path_factory.mktemp("moto-s3"))
 

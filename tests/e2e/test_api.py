@@ -162,6 +162,7 @@ def test_bad_repository_files_are_warnings_and_the_job_completes(
     repos = {
         r.repository: r for r in stub.GetBundle(pb.GetBundleRequest(user="alice")).repositories
     }
+    assert len(repos) == 12
     assert all(r.status == RepoStatus.REPO_STATUS_SYNCED for r in repos.values())
     assert any("not valid JSON" in w for w in repos["alice/project-00"].warnings)
     assert any("4096" in w or "too large" in w.lower() for w in repos["alice/project-01"].warnings)

@@ -14,7 +14,6 @@ from contextmesh.job.v1 import job_pb2, job_record_pb2
 from contextmesh.merge.v1 import tasks_pb2 as merge_tasks
 from contextmesh.sync.v1 import tasks_pb2 as sync_tasks
 from contextmesh.task.v1 import task_pb2
-from nats.js import JetStreamContext
 
 from meshctl.nats_server import NatsServer
 from meshkit.blob import FilesystemBlobStore
@@ -24,6 +23,7 @@ from meshkit.publish import publish_task
 from meshkit.topology import MERGE, SYNC, Buckets
 from tests.e2e.conftest import write_repo
 from tests.support.mesh import Mesh
+from tests.support.polling import until
 
 JobState = job_pb2.JobState
 REPOS = 400
@@ -49,6 +49,18 @@ async def job_record(url: str, job_id: str) -> tuple[job_record_pb2.JobRecord, i
         subject = f"$KV.{Buckets.BUNDLES.name}.bob"
         info = await js.stream_info(f"KV_{Buckets.BUNDLES.name}", subjects_filter=subject)
         return record, (info.state.subjects or {}).get(subject, 0)
+    finally:
+        await nc.drain()
+
+
+async def sync_deliveries(url: str) -> tuple[int, int]:
+    """How many sync tasks were published, and how many deliveries of them the SYNC consumer
+    made: more deliveries than tasks means some task went out again (a redelivery)."""
+    nc, js = await connect(NatsSettings(url=url), name="test")
+    try:
+        published = (await js.stream_info(SYNC.stream)).state.last_seq
+        consumer = await js.consumer_info(SYNC.stream, SYNC.consumer)
+        return published, consumer.delivered.consumer_seq or 0
     finally:
         await nc.drain()
 
@@ -81,16 +93,14 @@ async def wait_until_handled(url: str, limit_s: float = 30.0) -> None:
     """Until SYNC and MERGE are empty: work-queue streams drop a task once it is acked, so
     the duplicates were handled (not merely not yet seen) when the assertions run."""
     nc, js = await connect(NatsSettings(url=url), name="test")
+
+    async def drained() -> bool:
+        return not sum([(await js.stream_info(s.stream)).state.messages for s in (SYNC, MERGE)])
+
     try:
-        async with asyncio.timeout(limit_s):
-            while await _pending(js):  # noqa: ASYNC110 - polling the server's state
-                await asyncio.sleep(0.1)
+        await until(drained, limit_s, "SYNC and MERGE to drain")
     finally:
         await nc.drain()
-
-
-async def _pending(js: JetStreamContext) -> int:
-    return sum([(await js.stream_info(s.stream)).state.messages for s in (SYNC, MERGE)])
 
 
 def test_sigkill_of_a_sync_worker_mid_job_counts_each_repository_once(
@@ -124,6 +134,11 @@ def test_sigkill_of_a_sync_worker_mid_job_counts_each_repository_once(
             assert killed
             assert final.final and final.job.state == JobState.JOB_STATE_DONE, mesh.logs()
             assert (final.job.total, final.job.synced, final.job.failed) == (REPOS, REPOS, 0)
+            # The kill left tasks unacked, and the survivor took them again: without a
+            # redelivery this test would prove nothing about counting each one once. (The
+            # local source never fails a repository, so no retry adds deliveries.)
+            published, deliveries = asyncio.run(sync_deliveries(fresh_nats.url))
+            assert published == REPOS and deliveries > published, (published, deliveries)
 
             record, pointer_writes = asyncio.run(job_record(fresh_nats.url, job_id))
             assert record.merges == 1

@@ -107,6 +107,7 @@ def test_first_unchanged_and_one_changed_refresh(
     second = refresh(gh_mesh)
     assert (second.synced, second.unchanged) == (0, REPOS)
     assert content_requests(github) == 0  # unchanged repositories cost nothing
+    assert github.requests()
     assert all(r.status == 304 for r in github.requests())  # user lookup and pages: 304s
     assert second.bundle.content_hash == first.bundle.content_hash
 

@@ -1,6 +1,5 @@
 """The gateway's job lifecycle in-process, against a real nats-server of each test's own:
-other directories run real workers on the session's server, which would pick up the tasks
-these tests publish."""
+its work streams then hold only the tasks that test published."""
 
 from __future__ import annotations
 
@@ -63,5 +62,5 @@ async def gateway(js: JetStreamContext) -> Gateway:
 
 @pytest.fixture
 def user() -> str:
-    """A user of the test's own, so tests sharing the session's server never meet."""
+    """A user of the test's own, so that no two tests' jobs ever meet."""
     return f"u{uuid.uuid4().hex[:12]}"

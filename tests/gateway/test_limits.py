@@ -8,7 +8,6 @@ the KV watches behind WatchJob are counted on the server (the KV_cm_jobs stream'
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from meshkit.signing import LocalSigner
 from meshkit.topology import Buckets
 from tests.gateway.conftest import Gateway
 from tests.support.auth import authenticator_for
+from tests.support.polling import until
 
 Code = grpc.StatusCode
 JOBS_STREAM = f"KV_{Buckets.JOBS.name}"
@@ -130,14 +130,6 @@ async def refused(call: Awaitable[object]) -> grpc.aio.AioRpcError:
 
 async def consumers(js: JetStreamContext) -> int:
     return (await js.stream_info(JOBS_STREAM)).state.consumer_count
-
-
-async def until(condition: Callable[[], Awaitable[bool]], timeout_s: float) -> None:
-    """Wait for `condition`, polling; fail after timeout_s."""
-    deadline = time.monotonic() + timeout_s
-    while not await condition():
-        assert time.monotonic() < deadline, "the condition did not hold in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_a_flood_from_one_caller_is_limited_while_another_is_not(served: Served) -> None:

@@ -6,8 +6,7 @@ checks on jobs that really run, and WatchJob is read over gRPC as a client reads
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +42,7 @@ from tests.support.inproc import (
     published,
     run_tasks,
 )
+from tests.support.polling import until
 
 JobState = job_pb2.JobState
 REPOS = ("alpha", "beta", "gamma")
@@ -222,13 +222,6 @@ async def client(
         await channel.close()
         await server.server.stop(grace=None)
         await nowhere.close()
-
-
-async def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "the watch did not get there in time"
-        await asyncio.sleep(0.02)
 
 
 async def test_watch_job_streams_the_job_from_queued_to_its_end(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from contextmesh.job.v1 import job_pb2, job_record_pb2
@@ -16,6 +16,7 @@ from gateway.scheduler import Scheduler
 from gateway.schedules import ScheduleNotFoundError, next_run
 from meshkit.jobs import FINAL_STATES
 from tests.gateway.conftest import Gateway
+from tests.support.polling import holds_throughout, until
 
 HOUR = duration_pb2.Duration(seconds=3600)
 T0 = 1_800_000_000.0
@@ -58,14 +59,6 @@ async def running(gateway: Gateway) -> AsyncIterator[Callable[[Scheduler], None]
 
 async def jobs_of(gateway: Gateway, user: str) -> list[job_pb2.Job]:
     return (await gateway.refresher.history.page(user, 100))[0]
-
-
-async def until(condition: Callable[[], Awaitable[bool]], timeout_s: float = 10.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while True:
-            if await condition():
-                return
-            await asyncio.sleep(0.02)
 
 
 def test_runs_keep_the_users_phase_and_come_strictly_after_now() -> None:
@@ -112,9 +105,13 @@ async def test_a_due_schedule_starts_one_refresh_across_three_gateways(
     async def recorded() -> bool:
         return bool((await gateway.schedules.get(user))[0].last_job_id)
 
+    async def one_job() -> bool:
+        return len(await jobs_of(gateway, user)) == 1
+
     await until(started)
     await until(recorded)
-    await asyncio.sleep(0.5)  # every gateway has seen the run come due by now
+    # Every gateway's loop polls every 50 ms: none of the other two starts a second job.
+    await holds_throughout(one_job, 0.5)
     jobs = await jobs_of(gateway, user)
     stored, _ = await gateway.schedules.get(user)
     assert [job.id for job in jobs] == [stored.last_job_id]
@@ -171,9 +168,11 @@ async def test_runs_missed_while_no_gateway_ran_collapse_into_one(
     async def started() -> bool:
         return len(await jobs_of(gateway, user)) > 0
 
+    async def one_job() -> bool:
+        return len(await jobs_of(gateway, user)) == 1
+
     await until(started)
-    await asyncio.sleep(0.3)
-    assert len(await jobs_of(gateway, user)) == 1
+    await holds_throughout(one_job, 0.3)
     stored, _ = await gateway.schedules.get(user)
     assert stored.next_run_time.seconds > clock.now
 
@@ -188,8 +187,11 @@ async def test_a_deleted_schedule_never_runs(
     await gateway.schedules.delete(user)
     clock.now = schedule.next_run_time.seconds + 1
     assert await scheduler.fire(user) is None
-    await asyncio.sleep(0.3)
-    assert await jobs_of(gateway, user) == []
+
+    async def no_job() -> bool:
+        return await jobs_of(gateway, user) == []
+
+    await holds_throughout(no_job, 0.3)
 
 
 async def test_gateways_racing_for_one_run_start_one_job_even_if_it_ends_at_once(

@@ -25,14 +25,14 @@ from tests.support.auth import authenticator_for
 from tests.support.rest_fixtures import proxy, rest  # noqa: F401 - shared fixtures
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def stub(signer: LocalSigner) -> AsyncIterator[StubGateway]:
     gateway = await start_stub_gateway(authenticator_for(signer))
     yield gateway
     await gateway.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def grpc_target(stub: StubGateway) -> str:
     return stub.address
 

@@ -75,6 +75,7 @@ async def test_a_cut_stream_has_no_final_line_and_a_failing_grpc_status(
         headers={"Authorization": rest.headers["authorization"]},
     )
     assert response.status == 200
+    assert len(response.lines) == 2  # the two lines before the cut, then the trailers
     assert not any(json.loads(line)["final"] for line in response.lines)
     assert response.trailers["grpc-status"] == "14"  # UNAVAILABLE
     assert response.trailers["grpc-message"] == "stub: watch stream cut"

@@ -18,23 +18,24 @@ from meshctl.nats_server import NatsServer
 from meshkit.signing import LocalSigner
 from tests.rest.test_routes import WEBHOOK_SECRET
 from tests.support.mesh import Mesh
+from tests.support.mesh_nats import directory_nats  # noqa: F401 - the mesh's own server
 from tests.support.rest_fixtures import proxy, rest  # noqa: F401 - shared fixtures
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def source_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("source")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def gateway_mesh(
-    nats_server: NatsServer,
+    mesh_nats: NatsServer,
     tmp_path_factory: pytest.TempPathFactory,
     source_root: Path,
     signer: LocalSigner,
 ) -> Iterator[Mesh]:
     mesh = Mesh(
-        nats_server.url,
+        mesh_nats.url,
         tmp_path_factory.mktemp("mesh"),
         env={
             "CONTEXTMESH_SOURCE": "local",
@@ -59,7 +60,7 @@ def gateway_mesh(
         mesh.stop_all()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def grpc_target(gateway_mesh: Mesh) -> str:
     return gateway_mesh.gateway_target
 

@@ -119,8 +119,7 @@ async def test_watch_replays_the_current_state_then_changes_then_ends(js: JetStr
     job_id = await new_job(store)
     await store.update(job_id, add_one)
 
-    async def finish_later() -> None:
-        await asyncio.sleep(0.2)
+    async def finish() -> None:
         await store.update(job_id, add_one)
 
         def done(record: job_record_pb2.JobRecord) -> bool:
@@ -129,9 +128,14 @@ async def test_watch_replays_the_current_state_then_changes_then_ends(js: JetStr
 
         await store.update(job_id, done)
 
-    task = asyncio.create_task(finish_later())
-    seen = [(job.synced, job.state) async for job in store.watch(job_id)]
-    await task
+    # The changes start once the watch has replayed the current state, not after a guess.
+    seen: list[tuple[int, int]] = []
+    changes: asyncio.Task[None] | None = None
+    async for job in store.watch(job_id):
+        seen.append((job.synced, job.state))
+        changes = changes or asyncio.create_task(finish())
+    assert changes is not None
+    await changes
     assert seen[0] == (1, JobState.JOB_STATE_SYNCING)
     assert seen[-1][1] == JobState.JOB_STATE_DONE
     record, _ = await store.get(job_id)

@@ -23,6 +23,7 @@ from meshctl.launch import (
     launch,
     tcp_ready,
 )
+from tests.support.polling import wait_until
 from tests.support.ports import free_port
 
 # argv: a list of actions, run in order.
@@ -71,15 +72,6 @@ def group_exists(pgid: int) -> bool:
     return True
 
 
-def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 @pytest.fixture
 def start(tmp_path: Path) -> Iterator[Callable[..., Child]]:
     """Launches the CHILD script with the given actions, logging to tmp_path/child.log; every
@@ -97,7 +89,7 @@ def start(tmp_path: Path) -> Iterator[Callable[..., Child]]:
 
 
 def grandchild_pid(child: Child) -> int:
-    assert eventually(lambda: "grandchild " in child.output_tail()), child.output_tail()
+    wait_until(lambda: "grandchild " in child.output_tail(), what="the grandchild's pid")
     return int(child.output_tail().split("grandchild ", 1)[1].split()[0])
 
 
@@ -156,6 +148,7 @@ def test_not_ready_in_time_raises_and_leaves_the_child_running(
     start: Callable[..., Child],
 ) -> None:
     child = start("print:still loading", "sleep:600")
+    wait_until(child.printed("still loading"))  # so that the error can quote it
 
     with pytest.raises(ChildNotReadyError, match=r"was not ready within 0.3 s") as raised:
         child.wait_ready(child.printed("never printed"), 0.3)
@@ -167,7 +160,7 @@ def test_not_ready_in_time_raises_and_leaves_the_child_running(
 
 def test_stop_terminates_within_the_grace(start: Callable[..., Child]) -> None:
     child = start("print:up", "sleep:600")
-    assert eventually(child.printed("up"))
+    wait_until(child.printed("up"))
 
     assert child.stop(grace=5.0) == -signal.SIGTERM
     assert not alive(child.pid)
@@ -176,7 +169,7 @@ def test_stop_terminates_within_the_grace(start: Callable[..., Child]) -> None:
 
 def test_stop_escalates_to_sigkill_after_the_grace(start: Callable[..., Child]) -> None:
     child = start("stubborn", "print:ignoring SIGTERM", "sleep:600")
-    assert eventually(child.printed("ignoring SIGTERM"))
+    wait_until(child.printed("ignoring SIGTERM"))
 
     began = time.monotonic()
     assert child.stop(grace=0.3) == -signal.SIGKILL
@@ -187,7 +180,7 @@ def test_stop_escalates_to_sigkill_after_the_grace(start: Callable[..., Child]) 
 
 def test_terminate_gives_up_at_once_when_cut_short(start: Callable[..., Child]) -> None:
     child = start("stubborn", "print:ignoring SIGTERM", "sleep:600")
-    assert eventually(child.printed("ignoring SIGTERM"))
+    wait_until(child.printed("ignoring SIGTERM"))
     hurry = threading.Event()
     hurry.set()
 
@@ -204,8 +197,8 @@ def test_stop_leaves_no_orphan_and_no_process_group(start: Callable[..., Child])
 
     child.stop(grace=5.0)
 
-    assert eventually(lambda: not alive(grandchild)), "the grandchild outlived its group"
-    assert eventually(lambda: not group_exists(child.pid))
+    wait_until(lambda: not alive(grandchild), what="the grandchild to die with its group")
+    wait_until(lambda: not group_exists(child.pid))
 
 
 def test_a_child_that_exits_on_its_own_takes_its_group_with_it(
@@ -216,7 +209,7 @@ def test_a_child_that_exits_on_its_own_takes_its_group_with_it(
 
     assert child.wait() == 1
 
-    assert eventually(lambda: not alive(grandchild)), "the grandchild was orphaned"
+    wait_until(lambda: not alive(grandchild), what="the grandchild to die, not be orphaned")
 
 
 def test_the_child_dies_with_the_thread_that_launched_it(tmp_path: Path) -> None:
@@ -227,14 +220,14 @@ def test_the_child_dies_with_the_thread_that_launched_it(tmp_path: Path) -> None
             [sys.executable, "-c", CHILD, "print:up", "sleep:600"], log=tmp_path / "o.log"
         )
         launched.append(child)
-        assert eventually(child.printed("up"))  # the guard is set once the program runs
+        wait_until(child.printed("up"))  # the guard is set once the program runs
 
     thread = threading.Thread(target=launch_and_leave)
     thread.start()
     thread.join()
     [child] = launched
 
-    assert eventually(lambda: child.poll() is not None)
+    wait_until(lambda: child.poll() is not None)
     assert child.returncode == -signal.SIGKILL
 
 

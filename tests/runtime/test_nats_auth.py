@@ -41,6 +41,7 @@ from meshkit.topology import (
     declare,
 )
 from meshkit.worker import park
+from tests.support.polling import until
 
 SHORT_S = 1.0
 
@@ -219,10 +220,8 @@ async def test_a_service_cannot_read_another_services_replies(locked: Locked) ->
     spy = f"{nats_auth.inbox_prefix('gateway')}.>"
     await nc.subscribe(spy)
     await nc.flush()
-    for _ in range(100):  # the server's -ERR may arrive after the flush's PONG: wait on it
-        if errors:
-            break
-        await asyncio.sleep(0.02)
+    # The server's -ERR may arrive after the flush's PONG: wait on it.
+    await until(lambda: errors, what="the server's -ERR")
     assert any("permissions violation for subscription" in e for e in errors)
 
     def logged() -> bool:
@@ -231,11 +230,8 @@ async def test_a_service_cannot_read_another_services_replies(locked: Locked) ->
             for line in locked.violations().splitlines()
         )
 
-    for _ in range(100):  # the server writes its log line on its own schedule
-        if logged():
-            break
-        await asyncio.sleep(0.02)
-    assert logged(), locked.violations()
+    # The server writes its log line on its own schedule.
+    await until(logged, what="nats-server's log line of the violation")
 
 
 async def test_the_ops_identity_lists_and_redrives_dead_letters(locked: Locked) -> None:

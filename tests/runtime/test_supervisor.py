@@ -16,7 +16,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
@@ -31,9 +30,9 @@ from meshctl.supervisor import (
     SupervisorError,
 )
 from meshkit.retry import Jitter, RetryPolicy
+from tests.support.polling import wait_until
 from tests.support.ports import free_port
 
-T = TypeVar("T")
 Make = Callable[..., tuple[Supervisor, io.StringIO]]
 
 SCRIPTS = {
@@ -47,11 +46,6 @@ time.sleep(600)
 import sys
 print("crashing", flush=True)
 sys.exit(3)
-""",
-    "short_lived": """
-import sys, time
-time.sleep(float(sys.argv[1]))
-sys.exit(1)
 """,
     "stubborn": """
 import signal, time
@@ -74,6 +68,14 @@ sock.bind(("127.0.0.1", int(sys.argv[1])))
 sock.listen()
 pathlib.Path(sys.argv[3]).write_text("listening")
 time.sleep(600)
+""",
+    "stamped": """
+import sys, time
+stamps = open(sys.argv[1], "a", buffering=1)
+stamps.write(f"start {time.monotonic()}\\n")
+time.sleep(float(sys.argv[2]))
+stamps.write(f"exit {time.monotonic()}\\n")
+sys.exit(int(sys.argv[3]))
 """,
     "checker": """
 import pathlib, sys, time
@@ -125,15 +127,26 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
-def wait_until(predicate: Callable[[], T | None], timeout: float = 5.0, what: str = "") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
-        time.sleep(0.02)
+def ignores_sigterm(pid: int) -> bool:
+    """Whether the process has set SIGTERM to SIG_IGN (its SigIgn mask in /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    raise AssertionError(f"no SigIgn for {pid}")
+
+
+def stamps(path: Path, kind: str) -> list[float]:
+    """The monotonic times (one clock for every process) the "stamped" child wrote at each
+    "start" or "exit" of its runs."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [float(line.split()[1]) for line in lines if line.startswith(f"{kind} ")]
+
+
+def waits_between_runs(path: Path) -> list[float]:
+    """How long the "stamped" child stayed down before each restart: from one run's exit to
+    the next run's start, so more than the supervisor's own wait, never less."""
+    exits, restarts = stamps(path, "exit"), stamps(path, "start")[1:]
+    return [start - exit for exit, start in zip(exits, restarts, strict=False)]
 
 
 def started_pids(events: io.StringIO | Path, name: str) -> list[int]:
@@ -214,12 +227,20 @@ def test_starts_in_order_after_readiness_and_routes_output(
     assert all(s.up_since is not None and s.up_since <= time.time() for s in statuses)
 
 
-def test_restarts_a_sigkilled_child_with_backoff(scripts: dict[str, str], supervise: Make) -> None:
-    supervisor, events = supervise([ProcessSpec("syncsvc-1", py(scripts["sleeper"]))])
+def test_restarts_a_sigkilled_child_with_backoff(
+    tmp_path: Path, scripts: dict[str, str], supervise: Make
+) -> None:
+    runs = tmp_path / "runs"
+    supervisor, events = supervise(
+        [ProcessSpec("syncsvc-1", py(scripts["stamped"], str(runs), "600", "0"))]
+    )
     supervisor.start()
+    killed_at = []
     for restarts in (1, 2):
         pid = supervisor.status_of("syncsvc-1").pid
         assert pid is not None
+        wait_until(lambda n=restarts: len(stamps(runs, "start")) == n, what="the run's stamp")
+        killed_at.append(time.monotonic())
         os.kill(pid, signal.SIGKILL)
 
         def restarted(old: int = pid, n: int = restarts) -> ProcessStatus | None:
@@ -233,31 +254,51 @@ def test_restarts_a_sigkilled_child_with_backoff(scripts: dict[str, str], superv
     lines = events.getvalue().splitlines()
     assert "syncsvc-1 exited with code -9; restarting in 0.5 s" in lines
     assert "syncsvc-1 exited with code -9; restarting in 1.0 s" in lines
+    # ... and it waited that long: each new run started at least the backoff after the kill.
+    wait_until(lambda: len(stamps(runs, "start")) == 3, what="the new runs' stamps")
+    restarted_at = stamps(runs, "start")[1:]
+    waited = [start - kill for kill, start in zip(killed_at, restarted_at, strict=True)]
+    assert waited[0] >= 0.5 and waited[1] >= 1.0, waited
 
 
-def test_a_child_that_exits_at_once_does_not_spin(scripts: dict[str, str], supervise: Make) -> None:
+def test_a_child_that_exits_at_once_does_not_spin(
+    tmp_path: Path, scripts: dict[str, str], supervise: Make
+) -> None:
+    runs = tmp_path / "runs"
     supervisor, events = supervise(
-        [ProcessSpec("crasher", py(scripts["crasher"]))],
+        [ProcessSpec("crasher", py(scripts["stamped"], str(runs), "0", "3"))],
         restart=RetryPolicy(attempts=None, base_delay_s=0.1, max_delay_s=0.4, jitter=Jitter.NONE),
     )
     supervisor.start()
-    wait_until(lambda: supervisor.status_of("crasher").restarts >= 4, what="four restarts")
-    # Each restart waited its backoff (a spinning supervisor would show no delays at all).
+    wait_until(lambda: len(stamps(runs, "start")) >= 5, what="four restarts")
     delays = re.findall(r"crasher exited with code 3; restarting in (\S+) s", events.getvalue())
     assert delays[:4] == ["0.1", "0.2", "0.4", "0.4"]
+    # Each restart waited its backoff (a spinning supervisor restarts in a few milliseconds).
+    waited = waits_between_runs(runs)[:4]
+    assert len(waited) == 4
+    assert all(w >= least for w, least in zip(waited, (0.1, 0.2, 0.4, 0.4), strict=True)), waited
 
 
-def test_backoff_resets_after_a_long_enough_run(scripts: dict[str, str], supervise: Make) -> None:
+def test_backoff_resets_after_a_long_enough_run(
+    tmp_path: Path, scripts: dict[str, str], supervise: Make
+) -> None:
+    runs = tmp_path / "runs"
     supervisor, events = supervise(
-        [ProcessSpec("flaky", py(scripts["short_lived"], "0.3"))],
-        restart=RetryPolicy(attempts=None, base_delay_s=0.1, max_delay_s=5.0, jitter=Jitter.NONE),
+        [ProcessSpec("flaky", py(scripts["stamped"], str(runs), "0.3", "1"))],
+        # A wait well above a Python start-up, so that a restart that did not wait shows.
+        restart=RetryPolicy(attempts=None, base_delay_s=0.3, max_delay_s=5.0, jitter=Jitter.NONE),
         reset_after_s=0.2,
     )
     supervisor.start()
-    wait_until(lambda: supervisor.status_of("flaky").restarts >= 3, what="three restarts")
+    wait_until(lambda: len(stamps(runs, "start")) >= 4, what="three restarts")
+    # Every run lasted past reset_after_s, so every restart chose the shortest wait (the
+    # choice is read from the log: an upper bound on a measured wait fails on a busy machine),
+    # and waited it.
     delays = re.findall(r"flaky exited with code 1; restarting in (\S+) s", events.getvalue())
     assert len(delays) >= 3
-    assert set(delays) == {"0.1"}
+    assert set(delays) == {"0.3"}
+    waited = waits_between_runs(runs)[:3]
+    assert len(waited) == 3 and min(waited) >= 0.3, waited
 
 
 def test_stop_terminates_in_reverse_order_and_leaves_nothing_behind(
@@ -394,7 +435,7 @@ def test_sigterm_to_the_supervisor_process_stops_every_child(
     ]
     harness, events, pids = _start_harness(tmp_path, children, prestart=True)
     with harness:
-        time.sleep(0.3)  # let the stubborn child install its SIGTERM handler
+        wait_until(lambda: ignores_sigterm(pids[0]), what="the stubborn child's SIG_IGN")
         harness.send_signal(signal.SIGTERM)
 
         def stopped(name: str) -> bool:
@@ -433,9 +474,16 @@ def test_unset_keeps_a_variable_of_the_supervisor_from_a_child(
     )
     supervisor.start()
 
-    def secret_of(name: str) -> bool:
+    def environ_of(name: str) -> bytes:
         pid = supervisor.status_of(name).pid
         assert pid is not None
-        return b"CM_TEST_SECRET=s3cr3t" in Path(f"/proc/{pid}/environ").read_bytes()
+        # Until the child has exec'd the script, /proc shows the environment this process
+        # started with, which never held the secret.
+        wait_until(
+            lambda: scripts["sleeper"].encode() in Path(f"/proc/{pid}/cmdline").read_bytes(),
+            what=f"{name} to run its script",
+        )
+        return Path(f"/proc/{pid}/environ").read_bytes()
 
-    assert secret_of("with") and not secret_of("without")
+    assert b"CM_TEST_SECRET=s3cr3t" in environ_of("with")
+    assert b"CM_TEST_SECRET" not in environ_of("without")

@@ -15,6 +15,7 @@ from nats.js import JetStreamContext
 from meshkit.domain.ids import new_job_id
 from meshkit.topology import DEADLETTER, MERGE, WorkStream, consumer_config, work_stream_config
 from meshkit.worker import Delivery, Failure, Worker
+from tests.support.polling import until
 
 HandleFn = Callable[[merge_tasks.MergeTask, Delivery], Awaitable[None]]
 
@@ -57,15 +58,12 @@ def task(job_id: str | None = None) -> merge_tasks.MergeTask:
     )
 
 
-async def run_until(worker: Worker, condition, limit_s: float = 10.0) -> None:
+async def run_until(worker: Worker, condition: Callable[[], bool], limit_s: float = 10.0) -> None:
     """Run the worker until condition() holds (polled: the worker has no event to wait on)."""
     stop = asyncio.Event()
     runner = asyncio.create_task(worker.run(stop, grace_s=2))
-    deadline = asyncio.get_running_loop().time() + limit_s
     try:
-        while not condition():
-            assert asyncio.get_running_loop().time() < deadline, "condition never held"
-            await asyncio.sleep(0.02)
+        await until(condition, limit_s, "the worker to get there")
     finally:
         stop.set()
         await runner
@@ -90,3 +88,8 @@ async def dead_letters(js: JetStreamContext, ws: WorkStream) -> list[task_pb2.De
 
 async def pending(js: JetStreamContext, ws: WorkStream) -> int:
     return (await js.stream_info(ws.stream)).state.messages
+
+
+async def drained(js: JetStreamContext, ws: WorkStream) -> bool:
+    """No task left in the work stream: every one was acked (or parked and termed)."""
+    return await pending(js, ws) == 0

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from searchsvc.cache import ByteLRU
+from tests.support.polling import until
 
 
 def sized(value: str, size: int):  # type: ignore[no-untyped-def]
@@ -41,7 +42,8 @@ async def test_concurrent_requests_share_one_load() -> None:
         return "model", 10
 
     waiters = [asyncio.create_task(cache.get("m", slow)) for _ in range(5)]
-    await asyncio.sleep(0.01)
+    # Every caller has asked while the load is still running: one miss, four joining it.
+    await until(lambda: cache.stats.misses + cache.stats.hits == 5, what="five callers")
     release.set()
     assert await asyncio.gather(*waiters) == ["model"] * 5
     assert loads == 1

@@ -4,8 +4,7 @@ handler published.
 
 Handlers are called directly (`handler.handle(task, delivery)`), as the worker would. The
 tasks they publish are read back from the work streams, which is why each test gets its own
-nats-server: the session's server has real syncsvc and mergesvc processes on it (tests/auth,
-tests/rest_gateway) that would take those tasks first.
+nats-server: a shared one would still hold the tasks of the tests before it.
 """
 
 from __future__ import annotations

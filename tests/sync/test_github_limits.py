@@ -14,17 +14,10 @@ from syncsvc.sources.base import RepoListing, SourceError
 from syncsvc.sources.github import GithubSource
 from syncsvc.sources.github_limits import GithubPacing, RateLimiter, parse_retry_after
 from tests.support.fake_github import FakeGithub
+from tests.support.polling import until
 
 MakeSource = Callable[..., GithubSource]
 CAP = 1024 * 1024
-
-
-async def until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
 
 
 def world(gh: FakeGithub, repos: int = 1) -> list[RepoListing]:
@@ -228,15 +221,16 @@ async def test_retry_after_is_honoured(
 
 
 async def test_retry_after_pauses_the_other_requests_too(
-    fake_github: FakeGithub, make_github_source: MakeSource
+    fake_github: FakeGithub, make_github_source: MakeSource, caplog: pytest.LogCaptureFixture
 ) -> None:
     [one, two] = world(fake_github, 2)
     fake_github.throttle(429, retry_after=0.5, repo="octo/r0", path="readme")
     source = make_github_source(concurrency=4)
 
     first = asyncio.create_task(source.fetch(one, extra_files=(), max_file_bytes=CAP))
-    await until(lambda: fake_github.count(status=429) > 0)
-    await asyncio.sleep(0.05)  # the source has read the 429 by now
+    # The source logs the retry in the same step that pauses every request: once the line is
+    # there, the pause is in force.
+    await until(lambda: "retry 1 of" in caplog.text, what="the source to read the 429")
     await source.fetch(two, extra_files=(), max_file_bytes=CAP)
     await first
 

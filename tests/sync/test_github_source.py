@@ -253,6 +253,7 @@ async def test_fetch_reads_context_readme_and_extras_and_reports_missing_ones(
     assert fetched.extra[1].data is None
     assert fetched.warnings == ()
     contents = fake_github.requests(kind="contents")
+    assert contents
     assert all(r.query == {"ref": "main"} for r in contents)
     assert all("raw" in (r.accept or "") for r in contents)
 

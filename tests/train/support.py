@@ -202,7 +202,7 @@ async def blobs(tmp_path: Path) -> AsyncIterator[BlobStore]:
 
 @pytest.fixture
 def user() -> str:
-    """A user name no other test uses (the session's nats-server is shared)."""
+    """A user name no other test uses (the module's tests share its nats-server)."""
     return f"u{uuid.uuid4().hex[:12]}"
 
 

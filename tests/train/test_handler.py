@@ -268,13 +268,15 @@ async def test_the_job_passes_through_training_with_progress(
     handler = await make_handler(js, blobs, tiny_model_dir, train_on_bundle)
     job_id, _, task = await prepare_job(js, handler.jobs, blobs, sample_bundle(user))
     seen: list[job_pb2.Job] = []
+    replayed = asyncio.Event()
 
     async def watch() -> None:
         async for job in handler.jobs.watch(job_id):
             seen.append(job)
+            replayed.set()
 
     watching = asyncio.create_task(watch())
-    await asyncio.sleep(0.1)
+    await asyncio.wait_for(replayed.wait(), 10)  # the state before training is seen first
     await handler.handle(task, delivery())
     await asyncio.wait_for(watching, 10)
 
