@@ -107,7 +107,9 @@ class DueEntries:
         changed = asyncio.ensure_future(self._changed.wait())
         stopped = asyncio.ensure_future(stop.wait())
         try:
-            await asyncio.wait({changed, stopped}, timeout=wait)
+            await asyncio.wait(
+                {changed, stopped}, timeout=wait, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             changed.cancel()
             stopped.cancel()

@@ -2,9 +2,12 @@
 
 Job records are keyed by job id alone (every job call names only the id), so a user's jobs
 are indexed beside them in cm_history under `<user>.<job id>`, written with the record and
-expiring with it. Listing reads one user's keys through a KV watch filtered on their name:
-the cost follows that user's jobs, never everyone's. Job ids are ULIDs, so ordering them
-orders the jobs by creation.
+expiring with it. Listing asks the server which subjects of the user's name the bucket's
+stream holds (one STREAM.INFO with a subject filter): the cost follows that user's jobs,
+never everyone's. (A KV watch would do too, but nats-py can signal "no more entries" before
+the entries of a fast consumer arrive, and a page would come back short.) Job ids are ULIDs,
+so ordering them orders the jobs by creation. A listed id whose record is gone (expired, or
+a refresh that lost its claim and deleted it) is skipped, and the page filled from the next.
 
 Page tokens (AIP-158) are the last job id of the previous page, base64url-encoded: opaque to
 clients, and stable while jobs are added (a new job sorts before every token).
@@ -18,11 +21,13 @@ import binascii
 import re
 
 from contextmesh.job.v1 import job_pb2
+from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from meshkit.errors import JobNotFoundError
-from meshkit.jobs import JobStore, stop_watcher
+from meshkit.jobs import JobStore
 from meshkit.rpc import InvalidArgument
+from meshkit.topology import Buckets
 
 __all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "JobHistory"]
 
@@ -34,7 +39,8 @@ _JOB_ID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
 class JobHistory:
     """The per-user index of job ids (cm_history) and the pages ListJobs reads from it."""
 
-    def __init__(self, kv: KeyValue, jobs: JobStore) -> None:
+    def __init__(self, js: JetStreamContext, kv: KeyValue, jobs: JobStore) -> None:
+        self.js = js
         self.kv = kv
         self.jobs = jobs
 
@@ -54,23 +60,22 @@ class JobHistory:
         ids = sorted(await self._job_ids(user), reverse=True)
         if after is not None:
             ids = [job_id for job_id in ids if job_id < after]
-        jobs = await self._jobs(ids[:size])
-        more = len(ids) > size
-        return jobs, _encode_token(ids[size - 1]) if more else ""
+        jobs: list[job_pb2.Job] = []
+        for start in range(0, len(ids), size):
+            for job in await self._jobs(ids[start : start + size]):
+                if len(jobs) == size:
+                    return jobs, _encode_token(jobs[-1].id)  # one more exists
+                jobs.append(job)
+        return jobs, ""
 
     async def _job_ids(self, user: str) -> list[str]:
-        watcher = await self.kv.watch(f"{user}.*", meta_only=True, ignore_deletes=True)
-        ids = []
-        try:
-            # The watch replays the current keys, then marks the end of them with None.
-            while (entry := await watcher.updates(timeout=5.0)) is not None:
-                ids.append(entry.key.rsplit(".", 1)[1])
-        finally:
-            await stop_watcher(watcher)
-        return ids
+        """The ids listed under the user's name (a deleted entry's marker included)."""
+        subject = f"$KV.{Buckets.HISTORY.name}.{user}.*"
+        info = await self.js.stream_info(f"KV_{Buckets.HISTORY.name}", subjects_filter=subject)
+        return [name.rsplit(".", 1)[1] for name in info.state.subjects or {}]
 
     async def _jobs(self, ids: list[str]) -> list[job_pb2.Job]:
-        """The jobs of ids, in order; one whose record expired since is left out."""
+        """The jobs of ids, in order; one whose record is gone is left out."""
         records = await asyncio.gather(*(self.jobs.get(i) for i in ids), return_exceptions=True)
         jobs = []
         for found in records:

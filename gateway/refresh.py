@@ -48,7 +48,7 @@ class Refresher:
     @classmethod
     async def open(cls, js: JetStreamContext, jobs: JobStore) -> Refresher:
         active = await js.key_value(Buckets.ACTIVE.name)
-        history = JobHistory(await js.key_value(Buckets.HISTORY.name), jobs)
+        history = JobHistory(js, await js.key_value(Buckets.HISTORY.name), jobs)
         return cls(js, jobs, active, history)
 
     async def refresh(self, user: str, *, force: bool) -> tuple[job_pb2.Job, bool]:

@@ -143,7 +143,6 @@ def _identities() -> tuple[Identity, ...]:
                 *_kv_watch(Buckets.JOBS),
                 *_kv_write(Buckets.ACTIVE),
                 *_kv_write(Buckets.HISTORY),
-                *_kv_watch(Buckets.HISTORY),
                 *_kv_write(Buckets.SCHEDULES),
                 *_kv_watch(Buckets.SCHEDULES),
                 *_kv_write(Buckets.CALLBACKS),
