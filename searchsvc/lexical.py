@@ -7,11 +7,16 @@ words themselves are unambiguous, which is what lexical matching catches.
 - `tokenize` lower-cases, splits at anything but letters and digits (keeping the '+' and '#'
   of "c++" and "c#"), and folds a plural 's' so "snapshots" meets "snapshot".
 - `Bm25` scores passages for a query (k1 1.2, b 0.75) and normalises the score by the query's
-  own weight (the sum of the idf of its terms that occur in the corpus), so 1.0 means "every
-  known query term matched once in an average-length passage" whatever the query's length.
+  own weight: the sum of the idf of all its content words, a word no passage holds counting
+  at the idf of the rarest. 1.0 means "every query word matched once in an average-length
+  passage" whatever the query's length, and a question phrased unlike the repository, which
+  shares one incidental word with some passage ("data", "home"), gets only that word's share:
+  lexical evidence is as strong as the part of the query it explains.
 - `TermMatcher` finds repositories whose name, technology or topic appears verbatim in the
   query, as a whole token sequence ("home assistant", "c++"), weighted by how few
-  repositories share the term. Repository names are often compounds ("homelab",
+  repositories share the term and by the share of the query's content words it covers (a
+  query that is only "Docker Compose" is about it; one of nine words in a long paraphrase is
+  a coincidence as often as a clue). Repository names are often compounds ("homelab",
   "leafscan"), so a query word of four or more letters that begins a part of a repository's
   name counts too, at half weight ("home" in "servers at home" for homelab-ansible). Only
   names: a technology such as "database" would answer every query about "data".
@@ -39,6 +44,7 @@ _STOPWORD_TEXT = """
     built build builds building project projects repo repos repository repositories work
     works worked working show shows find experience example examples portfolio developer
     use uses used using knows know need looking look want thing things made make
+    anyone involving involve involves rely relies relying
 """
 STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 
@@ -95,10 +101,12 @@ class Bm25:
         """Normalised BM25 of every text for query, in [0, 1]; zeros when nothing matches."""
         out = np.zeros(self.size, dtype=np.float32)
         weight = 0.0
+        unmatched = self.idf("")  # the idf of a word no text holds: the highest there is
         for token in set(content_tokens(query)):
             found = self._postings.get(token)
             if found is None:
-                continue  # a word no passage has cannot tell passages apart
+                weight += unmatched  # it cannot tell texts apart, but it is part of the query
+                continue
             ids, tf = found
             idf = self.idf(token)
             weight += idf
@@ -133,9 +141,12 @@ class TermMatcher:
         self.nbytes = sum(64 + 48 * len(r) for r, _ in self._terms.values())
 
     def matches(self, query: str) -> dict[str, float]:
-        """repository -> weight in (0, 1] of the most specific term of it the query names."""
+        """repository -> weight in (0, 1]: that of the most specific term of it the query
+        names, times the share of the query's content words its terms cover."""
         tokens = tokenize(query)
-        found: dict[str, float] = {}
+        content = content_tokens(query)
+        weights: dict[str, float] = {}
+        covered: dict[str, set[str]] = defaultdict(set)
         for start in range(len(tokens)):
             for end in range(start + 1, min(len(tokens), start + self._longest) + 1):
                 entry = self._terms.get(tuple(tokens[start:end]))
@@ -143,23 +154,30 @@ class TermMatcher:
                     continue
                 repos, weight = entry
                 for repo in repos:
-                    found[repo] = max(found.get(repo, 0.0), weight)
-        for repo, weight in self._name_prefix_matches(query).items():
-            found[repo] = max(found.get(repo, 0.0), weight)
-        return found
+                    weights[repo] = max(weights.get(repo, 0.0), weight)
+                    covered[repo].update(t for t in tokens[start:end] if t in content)
+        for repo, (weight, word) in self._name_prefix_matches(query).items():
+            weights[repo] = max(weights.get(repo, 0.0), weight)
+            covered[repo].add(word)
+        words = max(len(set(content)), 1)
+        return {
+            repo: weight * min(1.0, max(len(covered[repo]), 1) / words)
+            for repo, weight in weights.items()
+        }
 
-    def _name_prefix_matches(self, query: str) -> dict[str, float]:
+    def _name_prefix_matches(self, query: str) -> dict[str, tuple[float, str]]:
         """Repositories a query word begins a name part of ("home" -> "homelab"), at half the
-        weight of a whole term shared by as many repositories."""
+        weight of a whole term shared by as many repositories, with that word."""
         words = {w for w in content_tokens(query) if len(w) >= 4}
         hits: dict[str, set[str]] = defaultdict(set)
         for repo, parts in self._name_parts.items():
             for word in words:
                 if any(part != word and part.startswith(word) for part in parts):
                     hits[word].add(repo)
-        found: dict[str, float] = {}
-        for repos in hits.values():
+        found: dict[str, tuple[float, str]] = {}
+        for word, repos in sorted(hits.items()):
             weight = 0.5 * math.log((1 + self._total) / len(repos)) / math.log(1 + self._total)
             for repo in repos:
-                found[repo] = max(found.get(repo, 0.0), weight)
+                if weight > found.get(repo, (0.0, ""))[0]:
+                    found[repo] = (weight, word)
         return found

@@ -18,15 +18,19 @@ from contextmesh.gateway.v1 import bundle_service_pb2_grpc
 from contextmesh.job.v1 import job_pb2
 
 from meshctl.nats_server import NatsServer
-from meshkit.topology import MERGE, SYNC
+from meshkit.topology import MERGE, SYNC, TRAIN
 from tests.e2e.conftest import write_repo
 from tests.support.fake_github import FakeGithub, populate
 from tests.support.mesh import Mesh
 from tests.support.otlp import Kind, OtlpReceiver, ReceivedSpan
+from tests.train.support import tiny_model_dir
+
+__all__ = ["tiny_model_dir"]  # a fixture of tests/train, used here
 
 JobState = job_pb2.JobState
 TOKEN = "ghp_" + "T" * 36
 REFRESH_METHOD = "/contextmesh.gateway.v1.BundleService/RefreshBundle"
+SEARCH_METHOD = "/contextmesh.search.v1.SearchService/Search"
 
 
 @pytest.fixture
@@ -208,3 +212,86 @@ def test_a_redelivered_sync_task_after_a_sigkill_continues_the_same_trace(
     for span in redelivered(spans):
         parent = producers[span.parent_span_id]
         assert parent.attributes["messaging.message.id"] == span.attributes["messaging.message.id"]
+
+
+@pytest.mark.slow  # trains the tiny model and loads it for search
+def test_training_and_search_continue_their_callers_traces(
+    fresh_nats: NatsServer, tmp_path: Path, receiver: OtlpReceiver, tiny_model_dir: Path
+) -> None:
+    with FakeGithub(token=TOKEN) as github:
+        populate(github, "octo", 4)
+        mesh = Mesh(
+            fresh_nats.url,
+            tmp_path,
+            env={
+                **receiver.env(),
+                "CONTEXTMESH_SOURCE": "github",
+                "CONTEXTMESH_GITHUB_API_URL": github.url,
+                "GITHUB_TOKEN": TOKEN,
+                "CONTEXTMESH_TRAINING": "on",
+                "CONTEXTMESH_BASE_MODEL": str(tiny_model_dir),
+                "CONTEXTMESH_TRAIN_DEVICE": "cpu",
+            },
+        )
+        cli_env = {
+            **mesh.env,
+            "CONTEXTMESH_TARGET": mesh.gateway_target,
+            "CONTEXTMESH_TOKEN": mesh.admin_token,
+        }
+        try:
+            for name in ("gateway", "syncsvc", "mergesvc", "trainsvc", "searchsvc"):
+                mesh.start(name)
+            # --watch follows the job through its training to the end.
+            refresh = subprocess.run(
+                [sys.executable, "-m", "meshctl", "refresh", "octo", "--watch"],
+                capture_output=True,
+                text=True,
+                timeout=240,
+                env=cli_env,
+            )
+            assert refresh.returncode == 0, refresh.stdout + refresh.stderr + mesh.logs()
+            job_id = refresh.stdout.split()[1]
+            mesh.wait_serving(f"127.0.0.1:{mesh.search_port}", "searchsvc", 120.0)
+            search = subprocess.run(
+                [sys.executable, "-m", "meshctl", "search", "octo", "repository one"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                env=cli_env,
+            )
+            assert search.returncode == 0, search.stdout + search.stderr + mesh.logs()
+
+            def searched(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
+                return [s for s in spans if s.name == SEARCH_METHOD and s.service == "searchsvc"]
+
+            spans = receiver.wait_for(
+                lambda spans: (
+                    bool(consumed(refresh_trace(spans, job_id), TRAIN.subject))
+                    and bool(searched(spans))
+                )
+            )
+        finally:
+            mesh.stop_all()
+
+    # The training task is a consumer span of the refresh's trace, under mergesvc's publish.
+    trace = refresh_trace(spans, job_id)
+    (training,) = consumed(trace, TRAIN.subject)
+    assert training.service == "trainsvc"
+    assert_consumers_are_children_of_their_publish(trace)
+    by_id = {s.span_id: s for s in trace}
+    assert by_id[training.parent_span_id].service == "mergesvc"
+
+    # The search: CLI -> gateway SearchBundle -> gateway's client call -> searchsvc, one trace.
+    (server,) = searched(spans)
+    search_trace = {s.span_id: s for s in spans if s.trace_id == server.trace_id}
+    chain = [server]
+    while chain[-1].parent_span_id:
+        chain.append(search_trace[chain[-1].parent_span_id])
+    assert [(s.service, s.kind) for s in chain] == [
+        ("searchsvc", Kind.SPAN_KIND_SERVER),
+        ("gateway", Kind.SPAN_KIND_CLIENT),
+        ("gateway", Kind.SPAN_KIND_SERVER),
+        ("contextmesh-cli", Kind.SPAN_KIND_CLIENT),
+    ]
+    assert chain[2].name == chain[3].name == "/contextmesh.gateway.v1.BundleService/SearchBundle"
+    assert TOKEN not in repr(receiver.spans)

@@ -44,8 +44,10 @@ def test_terms_match_whole_token_sequences_weighted_by_rarity() -> None:
             "o/c": ["chat", "Elixir", "Python"],
         }
     )
+    assert matcher.matches("Home Assistant") == {"o/a": pytest.approx(1.0)}
+    # Its terms cover three of the five content words (home, assistant, mqtt).
     found = matcher.matches("Home Assistant sensors over MQTT")
-    assert set(found) == {"o/a"} and found["o/a"] == pytest.approx(1.0)
+    assert set(found) == {"o/a"} and found["o/a"] == pytest.approx(0.6)
     assert matcher.matches("home") == {}  # half a term is no term
     assert matcher.matches("the air station") == {"o/a": pytest.approx(1.0)}
     python = matcher.matches("python")
@@ -62,10 +64,31 @@ def test_a_query_word_that_begins_a_compound_repository_name_counts_at_half_weig
             "demo/other": [],
         }
     )
+    assert matcher.matches("home") == {"demo/homelab-ansible": pytest.approx(0.5)}  # unique
     found = matcher.matches("how do you run the servers at home?")
     assert set(found) == {"demo/homelab-ansible"}
-    assert found["demo/homelab-ansible"] == pytest.approx(0.5)  # unique: half of a full 1.0
+    assert found["demo/homelab-ansible"] == pytest.approx(0.5 / 3)  # one word of three
     assert set(matcher.matches("leaf disease detection")) == {"demo/leafscan"}
     # Words under four letters never count; a whole part is a whole term's business.
     assert matcher.matches("web app at hom") == {}
-    assert matcher.matches("database backups") == {"demo/database-tools": pytest.approx(1.0)}
+    assert matcher.matches("database") == {"demo/database-tools": pytest.approx(1.0)}
+    assert matcher.matches("database backups") == {"demo/database-tools": pytest.approx(0.5)}
+
+
+def test_lexical_evidence_weighs_the_share_of_the_query_it_explains() -> None:
+    # A question phrased unlike every passage that shares one incidental word with one of them
+    # gets that word's share, not the full score a keyword query gets.
+    index = Bm25(["Zig path tracer", "MQTT firmware in C", "A chat in Elixir", "Rust CLI"])
+    keyword = index.scores("chat")[2]
+    paraphrase = index.scores("an app where coworkers chat without leaking messages to ads")[2]
+    assert keyword == pytest.approx(1.0, abs=0.2)
+    assert 0 < paraphrase < keyword / 5
+
+
+def test_a_term_among_many_other_words_counts_for_its_share() -> None:
+    matcher = TermMatcher({"o/logs": ["log"], "o/trails": ["gpx", "hiking"]})
+    assert matcher.matches("log") == {"o/logs": pytest.approx(1.0)}
+    # One of five content words (app, logs, walk, up, mountain).
+    assert matcher.matches("which app logs my walk up the mountain") == {
+        "o/logs": pytest.approx(0.2)
+    }

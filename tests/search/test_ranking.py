@@ -69,3 +69,16 @@ def test_top_k_bounds_the_hits() -> None:
     assert len(rank(index, "x", query, top_k=10)) == 3
     assert rank(index, "x", query, top_k=0) == []
     assert BLENDED.lexical > 0 and BLENDED.term > 0
+
+
+def test_an_incidental_shared_word_never_overturns_a_clear_semantic_match() -> None:
+    # The model clearly prefers the station for a paraphrase of its purpose (0.8 against 0.55);
+    # the question shares one word, "chat", with the chat repository's description and names
+    # its term. Blended, the station must still come first.
+    index = index_with(EYE)
+    query = np.array([0.0, 0.0, 0.0, 0.8, 0.0, 0.55], dtype=np.float32)
+    question = "something on my balcony that will chat with the house about damp weather"
+    assert rank(index, question, query, weights=SEMANTIC_ONLY)[0].repository == "o/station"
+    assert rank(index, question, query)[0].repository == "o/station"
+    # Asked for by name alone, the same word decides.
+    assert rank(index, "chat", query)[0].repository == "o/chat"
