@@ -11,9 +11,10 @@ from SIDECAR_DESCRIPTOR_PATH, where k8s/base/gateway.yaml mounts it.
 from __future__ import annotations
 
 import argparse
-import difflib
 import pathlib
 import sys
+
+from generated_file import write_or_check
 
 from meshctl.envoy import render_envoy_config, transcoded_services
 
@@ -45,27 +46,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if envoy.yaml is stale")
     args = parser.parse_args()
-    fresh = render()
-    relative = OUTPUT.relative_to(ROOT)
-    if args.check:
-        current = OUTPUT.read_text() if OUTPUT.exists() else ""
-        if current == fresh:
-            print(f"{relative} is up to date")
-            return 0
-        print(f"{relative} is stale; run: python tools/gen_envoy.py", file=sys.stderr)
-        sys.stderr.writelines(
-            difflib.unified_diff(
-                current.splitlines(keepends=True),
-                fresh.splitlines(keepends=True),
-                f"{relative} (committed)",
-                f"{relative} (from the contracts)",
-            )
-        )
-        return 1
-    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
-    OUTPUT.write_text(fresh)
-    print(f"wrote {relative}")
-    return 0
+    return write_or_check(
+        OUTPUT,
+        render(),
+        check=args.check,
+        command="python tools/gen_envoy.py",
+        source="the contracts",
+    )
 
 
 if __name__ == "__main__":

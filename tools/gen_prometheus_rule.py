@@ -11,12 +11,12 @@ the operator loads it as is, and the PrometheusRule carries the same groups.
 from __future__ import annotations
 
 import argparse
-import difflib
 import pathlib
 import sys
 from typing import Any
 
 import yaml
+from generated_file import write_or_check
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 OBSERVABILITY = ROOT / "k8s" / "observability"
@@ -69,26 +69,13 @@ def main() -> int:
         "--check", action="store_true", help="fail if prometheus-rule.yaml is stale"
     )
     args = parser.parse_args()
-    fresh = render()
-    relative = OUTPUT.relative_to(ROOT)
-    if args.check:
-        current = OUTPUT.read_text() if OUTPUT.exists() else ""
-        if current == fresh:
-            print(f"{relative} is up to date")
-            return 0
-        print(f"{relative} is stale; run: python tools/gen_prometheus_rule.py", file=sys.stderr)
-        sys.stderr.writelines(
-            difflib.unified_diff(
-                current.splitlines(keepends=True),
-                fresh.splitlines(keepends=True),
-                f"{relative} (committed)",
-                f"{relative} (from {SOURCE.relative_to(ROOT)})",
-            )
-        )
-        return 1
-    OUTPUT.write_text(fresh)
-    print(f"wrote {relative}")
-    return 0
+    return write_or_check(
+        OUTPUT,
+        render(),
+        check=args.check,
+        command="python tools/gen_prometheus_rule.py",
+        source=str(SOURCE.relative_to(ROOT)),
+    )
 
 
 if __name__ == "__main__":

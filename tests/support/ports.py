@@ -1,13 +1,8 @@
-"""Free loopback ports for servers that cannot bind port 0 and report back."""
+"""Free loopback ports for servers that cannot bind port 0 and report back: the one helper
+`contextmesh up` uses too."""
 
 from __future__ import annotations
 
-import socket
+from meshctl.metrics_targets import free_port
 
 __all__ = ["free_port"]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
