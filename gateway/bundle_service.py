@@ -29,8 +29,10 @@ from gateway.schedules import ScheduleStore
 from meshkit.auth import authorize_job, current_principal, forward_credentials
 from meshkit.config import LimitSettings
 from meshkit.domain.callbacks import CallbackNotFoundError, CallbackStore
+from meshkit.erasure import purge
 from meshkit.errors import JobNotFoundError
 from meshkit.jobs import JobStore, bundle_is_ready, is_final
+from meshkit.topology import Buckets
 
 __all__ = ["BundleService"]
 
@@ -187,6 +189,9 @@ class BundleService(bundle_service_pb2_grpc.BundleServiceServicer):
         self, request: pb.SetScheduleRequest, context: grpc.aio.ServicerContext
     ) -> pb.SetScheduleResponse:
         schedule = await self.schedules.set(request.user, request.interval, time.time())
+        await self.refresher.fence.check(
+            request.user, lambda: purge(self.refresher.js, Buckets.SCHEDULES, request.user)
+        )
         return pb.SetScheduleResponse(schedule=schedule)
 
     async def GetSchedule(
@@ -205,6 +210,9 @@ class BundleService(bundle_service_pb2_grpc.BundleServiceServicer):
         self, request: pb.SetCallbackRequest, context: grpc.aio.ServicerContext
     ) -> pb.SetCallbackResponse:
         stored = await self.callbacks.set(request.user, request.url)
+        await self.refresher.fence.check(
+            request.user, lambda: purge(self.refresher.js, Buckets.CALLBACKS, request.user)
+        )
         return pb.SetCallbackResponse(callback=stored.callback, secret=stored.secret)
 
     async def GetCallback(

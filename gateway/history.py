@@ -57,7 +57,7 @@ class JobHistory:
         token of the page after (empty when there is none)."""
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         after = _decode_token(page_token) if page_token else None
-        ids = sorted(await self._job_ids(user), reverse=True)
+        ids = sorted(await self.job_ids(user), reverse=True)
         if after is not None:
             ids = [job_id for job_id in ids if job_id < after]
         jobs: list[job_pb2.Job] = []
@@ -68,7 +68,7 @@ class JobHistory:
                 jobs.append(job)
         return jobs, ""
 
-    async def _job_ids(self, user: str) -> list[str]:
+    async def job_ids(self, user: str) -> list[str]:
         """The ids listed under the user's name (a deleted entry's marker included)."""
         subject = f"$KV.{Buckets.HISTORY.name}.{user}.*"
         info = await self.js.stream_info(f"KV_{Buckets.HISTORY.name}", subjects_filter=subject)

@@ -1,5 +1,5 @@
 """contextmesh.ops.v1.OpsService: list tasks parked in the DEADLETTER stream, and redrive
-them (gateway/redrive.py: a new job re-runs the work)."""
+them (gateway/redrive.py: a new job re-runs the work); forget a user (gateway/forget.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from contextmesh.ops.v1 import ops_service_pb2_grpc
 from contextmesh.task.v1 import task_pb2
 from nats.js import JetStreamContext
 
+from gateway.forget import Forgetter
 from gateway.redrive import SUBJECT_OF, Redriver, read_letter
 from meshkit.rpc import InvalidArgument, NotFound
 from meshkit.topology import DEADLETTER
@@ -17,9 +18,10 @@ __all__ = ["OpsService"]
 
 
 class OpsService(ops_service_pb2_grpc.OpsServiceServicer):
-    def __init__(self, js: JetStreamContext, redriver: Redriver) -> None:
+    def __init__(self, js: JetStreamContext, redriver: Redriver, forgetter: Forgetter) -> None:
         self.js = js
         self.redriver = redriver
+        self.forgetter = forgetter
 
     @staticmethod
     def _parked(seq: int, stream: str, letter: task_pb2.DeadLetter) -> pb.ParkedTask:
@@ -65,4 +67,12 @@ class OpsService(ops_service_pb2_grpc.OpsServiceServicer):
         return pb.RedriveDeadLetterResponse(
             task=self._parked(redriven.sequence, redriven.stream, redriven.letter),
             job=redriven.job,
+        )
+
+    async def DeleteUser(
+        self, request: pb.DeleteUserRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteUserResponse:
+        forgotten = await self.forgetter.forget(request.user)
+        return pb.DeleteUserResponse(
+            jobs=forgotten.jobs, blobs=forgotten.blobs, dead_letters=forgotten.dead_letters
         )

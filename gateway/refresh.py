@@ -21,9 +21,11 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from gateway.forget_fence import ForgetFence
 from gateway.history import JobHistory
 from meshkit import metrics
 from meshkit.domain.ids import discover_msg_id, new_job_id
+from meshkit.erasure import purge, read_now
 from meshkit.errors import ConflictError, JobNotFoundError
 from meshkit.jobs import JobStore, is_final, is_refreshing
 from meshkit.publish import publish_task
@@ -44,6 +46,7 @@ class Refresher:
         self.jobs = jobs
         self.active = active
         self.history = history
+        self.fence = ForgetFence(js)
 
     @classmethod
     async def open(cls, js: JetStreamContext, jobs: JobStore) -> Refresher:
@@ -62,7 +65,7 @@ class Refresher:
                     return running, True
             record = new_record(new_job_id(), user, force=force)
             if await self._claim_and_create(user, entry, record):
-                return await self.queue(record), False
+                return await self._begin(record), False
         raise ConflictError(f"too many concurrent refreshes of {user!r}; try again")
 
     async def start_unless_refreshing(self, record: job_record_pb2.JobRecord) -> job_pb2.Job | None:
@@ -78,7 +81,7 @@ class Refresher:
             if running is not None and await self._refreshing(running) is not None:
                 return None
             if await self._claim_and_create(user, entry, record):
-                return await self.queue(record)
+                return await self._begin(record)
         raise ConflictError(f"too many concurrent refreshes of {user!r}; try again")
 
     async def running(self, user: str) -> job_pb2.Job | None:
@@ -98,7 +101,7 @@ class Refresher:
         user = record.job.user
         for _ in range(20):
             if await self._claim_and_create(user, await self._active(user), record):
-                return await self.queue(record)
+                return await self._begin(record)
         raise ConflictError(f"too many concurrent refreshes of {user!r}; try again")
 
     async def _active(self, user: str) -> KeyValue.Entry | None:
@@ -127,6 +130,27 @@ class Refresher:
             raise claim
         metrics.JOBS_STARTED.inc()
         return True
+
+    async def _begin(self, record: job_record_pb2.JobRecord) -> job_pb2.Job:
+        """Queue a claimed job's discovery, unless its user is being forgotten: then the job
+        is taken back (its discovery, if queued, finds no job and is dropped)."""
+        job = record.job
+        results = await asyncio.gather(
+            self.fence.check(job.user, lambda: self._take_back(job)),
+            self.queue(record),
+            return_exceptions=True,
+        )
+        for result in results:  # the fence's refusal first: the job is gone either way
+            if isinstance(result, BaseException):
+                raise result
+        return job
+
+    async def _take_back(self, job: job_pb2.Job) -> None:
+        await purge(self.js, Buckets.JOBS, job.id)
+        await purge(self.js, Buckets.HISTORY, f"{job.user}.{job.id}")
+        found = await read_now(self.js, Buckets.ACTIVE, job.user)
+        if found is not None and found[0].decode() == job.id:
+            await purge(self.js, Buckets.ACTIVE, job.user)
 
     async def record(self, record: job_record_pb2.JobRecord) -> None:
         """Store a new job's record and list it in its user's history."""

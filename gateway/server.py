@@ -29,7 +29,9 @@ from gateway.access import (
 )
 from gateway.bundle_service import BundleService
 from gateway.bundles import BundleReader
+from gateway.forget import Forgetter
 from gateway.github_events import MAX_BODY_BYTES
+from gateway.history import JobHistory
 from gateway.limits import EdgeLimits
 from gateway.ops_service import OpsService
 from gateway.pending import PendingRefreshes
@@ -80,6 +82,9 @@ async def serve(ctx: ServiceContext) -> None:
     refresher = await Refresher.open(ctx.js, jobs)
     schedules = await ScheduleStore.open(ctx.js)
     redriver = await Redriver.open(ops_js)
+    forgetter = await Forgetter.open(
+        ops_js, JobHistory(ops_js, await ops_js.key_value(Buckets.HISTORY.name), jobs), blobs
+    )
     pending = await PendingRefreshes.open(ctx.js, refresher, settings.webhooks)
     bundle_service = BundleService(
         refresher,
@@ -116,7 +121,7 @@ async def serve(ctx: ServiceContext) -> None:
         [
             (
                 ops_service_pb2_grpc.add_OpsServiceServicer_to_server,
-                OpsService(ops_js, redriver),
+                OpsService(ops_js, redriver, forgetter),
                 OPS_SERVICE,
             ),
         ],

@@ -31,12 +31,14 @@ from mergesvc.merge import (
     move_bundle_pointer,
     read_outcomes,
     read_results,
+    take_back_bundle,
 )
 from meshkit.blob import BlobStore
 from meshkit.blob.base import ensure_stored
 from meshkit.domain.bundle import bundle_index_key, bundle_key, canonical_json, content_hash
 from meshkit.domain.ids import train_msg_id
 from meshkit.domain.pointers import read_model_pointer
+from meshkit.errors import JobNotFoundError
 from meshkit.jobs import JobStore, is_final
 from meshkit.publish import publish_task
 from meshkit.topology import TRAIN
@@ -96,10 +98,17 @@ class MergeHandler:
             size_bytes=len(data),
         )
         index = bundle_index(user, digest, outcomes)
-        await ensure_stored(self.blobs, ref.blob_key, data)
         index_key = bundle_index_key(user, digest, job_id)
-        await ensure_stored(self.blobs, index_key, index.SerializeToString(deterministic=True))
-        await move_bundle_pointer(self.pointers, record.job, ref, index_key)
+        try:
+            await ensure_stored(self.blobs, ref.blob_key, data)
+            await ensure_stored(self.blobs, index_key, index.SerializeToString(deterministic=True))
+            await move_bundle_pointer(self.pointers, record.job, ref, index_key)
+            await self.jobs.require(job_id)
+        except JobNotFoundError:
+            # Forgotten (DeleteUser) while this ran: take back what it wrote; then the worker
+            # drops the task (docs/architecture.md, "Forgetting a user").
+            await take_back_bundle(self.js, self.blobs, record.job, ref, index_key)
+            raise
         serving = await self._serving_model(user, digest)
         record = await self.jobs.update(job_id, mark_ready(ref, serving, training=self.training))
         log.info(

@@ -16,13 +16,16 @@ from collections.abc import Mapping
 from contextmesh.bundle.v1 import bundle_pb2
 from contextmesh.job.v1 import job_pb2, job_record_pb2
 from contextmesh.sync.v1 import tasks_pb2 as sync_tasks
+from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from meshkit.blob import BlobStore
 from meshkit.domain.documents import Bundle, BundleRepository, RepositoryResult
 from meshkit.domain.pointers import bundle_pointer_problem
+from meshkit.erasure import purge, read_now
 from meshkit.jobs import Mutation
+from meshkit.topology import Buckets
 from meshkit.worker import RetryLater
 
 __all__ = [
@@ -32,6 +35,7 @@ __all__ = [
     "move_bundle_pointer",
     "read_outcomes",
     "read_results",
+    "take_back_bundle",
 ]
 
 JobState = job_pb2.JobState
@@ -141,6 +145,29 @@ async def move_bundle_pointer(
         except KeyWrongLastSequenceError:
             continue
     raise RuntimeError(f"could not move the bundle pointer of {job.user!r}")
+
+
+async def take_back_bundle(
+    js: JetStreamContext,
+    blobs: BlobStore,
+    job: job_pb2.Job,
+    ref: job_pb2.BundleRef,
+    index_key: str,
+) -> None:
+    """Undo a merge whose job was forgotten meanwhile: the pointer if it names this job, and
+    the bundle and its index unless the pointer names them (a refresh after the forgetting
+    may have built the same bundle)."""
+    kept: set[str] = set()
+    found = await read_now(js, Buckets.BUNDLES, job.user)
+    if found is not None:
+        current = bundle_pb2.BundlePointer.FromString(found[0])
+        if current.job_id == job.id:
+            await purge(js, Buckets.BUNDLES, job.user)
+        else:
+            kept = {current.bundle.blob_key, current.index_key}
+    for key in (ref.blob_key, index_key):
+        if key not in kept:
+            await blobs.delete(key)
 
 
 def mark_ready(

@@ -1,8 +1,9 @@
-"""The client commands: refresh, job, bundle, search, deadletters, token. They talk gRPC only.
+"""The client commands: refresh, job, jobs, schedule, callback, cancel, bundle, search,
+deadletters, forget, token. They talk gRPC only.
 
 Every call carries a bearer token: CONTEXTMESH_TOKEN when set, else the admin token that
 `contextmesh up` keeps in its data directory (CONTEXTMESH_DATA_DIR, default .contextmesh),
-so the person who ran `up` needs no setup. `deadletters` talks to the admin listener
+so the person who ran `up` needs no setup. `deadletters` and `forget` talk to the admin listener
 (CONTEXTMESH_ADMIN_TARGET, default localhost:50053). With OTEL_EXPORTER_OTLP_ENDPOINT set,
 a command's calls are client spans that start the request's trace (meshkit.telemetry).
 """
@@ -87,6 +88,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--redrive", type=int, metavar="SEQ", help="re-run a parked task's work in a new job"
     )
     p.set_defaults(run=deadletters)
+    p = sub.add_parser("forget", help="erase everything held about a user (admin)")
+    p.add_argument("user")
+    p.set_defaults(run=forget)
     p = sub.add_parser("token", help="print a token signed with the local `up` signing key")
     p.add_argument(
         "--user",
@@ -304,6 +308,16 @@ def deadletters(args: argparse.Namespace) -> int:
         token = page.next_page_token
         if not token:
             return 0
+
+
+def forget(args: argparse.Namespace) -> int:
+    stub = ops_service_pb2_grpc.OpsServiceStub(_channel(admin_target()))
+    answer = stub.DeleteUser(ops.DeleteUserRequest(user=args.user))
+    print(
+        f"forgot {args.user}: {answer.jobs} jobs, {answer.blobs} blobs, "
+        f"{answer.dead_letters} dead letters"
+    )
+    return 0
 
 
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -29,6 +29,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from meshkit import metrics
+from meshkit.erasure import exists_now, read_now
 from meshkit.errors import ConflictError, JobNotFoundError
 from meshkit.job_errors import end_with_error
 from meshkit.topology import Buckets
@@ -97,31 +98,50 @@ class _Pending:
 class JobStore:
     """Reads, creates, updates and watches job records."""
 
-    def __init__(self, kv: KeyValue, *, max_attempts: int = 200) -> None:
+    def __init__(self, kv: KeyValue, js: JetStreamContext, *, max_attempts: int = 200) -> None:
         self.kv = kv
+        self.js = js
         self.max_attempts = max_attempts
         self._pending: dict[str, _Pending] = {}
         self._flushers: dict[str, asyncio.Task[None]] = {}
 
     @classmethod
     async def open(cls, js: JetStreamContext) -> JobStore:
-        return cls(await js.key_value(Buckets.JOBS.name))
+        return cls(await js.key_value(Buckets.JOBS.name), js)
 
     async def create(self, record: job_record_pb2.JobRecord) -> int:
         """Store a new record; the job id must be new. Returns its revision."""
         return await self.kv.create(record.job.id, record.SerializeToString(deterministic=True))
 
     async def get(self, job_id: str) -> tuple[job_record_pb2.JobRecord, int]:
-        """The record and its revision; JobNotFoundError if there is none."""
+        """The record and its revision; JobNotFoundError if there is none.
+
+        A miss is confirmed by the bucket's leader (a replica serving a direct get may not
+        have the record yet), so JobNotFoundError means the job is gone: expired, forgotten,
+        or never created. Workers drop the tasks of such a job (meshkit.worker)."""
         try:
             entry = await self.kv.get(job_id)
+            value, revision = entry.value, entry.revision
         except KeyNotFoundError:
-            raise JobNotFoundError(job_id) from None
-        if entry.value is None:
-            raise JobNotFoundError(job_id)
+            value = None
+        if not value:
+            found = await read_now(self.js, Buckets.JOBS, job_id)
+            if found is None:
+                raise JobNotFoundError(job_id)
+            value, revision = found
         record = job_record_pb2.JobRecord()
-        record.ParseFromString(entry.value)
-        return record, entry.revision or 0
+        record.ParseFromString(value)
+        return record, revision or 0
+
+    async def require(self, job_id: str) -> None:
+        """Raise JobNotFoundError unless the record exists now, as the bucket's leader sees it.
+
+        The fence of forgetting a user: DeleteUser purges the user's job records before
+        anything else of theirs, so a writer that calls this after writing either finds its
+        job gone and takes back what it wrote, or wrote before the purge and DeleteUser's
+        sweep that follows finds it (docs/architecture.md, "Forgetting a user")."""
+        if not await exists_now(self.js, Buckets.JOBS, job_id):
+            raise JobNotFoundError(job_id)
 
     async def update(self, job_id: str, mutate: Mutation) -> job_record_pb2.JobRecord:
         """Apply mutate with compare-and-set until it sticks; return the resulting record."""

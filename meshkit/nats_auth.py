@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from meshkit.topology import (
+    ALL_BUCKETS,
     DEADLETTER,
     DEADLETTER_SUBJECT_PREFIX,
     DISCOVER,
@@ -88,6 +89,12 @@ def _kv_write(bucket: Bucket) -> list[str]:
     return [*_kv_read(bucket), f"$KV.{bucket.name}.>"]
 
 
+def _kv_purge(*buckets: Bucket) -> list[str]:
+    """Remove keys with no marker left behind: forgetting a user (DeleteUser), and a writer
+    taking back what it wrote for a job that was forgotten meanwhile."""
+    return [f"$JS.API.STREAM.PURGE.KV_{b.name}" for b in buckets]
+
+
 def _kv_watch(bucket: Bucket) -> list[str]:
     stream = f"KV_{bucket.name}"
     return [
@@ -100,8 +107,9 @@ def _kv_watch(bucket: Bucket) -> list[str]:
 
 
 def _consume(ws: WorkStream) -> list[str]:
-    """Pull from the stream's one durable consumer, ack, and fetch/delete a message whose
-    deliveries ran out (the advisory names it by sequence)."""
+    """Pull from the stream's one durable consumer, ack, fetch/delete a message whose
+    deliveries ran out (the advisory names it by sequence), park it, and take a letter back
+    when its job turns out to be forgotten."""
     return [
         f"$JS.API.STREAM.INFO.{ws.stream}",
         f"$JS.API.CONSUMER.INFO.{ws.stream}.{ws.consumer}",
@@ -110,6 +118,7 @@ def _consume(ws: WorkStream) -> list[str]:
         f"$JS.API.STREAM.MSG.GET.{ws.stream}",
         f"$JS.API.STREAM.MSG.DELETE.{ws.stream}",
         f"{DEADLETTER_SUBJECT_PREFIX}.{ws.stream}",
+        f"$JS.API.STREAM.MSG.DELETE.{DEADLETTER}",
     ]
 
 
@@ -128,6 +137,11 @@ def _advisory(ws: WorkStream) -> str:
 
 def _kv_streams(*buckets: Bucket) -> tuple[str, ...]:
     return tuple(f"KV_{b.name}" for b in buckets)
+
+
+# Every bucket that holds something of a user's, which DeleteUser (the ops identity) purges:
+# all but the webhook delivery ids, which name no one.
+_USER_DATA = tuple(b for b in ALL_BUCKETS if b is not Buckets.DELIVERIES)
 
 
 def _identities() -> tuple[Identity, ...]:
@@ -150,6 +164,16 @@ def _identities() -> tuple[Identity, ...]:
                 *_kv_write(Buckets.PENDING),
                 *_kv_watch(Buckets.PENDING),
                 *_kv_read(Buckets.BUNDLES),
+                # A refresh, schedule or callback racing DeleteUser takes itself back
+                # (gateway/forget_fence.py).
+                *_kv_read(Buckets.FORGETTING),
+                *_kv_purge(
+                    Buckets.JOBS,
+                    Buckets.ACTIVE,
+                    Buckets.HISTORY,
+                    Buckets.SCHEDULES,
+                    Buckets.CALLBACKS,
+                ),
             ),
             subscribe=(),
             streams=_kv_streams(
@@ -161,13 +185,14 @@ def _identities() -> tuple[Identity, ...]:
                 Buckets.DELIVERIES,
                 Buckets.PENDING,
                 Buckets.BUNDLES,
+                Buckets.FORGETTING,
             ),
         ),
         Identity(
             OPS,
             "the gateway's OpsService: lists dead letters, redrives each as a new job (a "
             "refresh, or a training of a bundle) or, for a notification, as a new delivery; "
-            "deletes them",
+            "deletes them; forgets a user (DeleteUser: every key of theirs, purged)",
             publish=(
                 f"$JS.API.STREAM.INFO.{DEADLETTER}",
                 f"$JS.API.STREAM.MSG.GET.{DEADLETTER}",
@@ -179,12 +204,11 @@ def _identities() -> tuple[Identity, ...]:
                 *_kv_write(Buckets.ACTIVE),
                 *_kv_write(Buckets.HISTORY),
                 *_kv_write(Buckets.REDRIVES),
+                *_kv_write(Buckets.FORGETTING),
+                *_kv_purge(*_USER_DATA),
             ),
             subscribe=(),
-            streams=(
-                DEADLETTER,
-                *_kv_streams(Buckets.JOBS, Buckets.ACTIVE, Buckets.HISTORY, Buckets.REDRIVES),
-            ),
+            streams=(DEADLETTER, *_kv_streams(*_USER_DATA)),
         ),
         Identity(
             "syncsvc",
@@ -198,6 +222,7 @@ def _identities() -> tuple[Identity, ...]:
                 *_kv_write(Buckets.OUTCOMES),
                 *_kv_write(Buckets.HTTP_CACHE),
                 *_kv_read(Buckets.BUNDLES),
+                *_kv_purge(Buckets.OUTCOMES, Buckets.HTTP_CACHE),
             ),
             subscribe=(_advisory(DISCOVER), _advisory(SYNC)),
             streams=(
@@ -215,6 +240,7 @@ def _identities() -> tuple[Identity, ...]:
                 *_kv_write(Buckets.JOBS),
                 *_kv_read(Buckets.OUTCOMES),
                 *_kv_write(Buckets.BUNDLES),
+                *_kv_purge(Buckets.BUNDLES),
                 # Whether the serving model was tuned on the bundle already (no training).
                 *_kv_read(Buckets.MODELS),
             ),
@@ -231,6 +257,7 @@ def _identities() -> tuple[Identity, ...]:
                 *_consume(TRAIN),
                 *_kv_write(Buckets.JOBS),
                 *_kv_write(Buckets.MODELS),
+                *_kv_purge(Buckets.MODELS),
                 *_kv_read(Buckets.BUNDLES),
             ),
             subscribe=(_advisory(TRAIN),),

@@ -207,7 +207,9 @@ class Buckets:
     OUTCOMES = Bucket("cm_outcomes", 1, 14 * DAY, "<job id>.<index> -> RepoOutcome", GIB)
     BUNDLES = Bucket("cm_bundles", 5, 0, "user -> BundlePointer of the latest bundle", 64 * MIB)
     MODELS = Bucket("cm_models", 5, 0, "user -> ModelPointer of the serving model", 64 * MIB)
-    HTTP_CACHE = Bucket("cm_http_cache", 1, 30 * DAY, "sha256(url) -> ETag and body blob key", GIB)
+    HTTP_CACHE = Bucket(
+        "cm_http_cache", 1, 30 * DAY, "<owner>.<sha256(url)> -> ETag and body blob key", GIB
+    )
     SCHEDULES = Bucket("cm_schedules", 1, 0, "user -> Schedule (refresh every interval)", 64 * MIB)
     CALLBACKS = Bucket(
         "cm_callbacks", 1, 0, "user -> StoredCallback (URL and signing secret)", 64 * MIB
@@ -224,6 +226,10 @@ class Buckets:
     PENDING = Bucket(
         "cm_pending", 1, DAY, "user -> PendingRefresh (pushes awaiting their job)", 64 * MIB
     )
+    # Present only while DeleteUser runs (or after one was interrupted, until it is called
+    # again): a refresh that finds it gives its job back. Never expires: an interrupted
+    # deletion keeps the user closed to refreshes rather than half forgotten.
+    FORGETTING = Bucket("cm_forgetting", 1, 0, "user -> (empty): a deletion under way", 64 * MIB)
 
 
 ALL_BUCKETS = (
@@ -239,6 +245,7 @@ ALL_BUCKETS = (
     Buckets.REDRIVES,
     Buckets.DELIVERIES,
     Buckets.PENDING,
+    Buckets.FORGETTING,
 )
 
 

@@ -3,6 +3,8 @@
     handler returns                  -> ack
     handler raises RetryLater(d)     -> nak(delay=d)   (not a failure: e.g. rate limited)
     handler raises PermanentError    -> park in DEADLETTER, term
+    handler raises JobNotFoundError  -> ack: the job is gone (forgotten or expired), its
+                                        work with it
     handler raises anything else,    -> nak(delay=retry_backoff_s[n-1]) after attempt n, or on
     or runs past the deadline           the last delivery park in DEADLETTER and term
     payload undecodable or invalid   -> park in DEADLETTER, term (it can never succeed)
@@ -17,7 +19,8 @@ MAX_DELIVERIES advisory, which the worker's own watcher turns into the same dead
 The handler's `on_dead_letter` runs in both cases, so a service can record the failure on
 the job (it must be idempotent: every replica sees the advisory). It gets a `Failure`: the
 full reason goes into the dead letter for operators; only a PermanentError's own message,
-written for the caller, may reach a job.
+written for the caller, may reach a job. A letter whose job turns out to be gone once it
+is parked is taken back: a forgotten user's tasks leave no letters.
 
 Each delivery is a CONSUMER span continuing the trace in the message headers (a redelivery
 joins the same trace), and the task's log lines carry its job_id (meshkit.logging).
@@ -52,11 +55,13 @@ from nats.js.errors import NotFoundError
 from opentelemetry.trace import SpanKind
 
 from meshkit import metrics
+from meshkit.erasure import exists_now
+from meshkit.errors import JobNotFoundError
 from meshkit.logging import bind_job_id
 from meshkit.metrics import TaskOutcome
 from meshkit.publish import MSG_ID_HEADER, publish_task
 from meshkit.telemetry import extract_context, task_attributes, tracer
-from meshkit.topology import DEADLETTER_SUBJECT_PREFIX, WorkStream
+from meshkit.topology import DEADLETTER, DEADLETTER_SUBJECT_PREFIX, Buckets, WorkStream
 from meshkit.validation import describe_violations
 
 __all__ = [
@@ -176,8 +181,9 @@ async def park(
     reason: str,
     deliveries: int,
 ) -> int:
-    """Copy a task into DEADLETTER; returns the letter's sequence there. Keyed by the task's
-    stream sequence, so parking twice is harmless (the second answers the first's)."""
+    """Copy a task into DEADLETTER; returns the letter's sequence there (0 when its job is
+    gone, and nothing is kept). Keyed by the task's stream sequence, so parking twice is
+    harmless (the second answers the first's)."""
     letter = task_pb2.DeadLetter(
         subject=ws.subject,
         payload=payload,
@@ -192,6 +198,11 @@ async def park(
         letter,
         msg_id=f"dl:{ws.stream}:{stream_seq}",
     )
+    if job_id and not await exists_now(js, Buckets.JOBS, job_id):
+        # Forgotten while it failed: take the letter back. DeleteUser purges a user's jobs
+        # before it sweeps their letters, so a letter parked after the sweep is caught here.
+        await js.delete_msg(DEADLETTER, ack.seq)
+        return 0
     if not ack.duplicate:  # the replicas that park the same task write one letter
         metrics.DEAD_LETTERS.labels(ws.stream).inc()
     return ack.seq
@@ -320,6 +331,12 @@ class Worker(Generic[T]):
         except RetryLater as exc:
             await msg.nak(delay=exc.delay_s)
             outcome = TaskOutcome.DEFERRED
+        except JobNotFoundError as exc:
+            # The job is gone (forgotten, expired): nobody waits for its work, and parking it
+            # would keep what DeleteUser removed. JobStore confirms a miss with the leader.
+            log.info("task %s dropped: %s", msg_id, exc)
+            await msg.ack()
+            outcome = TaskOutcome.ACK
         except PermanentError as exc:
             failure = Failure(str(exc), public=str(exc), code=exc.code)
             await self._dead_letter(msg, task, msg_id, failure, delivery.attempt)

@@ -17,6 +17,8 @@ from nats.js import JetStreamContext
 
 from meshkit.blob import BlobStore
 from meshkit.config import SyncSettings
+from meshkit.domain.user_data import erase_job, erase_owner
+from meshkit.errors import JobNotFoundError
 from meshkit.jobs import JobStore, is_final
 from meshkit.publish import publish_task
 from meshkit.topology import SYNC
@@ -52,6 +54,18 @@ class DiscoverHandler:
         record, _ = await self.jobs.get(job_id)
         if is_final(record.job.state):
             return  # cancelled (or failed) before discovery: drop the task
+        try:
+            await self._discover(task)
+            await self.jobs.require(job_id)
+        except JobNotFoundError:
+            # Forgotten (DeleteUser) while this ran: take back what it wrote; then the worker
+            # drops the task (docs/architecture.md, "Forgetting a user").
+            await erase_job(self.js, self.planner.blobs, job_id)
+            await erase_owner(self.js, self.planner.blobs, task.user)
+            raise
+
+    async def _discover(self, task: sync_tasks.DiscoverTask) -> None:
+        job_id = task.meta.job_id
         await self.jobs.update(job_id, _mark_discovering)
         try:
             plan, base_hash = await self.planner.plan(task)
@@ -152,6 +166,18 @@ class SyncHandler:
         record, _ = await self.jobs.get(job_id)
         if is_final(record.job.state):
             return  # cancelled: work picked up after the cancel is dropped
+        try:
+            await self._sync(task, delivery)
+            await self.jobs.require(job_id)
+        except JobNotFoundError:
+            # Forgotten (DeleteUser) while this ran: take back what it wrote; then the worker
+            # drops the task (docs/architecture.md, "Forgetting a user").
+            await erase_job(self.fanin.js, self.blobs, job_id)
+            await erase_owner(self.fanin.js, self.blobs, task.repository.split("/")[0])
+            raise
+
+    async def _sync(self, task: sync_tasks.SyncRepoTask, delivery: Delivery) -> None:
+        job_id = task.meta.job_id
         if (done := await self.fanin.stored(job_id, task.index)) is not None:
             await self.fanin.record(job_id, task.user, [done])  # count it if a crash didn't
             return

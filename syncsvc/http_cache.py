@@ -1,13 +1,14 @@
 """The ETag cache shared by every sync worker: ETags in KV, bodies in the blob store.
 
-A body is stored content-addressed under http-cache/<sha256>, and the KV entry (keyed by the
-SHA-256 of the URL, so no URL or query string becomes a key) names it with its ETag. A 304
-answer then costs GitHub nothing and costs us one KV read and one blob read.
+Entries are filed under the owner the URL is about (meshkit.domain.user_data), so forgetting
+a user removes theirs with one purge and one prefix: a KV entry keyed `<owner>.<sha256 of
+the URL>` (no URL or query string becomes a key) names the body, stored content-addressed
+under `http-cache/<owner>/`, with its ETag. A 304 answer then costs GitHub nothing and costs
+us one KV read and one blob read.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 from nats.js.errors import KeyNotFoundError
@@ -15,6 +16,7 @@ from nats.js.kv import KeyValue
 
 from meshkit.blob import BlobStore
 from meshkit.blob.base import ensure_stored
+from meshkit.domain.user_data import http_cache_body_key, http_cache_key
 from meshkit.errors import BlobNotFoundError
 from syncsvc.sources.base import CachedResponse, ResponseCache
 
@@ -26,13 +28,9 @@ class SharedResponseCache(ResponseCache):
         self.kv = kv
         self.blobs = blobs
 
-    @staticmethod
-    def _key(url: str) -> str:
-        return hashlib.sha256(url.encode()).hexdigest()
-
     async def get(self, url: str) -> CachedResponse | None:
         try:
-            entry = await self.kv.get(self._key(url))
+            entry = await self.kv.get(http_cache_key(url))
         except KeyNotFoundError:
             return None
         if not entry.value:
@@ -45,9 +43,8 @@ class SharedResponseCache(ResponseCache):
         return CachedResponse(etag=meta["etag"], body=body)
 
     async def put(self, url: str, response: CachedResponse) -> None:
-        digest = hashlib.sha256(response.body).hexdigest()
-        body_key = f"http-cache/{digest[:2]}/{digest}"
+        body_key = http_cache_body_key(url, response.body)
         await ensure_stored(self.blobs, body_key, response.body)
         await self.kv.put(
-            self._key(url), json.dumps({"etag": response.etag, "body": body_key}).encode()
+            http_cache_key(url), json.dumps({"etag": response.etag, "body": body_key}).encode()
         )

@@ -54,7 +54,7 @@ from trainsvc.evaluate import Metrics
 from trainsvc.finetune import TrainConfig, base_model_identity
 from trainsvc.outcome import TrainingOutcome, finish_training, outcome_reason, start_training
 from trainsvc.pipeline import NotEnoughData, TrainResult, train_on_bundle
-from trainsvc.pointers import latest_bundle_hash, move_model_pointer
+from trainsvc.pointers import latest_bundle_hash, move_model_pointer, take_back_model
 from trainsvc.progress import ProgressReporter
 from trainsvc.store import Manifest, ModelLayout, read_manifest, store_result
 
@@ -107,22 +107,14 @@ class TrainHandler:
             log.info("job %s is %s; train task ignored", job_id, JobState.Name(record.job.state))
             return
         layout = ModelLayout(task.user, task.bundle_hash, await self._digest())
-        manifest = await read_manifest(self.blobs, layout)
-        resumed = record.job.state == JobState.JOB_STATE_TRAINING
-        if manifest is not None and resumed:
-            # This job's earlier delivery stored its result and died before finishing.
-            outcome = await self._adopt(task, manifest, resumed=True)
-        elif (skipped := await self._skip_reason(task)) is not None:
-            outcome = skipped
-        elif manifest is not None:
-            outcome = await self._adopt(task, manifest, resumed=False)
-        else:
-            try:
-                outcome = await self._train(task, delivery, layout)
-            except Exception as exc:
-                metrics.TRAINING_RUNS.labels("failed").inc()
-                await self._note_failure(job_id, delivery, exc)
-                raise
+        try:
+            outcome = await self._outcome(task, delivery, layout, record)
+            await self.jobs.require(job_id)
+        except JobNotFoundError:
+            # Forgotten (DeleteUser) while this ran: take back what it wrote; then the worker
+            # drops the task (docs/architecture.md, "Forgetting a user").
+            await take_back_model(self.jobs.js, self.blobs, task.user, layout.prefix)
+            raise
         await self.jobs.update(job_id, finish_training(outcome))
         metrics.TRAINING_RUNS.labels(
             TrainingState.Name(outcome.state).removeprefix("TRAINING_STATE_").lower()
@@ -134,6 +126,29 @@ class TrainHandler:
             outcome.reason,
             extra={"job_id": job_id},
         )
+
+    async def _outcome(
+        self,
+        task: train_tasks.TrainTask,
+        delivery: Delivery,
+        layout: ModelLayout,
+        record: job_record_pb2.JobRecord,
+    ) -> TrainingOutcome:
+        manifest = await read_manifest(self.blobs, layout)
+        resumed = record.job.state == JobState.JOB_STATE_TRAINING
+        if manifest is not None and resumed:
+            # This job's earlier delivery stored its result and died before finishing.
+            return await self._adopt(task, manifest, resumed=True)
+        if (skipped := await self._skip_reason(task)) is not None:
+            return skipped
+        if manifest is not None:
+            return await self._adopt(task, manifest, resumed=False)
+        try:
+            return await self._train(task, delivery, layout)
+        except Exception as exc:
+            metrics.TRAINING_RUNS.labels("failed").inc()
+            await self._note_failure(task.meta.job_id, delivery, exc)
+            raise
 
     async def on_dead_letter(self, task: train_tasks.TrainTask | None, failure: Failure) -> None:
         """The task failed its last attempt (or crashed its worker every time): DONE, with

@@ -13,13 +13,18 @@ from __future__ import annotations
 import logging
 
 from contextmesh.bundle.v1 import bundle_pb2
+from nats.js import JetStreamContext
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from meshkit.blob import BlobStore
+from meshkit.blob.base import delete_prefix
 from meshkit.domain.pointers import read_bundle_pointer, read_model_pointer
+from meshkit.erasure import purge, read_now
 from meshkit.errors import ConflictError
+from meshkit.topology import Buckets
 
-__all__ = ["latest_bundle_hash", "move_model_pointer"]
+__all__ = ["latest_bundle_hash", "move_model_pointer", "take_back_model"]
 
 log = logging.getLogger(__name__)
 
@@ -61,3 +66,14 @@ async def move_model_pointer(
 
 def _same_model(a: bundle_pb2.ModelPointer, b: bundle_pb2.ModelPointer) -> bool:
     return (a.bundle_hash, a.model_key, a.tuned) == (b.bundle_hash, b.model_key, b.tuned)
+
+
+async def take_back_model(js: JetStreamContext, blobs: BlobStore, user: str, prefix: str) -> None:
+    """Undo a training whose job was forgotten meanwhile: the files under prefix, and the
+    user's model pointer if it names them."""
+    found = await read_now(js, Buckets.MODELS, user)
+    if found is not None and bundle_pb2.ModelPointer.FromString(found[0]).model_key.startswith(
+        prefix
+    ):
+        await purge(js, Buckets.MODELS, user)
+    await delete_prefix(blobs, prefix)

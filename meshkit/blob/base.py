@@ -13,6 +13,7 @@ Content-addressed keys make `create` the normal write: the same bytes under the 
 from __future__ import annotations
 
 import abc
+import asyncio
 import re
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ __all__ = [
     "BlobStore",
     "Data",
     "as_chunks",
+    "delete_prefix",
     "ensure_stored",
     "validate_key",
 ]
@@ -124,3 +126,11 @@ async def ensure_stored(store: BlobStore, key: str, data: Data) -> bool:
     except BlobExistsError:
         return False
     return True
+
+
+async def delete_prefix(store: BlobStore, prefix: str) -> int:
+    """Delete every object whose key starts with prefix; returns how many there were."""
+    keys = [info.key async for info in store.list(prefix)]
+    for start in range(0, len(keys), 32):
+        await asyncio.gather(*(store.delete(k) for k in keys[start : start + 32]))
+    return len(keys)

@@ -6,15 +6,18 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from gateway.forget import Forgetter
 from gateway.redrive import Redriver
 from gateway.refresh import Refresher
 from gateway.schedules import ScheduleStore
 from meshctl.nats_server import NatsServer
+from meshkit.blob import BlobStore, FilesystemBlobStore
 from meshkit.config import NatsSettings
 from meshkit.domain.callbacks import CallbackStore
 from meshkit.jobs import JobStore
@@ -30,9 +33,11 @@ class Gateway:
     redriver: Redriver
     schedules: ScheduleStore
     callbacks: CallbackStore
+    blobs: BlobStore
+    forgetter: Forgetter
 
 
-async def open_gateway(js: JetStreamContext) -> Gateway:
+async def open_gateway(js: JetStreamContext, blobs: BlobStore) -> Gateway:
     jobs = await JobStore.open(js)
     refresher = await Refresher.open(js, jobs)
     redriver = Redriver(js, jobs, refresher, await js.key_value(Buckets.REDRIVES.name))
@@ -43,6 +48,8 @@ async def open_gateway(js: JetStreamContext) -> Gateway:
         redriver,
         await ScheduleStore.open(js),
         await CallbackStore.open(js),
+        blobs,
+        await Forgetter.open(js, refresher.history, blobs),
     )
 
 
@@ -56,8 +63,8 @@ async def connection(fresh_nats: NatsServer) -> AsyncIterator[tuple[Client, JetS
 
 
 @pytest.fixture
-async def gateway(js: JetStreamContext) -> Gateway:
-    return await open_gateway(js)
+async def gateway(js: JetStreamContext, tmp_path: Path) -> Gateway:
+    return await open_gateway(js, FilesystemBlobStore(tmp_path / "blobs"))
 
 
 @pytest.fixture

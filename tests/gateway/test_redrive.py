@@ -4,6 +4,7 @@ what a letter says to an arbitrary subject."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 
 import pytest
@@ -17,9 +18,12 @@ from google.protobuf.message import Message
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.errors import KeyWrongLastSequenceError
 
 from gateway.ops_service import OpsService
+from gateway.refresh import new_record
 from meshkit.domain.ids import discover_msg_id, new_job_id, sync_msg_id, train_msg_id
+from meshkit.jobs import JobStore
 from meshkit.publish import publish_task
 from meshkit.rpc import FailedPrecondition, NotFound
 from meshkit.topology import DEADLETTER, DISCOVER, MERGE, SYNC, TRAIN, Buckets, WorkStream
@@ -31,7 +35,12 @@ HASH = "ab" * 32
 
 
 async def parked(js: JetStreamContext, ws: WorkStream, task: Message) -> int:
-    """Park `task` as a worker does after its last delivery; the letter's sequence."""
+    """Park `task` as a worker does after its last delivery; the letter's sequence. Its
+    job's record exists, as when a worker parks (a letter of a gone job is not kept)."""
+    jobs = await JobStore.open(js)
+    job_id = task.meta.job_id  # type: ignore[attr-defined]
+    with contextlib.suppress(KeyWrongLastSequenceError):  # recorded by an earlier letter
+        await jobs.create(new_record(job_id, task.user))  # type: ignore[attr-defined]
     return await park(
         js,
         ws,
@@ -185,7 +194,7 @@ async def test_a_forged_letter_is_refused_and_nothing_is_published(
     assert received == []
     assert await letter_exists(js, ack.seq)  # kept for an operator to look at
     # Listed with the subject its stream names, never the one its payload claims.
-    listed = await OpsService(js, gateway.redriver).ListDeadLetters(
+    listed = await OpsService(js, gateway.redriver, gateway.forgetter).ListDeadLetters(
         ops_pb.ListDeadLettersRequest(),
         None,  # type: ignore[arg-type]
     )

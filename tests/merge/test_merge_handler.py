@@ -29,6 +29,8 @@ from meshkit.domain.bundle import (
 )
 from meshkit.domain.ids import merge_msg_id, new_job_id, train_msg_id
 from meshkit.domain.pointers import read_bundle_pointer
+from meshkit.erasure import purge
+from meshkit.errors import JobNotFoundError
 from meshkit.jobs import JobStore
 from meshkit.topology import TRAIN, Buckets
 from meshkit.worker import RetryLater
@@ -333,3 +335,34 @@ async def test_a_final_job_is_left_alone(world: World) -> None:
     await world.handler().handle(task, delivery())
     assert await world.job(task) == ended
     assert await read_bundle_pointer(world.pointers, world.user) is None
+
+
+class ForgetsAfterWriting:
+    """The user's pointers, with DeleteUser's purge of the job landing right after the merge
+    moves the pointer: after every write of the merge, before its check of the job."""
+
+    def __init__(self, pointers: KeyValue, world: World, job_id: str) -> None:
+        self._pointers, self._world, self._job_id = pointers, world, job_id
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pointers, name)
+
+    async def create(self, key: str, value: bytes) -> int:
+        written: int = await self._pointers.create(key, value)
+        await purge(self._world.js, Buckets.JOBS, self._job_id)
+        return written
+
+
+async def test_a_merge_whose_job_is_forgotten_meanwhile_takes_back_what_it_wrote(
+    world: World,
+) -> None:
+    task = await world.merging_job(await two_repositories(world))
+    results = {b.key async for b in world.blobs.list(f"repos/{world.user}/")}
+    world.pointers = ForgetsAfterWriting(world.pointers, world, task.meta.job_id)  # type: ignore[assignment]
+    with pytest.raises(JobNotFoundError):
+        await world.handler().handle(task, delivery())
+    assert await read_bundle_pointer(world.pointers, world.user) is None
+    # Only what syncsvc stored is left (syncsvc takes its own back); no bundle, no index.
+    assert {b.key async for b in world.blobs.list()} >= results
+    assert [b.key async for b in world.blobs.list(f"bundles/{world.user}/")] == []
+    assert await world.train_tasks() == []

@@ -27,7 +27,7 @@ from meshkit.nats_client import connect
 from meshkit.publish import publish_task
 from meshkit.rpc import create_server
 from meshkit.worker import Delivery, PermanentError, RetryLater, Worker, park
-from tests.runtime.worker_support import RecordingHandler, make_stream, run_until, task
+from tests.runtime.worker_support import RecordingHandler, make_stream, recorded, run_until
 
 JobState = job_pb2.JobState
 
@@ -83,7 +83,7 @@ async def test_a_worker_counts_each_delivery_under_its_outcome(
 
     handler = RecordingHandler(handle)
     for job_id in kinds:
-        t = task(job_id)
+        t = await recorded(js, job_id)
         await publish_task(js, ws.subject, t, msg_id=t.meta.task_id)
     await js.publish(ws.subject, b"\xff not a task", headers={"Nats-Msg-Id": "garbage"})
     w = Worker(nc, js, ws, handler)
@@ -122,7 +122,7 @@ async def test_a_worker_exports_its_consumers_backlog_from_the_server(
         await release.wait()
 
     for _ in range(3):
-        t = task()
+        t = await recorded(js)
         await publish_task(js, ws.subject, t, msg_id=t.meta.task_id)
     w = Worker(nc, js, ws, RecordingHandler(handle), concurrency=1)
 
@@ -225,7 +225,7 @@ async def test_the_capacity_watch_exports_each_streams_messages_and_bytes(
 ) -> None:
     ws = await make_stream(js)
     for _ in range(2):
-        t = task()
+        t = await recorded(js)
         await publish_task(js, ws.subject, t, msg_id=t.meta.task_id)
     await CapacityWatch(js, [ws.stream]).check()
     assert value("contextmesh_stream_messages", stream=ws.stream) == 2

@@ -23,12 +23,14 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 
 from gateway.redrive import Redriver
+from gateway.refresh import new_record
 from meshctl.__main__ import main
 from meshctl.nats_server import NatsServer
 from meshkit import nats_auth
 from meshkit.config import NatsSettings, Settings
 from meshkit.domain.ids import new_job_id, sync_msg_id
 from meshkit.errors import ConfigError
+from meshkit.jobs import JobStore
 from meshkit.nats_client import NatsAuthError, connect
 from meshkit.topology import (
     DEADLETTER,
@@ -244,6 +246,8 @@ async def test_the_ops_identity_lists_and_redrives_dead_letters(locked: Locked) 
         user="alice",
         repository="alice/broken",
     )
+    # The job exists, as when a worker parks (a letter of a gone job is not kept).
+    await (await JobStore.open(sync_js)).create(new_record(job_id, "alice"))
     seq = await park(
         sync_js,
         SYNC,

@@ -13,8 +13,10 @@ from contextmesh.task.v1 import task_pb2
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from meshkit.erasure import purge
+from meshkit.jobs import JobStore
 from meshkit.publish import publish_task
-from meshkit.topology import DISCOVER, MERGE, SYNC
+from meshkit.topology import DISCOVER, MERGE, SYNC, Buckets
 from meshkit.worker import (
     Delivery,
     Failure,
@@ -29,6 +31,7 @@ from tests.runtime.worker_support import (
     drained,
     make_stream,
     pending,
+    recorded,
     run_until,
     task,
 )
@@ -42,7 +45,7 @@ async def test_success_is_acked_once(nc: Client, js: JetStreamContext) -> None:
     async def handler(t: merge_tasks.MergeTask, d: Delivery) -> None:
         seen.append(d.attempt)
 
-    t = task()
+    t = await recorded(js)
     await publish_task(js, ws.subject, t, msg_id=t.meta.task_id)
     ack = await publish_task(js, ws.subject, t, msg_id=t.meta.task_id)
     assert ack.duplicate  # same Nats-Msg-Id: dropped by the duplicate window
@@ -62,7 +65,7 @@ async def test_failure_is_retried_then_succeeds(nc: Client, js: JetStreamContext
         if d.attempt < 3:
             raise RuntimeError("flaky")
 
-    await publish_task(js, ws.subject, task(), msg_id="a")
+    await publish_task(js, ws.subject, await recorded(js), msg_id="a")
     worker = Worker(nc, js, ws, RecordingHandler(handler))
     await run_until(worker, lambda: worker.handled == 1)
     assert seen == [1, 2, 3]
@@ -78,7 +81,7 @@ async def test_last_failure_is_parked_with_its_reason_and_the_handler_is_told(
     async def broken(t: merge_tasks.MergeTask, d: Delivery) -> None:
         raise RuntimeError(f"broken on delivery {d.attempt}")
 
-    t = task()
+    t = await recorded(js)
     await publish_task(js, ws.subject, t, msg_id="b")
     handler = RecordingHandler(broken)
     worker = Worker(nc, js, ws, handler)
@@ -104,7 +107,7 @@ async def test_permanent_errors_and_invalid_payloads_are_parked_at_once(
         calls += 1
         raise PermanentError("no such user", code=1)
 
-    await publish_task(js, ws.subject, task(), msg_id="c")
+    await publish_task(js, ws.subject, await recorded(js), msg_id="c")
     bad = merge_tasks.MergeTask(
         meta=task_pb2.TaskMeta(job_id="not-a-job-id", task_id="x"), user="alice"
     )
@@ -133,7 +136,7 @@ async def test_retry_later_is_not_a_failure(nc: Client, js: JetStreamContext) ->
         if len(seen) == 1:
             raise RetryLater(0.05, "not yet")
 
-    await publish_task(js, ws.subject, task(), msg_id="f")
+    await publish_task(js, ws.subject, await recorded(js), msg_id="f")
     worker = Worker(nc, js, ws, RecordingHandler(handler))
     await run_until(worker, lambda: worker.handled == 1)
     assert seen == [1, 2]
@@ -147,7 +150,7 @@ async def test_long_work_is_kept_alive_by_in_progress(nc: Client, js: JetStreamC
         seen.append(d.attempt)
         await asyncio.sleep(2.5)  # the point: work that outlasts the ack wait
 
-    await publish_task(js, ws.subject, task(), msg_id="g")
+    await publish_task(js, ws.subject, await recorded(js), msg_id="g")
     worker = Worker(nc, js, ws, RecordingHandler(handler), concurrency=2)
     await run_until(worker, lambda: worker.handled == 1)
     assert seen == [1]  # never redelivered mid-run
@@ -165,7 +168,7 @@ async def test_a_task_whose_worker_always_crashes_is_parked_by_the_advisory(
 
     nc, js2 = await connect(NatsSettings(url=nats_server.url), name="advisory")
     stop_watch = await watch_max_deliveries(nc, js2, ws, handler)
-    t = task()
+    t = await recorded(js)
     await publish_task(js, ws.subject, t, msg_id="h")
     sub = await js.pull_subscribe_bind(durable=ws.consumer, stream=ws.stream)
     delivered = 0
@@ -199,10 +202,10 @@ async def test_a_handler_stuck_on_an_await_is_abandoned_at_its_deadline(
             stuck.append(d.attempt)
             await asyncio.Event().wait()  # never set
 
-    hung = task()
+    hung = await recorded(js)
     hung.user = "stuck"
     await publish_task(js, ws.subject, hung, msg_id="stuck")
-    await publish_task(js, ws.subject, task(), msg_id="fine")
+    await publish_task(js, ws.subject, await recorded(js), msg_id="fine")
     handler = RecordingHandler(hang_if_stuck)
     worker = Worker(nc, js, ws, handler, concurrency=1)
     await run_until(worker, lambda: bool(handler.parked) and worker.handled == 1)
@@ -226,7 +229,7 @@ async def test_a_handler_whose_thread_blocks_is_abandoned_at_its_deadline(
         attempts.append(d.attempt)
         await asyncio.to_thread(release.wait)  # a thread that never returns on its own
 
-    await publish_task(js, ws.subject, task(), msg_id="blocked")
+    await publish_task(js, ws.subject, await recorded(js), msg_id="blocked")
     handler = RecordingHandler(block)
     worker = Worker(nc, js, ws, handler)
     try:
@@ -252,7 +255,7 @@ async def test_retries_wait_the_documented_delays(nc: Client, js: JetStreamConte
         if len(seen) <= len(table):
             raise RuntimeError("not yet")
 
-    await publish_task(js, ws.subject, task(), msg_id="timed")
+    await publish_task(js, ws.subject, await recorded(js), msg_id="timed")
     worker = Worker(nc, js, ws, RecordingHandler(handler))
     await run_until(worker, lambda: worker.handled == 1, limit_s=30)
     gaps = [later - earlier for earlier, later in itertools.pairwise(seen)]
@@ -267,7 +270,7 @@ async def test_retries_wait_the_documented_delays(nc: Client, js: JetStreamConte
 async def test_a_dead_workers_task_moves_on_after_the_ack_wait(js: JetStreamContext) -> None:
     """Measured on a real server with SYNC's own ack wait: the delay a crash costs."""
     ws = await make_stream(js, ack_wait_s=SYNC.ack_wait_s)
-    await publish_task(js, ws.subject, task(), msg_id="orphan")
+    await publish_task(js, ws.subject, await recorded(js), msg_id="orphan")
     sub = await js.pull_subscribe_bind(durable=ws.consumer, stream=ws.stream)
     try:
         [first] = await sub.fetch(1, timeout=5)  # taken by a worker that then dies silently
@@ -281,3 +284,42 @@ async def test_a_dead_workers_task_moves_on_after_the_ack_wait(js: JetStreamCont
     # Not before the ack wait; and SYNC's ack wait, not the 10 s of the other streams (or the
     # 10 s of backoff[1] the server used to time it from).
     assert ws.ack_wait_s - 0.05 <= waited < DISCOVER.ack_wait_s
+
+
+async def test_a_task_of_a_gone_job_is_dropped_not_retried_or_parked(
+    nc: Client, js: JetStreamContext
+) -> None:
+    """A job forgotten or expired has nobody waiting for its work: keeping its task (or a
+    letter of it) would keep what DeleteUser erased."""
+    ws = await make_stream(js)
+    seen: list[int] = []
+    jobs = await JobStore.open(js)
+
+    async def handler(t: merge_tasks.MergeTask, d: Delivery) -> None:
+        seen.append(d.attempt)
+        await jobs.get(t.meta.job_id)  # as every handler starts: the record is gone
+
+    handler_ = RecordingHandler(handler)
+    await publish_task(js, ws.subject, task(), msg_id="gone")
+    worker = Worker(nc, js, ws, handler_)
+    await run_until(worker, lambda: bool(seen))
+    await until(lambda: drained(js, ws), what="the task acked away")
+    assert seen == [1]
+    assert await dead_letters(js, ws) == [] and handler_.parked == []
+
+
+async def test_a_letter_of_a_job_forgotten_while_it_failed_is_not_kept(
+    nc: Client, js: JetStreamContext
+) -> None:
+    ws = await make_stream(js)
+    t = await recorded(js)
+
+    async def broken(task_: merge_tasks.MergeTask, d: Delivery) -> None:
+        if d.is_last:  # forgotten during its last attempt, which then fails
+            await purge(js, Buckets.JOBS, task_.meta.job_id)
+        raise RuntimeError("broken")
+
+    handler = RecordingHandler(broken)
+    await publish_task(js, ws.subject, t, msg_id="forgotten")
+    await run_until(Worker(nc, js, ws, handler), lambda: bool(handler.parked))
+    assert await dead_letters(js, ws) == []

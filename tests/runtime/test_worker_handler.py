@@ -18,8 +18,8 @@ from tests.runtime.worker_support import (
     dead_letters,
     make_stream,
     pending,
+    recorded,
     run_until,
-    task,
 )
 
 
@@ -51,6 +51,7 @@ async def test_deliveries_are_decoded_as_the_handlers_task_type(
         force=True,
         resync=["octo/one"],
     )
+    await recorded(js, job_id)  # the job exists, as when gateway publishes discovery
     await publish_task(js, ws.subject, sent, msg_id=sent.meta.task_id)
     handler = DiscoverRecorder()
     await run_until(Worker(nc, js, ws, handler), lambda: bool(handler.parked))
@@ -81,9 +82,9 @@ async def test_a_running_worker_parks_a_task_that_crashed_every_delivery_through
     stop = asyncio.Event()
     running = asyncio.create_task(worker.run(stop, grace_s=2))
     try:
-        await publish_task(js, ws.subject, task(), msg_id="held")
+        await publish_task(js, ws.subject, await recorded(js), msg_id="held")
         await asyncio.wait_for(holding.wait(), 10)
-        crashed = task()
+        crashed = await recorded(js)
         await publish_task(js, ws.subject, crashed, msg_id="crashed")
         sub = await js.pull_subscribe_bind(durable=ws.consumer, stream=ws.stream)
         try:

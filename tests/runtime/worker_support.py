@@ -4,15 +4,19 @@ what a worker left behind (dead letters, pending tasks)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import uuid
 from collections.abc import Awaitable, Callable
 
+from contextmesh.job.v1 import job_record_pb2
 from contextmesh.merge.v1 import tasks_pb2 as merge_tasks
 from contextmesh.task.v1 import task_pb2
 from nats.js import JetStreamContext
+from nats.js.errors import KeyWrongLastSequenceError
 
 from meshkit.domain.ids import new_job_id
+from meshkit.jobs import JobStore
 from meshkit.topology import DEADLETTER, MERGE, WorkStream, consumer_config, work_stream_config
 from meshkit.worker import Delivery, Failure, Worker
 from tests.support.polling import until
@@ -56,6 +60,17 @@ def task(job_id: str | None = None) -> merge_tasks.MergeTask:
     return merge_tasks.MergeTask(
         meta=task_pb2.TaskMeta(job_id=job_id, task_id=f"merge:{job_id}"), user="alice", total=1
     )
+
+
+async def recorded(js: JetStreamContext, job_id: str | None = None) -> merge_tasks.MergeTask:
+    """A task whose job has a record, as every task a service publishes has (a worker drops
+    the tasks of a gone job and keeps no letter of them)."""
+    t = task(job_id)
+    record = job_record_pb2.JobRecord()
+    record.job.id, record.job.user = t.meta.job_id, t.user
+    with contextlib.suppress(KeyWrongLastSequenceError):  # recorded already
+        await (await JobStore.open(js)).create(record)
+    return t
 
 
 async def run_until(worker: Worker, condition: Callable[[], bool], limit_s: float = 10.0) -> None:

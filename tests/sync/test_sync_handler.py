@@ -18,6 +18,8 @@ from meshkit.blob import BlobStore
 from meshkit.config import SyncSettings
 from meshkit.domain.bundle import content_hash, repo_result_key
 from meshkit.domain.ids import new_job_id, sync_msg_id
+from meshkit.erasure import purge
+from meshkit.errors import JobNotFoundError
 from meshkit.jobs import JobStore
 from meshkit.topology import Buckets
 from meshkit.worker import RetryLater
@@ -207,3 +209,29 @@ async def test_a_failed_outcome_keeps_the_previous_result_and_a_bounded_reason(
         task.fingerprint,
     )
     assert outcome.result_key == PREVIOUS and outcome.reason == "x" * 500
+
+
+class ForgottenWhileFetching(CountingSource):
+    """DeleteUser's purge of the job lands while the repository is fetched: after the
+    handler's first look at the job, before anything is written."""
+
+    def __init__(self, inner: Source, js: JetStreamContext, job_id: str) -> None:
+        super().__init__(inner)
+        self.js, self.job_id = js, job_id
+
+    async def fetch(
+        self, repo: RepoListing, *, extra_files: tuple[str, ...], max_file_bytes: int
+    ) -> FetchedRepo:
+        await purge(self.js, Buckets.JOBS, self.job_id)
+        return await super().fetch(repo, extra_files=extra_files, max_file_bytes=max_file_bytes)
+
+
+async def test_a_sync_whose_job_is_forgotten_meanwhile_takes_back_what_it_wrote(
+    world: World, js: JetStreamContext
+) -> None:
+    world.source = ForgottenWhileFetching(world.source.inner, js, world.job_id)
+    task = await world.task("alpha", 0)
+    with pytest.raises(JobNotFoundError):
+        await world.handler().handle(task, delivery())
+    assert [b.key async for b in world.blobs.list(f"repos/{world.user}/")] == []
+    assert await world.fanin.stored(world.job_id, 0) is None

@@ -19,6 +19,8 @@ from meshkit.config import TrainSettings
 from meshkit.domain.documents import Bundle
 from meshkit.domain.passages import bundle_passages
 from meshkit.domain.pointers import read_model_pointer
+from meshkit.erasure import purge
+from meshkit.errors import JobNotFoundError
 from meshkit.jobs import JobStore
 from meshkit.topology import Buckets
 from meshkit.worker import Delivery, Failure
@@ -344,3 +346,32 @@ async def test_each_training_counts_by_outcome_with_its_time_and_both_mrrs(
     published, failed, timed, base, tuned = (a - b for a, b in zip(snapshot(), before, strict=True))
     assert (published, failed, timed) == (1, 1, 2)
     assert (base, tuned) == pytest.approx((BASE.mrr_at_10, BETTER.mrr_at_10))
+
+
+class ForgetsAfterPublishing:
+    """The user's model pointers, with DeleteUser's purge of the job landing right after the
+    pointer moves: after every write of the training, before its check of the job."""
+
+    def __init__(self, models: Any, js: Any, job_id: str) -> None:
+        self._models, self._js, self._job_id = models, js, job_id
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._models, name)
+
+    async def create(self, key: str, value: bytes) -> int:
+        written: int = await self._models.create(key, value)
+        await purge(self._js, Buckets.JOBS, self._job_id)
+        return written
+
+
+async def test_a_training_whose_job_is_forgotten_meanwhile_takes_back_what_it_wrote(
+    js: Any, blobs: BlobStore, tiny_model_dir: Path, user: str
+) -> None:
+    handler = await make_handler(js, blobs, tiny_model_dir, FakeTraining(BETTER))
+    job_id, _, task = await prepare_job(js, handler.jobs, blobs, sample_bundle(user))
+    handler.models = ForgetsAfterPublishing(handler.models, js, job_id)
+    with pytest.raises(JobNotFoundError):
+        await handler.handle(task, delivery())
+    pointer, _ = await read_model_pointer(handler.models, user)
+    assert pointer is None
+    assert [b.key async for b in blobs.list(f"models/{user}/")] == []

@@ -141,7 +141,7 @@ async def test_a_parked_training_redriven_trains_that_bundle_once(
 
     # The fault is fixed: the bundle is where the task says it is.
     await trainsvc.blobs.put(task.bundle_key, await trainsvc.blobs.get(stored_at))
-    gateway = await open_gateway(js)
+    gateway = await open_gateway(js, trainsvc.blobs)
     redriven = await gateway.redriver.redrive(parked.seq)
     assert redriven.job.redrive.job_id == job_id and redriven.job.id != job_id
 

@@ -24,10 +24,11 @@ _sym_db = _symbol_database.Default()
 
 from contextmesh._vendor.buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from contextmesh.job.v1 import job_pb2 as contextmesh_dot_job_dot_v1_dot_job__pb2
+from contextmesh.validate.v1 import rules_pb2 as contextmesh_dot_validate_dot_v1_dot_rules__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$contextmesh/ops/v1/ops_service.proto\x12\x12\x63ontextmesh.ops.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1c\x63ontextmesh/job/v1/job.proto\x1a\x1cgoogle/api/annotations.proto\"s\n\nParkedTask\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x0e\n\x06msg_id\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x12\n\ndeliveries\x18\x06 \x01(\r\"R\n\x16ListDeadLettersRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\rB\x08\xbaH\x05*\x03\x18\xe8\x07\x12\x1b\n\npage_token\x18\x02 \x01(\tB\x07\xbaH\x04r\x02\x18 \"a\n\x17ListDeadLettersResponse\x12-\n\x05tasks\x18\x01 \x03(\x0b\x32\x1e.contextmesh.ops.v1.ParkedTask\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"5\n\x18RedriveDeadLetterRequest\x12\x19\n\x08sequence\x18\x01 \x01(\x04\x42\x07\xbaH\x04\x32\x02 \x00\"o\n\x19RedriveDeadLetterResponse\x12,\n\x04task\x18\x01 \x01(\x0b\x32\x1e.contextmesh.ops.v1.ParkedTask\x12$\n\x03job\x18\x02 \x01(\x0b\x32\x17.contextmesh.job.v1.Job2\xb4\x02\n\nOpsService\x12\x83\x01\n\x0fListDeadLetters\x12*.contextmesh.ops.v1.ListDeadLettersRequest\x1a+.contextmesh.ops.v1.ListDeadLettersResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/deadletters\x12\x9f\x01\n\x11RedriveDeadLetter\x12,.contextmesh.ops.v1.RedriveDeadLetterRequest\x1a-.contextmesh.ops.v1.RedriveDeadLetterResponse\"-\x82\xd3\xe4\x93\x02\'\"\"/v1/deadletters/{sequence}:redrive:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$contextmesh/ops/v1/ops_service.proto\x12\x12\x63ontextmesh.ops.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1c\x63ontextmesh/job/v1/job.proto\x1a#contextmesh/validate/v1/rules.proto\x1a\x1cgoogle/api/annotations.proto\"s\n\nParkedTask\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x0e\n\x06msg_id\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x12\n\ndeliveries\x18\x06 \x01(\r\"R\n\x16ListDeadLettersRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\rB\x08\xbaH\x05*\x03\x18\xe8\x07\x12\x1b\n\npage_token\x18\x02 \x01(\tB\x07\xbaH\x04r\x02\x18 \"a\n\x17ListDeadLettersResponse\x12-\n\x05tasks\x18\x01 \x03(\x0b\x32\x1e.contextmesh.ops.v1.ParkedTask\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"5\n\x18RedriveDeadLetterRequest\x12\x19\n\x08sequence\x18\x01 \x01(\x04\x42\x07\xbaH\x04\x32\x02 \x00\"o\n\x19RedriveDeadLetterResponse\x12,\n\x04task\x18\x01 \x01(\x0b\x32\x1e.contextmesh.ops.v1.ParkedTask\x12$\n\x03job\x18\x02 \x01(\x0b\x32\x17.contextmesh.job.v1.Job\",\n\x11\x44\x65leteUserRequest\x12\x17\n\x04user\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\"G\n\x12\x44\x65leteUserResponse\x12\x0c\n\x04jobs\x18\x01 \x01(\r\x12\r\n\x05\x62lobs\x18\x02 \x01(\r\x12\x14\n\x0c\x64\x65\x61\x64_letters\x18\x03 \x01(\r2\xab\x03\n\nOpsService\x12\x83\x01\n\x0fListDeadLetters\x12*.contextmesh.ops.v1.ListDeadLettersRequest\x1a+.contextmesh.ops.v1.ListDeadLettersResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/deadletters\x12\x9f\x01\n\x11RedriveDeadLetter\x12,.contextmesh.ops.v1.RedriveDeadLetterRequest\x1a-.contextmesh.ops.v1.RedriveDeadLetterResponse\"-\x82\xd3\xe4\x93\x02\'\"\"/v1/deadletters/{sequence}:redrive:\x01*\x12u\n\nDeleteUser\x12%.contextmesh.ops.v1.DeleteUserRequest\x1a&.contextmesh.ops.v1.DeleteUserResponse\"\x18\x82\xd3\xe4\x93\x02\x12*\x10/v1/users/{user}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,20 +41,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTDEADLETTERSREQUEST'].fields_by_name['page_token']._serialized_options = b'\272H\004r\002\030 '
   _globals['_REDRIVEDEADLETTERREQUEST'].fields_by_name['sequence']._loaded_options = None
   _globals['_REDRIVEDEADLETTERREQUEST'].fields_by_name['sequence']._serialized_options = b'\272H\0042\002 \000'
+  _globals['_DELETEUSERREQUEST'].fields_by_name['user']._loaded_options = None
+  _globals['_DELETEUSERREQUEST'].fields_by_name['user']._serialized_options = b'\272H\006r\004\310\322#\001'
   _globals['_OPSSERVICE'].methods_by_name['ListDeadLetters']._loaded_options = None
   _globals['_OPSSERVICE'].methods_by_name['ListDeadLetters']._serialized_options = b'\202\323\344\223\002\021\022\017/v1/deadletters'
   _globals['_OPSSERVICE'].methods_by_name['RedriveDeadLetter']._loaded_options = None
   _globals['_OPSSERVICE'].methods_by_name['RedriveDeadLetter']._serialized_options = b'\202\323\344\223\002\'\"\"/v1/deadletters/{sequence}:redrive:\001*'
-  _globals['_PARKEDTASK']._serialized_start=149
-  _globals['_PARKEDTASK']._serialized_end=264
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=266
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=348
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=350
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=447
-  _globals['_REDRIVEDEADLETTERREQUEST']._serialized_start=449
-  _globals['_REDRIVEDEADLETTERREQUEST']._serialized_end=502
-  _globals['_REDRIVEDEADLETTERRESPONSE']._serialized_start=504
-  _globals['_REDRIVEDEADLETTERRESPONSE']._serialized_end=615
-  _globals['_OPSSERVICE']._serialized_start=618
-  _globals['_OPSSERVICE']._serialized_end=926
+  _globals['_OPSSERVICE'].methods_by_name['DeleteUser']._loaded_options = None
+  _globals['_OPSSERVICE'].methods_by_name['DeleteUser']._serialized_options = b'\202\323\344\223\002\022*\020/v1/users/{user}'
+  _globals['_PARKEDTASK']._serialized_start=186
+  _globals['_PARKEDTASK']._serialized_end=301
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=303
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=385
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=387
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=484
+  _globals['_REDRIVEDEADLETTERREQUEST']._serialized_start=486
+  _globals['_REDRIVEDEADLETTERREQUEST']._serialized_end=539
+  _globals['_REDRIVEDEADLETTERRESPONSE']._serialized_start=541
+  _globals['_REDRIVEDEADLETTERRESPONSE']._serialized_end=652
+  _globals['_DELETEUSERREQUEST']._serialized_start=654
+  _globals['_DELETEUSERREQUEST']._serialized_end=698
+  _globals['_DELETEUSERRESPONSE']._serialized_start=700
+  _globals['_DELETEUSERRESPONSE']._serialized_end=771
+  _globals['_OPSSERVICE']._serialized_start=774
+  _globals['_OPSSERVICE']._serialized_end=1201
 # @@protoc_insertion_point(module_scope)

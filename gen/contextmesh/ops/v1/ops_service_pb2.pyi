@@ -1,5 +1,6 @@
 from contextmesh._vendor.buf.validate import validate_pb2 as _validate_pb2
 from contextmesh.job.v1 import job_pb2 as _job_pb2
+from contextmesh.validate.v1 import rules_pb2 as _rules_pb2
 from google.api import annotations_pb2 as _annotations_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -54,3 +55,19 @@ class RedriveDeadLetterResponse(_message.Message):
     task: ParkedTask
     job: _job_pb2.Job
     def __init__(self, task: _Optional[_Union[ParkedTask, _Mapping]] = ..., job: _Optional[_Union[_job_pb2.Job, _Mapping]] = ...) -> None: ...
+
+class DeleteUserRequest(_message.Message):
+    __slots__ = ("user",)
+    USER_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    def __init__(self, user: _Optional[str] = ...) -> None: ...
+
+class DeleteUserResponse(_message.Message):
+    __slots__ = ("jobs", "blobs", "dead_letters")
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    BLOBS_FIELD_NUMBER: _ClassVar[int]
+    DEAD_LETTERS_FIELD_NUMBER: _ClassVar[int]
+    jobs: int
+    blobs: int
+    dead_letters: int
+    def __init__(self, jobs: _Optional[int] = ..., blobs: _Optional[int] = ..., dead_letters: _Optional[int] = ...) -> None: ...

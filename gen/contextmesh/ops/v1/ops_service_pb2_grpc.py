@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class OpsServiceStub:
-    """OpsService is for operators: inspect and redrive tasks parked in the dead-letter stream.
+    """OpsService is for operators: inspect and redrive tasks parked in the dead-letter stream,
+    and forget a user.
     """
 
     def __init__(self, channel):
@@ -45,10 +46,16 @@ class OpsServiceStub:
                 request_serializer=contextmesh_dot_ops_dot_v1_dot_ops__service__pb2.RedriveDeadLetterRequest.SerializeToString,
                 response_deserializer=contextmesh_dot_ops_dot_v1_dot_ops__service__pb2.RedriveDeadLetterResponse.FromString,
                 _registered_method=True)
+        self.DeleteUser = channel.unary_unary(
+                '/contextmesh.ops.v1.OpsService/DeleteUser',
+                request_serializer=contextmesh_dot_ops_dot_v1_dot_ops__service__pb2.DeleteUserRequest.SerializeToString,
+                response_deserializer=contextmesh_dot_ops_dot_v1_dot_ops__service__pb2.DeleteUserResponse.FromString,
+                _registered_method=True)
 
 
 class OpsServiceServicer:
-    """OpsService is for operators: inspect and redrive tasks parked in the dead-letter stream.
+    """OpsService is for operators: inspect and redrive tasks parked in the dead-letter stream,
+    and forget a user.
     """
 
     def ListDeadLetters(self, request, context):
@@ -70,6 +77,19 @@ class OpsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteUser(self, request, context):
+        """DeleteUser erases everything held about a user: bundles, models, cached GitHub
+        responses and repository results, job records and history, schedule, callback, pending
+        pushes and dead letters, from every bucket and the blob store. A refresh racing it cannot
+        bring anything back: one started meanwhile fails with FAILED_PRECONDITION. Deleting a
+        user with nothing stored succeeds; calling it again finishes an interrupted deletion.
+        The GitHub webhook, if any, stays configured on GitHub's side: a later push refreshes the
+        user anew.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OpsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -83,6 +103,11 @@ def add_OpsServiceServicer_to_server(servicer, server):
                     request_deserializer=contextmesh_dot_ops_dot_v1_dot_ops__service__pb2.RedriveDeadLetterRequest.FromString,
                     response_serializer=contextmesh_dot_ops_dot_v1_dot_ops__service__pb2.RedriveDeadLetterResponse.SerializeToString,
             ),
+            'DeleteUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUser,
+                    request_deserializer=contextmesh_dot_ops_dot_v1_dot_ops__service__pb2.DeleteUserRequest.FromString,
+                    response_serializer=contextmesh_dot_ops_dot_v1_dot_ops__service__pb2.DeleteUserResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'contextmesh.ops.v1.OpsService', rpc_method_handlers)
@@ -92,7 +117,8 @@ def add_OpsServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class OpsService:
-    """OpsService is for operators: inspect and redrive tasks parked in the dead-letter stream.
+    """OpsService is for operators: inspect and redrive tasks parked in the dead-letter stream,
+    and forget a user.
     """
 
     @staticmethod
@@ -139,6 +165,33 @@ class OpsService:
             '/contextmesh.ops.v1.OpsService/RedriveDeadLetter',
             contextmesh_dot_ops_dot_v1_dot_ops__service__pb2.RedriveDeadLetterRequest.SerializeToString,
             contextmesh_dot_ops_dot_v1_dot_ops__service__pb2.RedriveDeadLetterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/contextmesh.ops.v1.OpsService/DeleteUser',
+            contextmesh_dot_ops_dot_v1_dot_ops__service__pb2.DeleteUserRequest.SerializeToString,
+            contextmesh_dot_ops_dot_v1_dot_ops__service__pb2.DeleteUserResponse.FromString,
             options,
             channel_credentials,
             insecure,
