@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -59,8 +60,13 @@ def listening_hosts(port: int) -> set[str]:
 
 
 def start_up(
-    data_dir: Path, ports: dict[str, int], log: Path, env: dict[str, str] | None = None
+    data_dir: Path,
+    ports: dict[str, int],
+    log: Path,
+    env: dict[str, str] | None = None,
+    options: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:
+    """`contextmesh up --no-training` on `ports` (plus `options`), once its banner is out."""
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [
@@ -79,6 +85,7 @@ def start_up(
                 str(ports["search"]),
                 "--admin-port",
                 str(ports["admin"]),
+                *options,
             ],
             cwd=ROOT,
             env=env,
