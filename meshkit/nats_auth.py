@@ -206,6 +206,7 @@ def _identities() -> tuple[Identity, ...]:
                 *_kv_write(Buckets.REDRIVES),
                 *_kv_write(Buckets.FORGETTING),
                 *_kv_purge(*_USER_DATA),
+                *(f"$JS.API.STREAM.INFO.KV_{b.name}" for b in _USER_DATA),
             ),
             subscribe=(),
             streams=(DEADLETTER, *_kv_streams(*_USER_DATA)),
