@@ -3,7 +3,8 @@
 The order is what makes a racing refresh unable to resurrect anything:
 1. mark the user in cm_forgetting: a refresh, schedule or callback written after this sees
    the mark and takes itself back (gateway/forget_fence.py);
-2. list the user's jobs (cm_history, cm_active) and purge their records: every worker checks
+2. list the user's jobs (cm_history, cm_active), end those still running CANCELLED (so that
+   a watch of one ends), and purge their records: every worker checks
    its job's record after writing (JobStore.require) and takes back what it wrote when the
    record is gone, and a task of a gone job is dropped, never parked (meshkit.worker);
 3. erase the rest: each job's outcomes and plan; what was fetched about the user and the
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from contextmesh.bundle.v1 import bundle_pb2
+from contextmesh.job.v1 import job_pb2
 from google.protobuf.message import DecodeError
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
@@ -36,6 +38,7 @@ from meshkit.blob import BlobStore
 from meshkit.blob.base import delete_prefix
 from meshkit.domain.user_data import (
     KEYED_BY_USER,
+    bundles_prefix,
     erase_job,
     erase_owner,
     user_blob_prefixes,
@@ -68,6 +71,7 @@ class Forgetter:
         self.js = js
         self.forgetting = forgetting
         self.history = history
+        self.jobs = history.jobs
         self.blobs = blobs
 
     @classmethod
@@ -77,6 +81,7 @@ class Forgetter:
     async def forget(self, user: str) -> Forgotten:
         await self.forgetting.put(user, b"")
         jobs = await self._job_ids(user)
+        await _each(jobs, self._end)  # a watch of one ends instead of hanging
         await _each(jobs, lambda job_id: purge(self.js, Buckets.JOBS, job_id))
         owners = await self._owners(user)  # read before the bundles' indexes are erased
         blobs = sum(await _each(jobs, lambda job_id: erase_job(self.js, self.blobs, job_id)))
@@ -91,6 +96,15 @@ class Forgetter:
         log.info("forgot a user: %d jobs, %d blobs, %d dead letters", len(jobs), blobs, letters)
         return Forgotten(jobs=len(jobs), blobs=blobs, dead_letters=letters)
 
+    async def _end(self, job_id: str) -> None:
+        await self.jobs.end(
+            job_id,
+            job_pb2.JOB_STATE_CANCELLED,
+            "the user was forgotten (DeleteUser)",
+            code=job_pb2.ERROR_CODE_CANCELLED,
+            missing_ok=True,
+        )
+
     async def _job_ids(self, user: str) -> list[str]:
         ids = set(await self.history.job_ids(user))
         active = await read_now(self.js, Buckets.ACTIVE, user)
@@ -101,7 +115,7 @@ class Forgetter:
     async def _owners(self, user: str) -> list[str]:
         """The user, and the owner of every repository any of their bundles lists."""
         owners = {user}
-        async for info in self.blobs.list(user_blob_prefixes(user)[0]):
+        async for info in self.blobs.list(bundles_prefix(user)):
             if not info.key.endswith(".index.binpb"):
                 continue
             index = bundle_pb2.BundleIndex()

@@ -27,6 +27,7 @@ from meshkit.topology import Bucket, Buckets
 
 __all__ = [
     "KEYED_BY_USER",
+    "bundles_prefix",
     "erase_job",
     "erase_owner",
     "http_cache_body_key",
@@ -80,9 +81,14 @@ def job_blob_prefix(job_id: str) -> str:
     return f"jobs/{job_id}/"
 
 
+def bundles_prefix(user: str) -> str:
+    """Where the user's bundles and their indexes lie."""
+    return f"bundles/{user}/"
+
+
 def user_blob_prefixes(user: str) -> tuple[str, ...]:
     """The blob prefixes under the user's own name: bundles and models."""
-    return (f"bundles/{user}/", f"models/{user}/")
+    return (bundles_prefix(user), f"models/{user}/")
 
 
 async def erase_job(js: JetStreamContext, blobs: BlobStore, job_id: str) -> int:

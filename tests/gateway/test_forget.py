@@ -4,8 +4,11 @@ of the user and none of anyone else's."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from contextmesh.gateway.v1 import bundle_service_pb2 as pb
+from contextmesh.job.v1 import job_pb2
 from google.protobuf import duration_pb2
 from nats.js import JetStreamContext
 
@@ -14,6 +17,7 @@ from meshkit.errors import JobNotFoundError
 from meshkit.rpc import FailedPrecondition
 from meshkit.topology import ALL_BUCKETS, Buckets
 from tests.gateway.conftest import Gateway
+from tests.support.polling import until
 
 
 async def keys_naming(js: JetStreamContext, *names: str) -> list[str]:
@@ -87,3 +91,24 @@ async def test_delete_user_erases_their_keys_and_only_theirs(
     assert [b.key async for b in gateway.blobs.list()] == [f"bundles/{other}/abc.json"]
     again = await gateway.forgetter.forget(user)
     assert (again.jobs, again.blobs, again.dead_letters) == (0, 0, 0)
+
+
+async def test_a_watch_of_a_running_job_of_a_forgotten_user_ends(
+    gateway: Gateway, js: JetStreamContext, user: str
+) -> None:
+    job, _ = await gateway.refresher.refresh(user, force=False)
+    watchers = (await js.stream_info(f"KV_{Buckets.JOBS.name}")).state.consumer_count
+    updates = gateway.jobs.watch(job.id)
+    assert (await anext(updates)).state == job_pb2.JOB_STATE_QUEUED
+    following = asyncio.ensure_future(anext(updates))  # opens the watch, as WatchJob does
+    await until(lambda: consumers(js, watchers + 1), what="the watch to follow the job's record")
+    await gateway.forgetter.forget(user)
+    ended = await asyncio.wait_for(following, 10)
+    assert ended.state == job_pb2.JOB_STATE_CANCELLED
+    assert "forgotten" in ended.error_status.message
+    await updates.aclose()
+
+
+async def consumers(js: JetStreamContext, at_least: int) -> bool:
+    info = await js.stream_info(f"KV_{Buckets.JOBS.name}")
+    return info.state.consumer_count >= at_least
