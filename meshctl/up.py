@@ -30,11 +30,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fcntl
 import importlib.util
 import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import IO
 
 from meshctl.launch import ReadyCheck, grpc_health_ready, tcp_ready
 from meshctl.metrics_targets import TARGETS_FILE, MetricsTarget, free_port, write_targets
@@ -45,6 +47,9 @@ from meshkit.config import Settings
 from meshkit.signing import LocalSigner
 
 __all__ = ["add_parser", "build_specs"]
+
+LOCK_FILE = "up.lock"
+"""Held (flock) by the running `up` of a data dir."""
 
 DEMO_SOURCE = Path(__file__).resolve().parent / "demo_repos"
 ADMIN_TOKEN_TTL_S = 30 * 86400
@@ -286,9 +291,29 @@ def write_admin_token(data_dir: Path) -> Path:
     return path
 
 
+def _hold(data_dir: Path) -> IO[bytes] | None:
+    """Take the data dir for this `up` (held until the process ends); None when another
+    `up` holds it: two would fight over its ports and files in a loop of restarts."""
+    lock = (data_dir / LOCK_FILE).open("a+b")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return None
+    return lock
+
+
 def run(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir).resolve()
     (data_dir / "logs").mkdir(parents=True, exist_ok=True)
+    held = _hold(data_dir)
+    if held is None:
+        print(
+            f"contextmesh up: another `contextmesh up` is running on {data_dir}; stop it "
+            "first, or give this one its own --data-dir (and ports)",
+            file=sys.stderr,
+        )
+        return 1
     specs, env, metrics = build_specs(args, data_dir)
     token_path = write_admin_token(data_dir)
     targets_path = data_dir / TARGETS_FILE
