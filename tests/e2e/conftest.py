@@ -73,3 +73,15 @@ def mesh(fresh_nats: NatsServer, tmp_path: Path, source_dir: Path) -> Iterator[M
 def stub(mesh: Mesh) -> Iterator[bundle_service_pb2_grpc.BundleServiceStub]:
     with mesh.channel() as channel:
         yield bundle_service_pb2_grpc.BundleServiceStub(channel)
+
+
+REPOS = 400
+"""Repositories of bob's in `big_source`: enough that a fault lands mid-job."""
+
+
+@pytest.fixture
+def big_source(tmp_path: Path) -> Path:
+    root = tmp_path / "big"
+    for i in range(REPOS):
+        write_repo(root, "bob", f"repo-{i:03d}", description=f"Repository {i}", tech=["Go"])
+    return root

@@ -7,7 +7,6 @@ import asyncio
 import json
 from pathlib import Path
 
-import pytest
 from contextmesh.gateway.v1 import bundle_service_pb2 as pb
 from contextmesh.gateway.v1 import bundle_service_pb2_grpc
 from contextmesh.job.v1 import job_pb2, job_record_pb2
@@ -20,49 +19,12 @@ from meshkit.blob import FilesystemBlobStore
 from meshkit.config import NatsSettings
 from meshkit.nats_client import connect
 from meshkit.publish import publish_task
-from meshkit.topology import MERGE, SYNC, Buckets
-from tests.e2e.conftest import write_repo
+from meshkit.topology import MERGE, SYNC
+from tests.e2e.checks import job_record, sync_deliveries, wait_until_handled
+from tests.e2e.conftest import REPOS
 from tests.support.mesh import Mesh
-from tests.support.polling import until
 
 JobState = job_pb2.JobState
-REPOS = 400
-
-
-@pytest.fixture
-def big_source(tmp_path: Path) -> Path:
-    root = tmp_path / "big"
-    for i in range(REPOS):
-        write_repo(root, "bob", f"repo-{i:03d}", description=f"Repository {i}", tech=["Go"])
-    return root
-
-
-async def job_record(url: str, job_id: str) -> tuple[job_record_pb2.JobRecord, int]:
-    """The job's record, and how many times bob's bundle pointer was written."""
-    nc, js = await connect(NatsSettings(url=url), name="test")
-    try:
-        entry = await (await js.key_value(Buckets.JOBS.name)).get(job_id)
-        record = job_record_pb2.JobRecord()
-        record.ParseFromString(entry.value or b"")
-        # Counted on the stream, not with KV history(): nats-py's watch behind history() can
-        # end its initial values before the first one arrives.
-        subject = f"$KV.{Buckets.BUNDLES.name}.bob"
-        info = await js.stream_info(f"KV_{Buckets.BUNDLES.name}", subjects_filter=subject)
-        return record, (info.state.subjects or {}).get(subject, 0)
-    finally:
-        await nc.drain()
-
-
-async def sync_deliveries(url: str) -> tuple[int, int]:
-    """How many sync tasks were published, and how many deliveries of them the SYNC consumer
-    made: more deliveries than tasks means some task went out again (a redelivery)."""
-    nc, js = await connect(NatsSettings(url=url), name="test")
-    try:
-        published = (await js.stream_info(SYNC.stream)).state.last_seq
-        consumer = await js.consumer_info(SYNC.stream, SYNC.consumer)
-        return published, consumer.delivered.consumer_seq or 0
-    finally:
-        await nc.drain()
 
 
 async def republish(url: str, record: job_record_pb2.JobRecord) -> None:
@@ -85,20 +47,6 @@ async def republish(url: str, record: job_record_pb2.JobRecord) -> None:
             total=job.total,
         )
         await publish_task(js, MERGE.subject, merge, msg_id="dup-merge")
-    finally:
-        await nc.drain()
-
-
-async def wait_until_handled(url: str, limit_s: float = 30.0) -> None:
-    """Until SYNC and MERGE are empty: work-queue streams drop a task once it is acked, so
-    the duplicates were handled (not merely not yet seen) when the assertions run."""
-    nc, js = await connect(NatsSettings(url=url), name="test")
-
-    async def drained() -> bool:
-        return not sum([(await js.stream_info(s.stream)).state.messages for s in (SYNC, MERGE)])
-
-    try:
-        await until(drained, limit_s, "SYNC and MERGE to drain")
     finally:
         await nc.drain()
 

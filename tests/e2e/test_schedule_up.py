@@ -28,7 +28,7 @@ from contextmesh.schedule.v1 import schedule_pb2
 
 from gateway.schedules import next_run
 from meshkit.bearer import bearer_channel
-from tests.e2e.test_up import cli, processes_using, start_up
+from tests.e2e.up_support import cli, processes_using, start_up
 from tests.support.fake_github import FakeGithub, populate
 from tests.support.polling import wait_until
 from tests.support.ports import free_port

@@ -12,9 +12,7 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -22,23 +20,8 @@ from contextmesh.gateway.v1 import bundle_service_pb2 as pb
 from contextmesh.gateway.v1 import bundle_service_pb2_grpc
 
 from meshkit.bearer import bearer_channel
+from tests.e2e.up_support import BIN, cli, processes_using, start_up
 from tests.support.ports import free_port
-
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-
-
-def processes_using(marker: str) -> list[int]:
-    """Pids whose command line mentions marker (our data dir), read from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
 
 
 def listening_hosts(port: int) -> set[str]:
@@ -57,47 +40,6 @@ def listening_hosts(port: int) -> set[str]:
                 mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
                 hosts.add(str(mapped or ip))
     return hosts
-
-
-def start_up(
-    data_dir: Path,
-    ports: dict[str, int],
-    log: Path,
-    env: dict[str, str] | None = None,
-    options: Sequence[str] = (),
-) -> subprocess.Popen[bytes]:
-    """`contextmesh up --no-training` on `ports` (plus `options`), once its banner is out."""
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [
-                str(BIN / "contextmesh"),
-                "up",
-                "--data-dir",
-                str(data_dir),
-                "--no-training",
-                "--grpc-port",
-                str(ports["grpc"]),
-                "--rest-port",
-                str(ports["rest"]),
-                "--nats-port",
-                str(ports["nats"]),
-                "--search-port",
-                str(ports["search"]),
-                "--admin-port",
-                str(ports["admin"]),
-                *options,
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 60
-    while "contextmesh is up" not in log.read_text():
-        assert proc.poll() is None, log.read_text()
-        assert time.monotonic() < deadline, log.read_text()
-        time.sleep(0.2)
-    return proc
 
 
 def test_up_serves_refreshes_stops_cleanly_and_keeps_its_data(tmp_path: Path) -> None:
@@ -220,14 +162,6 @@ def metrics_of(address: str, timeout: float = 30.0) -> str:
         except httpx.HTTPError:
             assert time.monotonic() < deadline, f"no metrics at {address}"
             time.sleep(0.5)
-
-
-def cli(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [str(BIN / "contextmesh"), *args], capture_output=True, text=True, env=env, timeout=60
-    )
-    assert not check or done.returncode == 0, done.stdout + done.stderr
-    return done
 
 
 def bundle_hash(target: str, token: str) -> str:

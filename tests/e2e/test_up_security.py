@@ -23,7 +23,7 @@ from nats.aio.client import Client
 
 from meshkit import nats_auth
 from meshkit.bearer import bearer_channel
-from tests.e2e.test_up import BIN, start_up
+from tests.e2e.up_support import BIN, start_up
 from tests.support.ports import free_port
 
 TOKEN = "ghp_e2eSecretTokenValue0123456789"
