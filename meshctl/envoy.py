@@ -6,7 +6,7 @@ proto/, which Envoy's gRPC-JSON transcoder reads from the descriptor image
 renders that Envoy config and starts Envoy with it.
 
     text = render_envoy_config(listen_host="127.0.0.1", listen_port=8080,
-                               upstream_host="127.0.0.1", upstream_port=50051,
+                               upstream_host="127.0.0.1", upstream_ports=[50051],
                                descriptor_path=packaged_descriptor())
     with start_envoy(text, workdir) as envoy:
         ...  # REST on :8080, transcoded to gRPC on :50051
@@ -112,7 +112,7 @@ def render_envoy_config(
     listen_host: str,
     listen_port: int,
     upstream_host: str,
-    upstream_port: int,
+    upstream_ports: Sequence[int],
     descriptor_path: str | os.PathLike[str],
     admin_port: int | None = None,
     services: Sequence[str] | None = None,
@@ -124,10 +124,15 @@ def render_envoy_config(
     defaults to `transcoded_services(descriptor_path)`; pass it when the image lies elsewhere
     at render time (a container path). `listen_port` 0 picks a free port, which
     `EnvoyProcess.listener_port()` reports; `admin_port` None does the same for admin.
-    `upstream_host` may be an IP address or a DNS name (resolved by Envoy, all addresses used).
+    `upstream_host` may be an IP address or a DNS name (resolved by Envoy, all addresses used);
+    `upstream_ports` are the gateways on it (several with `contextmesh up --cluster`), between
+    which Envoy balances.
     """
-    for name, port in (("listen_port", listen_port), ("upstream_port", upstream_port)):
-        _check_port(name, port)
+    _check_port("listen_port", listen_port)
+    if not upstream_ports:
+        raise EnvoyError("upstream_ports is empty: Envoy would have no gateway to call")
+    for port in upstream_ports:
+        _check_port("upstream_port", port)
     if admin_port is not None:
         _check_port("admin_port", admin_port)
     names = list(services) if services is not None else transcoded_services(descriptor_path)
@@ -152,8 +157,10 @@ def render_envoy_config(
         listen_port=listen_port,
         cluster=_CLUSTER_NAME,
         discovery="STATIC" if _is_ip(upstream_host) else "STRICT_DNS",
-        upstream_host=_q(upstream_host),
-        upstream_port=upstream_port,
+        endpoints="\n".join(
+            _ENDPOINT.format(upstream_host=_q(upstream_host), upstream_port=port)
+            for port in upstream_ports
+        ),
         health_checks=_HEALTH_CHECKS if upstream_health_check else "",
         max_heap_bytes=MAX_HEAP_BYTES,
         max_upstream_requests=MAX_UPSTREAM_REQUESTS,
@@ -486,7 +493,10 @@ static_resources:
       cluster_name: {cluster}
       endpoints:
       - lb_endpoints:
+{endpoints}
+"""
+_ENDPOINT = """\
         - endpoint:
             address:
-              socket_address: {{address: {upstream_host}, port_value: {upstream_port}}}
+              socket_address: {{address: {upstream_host}, port_value: {upstream_port}}}\
 """

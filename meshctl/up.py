@@ -32,15 +32,19 @@ import argparse
 import asyncio
 import fcntl
 import importlib.util
+import itertools
 import os
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from nats import errors as nats_errors
+
 from meshctl.launch import ReadyCheck, grpc_health_ready, tcp_ready
 from meshctl.metrics_targets import TARGETS_FILE, MetricsTarget, free_port, write_targets
-from meshctl.nats_server import NatsServer
+from meshctl.nats_server import ClusterSettings, NatsServer
 from meshctl.supervisor import ProcessSpec, Supervisor
 from meshkit import nats_auth
 from meshkit.config import Settings
@@ -52,6 +56,10 @@ LOCK_FILE = "up.lock"
 """Held (flock) by the running `up` of a data dir."""
 
 DEMO_SOURCE = Path(__file__).resolve().parent / "demo_repos"
+CLUSTER_SIZE = 3
+"""Servers of `up --cluster`: what k8s/ deploys, the smallest that outlives losing one."""
+CLUSTER_REPLICAS = 2
+"""Replicas of every service under `up --cluster`, as k8s/'s floor."""
 ADMIN_TOKEN_TTL_S = 30 * 86400
 SECRETS = ("GITHUB_TOKEN", "CONTEXTMESH_GITHUB_TOKEN")
 """Only syncsvc talks to GitHub: no other child inherits these."""
@@ -99,6 +107,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="sync from GitHub (token in GITHUB_TOKEN; CONTEXTMESH_GITHUB_API_URL for Enterprise)",
     )
     p.add_argument("--no-training", action="store_true", help="end jobs when the bundle is ready")
+    p.add_argument(
+        "--cluster",
+        action="store_true",
+        help=f"{CLUSTER_SIZE} nats-servers in one JetStream cluster (every stream and bucket "
+        f"R{CLUSTER_SIZE}, NATS ports --nats-port and the next {CLUSTER_SIZE - 1}) and "
+        f"{CLUSTER_REPLICAS} replicas of every service, each on a different server",
+    )
     p.set_defaults(run=run)
 
 
@@ -129,7 +144,10 @@ def declared_ready(port: int, seed_file: Path, env: Mapping[str, str]) -> ReadyC
     def check() -> bool:
         if not reachable():
             return False
-        asyncio.run(_declare(url, seed_file, Settings.from_env({**os.environ, **env})))
+        try:
+            asyncio.run(_declare(url, seed_file, Settings.from_env({**os.environ, **env})))
+        except (nats_errors.Error, TimeoutError, OSError):
+            return False  # a cluster still electing its JetStream leader: ask again
         return True
 
     return check
@@ -154,6 +172,53 @@ async def _declare(url: str, seed_file: Path, settings: Settings) -> None:
         await nc.close()
 
 
+@dataclass(frozen=True)
+class Servers:
+    """The NATS side of `up`: one server, or a cluster (`--cluster`)."""
+
+    specs: list[ProcessSpec]
+    urls: list[str]
+    """Client URL of each server; replica i of a service connects to urls[i % len(urls)]."""
+
+
+def _nats_servers(
+    args: argparse.Namespace, data_dir: Path, keys: Mapping[str, str], env: Mapping[str, str]
+) -> Servers:
+    """The nats-server process(es), each after the previous one is ready; the last is ready
+    once the admin identity has declared the topology."""
+    auth_dir = data_dir / "nats" / "auth"
+    count = CLUSTER_SIZE if args.cluster else 1
+    ports = [args.nats_port + i for i in range(count)]
+    routes = [free_port() for _ in ports] if args.cluster else []
+    specs = []
+    for i, port in enumerate(ports):
+        server = NatsServer(
+            data_dir / "nats" if not args.cluster else data_dir / "nats-cluster" / f"n{i + 1}",
+            port=port,
+            server_name=f"n{i + 1}" if args.cluster else None,
+            cluster=ClusterSettings(
+                "contextmesh", routes[i], tuple(f"nats://127.0.0.1:{r}" for r in routes)
+            )
+            if args.cluster
+            else None,
+            authorization=nats_auth.authorization_block(keys),
+            die_with_parent=False,
+        )
+        server.write_config()
+        last = i == count - 1
+        specs.append(
+            ProcessSpec(
+                "nats" if not args.cluster else f"nats-{i + 1}",
+                server.argv,
+                ready=declared_ready(port, nats_auth.seed_path(auth_dir, nats_auth.ADMIN), env)
+                if last
+                else tcp_ready("127.0.0.1", port),
+                unset=(*SECRETS, *NATS_VARIABLES),
+            )
+        )
+    return Servers(specs, [f"nats://127.0.0.1:{port}" for port in ports])
+
+
 def build_specs(
     args: argparse.Namespace, data_dir: Path
 ) -> tuple[list[ProcessSpec], dict[str, str], list[MetricsTarget]]:
@@ -161,18 +226,12 @@ def build_specs(
     each service process (a free loopback port each)."""
     auth_dir = data_dir / "nats" / "auth"
     keys = nats_auth.generate(auth_dir)
-    nats = NatsServer(
-        data_dir / "nats",
-        port=args.nats_port,
-        authorization=nats_auth.authorization_block(keys),
-        die_with_parent=False,
-    )
-    nats.write_config()
     training = not args.no_training and _have_training()
     signer = LocalSigner.open(data_dir / "auth")
-    nats_url = f"nats://127.0.0.1:{args.nats_port}"
+    replicas = CLUSTER_REPLICAS if args.cluster else 1
     env = {
-        "CONTEXTMESH_NATS_URL": nats_url,
+        "CONTEXTMESH_NATS_URL": f"nats://127.0.0.1:{args.nats_port}",
+        "CONTEXTMESH_JS_REPLICAS": str(CLUSTER_SIZE if args.cluster else 1),
         "CONTEXTMESH_DATA_DIR": str(data_dir),
         "CONTEXTMESH_GATEWAY_ADDR": _address(args.host, args.grpc_port),
         "CONTEXTMESH_ADMIN_ADDR": _address(args.admin_host, args.admin_port),
@@ -193,11 +252,19 @@ def build_specs(
     else:
         env["CONTEXTMESH_SOURCE"] = "local"
         env["CONTEXTMESH_LOCAL_SOURCE_DIR"] = str(Path(args.local_source or DEMO_SOURCE).resolve())
+    servers = _nats_servers(args, data_dir, keys, env)
     py = sys.executable
     no_secrets = (*SECRETS, *NATS_VARIABLES)
     metrics: list[MetricsTarget] = []
+    placed = itertools.count()
 
-    def service(name: str, identity: str, ready: ReadyCheck | None = None) -> ProcessSpec:
+    def service(
+        name: str,
+        identity: str,
+        ready: ReadyCheck | None = None,
+        **overrides: str,
+    ) -> ProcessSpec:
+        """A service process on the next server in turn (replicas spread over the cluster)."""
         target = MetricsTarget(name, identity, free_port())
         metrics.append(target)
         return ProcessSpec(
@@ -205,41 +272,57 @@ def build_specs(
             [py, "-m", identity],
             env={
                 **env,
+                "CONTEXTMESH_NATS_URL": servers.urls[next(placed) % len(servers.urls)],
                 **_identity(auth_dir, identity, ops=identity == "gateway"),
                 "CONTEXTMESH_METRICS_HOST": target.host,
                 "CONTEXTMESH_METRICS_PORT": str(target.port),
+                **overrides,
             },
             ready=ready,
             unset=NATS_VARIABLES if identity == "syncsvc" else no_secrets,
         )
 
-    specs = [
-        ProcessSpec(
-            "nats",
-            nats.argv,
-            ready=declared_ready(
-                args.nats_port, nats_auth.seed_path(auth_dir, nats_auth.ADMIN), env
-            ),
-            unset=no_secrets,
-        ),
-        service(
-            "gateway", "gateway", ready=grpc_health_ready(f"{_dial(args.host)}:{args.grpc_port}")
-        ),
-        *[service(f"syncsvc-{i + 1}", "syncsvc") for i in range(args.sync_workers)],
-        service("mergesvc", "mergesvc"),
-        service("notifysvc", "notifysvc"),
-    ]
+    def named(identity: str, i: int) -> str:
+        return identity if replicas == 1 else f"{identity}-{i + 1}"
+
+    # Replica 1 of the gateway and searchsvc takes the ports the banner names; the others
+    # take free ones (Envoy balances over every gateway; each gateway asks its own search).
+    grpc_ports = [args.grpc_port, *(free_port() for _ in range(replicas - 1))]
+    search_ports = [args.search_port, *(free_port() for _ in range(replicas - 1))]
+    admin_ports = [args.admin_port, *(free_port() for _ in range(replicas - 1))]
+    specs = [*servers.specs]
+    for i in range(replicas):
+        specs.append(
+            service(
+                named("gateway", i),
+                "gateway",
+                ready=grpc_health_ready(f"{_dial(args.host)}:{grpc_ports[i]}"),
+                CONTEXTMESH_GATEWAY_ADDR=_address(args.host, grpc_ports[i]),
+                CONTEXTMESH_ADMIN_ADDR=_address(args.admin_host, admin_ports[i]),
+                CONTEXTMESH_SEARCH_ADDR=f"127.0.0.1:{search_ports[i]}",
+            )
+        )
+    specs += [service(f"syncsvc-{i + 1}", "syncsvc") for i in range(args.sync_workers)]
+    for identity in ("mergesvc", "notifysvc"):
+        specs += [service(named(identity, i), identity) for i in range(replicas)]
     if _have_training():
         # No readiness gate: loading torch takes seconds, and nothing else waits on search.
-        specs.append(service("searchsvc", "searchsvc"))
+        specs += [
+            service(
+                named("searchsvc", i),
+                "searchsvc",
+                CONTEXTMESH_SEARCH_ADDR=f"127.0.0.1:{search_ports[i]}",
+            )
+            for i in range(replicas)
+        ]
     if training:
-        specs.append(service("trainsvc", "trainsvc"))
+        specs += [service(named("trainsvc", i), "trainsvc") for i in range(replicas)]
     if args.rest_port:
-        specs.append(_envoy_spec(data_dir, args))
+        specs.append(_envoy_spec(data_dir, args, grpc_ports))
     return specs, env, metrics
 
 
-def _envoy_spec(data_dir: Path, args: argparse.Namespace) -> ProcessSpec:
+def _envoy_spec(data_dir: Path, args: argparse.Namespace, gateways: list[int]) -> ProcessSpec:
     from meshctl.envoy import envoy_binary, packaged_descriptor, render_envoy_config
 
     descriptor = packaged_descriptor()
@@ -249,7 +332,7 @@ def _envoy_spec(data_dir: Path, args: argparse.Namespace) -> ProcessSpec:
             listen_host=args.host,
             listen_port=args.rest_port,
             upstream_host=_dial(args.host),
-            upstream_port=args.grpc_port,
+            upstream_ports=gateways,
             descriptor_path=descriptor,
         )
     )
@@ -324,6 +407,14 @@ def run(args: argparse.Namespace) -> int:
     source = "GitHub" if args.github else env["CONTEXTMESH_LOCAL_SOURCE_DIR"]
     host = _dial(args.host)
     rest = f"http://{host}:{args.rest_port}" if args.rest_port else "off"
+    nats = f"nats://127.0.0.1:{args.nats_port}"
+    if args.cluster:
+        nats = (
+            f"a cluster of {CLUSTER_SIZE} servers, every stream and bucket R{CLUSTER_SIZE}: "
+            + ", ".join(f"nats://127.0.0.1:{args.nats_port + i}" for i in range(CLUSTER_SIZE))
+            + f"\n           {CLUSTER_REPLICAS} replicas of every service, each on a different "
+            "server; REST balances over the gateways"
+        )
     print(
         f"contextmesh is up (data in {data_dir}, logs in {data_dir / 'logs'})\n"
         f"  gRPC     {host}:{args.grpc_port}   "
@@ -331,8 +422,8 @@ def run(args: argparse.Namespace) -> int:
         f"  REST     {rest}\n"
         f"  admin    {_dial(args.admin_host)}:{args.admin_port} (admin tokens only)\n"
         f"  tokens   the CLI uses {token_path}; others: contextmesh token --user NAME\n"
-        f"  NATS     nats://127.0.0.1:{args.nats_port} "
-        f"(NKey users; seeds in {data_dir / 'nats' / 'auth'})\n"
+        f"  NATS     {nats}\n"
+        f"           (NKey users; seeds in {data_dir / 'nats' / 'auth'})\n"
         f"  source   {source}\n"
         f"  training {env['CONTEXTMESH_TRAINING']}\n"
         f"  metrics  {', '.join(f'{t.process} {t.address}' for t in metrics)}\n"

@@ -35,7 +35,7 @@ def render() -> str:
         listen_host="0.0.0.0",
         listen_port=REST_PORT,
         upstream_host="127.0.0.1",
-        upstream_port=GATEWAY_PORT,
+        upstream_ports=[GATEWAY_PORT],
         descriptor_path=SIDECAR_DESCRIPTOR_PATH,
         admin_port=ADMIN_PORT,
         services=transcoded_services(DESCRIPTOR),

@@ -29,7 +29,7 @@ def _render(**overrides: Any) -> str:
         "listen_host": "127.0.0.1",
         "listen_port": 0,
         "upstream_host": "127.0.0.1",
-        "upstream_port": 50051,
+        "upstream_ports": [50051],
         "descriptor_path": DESCRIPTOR_PATH,
         **overrides,
     }
@@ -161,7 +161,8 @@ def test_explicit_services_and_descriptor_path_for_a_container() -> None:
     ("overrides", "message"),
     [
         ({"listen_port": 70000}, "listen_port"),
-        ({"upstream_port": -1}, "upstream_port"),
+        ({"upstream_ports": [50051, -1]}, "upstream_port"),
+        ({"upstream_ports": []}, "no gateway"),
         ({"admin_port": 65536}, "admin_port"),
         ({"services": []}, "services is empty"),
     ],
@@ -169,6 +170,14 @@ def test_explicit_services_and_descriptor_path_for_a_container() -> None:
 def test_bad_arguments_are_refused(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(EnvoyError, match=message):
         _render(**overrides)
+
+
+def test_every_gateway_is_an_endpoint_of_the_upstream_cluster() -> None:
+    config = yaml.safe_load(_render(upstream_ports=[50051, 50061]))
+    [cluster] = config["static_resources"]["clusters"]
+    endpoints = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    ports = [e["endpoint"]["address"]["socket_address"]["port_value"] for e in endpoints]
+    assert ports == [50051, 50061]
 
 
 def test_envoy_accepts_the_rendered_config(tmp_path: pathlib.Path) -> None:

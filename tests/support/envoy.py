@@ -84,7 +84,7 @@ def rest_proxy(
         listen_host="127.0.0.1",
         listen_port=0,
         upstream_host=host.strip("[]"),
-        upstream_port=int(port),
+        upstream_ports=[int(port)],
         descriptor_path=descriptor_path,
     )
     with start_envoy(config, workdir) as envoy:
