@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 from pathlib import Path
 
 import httpx
@@ -18,27 +17,9 @@ import pytest
 from meshkit.nats_auth import ADMIN, inbox_prefix, seed_path
 from meshkit.topology import ALL_BUCKETS, ALL_WORK_STREAMS, DEADLETTER
 from tests.e2e.up_support import processes_using, start_up
-from tests.support.ports import free_port
+from tests.support.ports import free_port, free_ports_in_a_row
 
 pytestmark = pytest.mark.slow
-
-
-def free_run(length: int) -> int:
-    """The first of `length` consecutive free ports (up --cluster takes --nats-port and the
-    next two)."""
-    while True:
-        first = free_port()
-        if all(free_port_is(first + i) for i in range(1, length)):
-            return first
-
-
-def free_port_is(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 async def replicas_of_every_stream(url: str, seed: Path) -> dict[str, int]:
@@ -80,7 +61,7 @@ def test_up_cluster_runs_three_servers_r3_and_two_replicas_of_each_service(
 ) -> None:
     data_dir = tmp_path / "data"
     ports = {name: free_port() for name in ("grpc", "rest", "search", "admin")}
-    ports["nats"] = free_run(3)
+    ports["nats"] = free_ports_in_a_row(3)
     log = tmp_path / "up.log"
     up = start_up(data_dir, ports, log, options=["--cluster"])
     try:
