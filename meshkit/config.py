@@ -197,6 +197,10 @@ class SyncSettings:
     concurrency: int = GITHUB_CONCURRENCY_BUDGET
     """CONTEXTMESH_SYNC_CONCURRENCY: repositories one worker syncs at once. Defaults to
     80 / CONTEXTMESH_SYNC_REPLICAS so all replicas stay under GitHub's concurrency limit."""
+    window: int = GITHUB_CONCURRENCY_BUDGET
+    """CONTEXTMESH_SYNC_WINDOW: sync tasks of one job queued or in flight at once; the rest
+    wait for them, so a small job's tasks queue behind at most this many of a big one's. Keep
+    it at least the sync concurrency of all replicas together, or one job cannot use them all."""
     max_file_bytes: int = 1024 * 1024
     """CONTEXTMESH_MAX_FILE_BYTES: larger files are skipped with a warning."""
     extra_files: tuple[str, ...] = DEFAULT_EXTRA_FILES
@@ -397,6 +401,9 @@ class Settings:
                     max(1, GITHUB_CONCURRENCY_BUDGET // replicas),
                     minimum=1,
                     maximum=100,
+                ),
+                window=e.integer(
+                    "CONTEXTMESH_SYNC_WINDOW", GITHUB_CONCURRENCY_BUDGET, minimum=1, maximum=10_000
                 ),
                 max_file_bytes=e.integer("CONTEXTMESH_MAX_FILE_BYTES", 1024 * 1024, minimum=1024),
                 extra_files=e.items("CONTEXTMESH_EXTRA_FILES", DEFAULT_EXTRA_FILES),

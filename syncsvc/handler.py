@@ -1,5 +1,5 @@
-"""The two syncsvc handlers: DiscoverTask (plan the job, fan out) and SyncRepoTask (sync one
-repository, count it).
+"""The two syncsvc handlers: DiscoverTask (plan the job, open its sync window) and
+SyncRepoTask (sync one repository, count it, publish the next task of its window's lane).
 
 A user the source does not know ends the job FAILED at once, without a dead letter: a
 misspelt name is the caller's mistake, not work an operator should redrive. A repository
@@ -8,7 +8,6 @@ that can never sync is that repository's failure, counted FAILED; the job goes o
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from contextmesh.job.v1 import job_pb2, job_record_pb2
@@ -20,13 +19,12 @@ from meshkit.config import SyncSettings
 from meshkit.domain.user_data import erase_job, erase_owner
 from meshkit.errors import JobNotFoundError
 from meshkit.jobs import JobStore, is_final
-from meshkit.publish import publish_task
-from meshkit.topology import SYNC
 from meshkit.worker import Delivery, Failure
 from syncsvc.fanin import FanIn
-from syncsvc.plan import Planner, sync_task
+from syncsvc.plan import Planner
 from syncsvc.repository import failed_outcome, sync_repository
 from syncsvc.sources.base import Source, UserNotFoundError
+from syncsvc.window import SyncWindow
 
 __all__ = ["DiscoverHandler", "SyncHandler"]
 
@@ -37,7 +35,7 @@ RepoStatus = job_pb2.RepoStatus
 
 
 class DiscoverHandler:
-    """Handles DiscoverTasks: list and plan, then one sync task per stale repository."""
+    """Handles DiscoverTasks: list and plan, then the sync tasks of the job's window."""
 
     task_type = sync_tasks.DiscoverTask
 
@@ -48,6 +46,7 @@ class DiscoverHandler:
         self.jobs = jobs
         self.fanin = fanin
         self.planner = planner
+        self.window = SyncWindow(js, planner.blobs)
 
     async def handle(self, task: sync_tasks.DiscoverTask, delivery: Delivery) -> None:
         job_id = task.meta.job_id
@@ -68,7 +67,7 @@ class DiscoverHandler:
         job_id = task.meta.job_id
         await self.jobs.update(job_id, _mark_discovering)
         try:
-            plan, base_hash = await self.planner.plan(task)
+            plan = await self.planner.plan(task)
         except UserNotFoundError as exc:
             # The caller's mistake, not an operator's problem: the job ends FAILED saying so
             # and nothing is parked. Its record (which expires) is the only trace; a
@@ -81,7 +80,7 @@ class DiscoverHandler:
             )
             log.info("job %s: %s", job_id, exc, extra={"job_id": job_id})
             return
-        total = len(plan)
+        total = len(plan.repositories)
 
         def start_syncing(rec: job_record_pb2.JobRecord) -> bool:
             if rec.job.state != JobState.JOB_STATE_DISCOVERING:
@@ -89,7 +88,7 @@ class DiscoverHandler:
             rec.job.state = JobState.JOB_STATE_SYNCING
             rec.job.total = total
             rec.counted = bytes((total + 7) // 8)
-            rec.base_bundle_hash = base_hash
+            rec.base_bundle_hash = plan.base_bundle_hash
             return True
 
         record = await self.jobs.update(job_id, start_syncing)
@@ -103,21 +102,18 @@ class DiscoverHandler:
                 fingerprint=p["fingerprint"],
                 result_key=p["previous_result_key"],
             )
-            for i, p in enumerate(plan)
+            for i, p in enumerate(plan.repositories)
             if not p["stale"]
         ]
-        stale = [(i, p) for i, p in enumerate(plan) if p["stale"]]
-        for start in range(0, len(stale), 128):
-            await asyncio.gather(
-                *(self._publish(sync_task(task, i, p)) for i, p in stale[start : start + 128])
-            )
+        await self.window.open(job_id, task.user, plan)
         # Also starts the merge when nothing is stale (or the user has no repositories).
         await self.fanin.record(job_id, task.user, unchanged)
         log.info(
-            "job %s: %d repositories, %d stale",
+            "job %s: %d repositories, %d stale, %d out at once",
             job_id,
             total,
-            len(stale),
+            len(plan.stale),
+            plan.window,
             extra={"job_id": job_id},
         )
 
@@ -138,12 +134,10 @@ class DiscoverHandler:
             task.meta.job_id, job_pb2.JOB_STATE_FAILED, message, code=code, missing_ok=True
         )
 
-    async def _publish(self, sync: sync_tasks.SyncRepoTask) -> None:
-        await publish_task(self.js, SYNC.subject, sync, msg_id=sync.meta.task_id)
-
 
 class SyncHandler:
-    """Handles SyncRepoTasks: each repository's outcome stored and counted exactly once."""
+    """Handles SyncRepoTasks: each repository's outcome stored and counted exactly once, then
+    the next task of its lane published (syncsvc/window.py)."""
 
     task_type = sync_tasks.SyncRepoTask
 
@@ -160,6 +154,7 @@ class SyncHandler:
         self.blobs = blobs
         self.source = source
         self.settings = settings
+        self.window = SyncWindow(fanin.js, blobs)
 
     async def handle(self, task: sync_tasks.SyncRepoTask, delivery: Delivery) -> None:
         job_id = task.meta.job_id
@@ -178,13 +173,13 @@ class SyncHandler:
 
     async def _sync(self, task: sync_tasks.SyncRepoTask, delivery: Delivery) -> None:
         job_id = task.meta.job_id
-        if (done := await self.fanin.stored(job_id, task.index)) is not None:
-            await self.fanin.record(job_id, task.user, [done])  # count it if a crash didn't
-            return
-        outcome = await sync_repository(
-            task, delivery, source=self.source, blobs=self.blobs, settings=self.settings
-        )
-        await self.fanin.record(job_id, task.user, [outcome])
+        outcome = await self.fanin.stored(job_id, task.index)  # a crash may have left it
+        if outcome is None:
+            outcome = await sync_repository(
+                task, delivery, source=self.source, blobs=self.blobs, settings=self.settings
+            )
+        record = await self.fanin.record(job_id, task.user, [outcome])
+        await self.window.advance(record, task.index)
 
     async def on_dead_letter(self, task: sync_tasks.SyncRepoTask | None, failure: Failure) -> None:
         """A repository that can never sync is one repository's failure, not the job's: it
@@ -195,7 +190,10 @@ class SyncHandler:
             "the repository could not be synced on any attempt; "
             "the task is parked for an operator to redrive"
         )
-        await self.fanin.record(task.meta.job_id, task.user, [failed_outcome(task, reason)])
+        record = await self.fanin.record(
+            task.meta.job_id, task.user, [failed_outcome(task, reason)]
+        )
+        await self.window.advance(record, task.index)
 
 
 def _mark_discovering(record: job_record_pb2.JobRecord) -> bool:

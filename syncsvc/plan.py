@@ -4,17 +4,18 @@ whether it is stale.
 A repository whose fingerprint equals the last bundle's (and that did not fail there) is
 unchanged and carries its stored result over; the others, and any the task names to resync,
 are stale. The plan is stored create-only under jobs/<job>/plan.json before the job's total
-is set. A redelivered discover task reads that plan back instead of listing again, so
-indexes and the total never change within a job, and re-publishing its sync tasks is
-harmless (same Nats-Msg-Id; the sync handler also skips a repository whose outcome is
-already stored).
+is set, with the job's sync window (syncsvc/window.py). A redelivered discover task reads
+that plan back instead of listing again, so indexes, the total and the window never change
+within a job, and re-publishing its sync tasks is harmless (same Nats-Msg-Id; the sync
+handler also skips a repository whose outcome is already stored).
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from contextmesh.bundle.v1 import bundle_pb2
 from contextmesh.job.v1 import job_pb2
@@ -23,6 +24,7 @@ from contextmesh.task.v1 import task_pb2
 from nats.js.kv import KeyValue
 
 from meshkit.blob import BlobStore
+from meshkit.config import SyncSettings
 from meshkit.domain.bundle import canonical_json
 from meshkit.domain.ids import sync_msg_id
 from meshkit.domain.pointers import read_bundle_pointer
@@ -30,7 +32,7 @@ from meshkit.errors import BlobExistsError, BlobNotFoundError
 from meshkit.worker import PermanentError
 from syncsvc.sources.base import RepoListing, Source, SourceError, UserNotFoundError
 
-__all__ = ["MAX_REPOSITORIES", "Planner", "plan_key", "sync_task"]
+__all__ = ["MAX_REPOSITORIES", "Plan", "Planner", "plan_key", "read_plan", "sync_task"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,45 @@ def plan_key(job_id: str) -> str:
 
 
 @dataclass(frozen=True)
+class Plan:
+    """A job's repositories in index order, the bundle it starts from, and its sync window:
+    how many of its stale repositories' tasks are out (queued or running) at once."""
+
+    repositories: list[dict]
+    base_bundle_hash: str
+    window: int
+    stale: list[int] = field(init=False)
+    """The indexes of the stale repositories, ascending: the order their tasks go out in."""
+
+    def __post_init__(self) -> None:
+        stale = [i for i, entry in enumerate(self.repositories) if entry["stale"]]
+        object.__setattr__(self, "stale", stale)
+
+    def opening(self) -> list[int]:
+        """The stale indexes discovery publishes: the first `window` of them."""
+        return self.stale[: self.window]
+
+    def successor(self, index: int) -> int | None:
+        """The stale index whose task goes out once the one at `index` is counted: `window`
+        places further on, so each of the window's places is a lane of its own and never
+        holds more than one uncounted task. None at the end of the lane."""
+        place = bisect.bisect_left(self.stale, index)
+        if place == len(self.stale) or self.stale[place] != index:
+            return None
+        after = place + self.window
+        return self.stale[after] if after < len(self.stale) else None
+
+
+async def read_plan(blobs: BlobStore, job_id: str) -> Plan:
+    """The stored plan of a job; BlobNotFoundError when discovery has not stored one."""
+    stored = json.loads(await blobs.get(plan_key(job_id)))
+    repositories = stored["repositories"]
+    # A plan stored before jobs had a window: its discovery published every task at once.
+    window = stored.get("window") or max(1, len(repositories))
+    return Plan(repositories, stored["base_bundle_hash"], window)
+
+
+@dataclass(frozen=True)
 class _Base:
     fingerprint: str
     result_key: str
@@ -52,19 +93,26 @@ class _Base:
 class Planner:
     """Plans a discover task's job from the source's listing and the user's last bundle."""
 
-    def __init__(self, blobs: BlobStore, pointers: KeyValue, source: Source) -> None:
+    def __init__(
+        self,
+        blobs: BlobStore,
+        pointers: KeyValue,
+        source: Source,
+        *,
+        window: int = SyncSettings.window,
+    ) -> None:
         self.blobs = blobs
         self.pointers = pointers
         self.source = source
+        self.window = window
 
-    async def plan(self, task: sync_tasks.DiscoverTask) -> tuple[list[dict], str]:
-        """The job's plan and the hash of the bundle it starts from: the stored plan when an
-        earlier delivery made one, else a new one, stored create-only. UserNotFoundError
-        passes through; a source that refuses for good is a PermanentError."""
+    async def plan(self, task: sync_tasks.DiscoverTask) -> Plan:
+        """The job's plan: the stored one when an earlier delivery made one, else a new one,
+        stored create-only. UserNotFoundError passes through; a source that refuses for good
+        is a PermanentError."""
         key = plan_key(task.meta.job_id)
         try:
-            stored = json.loads(await self.blobs.get(key))
-            return stored["repositories"], stored["base_bundle_hash"]
+            return await read_plan(self.blobs, task.meta.job_id)
         except BlobNotFoundError:
             pass
         try:
@@ -93,13 +141,12 @@ class Planner:
             )
             for repo in sorted(listing, key=lambda r: r.full_name.lower())
         ]
-        document = {"base_bundle_hash": base_hash, "repositories": plan}
+        document = {"base_bundle_hash": base_hash, "repositories": plan, "window": self.window}
         try:
             await self.blobs.create(key, canonical_json(document))
         except BlobExistsError:  # a concurrent delivery planned first: use its plan
-            stored = json.loads(await self.blobs.get(key))
-            return stored["repositories"], stored["base_bundle_hash"]
-        return plan, base_hash
+            return await read_plan(self.blobs, task.meta.job_id)
+        return Plan(plan, base_hash, self.window)
 
     async def _base(self, user: str) -> tuple[dict[str, _Base], str]:
         """The fingerprints of the user's current bundle, from its small index blob."""
@@ -123,16 +170,13 @@ class Planner:
         )
 
 
-def sync_task(task: sync_tasks.DiscoverTask, index: int, entry: dict) -> sync_tasks.SyncRepoTask:
+def sync_task(job_id: str, user: str, plan: Plan, index: int) -> sync_tasks.SyncRepoTask:
     """The sync task of the plan's stale repository at `index`."""
+    entry = plan.repositories[index]
     meta = entry["metadata"]
     sync = sync_tasks.SyncRepoTask(
-        meta=task_pb2.TaskMeta(
-            job_id=task.meta.job_id,
-            task_id=sync_msg_id(task.meta.job_id, index),
-            attempt=task.meta.attempt,
-        ),
-        user=task.user,
+        meta=task_pb2.TaskMeta(job_id=job_id, task_id=sync_msg_id(job_id, index)),
+        user=user,
         repository=entry["repository"],
         index=index,
         fingerprint=entry["fingerprint"],

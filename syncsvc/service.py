@@ -26,7 +26,12 @@ async def serve(ctx: ServiceContext) -> None:
     fanin = FanIn(ctx.js, jobs, await ctx.js.key_value(Buckets.OUTCOMES.name))
     cache = SharedResponseCache(await ctx.js.key_value(Buckets.HTTP_CACHE.name), blobs)
     source = open_source(settings, cache)
-    planner = Planner(blobs, await ctx.js.key_value(Buckets.BUNDLES.name), source)
+    planner = Planner(
+        blobs,
+        await ctx.js.key_value(Buckets.BUNDLES.name),
+        source,
+        window=settings.sync.window,
+    )
     discover = DiscoverHandler(ctx.js, jobs, fanin, planner)
     sync = SyncHandler(jobs, fanin, blobs, source, settings.sync)
     workers: list[Worker[Any]] = [

@@ -25,6 +25,7 @@ from meshkit.topology import Buckets
 from meshkit.worker import RetryLater
 from syncsvc.fanin import FanIn
 from syncsvc.handler import SyncHandler
+from syncsvc.plan import Planner
 from syncsvc.repository import failed_outcome
 from syncsvc.sources.base import FetchedRepo, RepoListing, Source, SourceError
 from syncsvc.sources.local import LocalSource
@@ -104,13 +105,17 @@ async def world(js: JetStreamContext, blobs: BlobStore, tmp_path: Path) -> World
     repos.add(user, "alpha", description="A tide predictor.", readme="# alpha\n\nTides.\n")
     repos.add(user, "beta", description="A bread timer.")
     job_id = new_job_id()
+    source = CountingSource(LocalSource(tmp_path / "repos"))
+    # The plan discovery stores (alpha 0, beta 1), which tells a task its lane's next one.
+    planner = Planner(blobs, await js.key_value(Buckets.BUNDLES.name), source)
+    await planner.plan(sync_tasks.DiscoverTask(meta=task_pb2.TaskMeta(job_id=job_id), user=user))
     await syncing_job(jobs, user, 2, job_id)
     return World(
         jobs,
         FanIn(js, jobs, await js.key_value(Buckets.OUTCOMES.name)),
         blobs,
         repos,
-        CountingSource(LocalSource(tmp_path / "repos")),
+        source,
         user,
         job_id,
     )
