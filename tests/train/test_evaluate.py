@@ -66,3 +66,25 @@ def test_the_tuned_model_must_be_strictly_better() -> None:
     assert not beats(Metrics(0.5, 0.9, 1.0, 10), base)
     assert not beats(Metrics(0.4, 0.9, 1.0, 10), base)
     assert Metrics.from_proto(base.to_proto()) == base
+
+
+def test_a_paraphrase_is_ranked_without_its_own_passage_and_counted_on_its_own() -> None:
+    # Cut from c2, the query is nearest c2; hidden, the repository must be found by c1,
+    # which a beats (0.7 > 0.3).
+    cut = HeldOutQuery("b beats nobody", "o/c", "paraphrase", hidden="c2")
+    plain = HeldOutQuery("c second", "o/c", "term")
+    metrics, _ = evaluate(fake_encoder, PASSAGES, [cut, plain])
+    assert metrics.paraphrase_queries == 1
+    assert metrics.paraphrase_mrr_at_10 == pytest.approx(1 / 3)  # a 0.5, b 0.2 > c 0.0
+    assert metrics.mrr_at_10 == pytest.approx((1 / 3 + 1 / 2) / 2)
+    shown, _ = evaluate(fake_encoder, PASSAGES, [HeldOutQuery("b beats nobody", "o/c", "faq")])
+    assert shown.mrr_at_10 == 1.0  # the same query with c2 in the ranking
+
+
+def test_a_tuned_model_worse_at_paraphrase_is_not_published() -> None:
+    base = Metrics(0.5, 0.4, 0.9, 10, paraphrase_mrr_at_10=0.6, paraphrase_queries=4)
+    better_overall = Metrics(0.7, 0.6, 1.0, 10, paraphrase_mrr_at_10=0.55, paraphrase_queries=4)
+    assert not beats(better_overall, base)
+    assert beats(Metrics(0.7, 0.6, 1.0, 10, paraphrase_mrr_at_10=0.6, paraphrase_queries=4), base)
+    # Without paraphrase queries on either side, MRR@10 alone decides.
+    assert beats(Metrics(0.7, 0.6, 1.0, 10), Metrics(0.5, 0.4, 0.9, 10))
