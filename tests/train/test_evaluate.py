@@ -8,6 +8,7 @@ import pytest
 from meshkit.domain.passages import Passage
 from trainsvc.evaluate import Metrics, beats, evaluate, metrics_from_ranks, repository_ranks
 from trainsvc.pairs import HeldOutQuery
+from trainsvc.store import Manifest
 
 # Three repositories; a and c have two passages each. Vectors are unit axes, so a query's
 # score against a passage is the query's component on that passage's axis.
@@ -88,3 +89,14 @@ def test_a_tuned_model_worse_at_paraphrase_is_not_published() -> None:
     assert beats(Metrics(0.7, 0.6, 1.0, 10, paraphrase_mrr_at_10=0.6, paraphrase_queries=4), base)
     # Without paraphrase queries on either side, MRR@10 alone decides.
     assert beats(Metrics(0.7, 0.6, 1.0, 10), Metrics(0.5, 0.4, 0.9, 10))
+
+
+def test_a_manifest_keeps_paraphrase_metrics_and_reads_older_ones_without() -> None:
+    base = Metrics(0.5, 0.4, 0.9, 10, paraphrase_mrr_at_10=0.6, paraphrase_queries=4)
+    tuned = Metrics(0.7, 0.6, 1.0, 10, paraphrase_mrr_at_10=0.65, paraphrase_queries=4)
+    manifest = Manifest("h", "c", True, base, tuned, "m", "e", {}, 3, 40, "cpu", 1.5)
+    assert Manifest.from_json(manifest.to_json()) == manifest
+    older = manifest.to_json()
+    for side in ("base", "tuned"):
+        del older[side]["paraphrase_mrr_at_10"], older[side]["paraphrase_queries"]
+    assert Manifest.from_json(older).tuned == Metrics(0.7, 0.6, 1.0, 10)
