@@ -39,9 +39,9 @@ class Weights:
     lexical: float = 0.3
     support: float = 0.1
     term: float = 0.2
-    strong_lexical: float = 0.25
+    strong_lexical: float = 0.2
     """Lexical evidence weaker than this may not push down the model's first repository;
-    0 lets any evidence count in full. A quarter of the query: the highest round share that
+    0 lets any evidence count in full. A fifth of the query: the highest round share that
     leaves every hand-written question of bench/demo_questions.json (the set the blend was
     developed on) where the full blend ranks it."""
 

@@ -1,11 +1,11 @@
-"""Fine-tuning a sentence-transformers model on (query, passage, negative) triples.
+"""Fine-tuning a sentence-transformers model on (query, passage) pairs.
 
-MultipleNegativesRankingLoss treats the other passages of a batch, and every pair's hard
-negative (trainsvc.negatives), as negatives, so the NO_DUPLICATES batch sampler keeps a text
-from appearing twice in one batch, where it would be its own negative. Hyperparameters come
-from TrainSettings; the run is seeded, writes nothing to the working directory (output_dir
-is a temporary folder, save_strategy="no") and reports to nothing. On CUDA it trains in
-mixed precision (bf16 where the GPU supports it, fp16 otherwise); on CPU in float32.
+MultipleNegativesRankingLoss treats the other passages of a batch as negatives, so the
+NO_DUPLICATES batch sampler keeps a passage (or query) from appearing twice in one batch,
+where it would be its own negative. Hyperparameters come from TrainSettings; the run is
+seeded, writes nothing to the working directory (output_dir is a temporary folder,
+save_strategy="no") and reports to nothing. On CUDA it trains in mixed precision (bf16 where
+the GPU supports it, fp16 otherwise); on CPU in float32.
 
 torch and friends are imported inside the functions: trainsvc imports this module at start,
 and the heavy imports happen in the training thread (or the start-up warm-up).
@@ -126,10 +126,9 @@ def fine_tune(
     from transformers.trainer_callback import PrinterCallback
 
     set_seed(config.seed)
-    columns = {"anchor": [p.query for p in pairs], "positive": [p.passage for p in pairs]}
-    if all(p.negative for p in pairs):  # a column for some rows only is not a dataset
-        columns["negative"] = [p.negative for p in pairs]
-    dataset = Dataset.from_dict(columns)
+    dataset = Dataset.from_dict(
+        {"anchor": [p.query for p in pairs], "positive": [p.passage for p in pairs]}
+    )
     cuda = device == "cuda"
     bf16 = cuda and torch.cuda.is_bf16_supported()
     with tempfile.TemporaryDirectory(prefix="contextmesh-train-") as scratch:

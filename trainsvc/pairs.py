@@ -16,9 +16,6 @@ something a person could ask, the passage is text of the repository that answers
                                       and the description less a section's words -> the section
                                       (paraphrase: trainsvc.paraphrase)
 
-Every pair also carries a hard negative: the passage of another repository most easily
-mistaken for its answer (trainsvc.negatives).
-
 Held-out queries are asked with DIFFERENT templates from the training ones ("I need someone
 who knows {term}"), and FAQ questions are asked as bare keywords, so that evaluation measures
 whether the model learned the facts, not the strings it was trained on. A held-out query names
@@ -28,7 +25,7 @@ out (their right answer is ambiguous), though they are still trained on. Held-ou
 they are ranked against; evaluation reports them on their own as well.
 
 Everything is deterministic for a seed: sorted inputs, one random.Random(seed) for the
-template pairs and one each, derived from it, for paraphrases and negatives. The training
+template pairs and one, derived from it, for paraphrases. The training
 pairs are capped at max_pairs by taking the repositories' pairs in turn, so a big repository
 cannot crowd out the small ones.
 """
@@ -39,12 +36,11 @@ import random
 import re
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TypeVar
 
 from meshkit.domain.documents import Bundle
 from meshkit.domain.passages import Passage, RepositoryFacts, bundle_facts, passages_of
-from trainsvc.negatives import hard_negatives
 from trainsvc.paraphrase import held_out_paraphrases, paraphrase_pairs
 
 __all__ = [
@@ -120,9 +116,6 @@ class Pair:
     query: str
     passage: str
     repository: str
-    negative: str = ""
-    """A passage of another repository that does not answer the query; '' when the bundle
-    has no other repository."""
 
 
 @dataclass(frozen=True)
@@ -185,16 +178,11 @@ def build_pairs(
     for groups in (held, held_paraphrases):
         for repository, queries in groups.items():
             groups[repository] = [q for q in queries if q.query.casefold() not in train_queries]
-    all_passages = tuple(p for f in facts for p in by_repo[f.repository])
-    pairs = _round_robin(train, max_pairs, rng)
-    negatives = hard_negatives(
-        [(p.query, p.repository) for p in pairs], all_passages, random.Random(f"{seed}:negative")
-    )
     return PairSet(
-        train=tuple(replace(p, negative=n) for p, n in zip(pairs, negatives, strict=True)),
+        train=tuple(_round_robin(train, max_pairs, rng)),
         held_out=tuple(_round_robin(held, max_held_out, rng))
         + tuple(_round_robin(held_paraphrases, MAX_HELD_OUT_PARAPHRASES, paraphrase_rng)),
-        passages=all_passages,
+        passages=tuple(p for f in facts for p in by_repo[f.repository]),
         repositories=sum(1 for f in facts if by_repo[f.repository]),
     )
 

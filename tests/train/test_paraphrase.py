@@ -1,13 +1,12 @@
-"""Paraphrase pairs share no content word with their answer; hard negatives are confusable
-passages of other repositories, never another right answer."""
+"""Paraphrase pairs share no content word with their answer; held-out ones are asked without
+their own passage and share nothing with the rest of their repository."""
 
 from __future__ import annotations
 
 import random
 
-from meshkit.domain.passages import Passage, bundle_facts, passages_of
+from meshkit.domain.passages import Passage
 from tests.train.support import sample_bundle
-from trainsvc.negatives import hard_negatives
 from trainsvc.pairs import build_pairs
 from trainsvc.paraphrase import (
     content_words,
@@ -79,26 +78,3 @@ def test_the_bundle_pairs_carry_paraphrases_and_held_out_ones_apart() -> None:
         p.passage in described and not content_words(p.query) & content_words(p.passage)
         for p in pairs.train
     )
-
-
-def test_a_hard_negative_is_a_confusable_passage_of_another_repository() -> None:
-    passages = [
-        *STATION,
-        Passage("o/logs", "description", "logs: slices huge log files by time range."),
-        Passage("o/logs", "README: Output", "Coloured lines for humans, JSON for pipes."),
-        Passage("o/chat", "description", "chat: a team chat with presence over WebSockets."),
-    ]
-    queries = [
-        ("which gadget logs the balcony weather over time", "o/station"),
-        ("chat", "o/chat"),  # the only passage naming it is a right answer, not a negative
-    ]
-    confusable, other = hard_negatives(queries, passages, random.Random(0))
-    assert confusable == passages[4].text  # shares "logs", "time": not its answer
-    assert other in {p.text for p in passages if p.repository != "o/chat"}
-    assert hard_negatives(queries, STATION, random.Random(0)) == ["", ""]
-
-
-def test_every_training_pair_gets_a_negative_from_another_repository() -> None:
-    pairs = build_pairs(sample_bundle(), seed=2, max_pairs=10_000)
-    owner = {p.text: p.repository for f in bundle_facts(sample_bundle()) for p in passages_of(f)}
-    assert all(p.negative and owner[p.negative] != p.repository for p in pairs.train)
