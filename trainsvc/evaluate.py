@@ -11,9 +11,10 @@ query is ranked without the passage it was cut from (HeldOutQuery.hidden).
     recall_at_1  share of queries whose repository ranks first
     recall_at_5  share of queries whose repository ranks in the first five
 
-Paraphrase queries also count on their own (paraphrase_mrr_at_10). A tuned model is published
-only if it `beats` the base model: a higher MRR@10, and no lower paraphrase MRR@10, so a
-model that learned the bundle's words by heart at the cost of its meaning is not published.
+Paraphrase queries count in MRR@10 like the others, and on their own too
+(paraphrase_mrr_at_10, in the manifest and the job's reason). A tuned model is published only
+if it `beats` the base model on MRR@10. (The job record's EvalMetrics has no field for the
+paraphrase figure, so it cannot veto on its own: the job's metrics must explain its outcome.)
 """
 
 from __future__ import annotations
@@ -151,9 +152,6 @@ def evaluate(
 
 
 def beats(tuned: Metrics, base: Metrics) -> bool:
-    """Whether the tuned model should replace the base model: strictly better MRR@10, and
-    paraphrases (when both were measured on them) no worse."""
-    measured = tuned.paraphrase_queries and base.paraphrase_queries
-    if measured and tuned.paraphrase_mrr_at_10 < base.paraphrase_mrr_at_10 - MIN_IMPROVEMENT:
-        return False
+    """Whether the tuned model should replace the base model: strictly better MRR@10 (over
+    every held-out query, paraphrases included)."""
     return tuned.mrr_at_10 > base.mrr_at_10 + MIN_IMPROVEMENT
