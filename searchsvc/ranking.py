@@ -14,9 +14,10 @@ How much lexical evidence may weigh is chosen per query, from its strength: the 
 best passage's normalised BM25 and the best term weight, both the share of the query they
 explain. Evidence that explains less than `Weights.strong_lexical` of the query (an
 incidental word shared with a paraphrase) may reorder the repositories below, never push down
-the repository the model alone ranks first: its lexical and term weights are halved until
-that repository leads again, down to none. A query mostly made of a repository's words (a
-name, a technology) keeps the full blend, which is what rescues names the model does not know.
+the repository the model alone ranks first: the lexical and term weights are halved, then
+quartered, then dropped, until that repository leads again. A query mostly made of a
+repository's words (a name, a technology) keeps the full blend, which is what rescues names
+the model does not know.
 """
 
 from __future__ import annotations
