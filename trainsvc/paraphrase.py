@@ -15,9 +15,8 @@ vocabularies have in common.
 
 Held-out paraphrases measure this on their own: a sentence of a section, less every content
 word that any other passage of its repository uses, asked with that section hidden from the
-ranking (evaluation skips it). Only the meaning can find its repository. Their sections are
-never a source of training queries, and the held-out queries are built before the training
-ones so that the two never meet.
+ranking (evaluation skips it). Only the meaning can find its repository. No paraphrase or
+cloze training query is cut from their sections: the held-out queries are built first.
 """
 
 from __future__ import annotations
