@@ -4,13 +4,17 @@ A held-out query names the one repository that answers it. A model ranks every p
 the bundle by cosine similarity to the query; each repository then counts with its best
 passage (exactly how search ranks repositories, before lexical blending), and the query's
 rank is the position of its repository in that order. Ties count against the model: a model
-that gives every passage the same score ranks each repository last, not first.
+that gives every passage the same score ranks each repository last, not first. A paraphrase
+query is ranked without the passage it was cut from (HeldOutQuery.hidden).
 
     mrr_at_10    mean of 1/rank over the queries, counting 0 when rank > 10
     recall_at_1  share of queries whose repository ranks first
     recall_at_5  share of queries whose repository ranks in the first five
 
-A tuned model is published only if it `beats` the base model on MRR@10.
+Paraphrase queries count in MRR@10 like the others, and on their own too
+(paraphrase_mrr_at_10, in the manifest and the job's reason). A tuned model is published only
+if it `beats` the base model on MRR@10. (The job record's EvalMetrics has no field for the
+paraphrase figure, so it cannot veto on its own: the job's metrics must explain its outcome.)
 """
 
 from __future__ import annotations
@@ -39,6 +43,9 @@ class Metrics:
     recall_at_1: float
     recall_at_5: float
     queries: int
+    paraphrase_mrr_at_10: float = 0.0
+    """MRR@10 of the paraphrase queries alone (also counted in mrr_at_10)."""
+    paraphrase_queries: int = 0
 
     def to_proto(self) -> job_pb2.EvalMetrics:
         return job_pb2.EvalMetrics(
@@ -58,13 +65,21 @@ class Metrics:
             "recall_at_1": self.recall_at_1,
             "recall_at_5": self.recall_at_5,
             "queries": self.queries,
+            "paraphrase_mrr_at_10": self.paraphrase_mrr_at_10,
+            "paraphrase_queries": self.paraphrase_queries,
         }
 
     def summary(self) -> str:
-        return (
+        text = (
             f"MRR@10 {self.mrr_at_10:.3f}, recall@1 {self.recall_at_1:.3f}, "
             f"recall@5 {self.recall_at_5:.3f} on {self.queries} queries"
         )
+        if self.paraphrase_queries:
+            text += (
+                f" (paraphrases MRR@10 {self.paraphrase_mrr_at_10:.3f} "
+                f"on {self.paraphrase_queries})"
+            )
+        return text
 
 
 def repository_ranks(
@@ -92,16 +107,23 @@ def repository_ranks(
     return ranks
 
 
-def metrics_from_ranks(ranks: Sequence[int]) -> Metrics:
+def metrics_from_ranks(ranks: Sequence[int], paraphrase_ranks: Sequence[int] = ()) -> Metrics:
+    """Metrics over ranks; paraphrase_ranks are those of the paraphrase queries among them."""
     if not ranks:
         return Metrics(0.0, 0.0, 0.0, 0)
     n = len(ranks)
     return Metrics(
-        mrr_at_10=sum(1.0 / r for r in ranks if r <= 10) / n,
+        mrr_at_10=_mrr_at_10(ranks),
         recall_at_1=sum(1 for r in ranks if r == 1) / n,
         recall_at_5=sum(1 for r in ranks if r <= 5) / n,
         queries=n,
+        paraphrase_mrr_at_10=_mrr_at_10(paraphrase_ranks),
+        paraphrase_queries=len(paraphrase_ranks),
     )
+
+
+def _mrr_at_10(ranks: Sequence[int]) -> float:
+    return sum(1.0 / r for r in ranks if r <= 10) / len(ranks) if ranks else 0.0
 
 
 def evaluate(
@@ -119,12 +141,17 @@ def evaluate(
         return metrics_from_ranks([]), passage_vectors
     query_vectors = encode([q.query for q in held_out])
     scores = query_vectors @ passage_vectors.T
+    for row, query in enumerate(held_out):
+        if query.hidden:
+            scores[row, [i for i, p in enumerate(passages) if p.text == query.hidden]] = -np.inf
     ranks = repository_ranks(
         scores, [p.repository for p in passages], [q.repository for q in held_out]
     )
-    return metrics_from_ranks(ranks), passage_vectors
+    paraphrase = [r for r, q in zip(ranks, held_out, strict=True) if q.kind == "paraphrase"]
+    return metrics_from_ranks(ranks, paraphrase), passage_vectors
 
 
 def beats(tuned: Metrics, base: Metrics) -> bool:
-    """Whether the tuned model should replace the base model: strictly better MRR@10."""
+    """Whether the tuned model should replace the base model: strictly better MRR@10 (over
+    every held-out query, paraphrases included)."""
     return tuned.mrr_at_10 > base.mrr_at_10 + MIN_IMPROVEMENT

@@ -12,14 +12,20 @@ something a person could ask, the passage is text of the repository that answers
     a specific README heading         the heading -> the section under it
     a README sentence                 the sentence -> the rest of its section (inverse cloze:
                                       teaches the model the repository's own vocabulary)
+    another passage's sentence        the sentence less the positive's words -> the description,
+                                      and the description less a section's words -> the section
+                                      (paraphrase: trainsvc.paraphrase)
 
 Held-out queries are asked with DIFFERENT templates from the training ones ("I need someone
 who knows {term}"), and FAQ questions are asked as bare keywords, so that evaluation measures
 whether the model learned the facts, not the strings it was trained on. A held-out query names
 one repository as its answer; terms shared by several repositories are therefore never held
-out (their right answer is ambiguous), though they are still trained on.
+out (their right answer is ambiguous), though they are still trained on. Held-out paraphrases
+(kind 'paraphrase', at most MAX_HELD_OUT_PARAPHRASES) share no content word with the passages
+they are ranked against; evaluation reports them on their own as well.
 
-Everything is deterministic for a seed: sorted inputs, one random.Random(seed). The training
+Everything is deterministic for a seed: sorted inputs, one random.Random(seed) for the
+template pairs and one, derived from it, for paraphrases. The training
 pairs are capped at max_pairs by taking the repositories' pairs in turn, so a big repository
 cannot crowd out the small ones.
 """
@@ -35,10 +41,12 @@ from typing import TypeVar
 
 from meshkit.domain.documents import Bundle
 from meshkit.domain.passages import Passage, RepositoryFacts, bundle_facts, passages_of
+from trainsvc.paraphrase import held_out_paraphrases, paraphrase_pairs
 
 __all__ = [
     "HELD_OUT_TERM_TEMPLATES",
     "MAX_HELD_OUT",
+    "MAX_HELD_OUT_PARAPHRASES",
     "PAIRS_VERSION",
     "TRAIN_TERM_TEMPLATES",
     "HeldOutQuery",
@@ -48,7 +56,7 @@ __all__ = [
     "keyword_query",
 ]
 
-PAIRS_VERSION = 1
+PAIRS_VERSION = 2
 """Bump when pairs change for the same bundle: it is part of a stored model's address."""
 
 TRAIN_TERM_TEMPLATES = (
@@ -73,6 +81,9 @@ TRAIN_COMPONENT_TEMPLATES = ("{} component", "the {} module of a project")
 
 MAX_HELD_OUT = 200
 """Evaluation encodes every held-out query twice (base and tuned): keep it bounded."""
+MAX_HELD_OUT_PARAPHRASES = 64
+"""On top of MAX_HELD_OUT: enough for a paraphrase MRR that one query does not swing."""
+_HELD_OUT_PARAPHRASES_PER_REPOSITORY = 2
 _MAX_CLOZE_PER_REPOSITORY = 6
 _MIN_CLOZE_WORDS = 6
 _MIN_CLOZE_REST_CHARS = 60
@@ -114,7 +125,10 @@ class HeldOutQuery:
     query: str
     repository: str
     kind: str
-    """'term', 'name' or 'faq': what the query was made from."""
+    """'term', 'name', 'faq' or 'paraphrase': what the query was made from."""
+    hidden: str = ""
+    """The text of a passage ranked without for this query: the one a paraphrase was cut
+    from."""
 
 
 @dataclass(frozen=True)
@@ -136,21 +150,38 @@ def build_pairs(
 ) -> PairSet:
     """Training pairs (at most max_pairs) and held-out queries for a bundle."""
     rng = random.Random(seed)
+    paraphrase_rng = random.Random(f"{seed}:paraphrase")
     facts = bundle_facts(bundle)
     by_repo = {f.repository: passages_of(f) for f in facts}
     owners = _term_owners(facts)
     train: dict[str, list[Pair]] = {}
     held: dict[str, list[HeldOutQuery]] = {}
+    held_paraphrases: dict[str, list[HeldOutQuery]] = {}
     for repo in facts:
         passages = by_repo[repo.repository]
-        train[repo.repository] = _train_pairs(repo, passages, rng)
+        hidden = held_out_paraphrases(
+            passages, paraphrase_rng, _HELD_OUT_PARAPHRASES_PER_REPOSITORY
+        )
+        hidden_texts = {p.text for _, p in hidden}
+        train[repo.repository] = _train_pairs(repo, passages, rng, hidden_texts)
+        train[repo.repository] += [
+            Pair(query, positive.text, repo.repository)
+            for query, positive in paraphrase_pairs(
+                passages, paraphrase_rng, [p for _, p in hidden]
+            )
+        ]
         held[repo.repository] = _held_out(repo, owners, rng)
+        held_paraphrases[repo.repository] = [
+            HeldOutQuery(query, repo.repository, "paraphrase", hidden=p.text) for query, p in hidden
+        ]
     train_queries = {p.query.casefold() for pairs in train.values() for p in pairs}
-    for repository, queries in held.items():
-        held[repository] = [q for q in queries if q.query.casefold() not in train_queries]
+    for groups in (held, held_paraphrases):
+        for repository, queries in groups.items():
+            groups[repository] = [q for q in queries if q.query.casefold() not in train_queries]
     return PairSet(
         train=tuple(_round_robin(train, max_pairs, rng)),
-        held_out=tuple(_round_robin(held, max_held_out, rng)),
+        held_out=tuple(_round_robin(held, max_held_out, rng))
+        + tuple(_round_robin(held_paraphrases, MAX_HELD_OUT_PARAPHRASES, paraphrase_rng)),
         passages=tuple(p for f in facts for p in by_repo[f.repository]),
         repositories=sum(1 for f in facts if by_repo[f.repository]),
     )
@@ -168,7 +199,7 @@ def keyword_query(question: str) -> str:
 
 
 def _train_pairs(
-    repo: RepositoryFacts, passages: Sequence[Passage], rng: random.Random
+    repo: RepositoryFacts, passages: Sequence[Passage], rng: random.Random, hidden: set[str]
 ) -> list[Pair]:
     pairs: list[Pair] = []
     description = _first(passages, "description") or (passages[0] if passages else None)
@@ -204,7 +235,7 @@ def _train_pairs(
         )
         add(question, faq)
     pairs += _heading_pairs(passages)
-    pairs += _cloze_pairs(repo.repository, passages, rng)
+    pairs += _cloze_pairs(repo.repository, [p for p in passages if p.text not in hidden], rng)
     return pairs
 
 

@@ -110,6 +110,8 @@ class Manifest:
                 float(d["recall_at_1"]),
                 float(d["recall_at_5"]),
                 int(d["queries"]),
+                float(d.get("paraphrase_mrr_at_10", 0.0)),  # absent before PAIRS_VERSION 2
+                int(d.get("paraphrase_queries", 0)),
             )
 
         return cls(

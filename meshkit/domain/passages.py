@@ -19,12 +19,21 @@ Per repository, in this order (earlier sources survive the per-repository cap):
     FAQ: <question>        one per FAQ entry, question and answer
     README: <heading>      one per README section (split further when long)
     <file>: <heading>      the same for each extra file (ARCHITECTURE.md, SKILLS-INDEX.md)
-A repository with none of these still gets one "name" passage so it can be found by name.
+    name                   a thin repository only (below): its name in words, language, topics
+A package manifest among the extra files (pyproject.toml, package.json, Cargo.toml) is not
+markdown: its description joins the descriptions and its keywords the topics.
+
+A thin repository (no .repo-context.json and a README of a line or two) would otherwise be
+matched on a dozen words; its "name" passage states what its name, language and topics say
+("fleet-pulse" and "FleetPulse" read as "fleet pulse"). A repository with no text at all gets
+that passage too, so it can be found by name.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import tomllib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +59,7 @@ __all__ = [
     "bundle_passages",
     "clean_markdown",
     "markdown_sections",
+    "name_words",
     "passages_from_json",
     "passages_of",
     "passages_to_json",
@@ -65,6 +75,10 @@ MAX_PASSAGES_PER_REPOSITORY = 48
 MAX_SECTION_SOURCE_CHARS = 80
 _MIN_SECTION_CHARS = 20
 """Shorter sections ("See LICENSE.") carry nothing worth ranking."""
+THIN_README_CHARS = 300
+"""A README shorter than this (cleaned) says little more than the repository's name."""
+MANIFESTS = ("pyproject.toml", "package.json", "Cargo.toml")
+"""Package manifests read for a description and keywords when they are among the files."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +119,10 @@ class RepositoryFacts:
     faq: tuple[tuple[str, str], ...]
     """(question, answer) pairs."""
     sections: tuple[Section, ...] = field(default=())
+    language: str | None = None
+    """The language GitHub reports."""
+    thin: bool = False
+    """No .repo-context.json and next to no README: see the module docstring."""
 
     @property
     def terms(self) -> tuple[str, ...]:
@@ -127,17 +145,25 @@ def repository_facts(result: RepositoryResult) -> RepositoryFacts:
     context = result.context or RepositoryContext()
     metadata = result.metadata or RepositoryMetadata()
     name = _text(context.name) or result.repository.rsplit("/", 1)[-1]
-    descriptions = _unique([_text(context.description), _text(metadata.description)])
-    topics = _unique([_topic(t) for t in _texts(context.topics + metadata.topics)])
+    manifests = [
+        _manifest(path, body) for path, body in sorted(result.files.items()) if _is_manifest(path)
+    ]
+    descriptions = _unique(
+        [_text(context.description), _text(metadata.description)]
+        + [description for description, _ in manifests]
+    )
+    keywords = [keyword for _, words in manifests for keyword in words]
+    topics = _unique([_topic(t) for t in _texts([*context.topics, *metadata.topics, *keywords])])
     tech = _texts(context.tech)
     language = _text(metadata.language)
     if language:
         tech = [*tech, language]
     sections: list[Section] = []
-    if result.readme is not None and result.readme.text.strip():
-        sections += markdown_sections(result.readme.text, "README")
+    readme = result.readme.text if result.readme is not None else ""
+    if readme.strip():
+        sections += markdown_sections(readme, "README")
     for path in sorted(result.files):
-        if result.files[path].strip():
+        if result.files[path].strip() and not _is_manifest(path):
             sections += markdown_sections(result.files[path], path)
     return RepositoryFacts(
         repository=result.repository,
@@ -150,7 +176,22 @@ def repository_facts(result: RepositoryResult) -> RepositoryFacts:
         components=tuple(_pairs((c.name, c.description) for c in context.components)),
         faq=tuple(_pairs((f.question, f.answer) for f in context.faq)),
         sections=tuple(sections),
+        language=language,
+        thin=result.context is None and len(clean_markdown(readme)) < THIN_README_CHARS,
     )
+
+
+def name_words(name: str) -> str:
+    """A repository name as words: 'fleet_pulse-API' and 'FleetPulseAPI' -> 'fleet pulse API';
+    an all-capitals run stays one word ('HTTPServer' -> 'HTTP server')."""
+    words = []
+    for part in re.split(r"[\W_]+", name):
+        for word in _CAMEL_WORD.findall(part):
+            words.append(word if word.isupper() and len(word) > 1 else word.lower())
+    return " ".join(words)
+
+
+_CAMEL_WORD = re.compile(r"[A-Z]+\d*(?![a-z])|[A-Z]?[a-z]+(?:\d+[a-z]*)*|\d+[a-z]*")
 
 
 def passages_of(facts: RepositoryFacts) -> list[Passage]:
@@ -176,9 +217,20 @@ def passages_of(facts: RepositoryFacts) -> list[Passage]:
     for section in facts.sections:
         label = f"{section.document}: {section.heading}" if section.heading else section.document
         add(label[:MAX_SECTION_SOURCE_CHARS], section.text)
-    if not out:
-        out.append(Passage(facts.repository, "name", f"{facts.name} ({facts.repository})"))
+    if facts.thin or not out:
+        out.append(Passage(facts.repository, "name", _name_text(facts)))
     return out[:MAX_PASSAGES_PER_REPOSITORY]
+
+
+def _name_text(facts: RepositoryFacts) -> str:
+    """What a thin repository's name, language and topics say: 'fleet pulse (owner/FleetPulse),
+    a Go repository about telemetry, dashboards'."""
+    text = f"{name_words(facts.name) or facts.name} ({facts.repository})"
+    if facts.language:
+        text += f", a {facts.language} repository"
+    if facts.topics:
+        text += (" about " if facts.language else ", about ") + ", ".join(facts.topics)
+    return text
 
 
 # Markdown, read from markdown-it's token stream (CommonMark with tables)
@@ -361,6 +413,37 @@ def passages_from_json(document: Mapping[str, Any]) -> list[Passage]:
         Passage(str(p["repository"]), str(p["source"]), str(p["text"]))
         for p in document.get("passages") or []
     ]
+
+
+# Package manifests
+
+
+def _is_manifest(path: str) -> bool:
+    return path.rsplit("/", 1)[-1] in MANIFESTS
+
+
+def _manifest(path: str, body: str) -> tuple[str | None, list[str]]:
+    """A manifest's (description, keywords); nothing when it does not parse."""
+    try:
+        document: Any = json.loads(body) if path.endswith(".json") else tomllib.loads(body)
+    except ValueError:  # json.JSONDecodeError and tomllib.TOMLDecodeError both are
+        return None, []
+    if not isinstance(document, dict):
+        return None, []
+    tables = [document, document.get("project"), document.get("package")]
+    tool = document.get("tool")
+    if isinstance(tool, dict):
+        tables.append(tool.get("poetry"))
+    description: str | None = None
+    keywords: list[str] = []
+    for table in tables:
+        if isinstance(table, dict):
+            if isinstance(table.get("description"), str):
+                description = description or _text(table["description"])
+            for key in ("keywords", "categories"):
+                if isinstance(table.get(key), list):
+                    keywords += [k for k in table[key] if isinstance(k, str)]
+    return description, keywords
 
 
 # Cleaning a repository result's text

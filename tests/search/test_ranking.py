@@ -7,7 +7,7 @@ import pytest
 
 from meshkit.domain.passages import Passage
 from searchsvc.index import build_index
-from searchsvc.ranking import BLENDED, SEMANTIC_ONLY, rank
+from searchsvc.ranking import BLENDED, SEMANTIC_ONLY, Weights, rank
 
 PASSAGES = [
     Passage("o/tracer", "description", "tracer: a path tracer written in Zig"),
@@ -82,3 +82,18 @@ def test_an_incidental_shared_word_never_overturns_a_clear_semantic_match() -> N
     assert rank(index, question, query)[0].repository == "o/station"
     # Asked for by name alone, the same word decides.
     assert rank(index, "chat", query)[0].repository == "o/chat"
+
+
+def test_weak_lexical_evidence_never_pushes_down_the_models_first_repository() -> None:
+    # A narrow semantic lead (0.6 against 0.55) for the station; the question shares "chat"
+    # and "team" with the chat repository, a small share of its words.
+    index = index_with(EYE)
+    query = np.array([0.0, 0.0, 0.0, 0.6, 0.0, 0.55], dtype=np.float32)
+    question = "a little box outside that will chat to my team about how damp and cold it gets"
+    unguarded = Weights(strong_lexical=0.0)
+    assert rank(index, question, query, weights=unguarded)[0].repository == "o/chat"
+    hits = rank(index, question, query)
+    assert [h.repository for h in hits[:2]] == ["o/station", "o/chat"]
+    assert hits[0].score > hits[1].score  # scores still say the order they give
+    # Evidence that explains most of the query keeps the full blend.
+    assert rank(index, "team chat", query)[0].repository == "o/chat"

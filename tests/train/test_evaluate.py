@@ -8,6 +8,7 @@ import pytest
 from meshkit.domain.passages import Passage
 from trainsvc.evaluate import Metrics, beats, evaluate, metrics_from_ranks, repository_ranks
 from trainsvc.pairs import HeldOutQuery
+from trainsvc.store import Manifest
 
 # Three repositories; a and c have two passages each. Vectors are unit axes, so a query's
 # score against a passage is the query's component on that passage's axis.
@@ -66,3 +67,33 @@ def test_the_tuned_model_must_be_strictly_better() -> None:
     assert not beats(Metrics(0.5, 0.9, 1.0, 10), base)
     assert not beats(Metrics(0.4, 0.9, 1.0, 10), base)
     assert Metrics.from_proto(base.to_proto()) == base
+
+
+def test_a_paraphrase_is_ranked_without_its_own_passage_and_counted_on_its_own() -> None:
+    # Cut from c2, the query is nearest c2; hidden, the repository must be found by c1,
+    # which a beats (0.7 > 0.3).
+    cut = HeldOutQuery("b beats nobody", "o/c", "paraphrase", hidden="c2")
+    plain = HeldOutQuery("c second", "o/c", "term")
+    metrics, _ = evaluate(fake_encoder, PASSAGES, [cut, plain])
+    assert metrics.paraphrase_queries == 1
+    assert metrics.paraphrase_mrr_at_10 == pytest.approx(1 / 3)  # a 0.5, b 0.2 > c 0.0
+    assert metrics.mrr_at_10 == pytest.approx((1 / 3 + 1 / 2) / 2)
+    shown, _ = evaluate(fake_encoder, PASSAGES, [HeldOutQuery("b beats nobody", "o/c", "faq")])
+    assert shown.mrr_at_10 == 1.0  # the same query with c2 in the ranking
+
+
+def test_paraphrases_are_reported_in_the_summary() -> None:
+    metrics = Metrics(0.5, 0.4, 0.9, 10, paraphrase_mrr_at_10=0.25, paraphrase_queries=4)
+    assert metrics.summary().endswith("on 10 queries (paraphrases MRR@10 0.250 on 4)")
+    assert "paraphrases" not in Metrics(0.5, 0.4, 0.9, 10).summary()
+
+
+def test_a_manifest_keeps_paraphrase_metrics_and_reads_older_ones_without() -> None:
+    base = Metrics(0.5, 0.4, 0.9, 10, paraphrase_mrr_at_10=0.6, paraphrase_queries=4)
+    tuned = Metrics(0.7, 0.6, 1.0, 10, paraphrase_mrr_at_10=0.65, paraphrase_queries=4)
+    manifest = Manifest("h", "c", True, base, tuned, "m", "e", {}, 3, 40, "cpu", 1.5)
+    assert Manifest.from_json(manifest.to_json()) == manifest
+    older = manifest.to_json()
+    for side in ("base", "tuned"):
+        del older[side]["paraphrase_mrr_at_10"], older[side]["paraphrase_queries"]
+    assert Manifest.from_json(older).tuned == Metrics(0.7, 0.6, 1.0, 10)

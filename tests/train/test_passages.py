@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from meshkit.domain.documents import RepositoryResult
+from meshkit.domain.documents import Readme, RepositoryMetadata, RepositoryResult
 from meshkit.domain.passages import (
     MAX_PASSAGE_CHARS,
     MAX_PASSAGES_PER_REPOSITORY,
     Passage,
     bundle_passages,
     markdown_sections,
+    name_words,
     passages_from_json,
     passages_of,
     passages_to_json,
@@ -111,3 +112,55 @@ def test_passages_are_deterministic_and_round_trip_as_json() -> None:
     repositories = [p.repository for p in first]
     assert repositories == sorted(repositories, key=str.lower)  # grouped, in bundle order
     assert passages_from_json(passages_to_json(first)) == first
+
+
+def test_a_name_reads_as_words_whatever_its_case_or_separators() -> None:
+    assert name_words("fleet_pulse-dashboard") == "fleet pulse dashboard"
+    assert name_words("FleetPulseAPI") == "fleet pulse API"
+    assert name_words("HTTPServer.v2") == "HTTP server v2"
+    assert name_words("esp32-k8s-tools") == "esp32 k8s tools"
+
+
+def _thin(files: dict[str, str] | None = None, readme: str = "# StarChart\n\nMy star map.") -> str:
+    """The passage texts of a repository with no context file and a one-line README."""
+    result = RepositoryResult(
+        repository="alice/StarChart",
+        fingerprint="sha256:x",
+        default_branch="main",
+        metadata=RepositoryMetadata(language="Rust", topics=("night-sky", "astronomy")),
+        readme=Readme("README.md", readme),
+        files=files or {},
+    )
+    return " | ".join(f"{p.source}: {p.text}" for p in passages_of(repository_facts(result)))
+
+
+def test_a_thin_repository_is_described_by_its_name_language_and_topics() -> None:
+    assert "name: star chart (alice/StarChart), a Rust repository about night sky, astronomy" in (
+        _thin()
+    )
+    long_readme = "# StarChart\n\n" + "Draws the night sky for any place and date. " * 10
+    assert "name: " not in _thin(readme=long_readme)  # a real README needs no stand-in
+    assert "name: " not in " ".join(
+        p.source for p in passages_of(repository_facts(repo("starchart", description="Maps.")))
+    )  # nor does a repository with a context file
+
+
+def test_package_manifests_give_a_description_and_keywords_not_markdown() -> None:
+    passages = _thin(
+        {
+            "package.json": '{"description": "Plots constellations.", "keywords": ["stars"]}',
+            "pyproject.toml": '[project]\ndescription = "Sky charts"\nkeywords = ["orbits"]\n',
+            "Cargo.toml": '[package]\ndescription = "Planetarium"\ncategories = ["science"]\n',
+            "ARCHITECTURE.md": "## Layers\n\nA renderer over a star catalogue, in layers.",
+        }
+    )
+    for text in ("StarChart: Planetarium", "StarChart: Plots constellations.", "StarChart: Sky"):
+        assert text in passages
+    assert "Topics of StarChart: night sky, astronomy, science, stars, orbits." in passages
+    assert "ARCHITECTURE.md: Layers" in passages
+    assert "package.json:" not in passages and "[project]" not in passages
+
+
+def test_a_manifest_that_does_not_parse_adds_nothing() -> None:
+    broken = _thin({"package.json": "{not json", "Cargo.toml": "= nope", "pyproject.toml": "[]"})
+    assert broken == _thin()
