@@ -148,7 +148,13 @@ TARGETS = (
         "worker",
         "meshkit/worker.py",
         ("Delivery.is_last", "park", "Worker._handle", "Worker._dead_letter"),
-        ("tests/runtime/test_worker.py", "tests/runtime/test_worker_handler.py"),
+        (
+            "tests/runtime/test_worker_mutants.py",
+            "tests/runtime/test_worker.py",
+            "tests/runtime/test_worker_handler.py",
+            "tests/runtime/test_metrics.py::test_a_worker_counts_each_delivery_under_its_outcome",
+            "tests/runtime/test_metrics.py::test_a_task_parked_by_every_replica_counts_as_one_dead_letter",
+        ),
     ),
     Target(
         "authorization",
@@ -187,6 +193,18 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
         "core/ReplaceTrueWithFalse",
         "value = pointer.SerializeToString(deterministic=True)",
     ): "ModelPointer has no map field: deterministic serialization changes no byte of it",
+    ("worker", "core/ReplaceBinaryOperator_Mul_Div", "*,"): (
+        "park's keyword-only marker made positional-only: every caller passes those "
+        "arguments as it did"
+    ),
+    (
+        "worker",
+        "core/NumberReplacer",
+        "heartbeat = asyncio.create_task(self._heartbeat(msg, self.ws.ack_wait_s / 3))",
+    ): (
+        "in-progress every half or quarter of the ack wait instead of every third: each "
+        "still comes before the ack wait ends"
+    ),
 }
 """Survivors that no test can kill, by (target, operator, mutated line's source): each one is
 explained in docs/testing.md under "Mutation testing"."""
