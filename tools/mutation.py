@@ -93,7 +93,7 @@ TARGETS = (
         "fan-in",
         "syncsvc/fanin.py",
         ("bit_is_set", "FanIn._store", "FanIn.stored", "FanIn.record", "FanIn.merge_if_complete"),
-        ("tests/sync/test_fanin.py",),
+        ("tests/sync/test_fanin_mutants.py", "tests/sync/test_fanin.py"),
     ),
     Target(
         "coalescing",
@@ -105,7 +105,11 @@ TARGETS = (
             "Refresher._refreshing",
             "Refresher._claim",
         ),
-        ("tests/gateway/test_refresh.py", "tests/gateway/test_refresh_path.py"),
+        (
+            "tests/gateway/test_refresh_mutants.py",
+            "tests/gateway/test_refresh.py",
+            "tests/gateway/test_refresh_path.py",
+        ),
     ),
     Target(
         "cancellation",
@@ -142,13 +146,19 @@ TARGETS = (
             "Redriver._publish_train",
             "Redriver._forget_letter",
         ),
-        ("tests/gateway/test_redrive.py",),
+        ("tests/gateway/test_redrive_mutants.py", "tests/gateway/test_redrive.py"),
     ),
     Target(
         "worker",
         "meshkit/worker.py",
         ("Delivery.is_last", "park", "Worker._handle", "Worker._dead_letter"),
-        ("tests/runtime/test_worker.py", "tests/runtime/test_worker_handler.py"),
+        (
+            "tests/runtime/test_worker_mutants.py",
+            "tests/runtime/test_worker.py",
+            "tests/runtime/test_worker_handler.py",
+            "tests/runtime/test_metrics.py::test_a_worker_counts_each_delivery_under_its_outcome",
+            "tests/runtime/test_metrics.py::test_a_task_parked_by_every_replica_counts_as_one_dead_letter",
+        ),
     ),
     Target(
         "authorization",
@@ -161,13 +171,21 @@ TARGETS = (
             "AuthInterceptor._admit",
             "AuthInterceptor.wrap",
         ),
-        ("tests/auth/test_server_rules.py", "tests/auth/test_gateway_auth.py"),
+        (
+            "tests/auth/test_authorization_mutants.py",
+            "tests/auth/test_server_rules.py",
+            "tests/auth/test_gateway_auth.py",
+        ),
     ),
 )
 
 EQUIVALENT: dict[tuple[str, str, str], str] = {
     ("cancellation", "core/ReplaceBinaryOperator_Mul_Div", "*,"): (
         "JobStore.end's keyword-only marker made positional-only: every caller passes "
+        "those arguments as it did"
+    ),
+    ("publish-gate-pipeline", "core/ReplaceBinaryOperator_Mul_Div", "*,"): (
+        "train_on_bundle's keyword-only marker made positional-only: every caller passes "
         "those arguments as it did"
     ),
     (
@@ -177,6 +195,68 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
     ): "BundlePointer has no map field: deterministic serialization changes no byte of it",
     ("bundle-pointer", "core/NumberReplacer", "for _ in range(50):"): (
         "49 or 51 attempts instead of 50: only 49 lost races in a row could tell them apart"
+    ),
+    (
+        "model-pointer",
+        "core/ReplaceTrueWithFalse",
+        "value = pointer.SerializeToString(deterministic=True)",
+    ): "ModelPointer has no map field: deterministic serialization changes no byte of it",
+    ("worker", "core/ReplaceBinaryOperator_Mul_Div", "*,"): (
+        "park's keyword-only marker made positional-only: every caller passes those "
+        "arguments as it did"
+    ),
+    (
+        "worker",
+        "core/NumberReplacer",
+        "heartbeat = asyncio.create_task(self._heartbeat(msg, self.ws.ack_wait_s / 3))",
+    ): (
+        "in-progress every half or quarter of the ack wait instead of every third: each "
+        "still comes before the ack wait ends"
+    ),
+    (
+        "redrive",
+        "core/ReplaceAndWithOr",
+        "return entry.value.decode() if entry is not None and entry.value else None",
+    ): "a claim is never stored empty, and a missing one raises instead of reading as None",
+    (
+        "coalescing",
+        "core/ReplaceBinaryOperator_Mul_Div",
+        "async def refresh(self, user: str, *, force: bool) -> tuple[job_pb2.Job, bool]:",
+    ): "Refresher.refresh's keyword-only marker made positional-only: callers pass force by name",
+    ("coalescing", "core/NumberReplacer", "for _ in range(20):"): (
+        "19 or 21 attempts instead of 20: only 19 lost races in a row could tell them apart"
+    ),
+    ("coalescing", "core/NumberReplacer", "for attempt in range(2):"): (
+        "a third read of a missing record, with no wait before it, answers as the second did"
+    ),
+    ("coalescing", "core/NumberReplacer", "await asyncio.sleep(0.05)"): (
+        "a late record waited for 1.05 s instead of 0.05 s: the same answer, a second later"
+    ),
+    (
+        "authorization",
+        "core/ReplaceAndWithOr",
+        "assert rule is not None and self.authenticator is not None",
+    ): "context.abort raises above it: the assert only narrows the types for mypy",
+    (
+        "fan-in",
+        "core/ReplaceTrueWithFalse",
+        "await self.outcomes.create(key, outcome.SerializeToString(deterministic=True))",
+    ): "RepoOutcome has no map field: deterministic serialization changes no byte of it",
+    (
+        "fan-in",
+        "core/NumberReplacer",
+        "*(self._store(job_id, o) for o in outcomes[start : start + 64])",
+    ): (
+        "batches of 65 taken every 64 overlap by one outcome, which is stored once "
+        "(create-only) and counted once (the bitmap)"
+    ),
+    ("fan-in", "core/NumberReplacer", "for start in range(0, len(outcomes), 64):"): (
+        "batches of 64 taken every 63 overlap by one outcome, which is stored once "
+        "(create-only) and counted once (the bitmap)"
+    ),
+    ("authorization", "core/AddNot", "if handler.stream_stream:"): (
+        "a client-streaming method registered as the other client-streaming kind: its "
+        "handler aborts before reading or answering, so the caller gets PERMISSION_DENIED"
     ),
 }
 """Survivors that no test can kill, by (target, operator, mutated line's source): each one is

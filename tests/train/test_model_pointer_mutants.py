@@ -1,11 +1,13 @@
 """The model pointer's compare-and-set, on a real nats-server: it only ever names a model of
-the user's latest bundle, and publishing the same model twice writes once.
+the user's latest bundle, publishing the same model twice writes once, and publishers racing
+for the pointer all finish.
 
 Written for tools/mutation.py's model-pointer target (docs/testing.md): fast, in-process.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -84,3 +86,17 @@ async def test_without_a_bundle_pointer_any_model_may_be_pointed_at(js: Any) -> 
     assert await latest_bundle_hash(bundles, user) is None
     assert await move_model_pointer(models, bundles, user, _model(user, OLD))
     assert (await read_model_pointer(models, user))[0] == _model(user, OLD)
+
+
+async def test_racing_publishers_all_finish_and_one_of_their_models_is_pointed_at(js: Any) -> None:
+    # Each reads the pointer before any writes: all but one lose the create (and the updates
+    # after it) and must re-read and try again, not fail the training.
+    models, bundles, user = await _buckets(js)
+    await _latest_bundle(bundles, user, NEW)
+    racing = [_model(user, NEW, f"m{n}") for n in range(12)]
+
+    moved = await asyncio.gather(*(move_model_pointer(models, bundles, user, m) for m in racing))
+
+    assert all(moved)
+    pointer, _ = await read_model_pointer(models, user)
+    assert pointer in racing

@@ -1,11 +1,14 @@
 """The publish gate: a tuned model is saved and its embeddings kept only when it beats the base
-model by more than the margin, and a bundle too small to judge that is not trained on.
+model by more than the margin, and a bundle too small to judge that is not trained on (two
+repositories and MIN_TRAIN_PAIRS training pairs are just enough).
 
 Written against the mutants tools/mutation.py found surviving (docs/testing.md).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -18,7 +21,7 @@ from trainsvc import pipeline
 from trainsvc.evaluate import MIN_IMPROVEMENT, Encoder, Metrics, beats
 from trainsvc.finetune import TrainConfig
 from trainsvc.pairs import HeldOutQuery
-from trainsvc.pipeline import NotEnoughData, train_on_bundle
+from trainsvc.pipeline import MIN_TRAIN_PAIRS, NotEnoughData, train_on_bundle
 
 CONFIG = TrainConfig(epochs=1, batch_size=8, learning_rate=5e-5, seed=1, max_pairs=64)
 BASE = Metrics(0.5, 0.4, 0.9, 10)
@@ -74,14 +77,39 @@ def test_a_tuned_model_that_beats_the_base_is_saved_with_its_embeddings(
     assert result.embeddings.shape[0] == len(result.passages)
 
 
+def _train_on(
+    tiny_model_dir: Path, workdir: Path, repositories: int, max_pairs: int
+) -> pipeline.TrainResult:
+    """Train the tiny model, unpatched, on the first sample repositories."""
+    return train_on_bundle(
+        bundle("alice", sample_repositories()[:repositories]),
+        dataclasses.replace(CONFIG, max_pairs=max_pairs),
+        base_model=str(tiny_model_dir),
+        device_setting="cpu",
+        workdir=workdir,
+        on_progress=lambda step, total: None,
+        should_stop=lambda: False,
+    )
+
+
 def test_one_repository_is_too_little_to_train_on(tiny_model_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(NotEnoughData, match="1 repositories"):
-        train_on_bundle(
-            bundle("alice", sample_repositories()[:1]),
-            CONFIG,
-            base_model=str(tiny_model_dir),
-            device_setting="cpu",
-            workdir=tmp_path,
-            on_progress=lambda step, total: None,
-            should_stop=lambda: False,
-        )
+        _train_on(tiny_model_dir, tmp_path, 1, CONFIG.max_pairs)
+
+
+def test_fewer_training_pairs_than_the_minimum_are_too_little(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(NotEnoughData, match=f"2 repositories with text, {MIN_TRAIN_PAIRS - 1} "):
+        _train_on(tiny_model_dir, tmp_path, 2, MIN_TRAIN_PAIRS - 1)
+
+
+def test_two_repositories_and_the_minimum_of_pairs_are_enough(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    started = time.monotonic()
+    result = _train_on(tiny_model_dir, tmp_path, 2, MIN_TRAIN_PAIRS)
+
+    assert result.pairs == MIN_TRAIN_PAIRS and result.steps > 0
+    # The reported time is this training's own.
+    assert 0 < result.seconds <= time.monotonic() - started
