@@ -85,3 +85,13 @@ def big_source(tmp_path: Path) -> Path:
     for i in range(REPOS):
         write_repo(root, "bob", f"repo-{i:03d}", description=f"Repository {i}", tech=["Go"])
     return root
+
+
+def big_source_env(root: Path) -> dict[str, str]:
+    """The services' settings for a fault test on `big_source`: the local source, and few
+    repositories in flight per worker, so that a fault lands while most are still to do."""
+    return {
+        "CONTEXTMESH_SOURCE": "local",
+        "CONTEXTMESH_LOCAL_SOURCE_DIR": str(root),
+        "CONTEXTMESH_SYNC_CONCURRENCY": "4",
+    }

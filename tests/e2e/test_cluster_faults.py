@@ -23,7 +23,7 @@ from contextmesh.job.v1 import job_pb2
 
 from meshctl.nats_server import NatsCluster, NatsServer
 from tests.e2e.checks import job_record
-from tests.e2e.conftest import REPOS
+from tests.e2e.conftest import REPOS, big_source_env
 from tests.support.mesh import Mesh
 
 pytestmark = pytest.mark.slow
@@ -62,12 +62,7 @@ def test_a_refresh_survives_losing_a_server_mid_refresh(
     mesh = Mesh(
         urls[0],
         tmp_path,
-        env={
-            "CONTEXTMESH_SOURCE": "local",
-            "CONTEXTMESH_LOCAL_SOURCE_DIR": str(big_source),
-            "CONTEXTMESH_JS_REPLICAS": "3",
-            "CONTEXTMESH_SYNC_CONCURRENCY": "4",
-        },
+        env={**big_source_env(big_source), "CONTEXTMESH_JS_REPLICAS": "3"},
     )
     try:
         mesh.start("gateway")  # declares the topology, R3, on the cluster

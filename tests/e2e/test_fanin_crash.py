@@ -21,7 +21,7 @@ from meshkit.nats_client import connect
 from meshkit.publish import publish_task
 from meshkit.topology import MERGE, SYNC
 from tests.e2e.checks import job_record, sync_deliveries, wait_until_handled
-from tests.e2e.conftest import REPOS
+from tests.e2e.conftest import REPOS, big_source_env
 from tests.support.mesh import Mesh
 
 JobState = job_pb2.JobState
@@ -57,11 +57,7 @@ def test_sigkill_of_a_sync_worker_mid_job_counts_each_repository_once(
     mesh = Mesh(
         fresh_nats.url,
         tmp_path,
-        env={
-            "CONTEXTMESH_SOURCE": "local",
-            "CONTEXTMESH_LOCAL_SOURCE_DIR": str(big_source),
-            "CONTEXTMESH_SYNC_CONCURRENCY": "4",
-        },
+        env=big_source_env(big_source),
     )
     try:
         mesh.start("gateway")

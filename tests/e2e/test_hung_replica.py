@@ -17,6 +17,7 @@ from contextmesh.job.v1 import job_pb2
 
 from meshctl.nats_server import NatsServer
 from tests.e2e.checks import job_record, sync_deliveries, wait_until_handled
+from tests.e2e.conftest import big_source_env
 from tests.support.mesh import Mesh
 
 pytestmark = pytest.mark.slow
@@ -30,11 +31,7 @@ def test_a_hung_sync_replica_does_not_hold_the_refresh_up(
     mesh = Mesh(
         fresh_nats.url,
         tmp_path,
-        env={
-            "CONTEXTMESH_SOURCE": "local",
-            "CONTEXTMESH_LOCAL_SOURCE_DIR": str(big_source),
-            "CONTEXTMESH_SYNC_CONCURRENCY": "4",
-        },
+        env=big_source_env(big_source),
     )
     try:
         mesh.start("gateway")
