@@ -12,9 +12,11 @@ query is ranked without the passage it was cut from (HeldOutQuery.hidden).
     recall_at_5  share of queries whose repository ranks in the first five
 
 Paraphrase queries count in MRR@10 like the others, and on their own too
-(paraphrase_mrr_at_10, in the manifest and the job's reason). A tuned model is published only
-if it `beats` the base model on MRR@10. (The job record's EvalMetrics has no field for the
-paraphrase figure, so it cannot veto on its own: the job's metrics must explain its outcome.)
+(paraphrase_mrr_at_10, in the manifest, the job's EvalMetrics and its reason). A tuned model
+is published only if it `beats` the base model: strictly better MRR@10, and on the paraphrase
+queries no worse than the base. The second rule is a veto: a model that learns the bundle's
+words by heart can gain on MRR@10 while losing the questions people phrase in their own words,
+and those are the ones a user cannot rephrase their way out of.
 """
 
 from __future__ import annotations
@@ -28,7 +30,15 @@ from contextmesh.job.v1 import job_pb2
 from meshkit.domain.passages import Passage
 from trainsvc.pairs import HeldOutQuery
 
-__all__ = ["Encoder", "Metrics", "beats", "evaluate", "metrics_from_ranks", "repository_ranks"]
+__all__ = [
+    "Encoder",
+    "Metrics",
+    "beats",
+    "evaluate",
+    "loses_paraphrases",
+    "metrics_from_ranks",
+    "repository_ranks",
+]
 
 Encoder = Callable[[list[str]], np.ndarray]
 """Texts -> L2-normalised embeddings, one row per text."""
@@ -53,11 +63,20 @@ class Metrics:
             recall_at_1=self.recall_at_1,
             recall_at_5=self.recall_at_5,
             queries=self.queries,
+            paraphrase_mrr_at_10=self.paraphrase_mrr_at_10,
+            paraphrase_queries=self.paraphrase_queries,
         )
 
     @classmethod
     def from_proto(cls, message: job_pb2.EvalMetrics) -> Metrics:
-        return cls(message.mrr_at_10, message.recall_at_1, message.recall_at_5, message.queries)
+        return cls(
+            message.mrr_at_10,
+            message.recall_at_1,
+            message.recall_at_5,
+            message.queries,
+            message.paraphrase_mrr_at_10,
+            message.paraphrase_queries,
+        )
 
     def as_dict(self) -> dict[str, float | int]:
         return {
@@ -152,6 +171,13 @@ def evaluate(
 
 
 def beats(tuned: Metrics, base: Metrics) -> bool:
-    """Whether the tuned model should replace the base model: strictly better MRR@10 (over
-    every held-out query, paraphrases included)."""
-    return tuned.mrr_at_10 > base.mrr_at_10 + MIN_IMPROVEMENT
+    """Whether the tuned model should replace the base model: strictly better MRR@10 over
+    every held-out query, and not worse on the paraphrases alone (when there are any)."""
+    return tuned.mrr_at_10 > base.mrr_at_10 + MIN_IMPROVEMENT and not loses_paraphrases(tuned, base)
+
+
+def loses_paraphrases(tuned: Metrics, base: Metrics) -> bool:
+    """Whether the tuned model ranks the paraphrase queries worse than the base model."""
+    return bool(tuned.paraphrase_queries) and (
+        tuned.paraphrase_mrr_at_10 < base.paraphrase_mrr_at_10 - MIN_IMPROVEMENT
+    )

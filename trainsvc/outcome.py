@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from contextmesh.job.v1 import job_pb2, job_record_pb2
 
 from meshkit.jobs import TRAINING_STATES, Mutation, is_final
-from trainsvc.evaluate import Metrics
+from trainsvc.evaluate import Metrics, loses_paraphrases
 
 __all__ = ["TrainingOutcome", "finish_training", "outcome_reason", "start_training"]
 
@@ -29,11 +29,15 @@ class TrainingOutcome:
 
 def outcome_reason(improved: bool, base: Metrics, tuned: Metrics) -> str:
     """The job's explanation of a training's outcome, with both models' metrics."""
-    verdict = (
-        "the tuned model beat the base model"
-        if improved
-        else ("the base model was at least as good as the tuned model, so it keeps serving")
-    )
+    if improved:
+        verdict = "the tuned model beat the base model"
+    elif loses_paraphrases(tuned, base):
+        verdict = (
+            "the tuned model ranked paraphrased questions worse than the base model, "
+            "so the base model keeps serving"
+        )
+    else:
+        verdict = "the base model was at least as good as the tuned model, so it keeps serving"
     return f"{verdict}: tuned {tuned.summary()}; base {base.summary()}"
 
 

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from meshkit.domain.passages import Passage
-from trainsvc.evaluate import Metrics, beats, evaluate, metrics_from_ranks, repository_ranks
+from trainsvc.evaluate import (
+    Metrics,
+    beats,
+    evaluate,
+    loses_paraphrases,
+    metrics_from_ranks,
+    repository_ranks,
+)
+from trainsvc.outcome import outcome_reason
 from trainsvc.pairs import HeldOutQuery
 from trainsvc.store import Manifest
 
@@ -67,6 +77,26 @@ def test_the_tuned_model_must_be_strictly_better() -> None:
     assert not beats(Metrics(0.5, 0.9, 1.0, 10), base)
     assert not beats(Metrics(0.4, 0.9, 1.0, 10), base)
     assert Metrics.from_proto(base.to_proto()) == base
+
+
+def test_a_tuned_model_that_loses_paraphrases_is_vetoed() -> None:
+    # Better overall by learning the bundle's words, worse on questions in other words.
+    base = Metrics(0.5, 0.4, 0.9, 10, paraphrase_mrr_at_10=0.6, paraphrase_queries=4)
+    parrot = Metrics(0.7, 0.6, 1.0, 10, paraphrase_mrr_at_10=0.5, paraphrase_queries=4)
+    assert not beats(parrot, base)
+    assert loses_paraphrases(parrot, base)
+    assert "paraphrased questions worse" in outcome_reason(False, base, parrot)
+
+    level = dataclasses.replace(parrot, paraphrase_mrr_at_10=0.6)
+    assert beats(level, base), "as good on paraphrases and better overall: published"
+    without = Metrics(0.7, 0.6, 1.0, 10)
+    assert beats(without, Metrics(0.5, 0.4, 0.9, 10)), "no paraphrase queries: no veto"
+
+
+def test_the_job_record_carries_the_paraphrase_figures() -> None:
+    # The job's own metrics must explain a veto (tests/train/support.gate_decision reads them).
+    metrics = Metrics(0.7, 0.6, 1.0, 10, paraphrase_mrr_at_10=0.25, paraphrase_queries=4)
+    assert Metrics.from_proto(metrics.to_proto()) == metrics
 
 
 def test_a_paraphrase_is_ranked_without_its_own_passage_and_counted_on_its_own() -> None:

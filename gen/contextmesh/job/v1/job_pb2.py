@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63ontextmesh/job/v1/job.proto\x12\x12\x63ontextmesh.job.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"1\n\x0bRepoFailure\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"[\n\x0b\x45valMetrics\x12\x11\n\tmrr_at_10\x18\x01 \x01(\x01\x12\x13\n\x0brecall_at_1\x18\x02 \x01(\x01\x12\x13\n\x0brecall_at_5\x18\x03 \x01(\x01\x12\x0f\n\x07queries\x18\x04 \x01(\r\"\xf8\x01\n\x0eTrainingStatus\x12\x30\n\x05state\x18\x01 \x01(\x0e\x32!.contextmesh.job.v1.TrainingState\x12\x0c\n\x04step\x18\x02 \x01(\r\x12\x13\n\x0btotal_steps\x18\x03 \x01(\r\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\r\x12-\n\x04\x62\x61se\x18\x05 \x01(\x0b\x32\x1f.contextmesh.job.v1.EvalMetrics\x12.\n\x05tuned\x18\x06 \x01(\x0b\x32\x1f.contextmesh.job.v1.EvalMetrics\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x11\n\tmodel_key\x18\x08 \x01(\t\"]\n\tBundleRef\x12\x14\n\x0c\x63ontent_hash\x18\x01 \x01(\t\x12\x10\n\x08\x62lob_key\x18\x02 \x01(\t\x12\x14\n\x0crepositories\x18\x03 \x01(\r\x12\x12\n\nsize_bytes\x18\x04 \x01(\x04\"\xae\x05\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\x12+\n\x05state\x18\x03 \x01(\x0e\x32\x1c.contextmesh.job.v1.JobState\x12\r\n\x05\x66orce\x18\x04 \x01(\x08\x12\r\n\x05total\x18\x05 \x01(\r\x12\x0e\n\x06synced\x18\x06 \x01(\r\x12\x11\n\tunchanged\x18\x07 \x01(\r\x12\x0e\n\x06\x66\x61iled\x18\x08 \x01(\r\x12\x31\n\x08\x66\x61ilures\x18\t \x03(\x0b\x32\x1f.contextmesh.job.v1.RepoFailure\x12-\n\x06\x62undle\x18\n \x01(\x0b\x32\x1d.contextmesh.job.v1.BundleRef\x12\x34\n\x08training\x18\x0b \x01(\x0b\x32\".contextmesh.job.v1.TrainingStatus\x12\x11\n\x05\x65rror\x18\x0c \x01(\tB\x02\x18\x01\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11\x62undle_ready_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x07redrive\x18\x11 \x01(\x0b\x32\x1b.contextmesh.job.v1.Redrive\x12\x35\n\nerror_code\x18\x12 \x01(\x0e\x32\x1d.contextmesh.job.v1.ErrorCodeB\x02\x18\x01\x12(\n\x0c\x65rror_status\x18\x13 \x01(\x0b\x32\x12.google.rpc.Status\x12\x0e\n\x06resync\x18\x14 \x03(\t\"O\n\x07Redrive\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x0e\n\x06stream\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x12\n\nrepository\x18\x04 \x01(\t*\xfb\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x19\n\x15JOB_STATE_DISCOVERING\x10\x02\x12\x15\n\x11JOB_STATE_SYNCING\x10\x03\x12\x15\n\x11JOB_STATE_MERGING\x10\x04\x12\x1a\n\x16JOB_STATE_BUNDLE_READY\x10\x05\x12\x16\n\x12JOB_STATE_TRAINING\x10\x06\x12\x12\n\x0eJOB_STATE_DONE\x10\x07\x12\x14\n\x10JOB_STATE_FAILED\x10\x08\x12\x17\n\x13JOB_STATE_CANCELLED\x10\t*\xf7\x01\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x45RROR_CODE_USER_NOT_FOUND\x10\x01\x12\x1d\n\x19\x45RROR_CODE_SOURCE_REFUSED\x10\x02\x12\x1f\n\x1b\x45RROR_CODE_DISCOVERY_FAILED\x10\x03\x12\x1b\n\x17\x45RROR_CODE_MERGE_FAILED\x10\x04\x12\x16\n\x12\x45RROR_CODE_STALLED\x10\x05\x12 \n\x1c\x45RROR_CODE_QUEUE_UNAVAILABLE\x10\x06\x12\x18\n\x14\x45RROR_CODE_CANCELLED\x10\x07*t\n\nRepoStatus\x12\x1b\n\x17REPO_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12REPO_STATUS_SYNCED\x10\x01\x12\x19\n\x15REPO_STATUS_UNCHANGED\x10\x02\x12\x16\n\x12REPO_STATUS_FAILED\x10\x03*\xf9\x01\n\rTrainingState\x12\x1e\n\x1aTRAINING_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17TRAINING_STATE_DISABLED\x10\x01\x12\x19\n\x15TRAINING_STATE_QUEUED\x10\x02\x12\x1a\n\x16TRAINING_STATE_RUNNING\x10\x03\x12\x1c\n\x18TRAINING_STATE_PUBLISHED\x10\x04\x12\x1f\n\x1bTRAINING_STATE_NOT_IMPROVED\x10\x05\x12\x1a\n\x16TRAINING_STATE_SKIPPED\x10\x06\x12\x19\n\x15TRAINING_STATE_FAILED\x10\x07\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63ontextmesh/job/v1/job.proto\x12\x12\x63ontextmesh.job.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"1\n\x0bRepoFailure\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x95\x01\n\x0b\x45valMetrics\x12\x11\n\tmrr_at_10\x18\x01 \x01(\x01\x12\x13\n\x0brecall_at_1\x18\x02 \x01(\x01\x12\x13\n\x0brecall_at_5\x18\x03 \x01(\x01\x12\x0f\n\x07queries\x18\x04 \x01(\r\x12\x1c\n\x14paraphrase_mrr_at_10\x18\x05 \x01(\x01\x12\x1a\n\x12paraphrase_queries\x18\x06 \x01(\r\"\xf8\x01\n\x0eTrainingStatus\x12\x30\n\x05state\x18\x01 \x01(\x0e\x32!.contextmesh.job.v1.TrainingState\x12\x0c\n\x04step\x18\x02 \x01(\r\x12\x13\n\x0btotal_steps\x18\x03 \x01(\r\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\r\x12-\n\x04\x62\x61se\x18\x05 \x01(\x0b\x32\x1f.contextmesh.job.v1.EvalMetrics\x12.\n\x05tuned\x18\x06 \x01(\x0b\x32\x1f.contextmesh.job.v1.EvalMetrics\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x11\n\tmodel_key\x18\x08 \x01(\t\"]\n\tBundleRef\x12\x14\n\x0c\x63ontent_hash\x18\x01 \x01(\t\x12\x10\n\x08\x62lob_key\x18\x02 \x01(\t\x12\x14\n\x0crepositories\x18\x03 \x01(\r\x12\x12\n\nsize_bytes\x18\x04 \x01(\x04\"\xae\x05\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\x12+\n\x05state\x18\x03 \x01(\x0e\x32\x1c.contextmesh.job.v1.JobState\x12\r\n\x05\x66orce\x18\x04 \x01(\x08\x12\r\n\x05total\x18\x05 \x01(\r\x12\x0e\n\x06synced\x18\x06 \x01(\r\x12\x11\n\tunchanged\x18\x07 \x01(\r\x12\x0e\n\x06\x66\x61iled\x18\x08 \x01(\r\x12\x31\n\x08\x66\x61ilures\x18\t \x03(\x0b\x32\x1f.contextmesh.job.v1.RepoFailure\x12-\n\x06\x62undle\x18\n \x01(\x0b\x32\x1d.contextmesh.job.v1.BundleRef\x12\x34\n\x08training\x18\x0b \x01(\x0b\x32\".contextmesh.job.v1.TrainingStatus\x12\x11\n\x05\x65rror\x18\x0c \x01(\tB\x02\x18\x01\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11\x62undle_ready_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x07redrive\x18\x11 \x01(\x0b\x32\x1b.contextmesh.job.v1.Redrive\x12\x35\n\nerror_code\x18\x12 \x01(\x0e\x32\x1d.contextmesh.job.v1.ErrorCodeB\x02\x18\x01\x12(\n\x0c\x65rror_status\x18\x13 \x01(\x0b\x32\x12.google.rpc.Status\x12\x0e\n\x06resync\x18\x14 \x03(\t\"O\n\x07Redrive\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x0e\n\x06stream\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x12\n\nrepository\x18\x04 \x01(\t*\xfb\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x19\n\x15JOB_STATE_DISCOVERING\x10\x02\x12\x15\n\x11JOB_STATE_SYNCING\x10\x03\x12\x15\n\x11JOB_STATE_MERGING\x10\x04\x12\x1a\n\x16JOB_STATE_BUNDLE_READY\x10\x05\x12\x16\n\x12JOB_STATE_TRAINING\x10\x06\x12\x12\n\x0eJOB_STATE_DONE\x10\x07\x12\x14\n\x10JOB_STATE_FAILED\x10\x08\x12\x17\n\x13JOB_STATE_CANCELLED\x10\t*\xf7\x01\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x45RROR_CODE_USER_NOT_FOUND\x10\x01\x12\x1d\n\x19\x45RROR_CODE_SOURCE_REFUSED\x10\x02\x12\x1f\n\x1b\x45RROR_CODE_DISCOVERY_FAILED\x10\x03\x12\x1b\n\x17\x45RROR_CODE_MERGE_FAILED\x10\x04\x12\x16\n\x12\x45RROR_CODE_STALLED\x10\x05\x12 \n\x1c\x45RROR_CODE_QUEUE_UNAVAILABLE\x10\x06\x12\x18\n\x14\x45RROR_CODE_CANCELLED\x10\x07*t\n\nRepoStatus\x12\x1b\n\x17REPO_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12REPO_STATUS_SYNCED\x10\x01\x12\x19\n\x15REPO_STATUS_UNCHANGED\x10\x02\x12\x16\n\x12REPO_STATUS_FAILED\x10\x03*\xf9\x01\n\rTrainingState\x12\x1e\n\x1aTRAINING_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17TRAINING_STATE_DISABLED\x10\x01\x12\x19\n\x15TRAINING_STATE_QUEUED\x10\x02\x12\x1a\n\x16TRAINING_STATE_RUNNING\x10\x03\x12\x1c\n\x18TRAINING_STATE_PUBLISHED\x10\x04\x12\x1f\n\x1bTRAINING_STATE_NOT_IMPROVED\x10\x05\x12\x1a\n\x16TRAINING_STATE_SKIPPED\x10\x06\x12\x19\n\x15TRAINING_STATE_FAILED\x10\x07\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,24 +37,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOB'].fields_by_name['error']._serialized_options = b'\030\001'
   _globals['_JOB'].fields_by_name['error_code']._loaded_options = None
   _globals['_JOB'].fields_by_name['error_code']._serialized_options = b'\030\001'
-  _globals['_JOBSTATE']._serialized_start=1371
-  _globals['_JOBSTATE']._serialized_end=1622
-  _globals['_ERRORCODE']._serialized_start=1625
-  _globals['_ERRORCODE']._serialized_end=1872
-  _globals['_REPOSTATUS']._serialized_start=1874
-  _globals['_REPOSTATUS']._serialized_end=1990
-  _globals['_TRAININGSTATE']._serialized_start=1993
-  _globals['_TRAININGSTATE']._serialized_end=2242
+  _globals['_JOBSTATE']._serialized_start=1430
+  _globals['_JOBSTATE']._serialized_end=1681
+  _globals['_ERRORCODE']._serialized_start=1684
+  _globals['_ERRORCODE']._serialized_end=1931
+  _globals['_REPOSTATUS']._serialized_start=1933
+  _globals['_REPOSTATUS']._serialized_end=2049
+  _globals['_TRAININGSTATE']._serialized_start=2052
+  _globals['_TRAININGSTATE']._serialized_end=2301
   _globals['_REPOFAILURE']._serialized_start=110
   _globals['_REPOFAILURE']._serialized_end=159
-  _globals['_EVALMETRICS']._serialized_start=161
-  _globals['_EVALMETRICS']._serialized_end=252
-  _globals['_TRAININGSTATUS']._serialized_start=255
-  _globals['_TRAININGSTATUS']._serialized_end=503
-  _globals['_BUNDLEREF']._serialized_start=505
-  _globals['_BUNDLEREF']._serialized_end=598
-  _globals['_JOB']._serialized_start=601
-  _globals['_JOB']._serialized_end=1287
-  _globals['_REDRIVE']._serialized_start=1289
-  _globals['_REDRIVE']._serialized_end=1368
+  _globals['_EVALMETRICS']._serialized_start=162
+  _globals['_EVALMETRICS']._serialized_end=311
+  _globals['_TRAININGSTATUS']._serialized_start=314
+  _globals['_TRAININGSTATUS']._serialized_end=562
+  _globals['_BUNDLEREF']._serialized_start=564
+  _globals['_BUNDLEREF']._serialized_end=657
+  _globals['_JOB']._serialized_start=660
+  _globals['_JOB']._serialized_end=1346
+  _globals['_REDRIVE']._serialized_start=1348
+  _globals['_REDRIVE']._serialized_end=1427
 # @@protoc_insertion_point(module_scope)

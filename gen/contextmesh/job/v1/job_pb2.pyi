@@ -92,16 +92,20 @@ class RepoFailure(_message.Message):
     def __init__(self, repository: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class EvalMetrics(_message.Message):
-    __slots__ = ("mrr_at_10", "recall_at_1", "recall_at_5", "queries")
+    __slots__ = ("mrr_at_10", "recall_at_1", "recall_at_5", "queries", "paraphrase_mrr_at_10", "paraphrase_queries")
     MRR_AT_10_FIELD_NUMBER: _ClassVar[int]
     RECALL_AT_1_FIELD_NUMBER: _ClassVar[int]
     RECALL_AT_5_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
+    PARAPHRASE_MRR_AT_10_FIELD_NUMBER: _ClassVar[int]
+    PARAPHRASE_QUERIES_FIELD_NUMBER: _ClassVar[int]
     mrr_at_10: float
     recall_at_1: float
     recall_at_5: float
     queries: int
-    def __init__(self, mrr_at_10: _Optional[float] = ..., recall_at_1: _Optional[float] = ..., recall_at_5: _Optional[float] = ..., queries: _Optional[int] = ...) -> None: ...
+    paraphrase_mrr_at_10: float
+    paraphrase_queries: int
+    def __init__(self, mrr_at_10: _Optional[float] = ..., recall_at_1: _Optional[float] = ..., recall_at_5: _Optional[float] = ..., queries: _Optional[int] = ..., paraphrase_mrr_at_10: _Optional[float] = ..., paraphrase_queries: _Optional[int] = ...) -> None: ...
 
 class TrainingStatus(_message.Message):
     __slots__ = ("state", "step", "total_steps", "attempt", "base", "tuned", "reason", "model_key")
