@@ -8,7 +8,7 @@ repositories (four files each) and for an unchanged refresh right after it reads
 - CPU seconds each service process used (user + system, from /proc), per repository;
 - JetStream messages and bytes written (every stream's last sequence and bytes, KV included);
 - GitHub requests (from the stand-in);
-- blob bytes stored after the refresh (the filesystem store's files).
+- the bundle's size and the blob bytes stored after the refresh (the filesystem store's files).
 Prints a Markdown table of medians over `--runs` fresh meshes.
 """
 
@@ -99,6 +99,7 @@ def one_run(repos: int, latency_s: float) -> dict[str, float]:
                     out[f"{label}_messages_per_repo"] = (after - messages) / repos
                     out[f"{label}_stream_bytes"] = held
                     out[f"{label}_github_requests_per_repo"] = gh.stats()["requests"] / repos
+                    out[f"{label}_bundle_bytes_per_repo"] = final.job.bundle.size_bytes / repos
                     out[f"{label}_blob_bytes_per_repo"] = (
                         blob_bytes(Path(tmp) / "mesh" / "data" / "blobs") / repos
                     )
@@ -126,6 +127,7 @@ def main() -> None:
     for key, unit in (
         ("messages_per_repo", "JetStream messages"),
         ("github_requests_per_repo", "GitHub requests"),
+        ("bundle_bytes_per_repo", "bundle bytes"),
         ("blob_bytes_per_repo", "blob bytes held after it"),
     ):
         print(f"| {unit} | {med['first_' + key]:.1f} | {med['unchanged_' + key]:.1f} |")
