@@ -18,12 +18,14 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from prometheus_client import REGISTRY
 
+from meshkit.jobs import JobStore
 from meshkit.publish import publish_task
 from meshkit.worker import Delivery, Worker, park
 from tests.runtime.worker_support import (
     RecordingHandler,
     dead_letters,
     make_stream,
+    recorded,
     run_until,
     task,
 )
@@ -42,6 +44,37 @@ async def test_a_reason_of_any_length_is_parked_cut_to_its_first_2000_characters
 
     [letter] = await dead_letters(js, ws)
     assert letter.reason == reason[:2000]
+
+
+async def test_parking_for_a_gone_job_answers_0_and_keeps_nothing(js: JetStreamContext) -> None:
+    ws = await make_stream(js)
+    kept = await recorded(js)
+    await JobStore.open(js)  # the job bucket exists; the second job has no record in it
+
+    gone = await park(
+        js,
+        ws,
+        payload=b"x",
+        stream_seq=1,
+        msg_id="a",
+        job_id=task().meta.job_id,
+        reason="r",
+        deliveries=3,
+    )
+    live = await park(
+        js,
+        ws,
+        payload=b"y",
+        stream_seq=2,
+        msg_id="b",
+        job_id=kept.meta.job_id,
+        reason="r",
+        deliveries=3,
+    )
+
+    assert gone == 0, "0 says no letter was kept"
+    [letter] = await dead_letters(js, ws)
+    assert live > 0 and letter.msg_id == "b"
 
 
 async def test_a_failure_is_logged_with_its_traceback_and_a_deadline_without(
