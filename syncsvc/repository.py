@@ -10,6 +10,7 @@ back to the queue until then. Anything else (NATS, blob store) is redelivered by
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from contextmesh.job.v1 import job_pb2
@@ -20,11 +21,12 @@ from meshkit.blob.base import ensure_stored
 from meshkit.config import SyncSettings
 from meshkit.domain.bundle import content_hash, repo_result_key
 from meshkit.domain.documents import RepositoryMetadata
+from meshkit.domain.passages import MANIFESTS, is_thin
 from meshkit.worker import Delivery, RetryLater
 from syncsvc.repo_result import ensure_encodable, normalize_repository
-from syncsvc.sources.base import RepoListing, Source, SourceError
+from syncsvc.sources.base import FetchedRepo, RepoListing, Source, SourceError
 
-__all__ = ["failed_outcome", "sync_repository"]
+__all__ = ["failed_outcome", "sync_repository", "with_manifests"]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,7 @@ async def sync_repository(
             extra_files=settings.extra_files,
             max_file_bytes=settings.max_file_bytes,
         )
+        fetched = await with_manifests(source, listing, fetched, settings.max_file_bytes)
     except SourceError as exc:
         if exc.retry_after_s is not None and not delivery.is_last:
             raise RetryLater(exc.retry_after_s, str(exc)) from None
@@ -97,3 +100,20 @@ async def sync_repository(
         result_key=key,
         warnings=result.warnings,
     )
+
+
+async def with_manifests(
+    source: Source, listing: RepoListing, fetched: FetchedRepo, max_file_bytes: int
+) -> FetchedRepo:
+    """A thin repository's files with its package manifests added (those not fetched already):
+    their description and keywords are most of what such a repository says about itself. A
+    repository with context costs no extra request."""
+    readme = fetched.readme.data.decode("utf-8", "replace") if fetched.readme.data else ""
+    if not is_thin(has_context=fetched.context.status != "missing", readme=readme):
+        return fetched
+    have = {file.path for file in fetched.extra}
+    wanted = tuple(path for path in MANIFESTS if path not in have)
+    if not wanted:
+        return fetched
+    more = await source.fetch_files(listing, wanted, max_file_bytes=max_file_bytes)
+    return dataclasses.replace(fetched, extra=fetched.extra + more)

@@ -20,8 +20,9 @@ Per repository, in this order (earlier sources survive the per-repository cap):
     README: <heading>      one per README section (split further when long)
     <file>: <heading>      the same for each extra file (ARCHITECTURE.md, SKILLS-INDEX.md)
     name                   a thin repository only (below): its name in words, language, topics
-A package manifest among the extra files (pyproject.toml, package.json, Cargo.toml) is not
-markdown: its description joins the descriptions and its keywords the topics.
+A package manifest (pyproject.toml, package.json, Cargo.toml: sync reads them for every thin
+repository, and any configured as an extra file) is not markdown: its description joins the
+descriptions and its keywords the topics.
 
 A thin repository (no .repo-context.json and a README of a line or two) would otherwise be
 matched on a dozen words; its "name" passage states what its name, language and topics say
@@ -177,8 +178,14 @@ def repository_facts(result: RepositoryResult) -> RepositoryFacts:
         faq=tuple(_pairs((f.question, f.answer) for f in context.faq)),
         sections=tuple(sections),
         language=language,
-        thin=result.context is None and len(clean_markdown(readme)) < THIN_README_CHARS,
+        thin=is_thin(has_context=result.context is not None, readme=readme),
     )
+
+
+def is_thin(*, has_context: bool, readme: str) -> bool:
+    """Whether a repository says too little to match on: no .repo-context.json and a README of
+    a line or two. Sync then also reads its package manifests (MANIFESTS)."""
+    return not has_context and len(clean_markdown(readme)) < THIN_README_CHARS
 
 
 def name_words(name: str) -> str:

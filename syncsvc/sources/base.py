@@ -162,6 +162,13 @@ class Source(abc.ABC):
         """Read .repo-context.json, the README and the extra files of one repository. A
         missing file is status 'missing', a file over max_file_bytes 'too_large' (not read)."""
 
+    @abc.abstractmethod
+    async def fetch_files(
+        self, repo: RepoListing, paths: tuple[str, ...], *, max_file_bytes: int
+    ) -> tuple[FetchedFile, ...]:
+        """Read more files of one repository (plain relative paths), as `fetch` reads its
+        extra files, in the order given."""
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 

@@ -237,12 +237,7 @@ class GithubSource(Source):
         extra_files: tuple[str, ...],
         max_file_bytes: int,
     ) -> FetchedRepo:
-        owner, _, name = repo.full_name.partition("/")
-        if not owner or not name:
-            raise SourceError(
-                f"not an owner/name repository name: {repo.full_name!r}", transient=False
-            )
-        base = f"/repos/{_seg(owner)}/{_seg(name)}"
+        base = _repo_path(repo)
         branch = repo.default_branch
         redirected: set[str] = set()  # paths GitHub redirected (the repository moved)
         unsafe = [path for path in extra_files if not _safe_path(path)]
@@ -267,6 +262,19 @@ class GithubSource(Source):
             )
         return FetchedRepo(
             context=context, readme=readme, extra=tuple(extras), warnings=tuple(warnings)
+        )
+
+    async def fetch_files(
+        self, repo: RepoListing, paths: tuple[str, ...], *, max_file_bytes: int
+    ) -> tuple[FetchedFile, ...]:
+        base, redirected = _repo_path(repo), set[str]()
+        return tuple(
+            await _all(
+                *(
+                    self._fetch_file(base, repo.default_branch, path, max_file_bytes, redirected)
+                    for path in paths
+                )
+            )
         )
 
     async def _fetch_file(
@@ -345,6 +353,14 @@ class GithubSource(Source):
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+def _repo_path(repo: RepoListing) -> str:
+    """The API path of a listed repository, /repos/<owner>/<name>."""
+    owner, _, name = repo.full_name.partition("/")
+    if not owner or not name:
+        raise SourceError(f"not an owner/name repository name: {repo.full_name!r}", transient=False)
+    return f"/repos/{_seg(owner)}/{_seg(name)}"
 
 
 async def _all(*calls: Awaitable[_T]) -> list[_T]:

@@ -117,6 +117,15 @@ class LocalSource(Source):
     ) -> FetchedRepo:
         return await asyncio.to_thread(self._fetch, repo, extra_files, max_file_bytes)
 
+    async def fetch_files(
+        self, repo: RepoListing, paths: tuple[str, ...], *, max_file_bytes: int
+    ) -> tuple[FetchedFile, ...]:
+        def read() -> tuple[FetchedFile, ...]:
+            reader = _RepoReader(self._folder(repo), max_file_bytes)
+            return tuple(reader.read(path) for path in paths)
+
+        return await asyncio.to_thread(read)
+
     # listing
 
     def _user_dir(self, user: str) -> Path:
@@ -149,16 +158,19 @@ class LocalSource(Source):
 
     # fetching
 
-    def _fetch(
-        self, repo: RepoListing, extra_files: tuple[str, ...], max_bytes: int
-    ) -> FetchedRepo:
+    def _folder(self, repo: RepoListing) -> Path:
         owner, _, name = repo.full_name.partition("/")
         if not (is_valid_user_name(owner) and is_valid_repository_name(name)):
             raise SourceError(f"{repo.full_name!r} is not a valid repository name", transient=False)
         folder = self.root / owner / name
         if not folder.is_dir():
             raise SourceError(f"repository {repo.full_name!r} not found", transient=False)
-        reader = _RepoReader(folder, max_bytes)
+        return folder
+
+    def _fetch(
+        self, repo: RepoListing, extra_files: tuple[str, ...], max_bytes: int
+    ) -> FetchedRepo:
+        reader = _RepoReader(self._folder(repo), max_bytes)
         context = reader.read(CONTEXT_FILE)
         readme = reader.readme()
         extra = tuple(reader.read(path) for path in extra_files)

@@ -27,7 +27,7 @@ from syncsvc.fanin import FanIn
 from syncsvc.handler import SyncHandler
 from syncsvc.plan import Planner
 from syncsvc.repository import failed_outcome
-from syncsvc.sources.base import FetchedRepo, RepoListing, Source, SourceError
+from syncsvc.sources.base import FetchedFile, FetchedRepo, RepoListing, Source, SourceError
 from syncsvc.sources.local import LocalSource
 from tests.support.inproc import (
     RepoFolders,
@@ -61,6 +61,11 @@ class CountingSource(Source):
         if self.error is not None:
             raise self.error
         return await self.inner.fetch(repo, extra_files=extra_files, max_file_bytes=max_file_bytes)
+
+    async def fetch_files(
+        self, repo: RepoListing, paths: tuple[str, ...], *, max_file_bytes: int
+    ) -> tuple[FetchedFile, ...]:
+        return await self.inner.fetch_files(repo, paths, max_file_bytes=max_file_bytes)
 
 
 @dataclass
