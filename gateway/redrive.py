@@ -201,9 +201,22 @@ class Redriver:
         if isinstance(task, sync_tasks.DiscoverTask):
             record.job.force = task.force
             record.job.resync.extend(task.resync)
+        if isinstance(task, merge_tasks.MergeTask):
+            await self._inherit(record.job, found.letter.job_id)
         if isinstance(task, train_tasks.TrainTask):
             return await self._train(record, task)
         return await self.refresher.start(record)
+
+    async def _inherit(self, job: job_pb2.Job, failed_job_id: str) -> None:
+        """A merge task carries no list of what to sync, so its new refresh takes the failed
+        job's: a push job re-syncs the pushed repositories whatever their fingerprints say,
+        and a forced one everything. A failed job that expired leaves a plain refresh."""
+        try:
+            failed, _ = await self.jobs.get(failed_job_id)
+        except JobNotFoundError:
+            return
+        job.force = failed.job.force
+        job.resync.extend(failed.job.resync)
 
     async def _train(
         self, record: job_record_pb2.JobRecord, task: train_tasks.TrainTask

@@ -140,6 +140,48 @@ async def test_a_redriven_merge_or_discover_task_is_a_new_refresh(
     assert forced.id != job.id and forced.force and forced.redrive.stream == "DISCOVER"
 
 
+async def test_a_redriven_merge_of_a_push_job_re_syncs_what_the_push_named(
+    gateway: Gateway, user: str
+) -> None:
+    # A merge task names no repositories: the new refresh takes the failed job's list, or
+    # the pushed repositories would wait for their fingerprints to move.
+    pushed = new_record(new_job_id(), user)
+    pushed.job.resync.extend([f"{user}/site", f"{user}/api"])
+    await gateway.jobs.create(pushed)
+    merge = merge_tasks.MergeTask(
+        meta=task_pb2.TaskMeta(job_id=pushed.job.id, task_id=f"merge:{pushed.job.id}"),
+        user=user,
+        total=2,
+    )
+
+    job = (await gateway.redriver.redrive(await parked(gateway.js, MERGE, merge))).job
+
+    assert list(job.resync) == [f"{user}/site", f"{user}/api"] and not job.force
+    discover = await published(
+        gateway.js, DISCOVER, sync_tasks.DiscoverTask, discover_msg_id(job.id)
+    )
+    assert list(discover.resync) == [f"{user}/site", f"{user}/api"]
+
+
+async def test_a_redriven_merge_of_a_forced_job_is_forced(gateway: Gateway, user: str) -> None:
+    forced = new_record(new_job_id(), user)
+    forced.job.force = True
+    await gateway.jobs.create(forced)
+    merge = merge_tasks.MergeTask(
+        meta=task_pb2.TaskMeta(job_id=forced.job.id, task_id=f"merge:{forced.job.id}"),
+        user=user,
+        total=2,
+    )
+
+    job = (await gateway.redriver.redrive(await parked(gateway.js, MERGE, merge))).job
+
+    assert job.force
+    discover = await published(
+        gateway.js, DISCOVER, sync_tasks.DiscoverTask, discover_msg_id(job.id)
+    )
+    assert discover.force
+
+
 async def test_a_redriven_train_task_is_a_job_that_trains_that_bundle(
     gateway: Gateway, user: str
 ) -> None:
