@@ -141,6 +141,7 @@ TARGETS = (
             "Redriver._claimed",
             "Redriver._claim",
             "Redriver._start",
+            "Redriver._inherit",
             "Redriver._train",
             "Redriver._again",
             "Redriver._publish_train",
