@@ -23,6 +23,7 @@ from nats.js.errors import KeyWrongLastSequenceError
 from gateway.ops_service import OpsService
 from gateway.refresh import new_record
 from meshkit.domain.ids import discover_msg_id, new_job_id, sync_msg_id, train_msg_id
+from meshkit.erasure import purge
 from meshkit.jobs import JobStore
 from meshkit.publish import publish_task
 from meshkit.rpc import FailedPrecondition, NotFound
@@ -242,3 +243,18 @@ async def test_a_forged_letter_is_refused_and_nothing_is_published(
     )
     assert forged_subject not in [t.subject for t in listed.tasks]
     assert SYNC.subject in [t.subject for t in listed.tasks]
+
+
+async def test_a_redriven_merge_of_an_expired_job_is_a_plain_refresh(
+    gateway: Gateway, user: str
+) -> None:
+    old = new_job_id()
+    merge = merge_tasks.MergeTask(
+        meta=task_pb2.TaskMeta(job_id=old, task_id=f"merge:{old}"), user=user, total=2
+    )
+    seq = await parked(gateway.js, MERGE, merge)
+    await purge(gateway.js, Buckets.JOBS, old)  # the job's record expired since it was parked
+
+    job = (await gateway.redriver.redrive(seq)).job
+
+    assert job.state == JobState.JOB_STATE_QUEUED and not job.resync and not job.force
