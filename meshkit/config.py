@@ -177,7 +177,12 @@ class GithubSettings:
     api_url: str = "https://api.github.com"
     """CONTEXTMESH_GITHUB_API_URL: API base, for GitHub Enterprise or a stand-in."""
     token: str | None = field(default=None, repr=False)
-    """GITHUB_TOKEN: (or CONTEXTMESH_GITHUB_TOKEN) sent only to the API host, never logged."""
+    """GITHUB_TOKEN: (or CONTEXTMESH_GITHUB_TOKEN) sent only to the API host, never logged.
+    The shared token: it syncs every user without a token of their own."""
+    credentials_dir: pathlib.Path | None = None
+    """CONTEXTMESH_GITHUB_CREDENTIALS_DIR: users' own tokens, one file per user named by
+    their login in lower case (a mounted Kubernetes Secret). Default <data dir>/credentials;
+    a folder that does not exist means nobody has one."""
     timeout_s: float = 10.0
     """CONTEXTMESH_GITHUB_TIMEOUT_S: per-request timeout."""
     max_retries: int = 4
@@ -389,6 +394,9 @@ class Settings:
             github=GithubSettings(
                 api_url=e.text("CONTEXTMESH_GITHUB_API_URL", GithubSettings.api_url).rstrip("/"),
                 token=e.optional("CONTEXTMESH_GITHUB_TOKEN") or e.optional("GITHUB_TOKEN"),
+                credentials_dir=pathlib.Path(
+                    e.text("CONTEXTMESH_GITHUB_CREDENTIALS_DIR", str(data_dir / "credentials"))
+                ).resolve(),
                 timeout_s=e.number("CONTEXTMESH_GITHUB_TIMEOUT_S", 10.0, minimum=0.1),
                 max_retries=e.integer("CONTEXTMESH_GITHUB_MAX_RETRIES", 4, maximum=20),
                 rate_limit_reserve=e.integer("CONTEXTMESH_GITHUB_RATE_RESERVE", 50),

@@ -77,6 +77,7 @@ async def sync_repository(
             listing,
             extra_files=settings.extra_files,
             max_file_bytes=settings.max_file_bytes,
+            user=task.user,
         )
     except SourceError as exc:
         if exc.retry_after_s is not None and not delivery.is_last:

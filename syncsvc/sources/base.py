@@ -158,9 +158,12 @@ class Source(abc.ABC):
         *,
         extra_files: tuple[str, ...],
         max_file_bytes: int,
+        user: str | None = None,
     ) -> FetchedRepo:
         """Read .repo-context.json, the README and the extra files of one repository. A
-        missing file is status 'missing', a file over max_file_bytes 'too_large' (not read)."""
+        missing file is status 'missing', a file over max_file_bytes 'too_large' (not read).
+        `user` is whom the repository is synced for: a source may read it with their own
+        credential."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

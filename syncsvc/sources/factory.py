@@ -12,8 +12,15 @@ __all__ = ["open_source"]
 def open_source(settings: Settings, cache: ResponseCache) -> Source:
     if settings.sync.source == "github":
         from syncsvc.sources.github import GithubSource
+        from syncsvc.sources.github_credentials import CredentialStore
 
-        return GithubSource(settings.github, concurrency=settings.sync.concurrency, cache=cache)
+        credentials = CredentialStore(settings.github.token, settings.github.credentials_dir)
+        return GithubSource(
+            settings.github,
+            concurrency=settings.sync.concurrency,
+            cache=cache,
+            credentials=credentials,
+        )
     if settings.sync.local_dir is None:
         raise ConfigError(
             "CONTEXTMESH_LOCAL_SOURCE_DIR",

@@ -114,6 +114,7 @@ class LocalSource(Source):
         *,
         extra_files: tuple[str, ...],
         max_file_bytes: int,
+        user: str | None = None,
     ) -> FetchedRepo:
         return await asyncio.to_thread(self._fetch, repo, extra_files, max_file_bytes)
 

@@ -55,7 +55,12 @@ class CountingSource(Source):
         return await self.inner.list_repositories(user)
 
     async def fetch(
-        self, repo: RepoListing, *, extra_files: tuple[str, ...], max_file_bytes: int
+        self,
+        repo: RepoListing,
+        *,
+        extra_files: tuple[str, ...],
+        max_file_bytes: int,
+        user: str | None = None,
     ) -> FetchedRepo:
         self.fetches += 1
         if self.error is not None:
@@ -225,7 +230,12 @@ class ForgottenWhileFetching(CountingSource):
         self.js, self.job_id = js, job_id
 
     async def fetch(
-        self, repo: RepoListing, *, extra_files: tuple[str, ...], max_file_bytes: int
+        self,
+        repo: RepoListing,
+        *,
+        extra_files: tuple[str, ...],
+        max_file_bytes: int,
+        user: str | None = None,
     ) -> FetchedRepo:
         await purge(self.js, Buckets.JOBS, self.job_id)
         return await super().fetch(repo, extra_files=extra_files, max_file_bytes=max_file_bytes)
