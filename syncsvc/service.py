@@ -25,7 +25,11 @@ async def serve(ctx: ServiceContext) -> None:
     jobs = await JobStore.open(ctx.js)
     fanin = FanIn(ctx.js, jobs, await ctx.js.key_value(Buckets.OUTCOMES.name))
     cache = SharedResponseCache(await ctx.js.key_value(Buckets.HTTP_CACHE.name), blobs)
-    source = open_source(settings, cache)
+    source = open_source(
+        settings,
+        cache,
+        budgets=await ctx.js.key_value(Buckets.GITHUB_BUDGETS.name),
+    )
     planner = Planner(
         blobs,
         await ctx.js.key_value(Buckets.BUNDLES.name),
