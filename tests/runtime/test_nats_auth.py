@@ -161,6 +161,7 @@ async def test_a_sync_worker_shares_github_budgets_and_heartbeats_under_its_iden
     locked: Locked,
 ) -> None:
     """What syncsvc/sources/github_budget.py and syncsvc/replicas.py do, as syncsvc."""
+    from syncsvc.replicas import LiveReplicas
     from syncsvc.sources.github_budget import BudgetState, SharedBudget
 
     _nc, js, errors = await locked.connect_as("syncsvc")
@@ -168,6 +169,11 @@ async def test_a_sync_worker_shares_github_budgets_and_heartbeats_under_its_iden
     assert await budget.publish(BudgetState(10, 2e9)) == BudgetState(10, 2e9)
     assert await budget.publish(BudgetState(4, 2e9)) == BudgetState(4, 2e9)  # a CAS update
     assert await budget.read() == BudgetState(4, 2e9)
+    replicas = LiveReplicas(js)
+    assert await replicas.beat() == 1
+    stop = asyncio.Event()
+    stop.set()
+    await replicas.run(stop)  # beats once more, then purges its key on the way out
     assert not errors
     # Nobody else may forge a budget: a pause written by the gateway would stop every sync.
     _, gateway_js, gateway_errors = await locked.connect_as("gateway")

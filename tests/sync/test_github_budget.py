@@ -13,9 +13,11 @@ from dataclasses import replace
 
 import pytest
 from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 
-from meshkit.topology import Buckets
+from meshkit.topology import Bucket, Buckets
+from syncsvc.replicas import LiveReplicas
 from syncsvc.sources.base import RepoListing, SourceError
 from syncsvc.sources.github import GithubSource
 from syncsvc.sources.github_budget import BudgetState, SharedBudget, merge
@@ -169,3 +171,78 @@ async def test_each_credential_has_its_own_entry_and_no_token_is_in_the_bucket(
         entry = await budgets.get(key)
         stored = key.encode() + (entry.value or b"")
         assert token.encode() not in stored and own.encode() not in stored
+
+
+# -- the concurrency split follows the live replicas --------------------------------------
+
+
+@pytest.fixture
+async def replica_bucket(js: JetStreamContext) -> Bucket:
+    """A heartbeat bucket of the test's own whose keys expire after a second."""
+    bucket = Bucket(f"test_replicas_{secrets.token_hex(4)}", 1, 1.0, "test heartbeats")
+    await js.create_key_value(
+        KeyValueConfig(bucket=bucket.name, history=1, ttl=bucket.ttl_s, storage=StorageType.FILE)
+    )
+    return bucket
+
+
+async def test_the_split_grows_when_a_replicas_heartbeat_lapses(
+    js: JetStreamContext, replica_bucket: Bucket
+) -> None:
+    mine = LiveReplicas(js, replica_bucket)
+    other = LiveReplicas(js, replica_bucket)
+    await other.beat()
+    assert await mine.beat() == 2
+    assert mine.share(80) == 40
+
+    # The other replica hangs: it beats no more, and its key expires.
+    async def alone() -> bool:
+        return await mine.beat() == 1
+
+    await until(alone, what="the silent replica's key to expire")
+    assert mine.share(80) == 80
+
+
+async def test_a_replica_that_stops_leaves_at_once(
+    js: JetStreamContext, replica_bucket: Bucket
+) -> None:
+    mine = LiveReplicas(js, replica_bucket)
+    other = LiveReplicas(js, replica_bucket)
+    stop = asyncio.Event()
+    running = asyncio.create_task(other.run(stop))
+    await until(lambda: other.count >= 1, what="the other replica's first beat")
+    assert await mine.beat() == 2
+
+    stop.set()
+    await running
+
+    assert await mine.beat() == 1
+
+
+async def test_requests_in_flight_follow_the_live_split(
+    fake_github: FakeGithub,
+    make_github_source: MakeSource,
+    js: JetStreamContext,
+    replica_bucket: Bucket,
+    token: str,
+) -> None:
+    listings = world(fake_github, token, repos=8)
+    fake_github.latency_s = 0.05
+    mine = LiveReplicas(js, replica_bucket)
+    other = LiveReplicas(js, replica_bucket)
+    await other.beat()
+    await mine.beat()
+    source = make_github_source(token=token, concurrency=8, in_flight=lambda: mine.share(8))
+
+    await asyncio.gather(*(fetch(source, r) for r in listings))
+    assert fake_github.max_in_flight == 4  # half of 8 while two replicas live
+
+    async def alone() -> bool:
+        return await mine.beat() == 1
+
+    await until(alone, what="the other replica's key to expire")
+    fake_github.reset_log()
+    for listing in listings:
+        fake_github.change_file(listing.full_name, "README.md", "# changed")
+    await asyncio.gather(*(fetch(source, r) for r in listings))
+    assert fake_github.max_in_flight == 8
