@@ -19,6 +19,7 @@ import socket
 
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
 
 from meshkit.erasure import purge
 from meshkit.topology import Bucket, Buckets
@@ -43,6 +44,7 @@ class LiveReplicas:
         self.replica_id = replica_id or _replica_id()
         self._every_s = bucket.ttl_s / 3
         self._count = 1
+        self._kv: KeyValue | None = None
 
     def __repr__(self) -> str:
         return f"LiveReplicas(id='{self.replica_id}', live={self._count})"
@@ -58,8 +60,9 @@ class LiveReplicas:
 
     async def beat(self) -> int:
         """Put this replica's key, then count the live ones; the count."""
-        kv = await self._js.key_value(self._bucket.name)
-        await kv.put(self.replica_id, b"")
+        if self._kv is None:
+            self._kv = await self._js.key_value(self._bucket.name)
+        await self._kv.put(self.replica_id, b"")
         stream = f"KV_{self._bucket.name}"
         info = await self._js.stream_info(stream, subjects_filter=f"$KV.{self._bucket.name}.>")
         live = len(info.state.subjects or {})

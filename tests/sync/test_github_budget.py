@@ -10,6 +10,7 @@ import asyncio
 import secrets
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from nats.js import JetStreamContext
@@ -144,14 +145,14 @@ async def test_each_credential_has_its_own_entry_and_no_token_is_in_the_bucket(
     make_github_source: MakeSource,
     budgets: KeyValue,
     token: str,
-    tmp_path: object,
+    tmp_path: Path,
 ) -> None:
     [one] = world(fake_github, token, repos=1)
     own = f"ghp_{secrets.token_hex(18)}"
     fake_github.add_user_token(own, "octo")
     fake_github.add_user("other")
     fake_github.add_repo("other/site", {"README.md": "# site"})
-    folder = tmp_path / "credentials"  # type: ignore[operator]
+    folder = tmp_path / "credentials"
     folder.mkdir()
     (folder / "octo").write_text(own)
     source = make_github_source(
