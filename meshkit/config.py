@@ -177,7 +177,12 @@ class GithubSettings:
     api_url: str = "https://api.github.com"
     """CONTEXTMESH_GITHUB_API_URL: API base, for GitHub Enterprise or a stand-in."""
     token: str | None = field(default=None, repr=False)
-    """GITHUB_TOKEN: (or CONTEXTMESH_GITHUB_TOKEN) sent only to the API host, never logged."""
+    """GITHUB_TOKEN: (or CONTEXTMESH_GITHUB_TOKEN) sent only to the API host, never logged.
+    The shared token: it syncs every user without a token of their own."""
+    credentials_dir: pathlib.Path | None = None
+    """CONTEXTMESH_GITHUB_USERS_DIR: users' own tokens, one file per user named by
+    their login in lower case (a mounted Kubernetes Secret). Default <data dir>/credentials;
+    a folder that does not exist means nobody has one."""
     timeout_s: float = 10.0
     """CONTEXTMESH_GITHUB_TIMEOUT_S: per-request timeout."""
     max_retries: int = 4
@@ -196,7 +201,8 @@ class SyncSettings:
     """CONTEXTMESH_LOCAL_SOURCE_DIR: for the local source, one folder per user of repo folders."""
     concurrency: int = GITHUB_CONCURRENCY_BUDGET
     """CONTEXTMESH_SYNC_CONCURRENCY: repositories one worker syncs at once. Defaults to
-    80 / CONTEXTMESH_SYNC_REPLICAS so all replicas stay under GitHub's concurrency limit."""
+    80 / CONTEXTMESH_SYNC_REPLICAS. GitHub requests in flight are bounded apart, per
+    credential, by 80 divided by the sync replicas alive now (cm_sync_replicas)."""
     window: int = GITHUB_CONCURRENCY_BUDGET
     """CONTEXTMESH_SYNC_WINDOW: sync tasks of one job queued or in flight at once; the rest
     wait for them, so a small job's tasks queue behind at most this many of a big one's. Keep
@@ -389,6 +395,9 @@ class Settings:
             github=GithubSettings(
                 api_url=e.text("CONTEXTMESH_GITHUB_API_URL", GithubSettings.api_url).rstrip("/"),
                 token=e.optional("CONTEXTMESH_GITHUB_TOKEN") or e.optional("GITHUB_TOKEN"),
+                credentials_dir=pathlib.Path(
+                    e.text("CONTEXTMESH_GITHUB_USERS_DIR", str(data_dir / "credentials"))
+                ).resolve(),
                 timeout_s=e.number("CONTEXTMESH_GITHUB_TIMEOUT_S", 10.0, minimum=0.1),
                 max_retries=e.integer("CONTEXTMESH_GITHUB_MAX_RETRIES", 4, maximum=20),
                 rate_limit_reserve=e.integer("CONTEXTMESH_GITHUB_RATE_RESERVE", 50),

@@ -140,8 +140,10 @@ def _kv_streams(*buckets: Bucket) -> tuple[str, ...]:
 
 
 # Every bucket that holds something of a user's, which DeleteUser (the ops identity) purges:
-# all but the webhook delivery ids, which name no one.
-_USER_DATA = tuple(b for b in ALL_BUCKETS if b is not Buckets.DELIVERIES)
+# all but the webhook delivery ids, the GitHub budgets and the live sync replicas, which name
+# no one.
+_NO_USER_DATA = (Buckets.DELIVERIES, Buckets.GITHUB_BUDGETS, Buckets.SYNC_REPLICAS)
+_USER_DATA = tuple(b for b in ALL_BUCKETS if b not in _NO_USER_DATA)
 
 
 def _identities() -> tuple[Identity, ...]:
@@ -213,7 +215,8 @@ def _identities() -> tuple[Identity, ...]:
         ),
         Identity(
             "syncsvc",
-            "consumes DISCOVER and SYNC, publishes SYNC and MERGE, records outcomes",
+            "consumes DISCOVER and SYNC, publishes SYNC and MERGE, records outcomes, shares "
+            "GitHub budgets (cm_github_budgets) and counts live replicas (cm_sync_replicas)",
             publish=(
                 SYNC.subject,
                 MERGE.subject,
@@ -223,13 +226,22 @@ def _identities() -> tuple[Identity, ...]:
                 *_kv_write(Buckets.OUTCOMES),
                 *_kv_write(Buckets.HTTP_CACHE),
                 *_kv_read(Buckets.BUNDLES),
-                *_kv_purge(Buckets.OUTCOMES, Buckets.HTTP_CACHE),
+                *_kv_write(Buckets.GITHUB_BUDGETS),
+                *_kv_write(Buckets.SYNC_REPLICAS),
+                *_kv_purge(Buckets.OUTCOMES, Buckets.HTTP_CACHE, Buckets.SYNC_REPLICAS),
             ),
             subscribe=(_advisory(DISCOVER), _advisory(SYNC)),
             streams=(
                 DISCOVER.stream,
                 SYNC.stream,
-                *_kv_streams(Buckets.JOBS, Buckets.OUTCOMES, Buckets.HTTP_CACHE, Buckets.BUNDLES),
+                *_kv_streams(
+                    Buckets.JOBS,
+                    Buckets.OUTCOMES,
+                    Buckets.HTTP_CACHE,
+                    Buckets.BUNDLES,
+                    Buckets.GITHUB_BUDGETS,
+                    Buckets.SYNC_REPLICAS,
+                ),
             ),
         ),
         Identity(

@@ -230,6 +230,23 @@ class Buckets:
     # again): a refresh that finds it gives its job back. Never expires: an interrupted
     # deletion keeps the user closed to refreshes rather than half forgotten.
     FORGETTING = Bucket("cm_forgetting", 1, 0, "user -> (empty): a deletion under way", 64 * MIB)
+    # What GitHub said of each credential's budget, shared by every sync replica so twenty of
+    # them do not spend one token's budget blind (syncsvc/sources/github_budget.py). Keyed by
+    # a non-reversible id of the token, never the token. An entry outlives GitHub's hour-long
+    # window only by an hour: an unused credential's entry goes.
+    GITHUB_BUDGETS = Bucket(
+        "cm_github_budgets",
+        1,
+        2 * HOUR,
+        "<sha256(token)[:16]> -> remaining, reset and pause of a GitHub credential",
+        16 * MIB,
+    )
+    # A sync replica puts its key every third of the TTL; one that stops (crashed, hung,
+    # scaled away) drops out when its key expires. Replicas divide GitHub's concurrency by
+    # how many keys there are (syncsvc/replicas.py).
+    SYNC_REPLICAS = Bucket(
+        "cm_sync_replicas", 1, 15, "<replica id> -> (empty): a live sync replica", 16 * MIB
+    )
 
 
 ALL_BUCKETS = (
@@ -246,6 +263,8 @@ ALL_BUCKETS = (
     Buckets.DELIVERIES,
     Buckets.PENDING,
     Buckets.FORGETTING,
+    Buckets.GITHUB_BUDGETS,
+    Buckets.SYNC_REPLICAS,
 )
 
 

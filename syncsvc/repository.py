@@ -79,8 +79,11 @@ async def sync_repository(
             listing,
             extra_files=settings.extra_files,
             max_file_bytes=settings.max_file_bytes,
+            user=task.user,
         )
-        fetched = await with_manifests(source, listing, fetched, settings.max_file_bytes)
+        fetched = await with_manifests(
+            source, listing, fetched, settings.max_file_bytes, user=task.user
+        )
     except SourceError as exc:
         if exc.retry_after_s is not None and not delivery.is_last:
             raise RetryLater(exc.retry_after_s, str(exc)) from None
@@ -103,7 +106,12 @@ async def sync_repository(
 
 
 async def with_manifests(
-    source: Source, listing: RepoListing, fetched: FetchedRepo, max_file_bytes: int
+    source: Source,
+    listing: RepoListing,
+    fetched: FetchedRepo,
+    max_file_bytes: int,
+    *,
+    user: str | None = None,
 ) -> FetchedRepo:
     """A thin repository's files with its package manifests added (those not fetched already):
     their description and keywords are most of what such a repository says about itself. A
@@ -115,5 +123,5 @@ async def with_manifests(
     wanted = tuple(path for path in MANIFESTS if path not in have)
     if not wanted:
         return fetched
-    more = await source.fetch_files(listing, wanted, max_file_bytes=max_file_bytes)
+    more = await source.fetch_files(listing, wanted, max_file_bytes=max_file_bytes, user=user)
     return dataclasses.replace(fetched, extra=fetched.extra + more)

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from meshkit.blob import open_blob_store
+from meshkit.config import GITHUB_CONCURRENCY_BUDGET
 from meshkit.jobs import JobStore
 from meshkit.service import ServiceContext
 from meshkit.topology import DISCOVER, SYNC, Buckets, work_stream
@@ -14,6 +15,7 @@ from syncsvc.fanin import FanIn
 from syncsvc.handler import DiscoverHandler, SyncHandler
 from syncsvc.http_cache import SharedResponseCache
 from syncsvc.plan import Planner
+from syncsvc.replicas import LiveReplicas
 from syncsvc.sources.factory import open_source
 
 __all__ = ["serve"]
@@ -25,7 +27,14 @@ async def serve(ctx: ServiceContext) -> None:
     jobs = await JobStore.open(ctx.js)
     fanin = FanIn(ctx.js, jobs, await ctx.js.key_value(Buckets.OUTCOMES.name))
     cache = SharedResponseCache(await ctx.js.key_value(Buckets.HTTP_CACHE.name), blobs)
-    source = open_source(settings, cache)
+    replicas = LiveReplicas(ctx.js)
+    await replicas.beat()  # count the others before the first request takes a share
+    source = open_source(
+        settings,
+        cache,
+        budgets=await ctx.js.key_value(Buckets.GITHUB_BUDGETS.name),
+        in_flight=lambda: replicas.share(GITHUB_CONCURRENCY_BUDGET),
+    )
     planner = Planner(
         blobs,
         await ctx.js.key_value(Buckets.BUNDLES.name),
@@ -45,7 +54,7 @@ async def serve(ctx: ServiceContext) -> None:
         ),
     ]
     try:
-        await asyncio.gather(*(w.run(ctx.stop) for w in workers))
+        await asyncio.gather(replicas.run(ctx.stop), *(w.run(ctx.stop) for w in workers))
     finally:
         await source.close()
         await blobs.close()

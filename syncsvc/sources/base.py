@@ -158,16 +158,24 @@ class Source(abc.ABC):
         *,
         extra_files: tuple[str, ...],
         max_file_bytes: int,
+        user: str | None = None,
     ) -> FetchedRepo:
         """Read .repo-context.json, the README and the extra files of one repository. A
-        missing file is status 'missing', a file over max_file_bytes 'too_large' (not read)."""
+        missing file is status 'missing', a file over max_file_bytes 'too_large' (not read).
+        `user` is whom the repository is synced for: a source may read it with their own
+        credential."""
 
     @abc.abstractmethod
     async def fetch_files(
-        self, repo: RepoListing, paths: tuple[str, ...], *, max_file_bytes: int
+        self,
+        repo: RepoListing,
+        paths: tuple[str, ...],
+        *,
+        max_file_bytes: int,
+        user: str | None = None,
     ) -> tuple[FetchedFile, ...]:
         """Read more files of one repository (plain relative paths), as `fetch` reads its
-        extra files, in the order given."""
+        extra files, in the order given, for `user` as `fetch` does."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

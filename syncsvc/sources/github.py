@@ -4,7 +4,9 @@ Everything goes through conditional requests backed by the shared ResponseCache,
 unchanged refresh costs only 304s (which do not count against GitHub's rate limit): the user
 lookup plus one per listing page. The parts: github_http (one GET with retries, redirects
 and a body cap), github_limits (rate limits, backoff), github_auth (the token, API host only),
-github_transport (the pooled client), github_cache (what is remembered per URL).
+github_transport (the pooled client), github_cache (what is remembered per URL),
+github_credentials (whose token syncs which user), github_budget (each token's rate limit,
+shared by the replicas).
 
 Files:
     .repo-context.json, extra files  GET /repos/{o}/{r}/contents/{path}?ref=  in the raw media
@@ -13,8 +15,9 @@ Files:
     README                            GET /repos/{o}/{r}/readme?ref=  in the JSON form, whose
                                       `path` names the README (README.md, readme.rst, ...)
                                       and whose `size` comes before its content is decoded.
-Create one GithubSource per process: it owns the process's client, concurrency bound and
-view of the rate limit.
+Create one GithubSource per process: it owns the process's client, and per credential its
+concurrency bound and view of the rate limit. A user whose own token is in the credential
+store is listed and fetched with it; everyone else with the shared token.
 """
 
 from __future__ import annotations
@@ -26,11 +29,12 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
+from nats.js.kv import KeyValue
 
 from meshkit.config import GithubSettings
 from meshkit.domain.documents import RepositoryMetadata
@@ -46,6 +50,7 @@ from syncsvc.sources.base import (
     is_valid_full_name,
 )
 from syncsvc.sources.github_cache import Entry, EntryCache
+from syncsvc.sources.github_credentials import Credential, CredentialStore
 from syncsvc.sources.github_http import GithubHttp, Reply
 from syncsvc.sources.github_limits import GithubPacing
 
@@ -86,15 +91,27 @@ class GithubSource(Source):
         cache: ResponseCache,
         client: httpx.AsyncClient | None = None,
         pacing: GithubPacing | None = None,
+        credentials: CredentialStore | None = None,
+        budgets: KeyValue | None = None,
+        in_flight: Callable[[], int] | None = None,
     ) -> None:
         """`client` is used as given and left open on close(); without one the source builds
-        its own, pooled to `concurrency`. `pacing` tunes backoff and waits (tests shorten it)."""
-        self._http = GithubHttp(settings, concurrency=concurrency, client=client, pacing=pacing)
+        its own, pooled to `concurrency`. `pacing` tunes backoff and waits (tests shorten it).
+        `credentials` finds users' own tokens (default: the shared token for everyone);
+        `budgets` and `in_flight` are GithubHttp's (shared rate limits, live concurrency)."""
+        self._http = GithubHttp(
+            settings,
+            concurrency=concurrency,
+            client=client,
+            pacing=pacing,
+            budgets=budgets,
+            in_flight=in_flight,
+        )
+        self._credentials = credentials or CredentialStore(settings.token)
         self._cache = EntryCache(cache)
         self._concurrency = concurrency
-        self._has_token = bool(settings.token)
-        self._owner: str | None = None
-        """The login the token belongs to, once asked (GET /user, once per process)."""
+        self._owners: dict[str, str] = {}
+        """Credential id -> the login its token belongs to, once asked (GET /user)."""
 
     def __repr__(self) -> str:
         return f"GithubSource(api_url='{self._http.api_url}', concurrency={self._concurrency})"
@@ -105,16 +122,17 @@ class GithubSource(Source):
     # -- discovery -------------------------------------------------------------------------
 
     async def list_repositories(self, user: str) -> list[RepoListing]:
+        credential = self._credentials.for_user(user)
         # An account's login and type are remembered from its last lookup, so an unchanged
         # refresh costs only its list pages (all 304s). A listing that answers 404 means the
         # account was renamed or deleted since: look it up again.
         remembered = await self._remembered_account(user)
         if remembered is not None:
             try:
-                return await self._list(*remembered)
+                return await self._list(credential, *remembered)
             except _ListingGone:
                 pass
-        return await self._list(*await self._lookup(user))
+        return await self._list(credential, *await self._lookup(credential, user))
 
     async def _remembered_account(self, user: str) -> tuple[str, str] | None:
         cached = await self._cache.get(str(self._http.url(f"/users/{_seg(user)}")))
@@ -122,14 +140,14 @@ class GithubSource(Source):
             return None
         return str(cached.meta.get("login", user)), str(cached.meta.get("type", "User"))
 
-    async def _list(self, login: str, kind: str) -> list[RepoListing]:
+    async def _list(self, credential: Credential, login: str, kind: str) -> list[RepoListing]:
         """The account's repositories; the private ones only when the credential is the
         account's own (an operator's token must not bundle an organisation's private code
         for whoever asks)."""
-        listed = await self._list_all(login, kind)
+        listed = await self._list_all(credential, login, kind)
         if (
             not any(r.metadata.private for r in listed)
-            or await self._credential_owner() == login.lower()
+            or await self._credential_owner(credential) == login.lower()
         ):
             return listed
         public = [r for r in listed if not r.metadata.private]
@@ -141,20 +159,22 @@ class GithubSource(Source):
         )
         return public
 
-    async def _credential_owner(self) -> str | None:
+    async def _credential_owner(self, credential: Credential) -> str | None:
         """The login (lower case) the token belongs to; None without a token or an answer."""
-        if not self._has_token:
+        if not credential.token:
             return None
-        if self._owner is None:
-            reply = await self._http.get(self._http.url("/user"), accept=JSON_MEDIA)
+        if credential.id not in self._owners:
+            reply = await self._http.get(
+                self._http.url("/user"), accept=JSON_MEDIA, credential=credential
+            )
             account = _json(reply, "the token's user") if reply.status == 200 else None
             login = _text(account.get("login")) if isinstance(account, dict) else None
             if not login:
                 return None
-            self._owner = encodable(login).lower()
-        return self._owner
+            self._owners[credential.id] = encodable(login).lower()
+        return self._owners[credential.id]
 
-    async def _list_all(self, login: str, kind: str) -> list[RepoListing]:
+    async def _list_all(self, credential: Credential, login: str, kind: str) -> list[RepoListing]:
         if kind == "Organization":
             url = self._http.url(f"/orgs/{_seg(login)}/repos", {"per_page": PER_PAGE})
         else:
@@ -168,7 +188,7 @@ class GithubSource(Source):
             if str(next_url) in seen or len(seen) >= MAX_PAGES:
                 raise SourceError(f"GitHub listing of {login!r} does not end", transient=True)
             seen.add(str(next_url))
-            items, next_url = await self._list_page(next_url)
+            items, next_url = await self._list_page(credential, next_url)
             for item in items:
                 listing = _listing(item)
                 if listing is not None:
@@ -176,12 +196,14 @@ class GithubSource(Source):
                     found.setdefault(listing.full_name.lower(), listing)
         return list(found.values())
 
-    async def _lookup(self, user: str) -> tuple[str, str]:
+    async def _lookup(self, credential: Credential, user: str) -> tuple[str, str]:
         """The account's login as GitHub spells it, and its type (User or Organization)."""
         url = self._http.url(f"/users/{_seg(user)}")
         key = str(url)
         cached = await self._cache.get(key)
-        reply = await self._http.get(url, accept=JSON_MEDIA, etag=_etag(cached))
+        reply = await self._http.get(
+            url, accept=JSON_MEDIA, etag=_etag(cached), credential=credential
+        )
         if reply.status == 404:
             raise UserNotFoundError(user)
         if reply.status == 304 and cached is not None:
@@ -197,14 +219,18 @@ class GithubSource(Source):
             await self._cache.put(key, Entry(etag, {"login": login, "type": kind}))
         return login, kind
 
-    async def _list_page(self, url: httpx.URL) -> tuple[list[dict[str, Any]], httpx.URL | None]:
+    async def _list_page(
+        self, credential: Credential, url: httpx.URL
+    ) -> tuple[list[dict[str, Any]], httpx.URL | None]:
         """One listing page's repositories (only the fields a listing needs), and the next."""
         key = str(url)
         cached = await self._cache.get(key)
         remembered_items = _items(cached)
         if remembered_items is None:
             cached = None  # unreadable: ask in full
-        reply = await self._http.get(url, accept=JSON_MEDIA, etag=_etag(cached))
+        reply = await self._http.get(
+            url, accept=JSON_MEDIA, etag=_etag(cached), credential=credential
+        )
         if reply.status == 404:
             raise _ListingGone("GitHub listing vanished while it was read")
         if reply.status == 304 and cached is not None and remembered_items is not None:
@@ -236,7 +262,9 @@ class GithubSource(Source):
         *,
         extra_files: tuple[str, ...],
         max_file_bytes: int,
+        user: str | None = None,
     ) -> FetchedRepo:
+        credential = self._credentials.for_user(user)
         base = _repo_path(repo)
         branch = repo.default_branch
         redirected: set[str] = set()  # paths GitHub redirected (the repository moved)
@@ -245,11 +273,13 @@ class GithubSource(Source):
         async def extra(path: str) -> FetchedFile:
             if path in unsafe:
                 return FetchedFile(path, "missing")
-            return await self._fetch_file(base, branch, path, max_file_bytes, redirected)
+            return await self._fetch_file(
+                credential, base, branch, path, max_file_bytes, redirected
+            )
 
         readme, context, *extras = await _all(
-            self._fetch_readme(base, branch, max_file_bytes, redirected),
-            self._fetch_file(base, branch, CONTEXT_FILE, max_file_bytes, redirected),
+            self._fetch_readme(credential, base, branch, max_file_bytes, redirected),
+            self._fetch_file(credential, base, branch, CONTEXT_FILE, max_file_bytes, redirected),
             *(extra(path) for path in extra_files),
         )
         warnings = [
@@ -265,26 +295,40 @@ class GithubSource(Source):
         )
 
     async def fetch_files(
-        self, repo: RepoListing, paths: tuple[str, ...], *, max_file_bytes: int
+        self,
+        repo: RepoListing,
+        paths: tuple[str, ...],
+        *,
+        max_file_bytes: int,
+        user: str | None = None,
     ) -> tuple[FetchedFile, ...]:
-        base, redirected = _repo_path(repo), set[str]()
+        credential = self._credentials.for_user(user)
+        base, branch, redirected = _repo_path(repo), repo.default_branch, set[str]()
         return tuple(
             await _all(
                 *(
-                    self._fetch_file(base, repo.default_branch, path, max_file_bytes, redirected)
+                    self._fetch_file(credential, base, branch, path, max_file_bytes, redirected)
                     for path in paths
                 )
             )
         )
 
     async def _fetch_file(
-        self, base: str, branch: str, path: str, cap: int, redirected: set[str]
+        self,
+        credential: Credential,
+        base: str,
+        branch: str,
+        path: str,
+        cap: int,
+        redirected: set[str],
     ) -> FetchedFile:
         """A file in the raw media type: ok, not_modified, missing or too_large."""
         url = self._http.url(f"{base}/contents/{_path(path)}", {"ref": branch})
         key = str(url)
         cached = _usable(await self._cache.get(key), cap)
-        reply = await self._http.get(url, accept=RAW_MEDIA, etag=_etag(cached), max_body=cap)
+        reply = await self._http.get(
+            url, accept=RAW_MEDIA, etag=_etag(cached), max_body=cap, credential=credential
+        )
         if reply.redirected:
             redirected.add(path)
         if reply.status == 404:
@@ -301,7 +345,7 @@ class GithubSource(Source):
         return FetchedFile(path, "ok", reply.body, len(reply.body))
 
     async def _fetch_readme(
-        self, base: str, branch: str, cap: int, redirected: set[str]
+        self, credential: Credential, base: str, branch: str, cap: int, redirected: set[str]
     ) -> FetchedFile:
         """The preferred README in the JSON form, which names it."""
         url = self._http.url(f"{base}/readme", {"ref": branch})
@@ -310,7 +354,12 @@ class GithubSource(Source):
         # Base64 (4/3) with a newline every 60 characters, escaped in JSON (62/60).
         limit = (cap + 2) // 3 * 4 * 62 // 60 + _JSON_SLACK
         reply = await self._http.get(
-            url, accept=JSON_MEDIA, etag=_etag(cached), max_body=limit, keep_head=_README_HEAD
+            url,
+            accept=JSON_MEDIA,
+            etag=_etag(cached),
+            max_body=limit,
+            keep_head=_README_HEAD,
+            credential=credential,
         )
         if reply.redirected:
             redirected.add("README")
@@ -340,7 +389,7 @@ class GithubSource(Source):
             return FetchedFile(path, "too_large", size=size)
         if doc.get("encoding") != "base64":
             # GitHub leaves files over 1 MB out of the JSON form: read that one raw.
-            return await self._fetch_file(base, branch, path, cap, redirected)
+            return await self._fetch_file(credential, base, branch, path, cap, redirected)
         try:
             data = base64.b64decode(str(doc.get("content", "")))
         except (binascii.Error, ValueError):

@@ -1,13 +1,19 @@
 """One GET against the GitHub API, done properly: the shared client, the concurrency bound,
 rate limits, retries, redirects and a cap on how much of a body is read.
 
+Each credential (github_credentials) has its own lane: its Authorization, its RateLimiter
+(shared with the other replicas through the budget bucket when one is given) and its bound
+on requests in flight, since GitHub counts both per token. One credential's exhausted
+budget or pause never holds back another's requests.
+
 Callers get a Reply for 2xx, 304 and 404 (the answers they interpret); everything else is
 retried or turned into a SourceError whose message names the request by path only, so it
 never carries the token (nor any userinfo of the API URL). Each GET, retries and redirects
 included, is a CLIENT span carrying the path (no query) and the final status, never the
 error text.
 Every HTTP exchange (each retry and redirect hop) counts by status in
-contextmesh_github_requests_total, and the budget left in contextmesh_github_rate_limit_remaining.
+contextmesh_github_requests_total, and the shared token's budget left in
+contextmesh_github_rate_limit_remaining.
 """
 
 from __future__ import annotations
@@ -17,8 +23,10 @@ import dataclasses
 import json
 import logging
 import random
+from collections.abc import Callable
 
 import httpx
+from nats.js.kv import KeyValue
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from meshkit.config import GithubSettings
@@ -26,6 +34,9 @@ from meshkit.metrics import GITHUB_RATE_LIMIT_REMAINING, GITHUB_REQUESTS
 from meshkit.telemetry import tracer
 from syncsvc.sources.base import SourceError
 from syncsvc.sources.github_auth import ApiTokenAuth
+from syncsvc.sources.github_budget import SharedBudget
+from syncsvc.sources.github_concurrency import AdjustableLimit
+from syncsvc.sources.github_credentials import SHARED, Credential
 from syncsvc.sources.github_limits import GithubPacing, RateLimiter, parse_retry_after
 from syncsvc.sources.github_transport import ShardedTransport
 
@@ -67,6 +78,16 @@ class _Retry:
     secondary: bool = False
 
 
+@dataclasses.dataclass(frozen=True)
+class _Lane:
+    """What requests sent with one credential share."""
+
+    credential: Credential
+    auth: ApiTokenAuth
+    limiter: RateLimiter
+    in_flight: AdjustableLimit
+
+
 def build_client(settings: GithubSettings, *, concurrency: int) -> httpx.AsyncClient:
     """The process's one client for GitHub: `concurrency` connections, kept alive, spread over
     small pools (see github_transport for why)."""
@@ -87,20 +108,44 @@ class GithubHttp:
         concurrency: int,
         client: httpx.AsyncClient | None = None,
         pacing: GithubPacing | None = None,
+        budgets: KeyValue | None = None,
+        in_flight: Callable[[], int] | None = None,
     ) -> None:
+        """`concurrency` sizes the connection pool and, without `in_flight`, bounds each
+        credential's requests in flight; `in_flight` gives that bound as it is now (this
+        replica's part of the budget, see syncsvc.replicas). `budgets` is the bucket that
+        shares each credential's rate limit with the other replicas."""
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.api_url = httpx.URL(settings.api_url.rstrip("/"))
         self._pacing = pacing or GithubPacing()
+        self._settings = settings
         self._max_retries = settings.max_retries
         self._timeout = httpx.Timeout(settings.timeout_s)
-        self._token = settings.token
-        self._auth = ApiTokenAuth(settings.token, self.api_url)
         self._owns_client = client is None
         self._client = client or build_client(settings, concurrency=concurrency)
-        self._semaphore = asyncio.Semaphore(concurrency)
-        self._limiter = RateLimiter(reserve=settings.rate_limit_reserve, pacing=self._pacing)
+        self._budgets = budgets
+        self._in_flight = in_flight or (lambda: concurrency)
+        self._lanes: dict[str, _Lane] = {}
+        self.shared = Credential(settings.token, SHARED)
         self._rng = random.Random()
+
+    def _lane(self, credential: Credential) -> _Lane:
+        lane = self._lanes.get(credential.id)
+        if lane is None:
+            shared = (
+                SharedBudget(self._budgets, credential.id) if self._budgets is not None else None
+            )
+            lane = _Lane(
+                credential,
+                ApiTokenAuth(credential.token, self.api_url),
+                RateLimiter(
+                    reserve=self._settings.rate_limit_reserve, pacing=self._pacing, shared=shared
+                ),
+                AdjustableLimit(self._in_flight),
+            )
+            self._lanes[credential.id] = lane
+        return lane
 
     def url(self, path: str, params: dict[str, str | int] | None = None) -> httpx.URL:
         """An API URL from an already quoted path, keeping the base's path prefix (GHE)."""
@@ -118,8 +163,10 @@ class GithubHttp:
         etag: str | None = None,
         max_body: int | None = None,
         keep_head: int = 0,
+        credential: Credential | None = None,
     ) -> Reply:
-        """GET url (If-None-Match: etag when given); follow redirects, retry what may pass.
+        """GET url (If-None-Match: etag when given) with `credential` (default: the shared
+        token); follow redirects, retry what may pass.
 
         A 2xx body longer than max_body is not read: the Reply says over_cap instead, with
         the body's first keep_head bytes in `head` (for a caller that needs a peek).
@@ -132,7 +179,8 @@ class GithubHttp:
             set_status_on_exception=False,
         ) as span:
             try:
-                reply = await self._get_clean(url, accept, etag, (max_body, keep_head))
+                lane = self._lane(credential or self.shared)
+                reply = await self._get_clean(lane, url, accept, etag, (max_body, keep_head))
             except SourceError:
                 span.set_status(Status(StatusCode.ERROR, "SourceError"))
                 raise
@@ -140,24 +188,35 @@ class GithubHttp:
             return reply
 
     async def _get_clean(
-        self, url: httpx.URL, accept: str, etag: str | None, limits: tuple[int | None, int]
+        self,
+        lane: _Lane,
+        url: httpx.URL,
+        accept: str,
+        etag: str | None,
+        limits: tuple[int | None, int],
     ) -> Reply:
         """_get, with the token scrubbed from any error GitHub's message brought along."""
+        token = lane.credential.token
         try:
-            return await self._get(url, accept, etag, limits)
+            return await self._get(lane, url, accept, etag, limits)
         except SourceError as exc:
             # GitHub's own message is part of some errors: make sure no token rides along.
-            if not self._token or self._token not in str(exc):
+            if not token or token not in str(exc):
                 raise
             clean = SourceError(
-                str(exc).replace(self._token, "***"),
+                str(exc).replace(token, "***"),
                 transient=exc.transient,
                 retry_after_s=exc.retry_after_s,
             )
         raise clean  # outside the except block, so the original is not chained to it
 
     async def _get(
-        self, url: httpx.URL, accept: str, etag: str | None, limits: tuple[int | None, int]
+        self,
+        lane: _Lane,
+        url: httpx.URL,
+        accept: str,
+        etag: str | None,
+        limits: tuple[int | None, int],
     ) -> Reply:
         headers = {
             "Accept": accept,
@@ -173,7 +232,7 @@ class GithubHttp:
         secondary_hits = 0
         while True:
             try:
-                reply = await self._exchange(current, headers, limits)
+                reply = await self._exchange(lane, current, headers, limits)
             except httpx.TimeoutException:
                 retry = _Retry("timed out", self._backoff(attempt + 1))
             except httpx.RequestError as exc:  # connection, protocol and decoding errors
@@ -211,26 +270,35 @@ class GithubHttp:
                 retry.delay_s,
             )
             if retry.pause_all:
-                self._limiter.pause(retry.delay_s)  # the next slot() waits it out
+                # The next slot() of every request with this credential, on every replica
+                # once shared, waits it out.
+                lane.limiter.pause(retry.delay_s)
+                await lane.limiter.share()
             elif retry.delay_s > 0:
                 await asyncio.sleep(retry.delay_s)
 
     async def _exchange(
-        self, url: httpx.URL, headers: dict[str, str], limits: tuple[int | None, int]
+        self,
+        lane: _Lane,
+        url: httpx.URL,
+        headers: dict[str, str],
+        limits: tuple[int | None, int],
     ) -> Reply:
-        async with self._semaphore, self._limiter.slot():
+        async with lane.in_flight.hold(), lane.limiter.slot():
             request = self._client.build_request("GET", url, headers=headers, timeout=self._timeout)
             try:
                 response = await self._client.send(
-                    request, auth=self._auth, stream=True, follow_redirects=False
+                    request, auth=lane.auth, stream=True, follow_redirects=False
                 )
             except httpx.RequestError:
                 GITHUB_REQUESTS.labels("error").inc()
                 raise
             GITHUB_REQUESTS.labels(str(response.status_code)).inc()
             try:
-                self._limiter.observe(response.headers)
-                if (remaining := self._limiter.remaining) is not None:
+                lane.limiter.observe(response.headers)
+                await lane.limiter.share()
+                remaining = lane.limiter.remaining
+                if remaining is not None and lane.credential.source == SHARED:
                     GITHUB_RATE_LIMIT_REMAINING.set(remaining)
                 if response.status_code == 304 or response.status_code in _REDIRECTS:
                     # Read to the end (nothing, or a short note) so the connection is reused.

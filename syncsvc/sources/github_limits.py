@@ -2,8 +2,11 @@
 
 GitHub grants each token a budget of requests per window (`x-ratelimit-remaining`, reset at
 the epoch second `x-ratelimit-reset`) and, on top of it, secondary limits that answer 403 or
-429, usually with `retry-after`. One RateLimiter per process sees every response, so a pause
-that GitHub asks of one request holds back all of them, as GitHub expects.
+429, usually with `retry-after`. One RateLimiter per credential and process sees every
+response sent with that credential, so a pause that GitHub asks of one request holds back all
+of them, as GitHub expects. With a SharedBudget (github_budget) the limiter also tells the
+other replicas what it saw and reads what they saw, so the pause and the budget hold across
+replicas too; its own memory stays the fast path between reads.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from datetime import UTC, datetime
 
 from meshkit.retry import GITHUB_REQUEST, RetryPolicy
 from syncsvc.sources.base import SourceError
+from syncsvc.sources.github_budget import BudgetState, SharedBudget, merge
 
 __all__ = ["GithubPacing", "RateLimiter", "parse_retry_after"]
 
@@ -39,6 +43,10 @@ class GithubPacing:
     otherwise cut the wait and count it as a failed attempt."""
     reset_margin_s: float = 1.0
     """Extra wait after x-ratelimit-reset: the header is rounded to whole seconds."""
+    share_every_s: float = 1.0
+    """How stale this replica's view of the shared budget may grow before a slot reads it
+    again, and how often plain news (a lower `remaining`) is published. A pause, a new
+    window and a budget below the reserve are read and published at every request."""
 
 
 def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
@@ -76,8 +84,14 @@ class RateLimiter:
         pacing: GithubPacing,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        shared: SharedBudget | None = None,
     ) -> None:
         self._reserve = reserve
+        self._shared = shared
+        self._last_read = float("-inf")
+        self._last_published = float("-inf")
+        self._published = BudgetState()
+        """The state this limiter last published or read: what the others already know."""
         self._pacing = pacing
         self._clock = clock
         self._sleep = sleep
@@ -92,10 +106,15 @@ class RateLimiter:
         """Requests left in the current window as GitHub last said, or None when unknown."""
         return self._remaining
 
+    @property
+    def state(self) -> BudgetState:
+        """This limiter's view: what it publishes to the shared budget."""
+        return BudgetState(self._remaining, self._reset, self._paused_until)
+
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Wait for a turn to send one request; the request is in flight inside the block."""
-        while (delay := self._delay(self._clock())) > 0:
+        while (delay := self._delay(await self._refreshed())) > 0:
             if delay > self._pacing.max_wait_s:
                 raise SourceError(
                     f"GitHub rate limit: the next request could go only in {delay:.0f} s "
@@ -129,6 +148,51 @@ class RateLimiter:
     def pause(self, seconds: float) -> None:
         """Hold back every request of the process for `seconds` (retry-after, secondary)."""
         self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+    async def share(self) -> None:
+        """Publish what this limiter learnt since it last did, when the others need it now
+        (a pause, a new window, a budget below the reserve) or `share_every_s` has passed."""
+        if self._shared is None:
+            return
+        state, known = self.state, self._published
+        if state == known:
+            return
+        now = self._clock()
+        urgent = (
+            state.paused_until > known.paused_until
+            or state.reset != known.reset
+            or (state.remaining is not None and state.remaining < self._reserve)
+        )
+        if not urgent and now - self._last_published < self._pacing.share_every_s:
+            return
+        self._last_published = now
+        merged = await self._shared.publish(state)
+        if merged is not None:
+            self._absorb(merged)
+
+    async def _refreshed(self) -> float:
+        """The time now, after taking in the shared budget if this view of it is stale."""
+        now = self._clock()
+        if self._shared is None:
+            return now
+        low = self._remaining is not None and self._remaining - self._in_flight < self._reserve
+        if low or now - self._last_read >= self._pacing.share_every_s:
+            self._last_read = now
+            seen = await self._shared.read()
+            if seen is not None:
+                self._absorb(seen)
+            now = self._clock()
+        return now
+
+    def _absorb(self, seen: BudgetState) -> None:
+        """Take in what the other replicas saw (github_budget.merge decides what wins)."""
+        merged = merge(self.state, seen)
+        self._remaining, self._reset, self._paused_until = (
+            merged.remaining,
+            merged.reset,
+            merged.paused_until,
+        )
+        self._published = seen
 
     def _delay(self, now: float) -> float:
         """Seconds to wait before the next request may go; 0 takes a turn."""

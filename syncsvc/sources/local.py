@@ -114,11 +114,17 @@ class LocalSource(Source):
         *,
         extra_files: tuple[str, ...],
         max_file_bytes: int,
+        user: str | None = None,
     ) -> FetchedRepo:
         return await asyncio.to_thread(self._fetch, repo, extra_files, max_file_bytes)
 
     async def fetch_files(
-        self, repo: RepoListing, paths: tuple[str, ...], *, max_file_bytes: int
+        self,
+        repo: RepoListing,
+        paths: tuple[str, ...],
+        *,
+        max_file_bytes: int,
+        user: str | None = None,
     ) -> tuple[FetchedFile, ...]:
         def read() -> tuple[FetchedFile, ...]:
             reader = _RepoReader(self._folder(repo), max_file_bytes)

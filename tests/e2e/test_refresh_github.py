@@ -19,6 +19,7 @@ from meshkit.config import NatsSettings
 from meshkit.job_errors import error_reason
 from meshkit.nats_client import connect
 from meshkit.topology import DAY, DEADLETTER, SYNC, Buckets
+from syncsvc.sources.github_credentials import credential_id
 from tests.support.fake_github import FakeGithub, populate
 from tests.support.mesh import Mesh
 
@@ -175,3 +176,70 @@ async def _leftovers(url: str, user: str) -> dict[str, object]:
         }
     finally:
         await nc.close()
+
+
+OWN_TOKEN = "ghp_" + "Y" * 36
+
+
+def test_a_user_with_their_own_token_is_synced_with_it_by_every_replica(
+    fresh_nats: NatsServer, tmp_path: Path, github: FakeGithub
+) -> None:
+    """The credential store, the shared budget bucket and the replica heartbeats, wired into
+    the real syncsvc processes: alice's repositories go out with her token from whichever
+    replica takes them, octo's with the shared one; the bucket names both by id only."""
+    populate(github, "alice", 12)
+    github.add_user_token(OWN_TOKEN, "alice")
+    store = tmp_path / "credentials"
+    store.mkdir()
+    (store / "alice").write_text(OWN_TOKEN + "\n")
+    mesh = Mesh(
+        fresh_nats.url,
+        tmp_path,
+        env={
+            "CONTEXTMESH_SOURCE": "github",
+            "CONTEXTMESH_GITHUB_API_URL": github.url,
+            "GITHUB_TOKEN": TOKEN,
+            "CONTEXTMESH_GITHUB_USERS_DIR": str(store),
+            "CONTEXTMESH_GITHUB_MAX_RETRIES": "1",
+        },
+    )
+    try:
+        mesh.start("gateway")
+        mesh.start("syncsvc", name="syncsvc-1")
+        mesh.start("syncsvc", name="syncsvc-2")
+        mesh.start("mergesvc")
+        shared_left = github.rate_remaining()
+        alice = refresh(mesh, "alice")
+        assert (alice.state, alice.synced) == (JobState.JOB_STATE_DONE, 12), mesh.logs()
+        # Her refresh spent her own budget, none of the shared token's.
+        assert github.rate_remaining() == shared_left
+        assert github.rate_remaining(OWN_TOKEN) < shared_left
+        sync_settled(fresh_nats.url)
+        octo = refresh(mesh, "octo")
+        assert (octo.state, octo.synced) == (JobState.JOB_STATE_DONE, REPOS), mesh.logs()
+
+        requests = github.requests()
+        alices = {r.authorization for r in requests if (r.repo or "").startswith("alice/")}
+        octos = {r.authorization for r in requests if (r.repo or "").startswith("octo/")}
+        assert alices == {f"Bearer {OWN_TOKEN}"}
+        assert octos == {f"Bearer {TOKEN}"}
+
+        async def buckets() -> tuple[dict[str, bytes], int]:
+            nc, js = await connect(NatsSettings(url=fresh_nats.url), name="e2e-budgets")
+            try:
+                kv = await js.key_value(Buckets.GITHUB_BUDGETS.name)
+                entries = {k: (await kv.get(k)).value or b"" for k in await kv.keys()}
+                replicas = await js.key_value(Buckets.SYNC_REPLICAS.name)
+                return entries, len(await replicas.keys())
+            finally:
+                await nc.close()
+
+        entries, live = asyncio.run(buckets())
+        assert set(entries) == {credential_id(TOKEN), credential_id(OWN_TOKEN)}
+        stored = b"".join(k.encode() + v for k, v in entries.items())
+        assert TOKEN.encode() not in stored and OWN_TOKEN.encode() not in stored
+        assert live == 2  # both replicas heartbeat
+        logs = mesh.logs()
+        assert OWN_TOKEN not in logs and OWN_TOKEN[:12] not in logs
+    finally:
+        mesh.stop_all()

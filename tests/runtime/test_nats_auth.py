@@ -157,6 +157,30 @@ async def test_a_sync_worker_cannot_move_pointers_or_publish_training(locked: Lo
     assert await outcomes.put("job.0", b"outcome") > 0
 
 
+async def test_a_sync_worker_shares_github_budgets_and_heartbeats_under_its_identity(
+    locked: Locked,
+) -> None:
+    """What syncsvc/sources/github_budget.py and syncsvc/replicas.py do, as syncsvc."""
+    from syncsvc.replicas import LiveReplicas
+    from syncsvc.sources.github_budget import BudgetState, SharedBudget
+
+    _nc, js, errors = await locked.connect_as("syncsvc")
+    budget = SharedBudget(await js.key_value(Buckets.GITHUB_BUDGETS.name), "0123456789abcdef")
+    assert await budget.publish(BudgetState(10, 2e9)) == BudgetState(10, 2e9)
+    assert await budget.publish(BudgetState(4, 2e9)) == BudgetState(4, 2e9)  # a CAS update
+    assert await budget.read() == BudgetState(4, 2e9)
+    replicas = LiveReplicas(js)
+    assert await replicas.beat() == 1
+    stop = asyncio.Event()
+    stop.set()
+    await replicas.run(stop)  # beats once more, then purges its key on the way out
+    assert not errors
+    # Nobody else may forge a budget: a pause written by the gateway would stop every sync.
+    _, gateway_js, gateway_errors = await locked.connect_as("gateway")
+    subject = f"$KV.{Buckets.GITHUB_BUDGETS.name}.0123456789abcdef"
+    await refused(locked, gateway_errors, subject, gateway_js.publish(subject, b"{}"))
+
+
 async def test_the_gateway_cannot_write_pointers_nor_publish_work_but_discovery(
     locked: Locked,
 ) -> None:

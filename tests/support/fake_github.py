@@ -31,6 +31,8 @@ What it emulates, as GitHub does it:
   exhausted budget answers 403 "API rate limit exceeded" until the (whole-second) reset.
 - Private repositories are visible only with `Authorization: Bearer <token>` (or `token`);
   a wrong token is 401 "Bad credentials". Unknown or hidden things are 404 "Not Found".
+- Users' own tokens (add_user_token): accepted beside the main token, GET /user names their
+  owner, and each has a rate-limit budget of its own, as GitHub counts per token.
 
 Run it by hand: `python -m tests.support.fake_github --port 8765 --repos 1000 --latency-ms 50`.
 Out of process, GET /_fake/stats returns the counters and POST /_fake/reset clears them;
@@ -201,6 +203,10 @@ class FakeGithub:
         self.link_on_304 = link_on_304
         self._token = token
         self.token_owner = "operator"
+        self._user_tokens: dict[str, str] = {}
+        """A user's own token -> the login it belongs to."""
+        self._token_budgets: dict[str, tuple[int, int]] = {}
+        """A user's own token -> (remaining, reset): its own budget."""
         """The login GET /user answers for the token."""
         self._host = host
         self._port = port
@@ -389,13 +395,26 @@ class FakeGithub:
         with self._lock:
             self._token = value
 
+    def add_user_token(self, token: str, owner: str) -> None:
+        """Accept `token` as `owner`'s own, with a budget apart from the main token's."""
+        with self._lock:
+            self._user_tokens[token] = owner
+
     def set_rate_limit(self, limit: int, window_s: float = 3600.0) -> None:
-        """A fresh budget of `limit` requests per window, starting now."""
+        """A fresh budget of `limit` requests per window, starting now, for every token."""
         with self._lock:
             self._limit = limit
             self._window_s = window_s
             self._remaining = limit
             self._reset = math.ceil(time.time() + window_s)
+            self._token_budgets = {t: (limit, self._reset) for t in self._user_tokens}
+
+    def rate_remaining(self, token: str | None = None) -> int:
+        """What is left of the main budget, or of a user's own token's."""
+        with self._lock:
+            if token is None:
+                return self._remaining
+            return self._token_budgets.get(token, (self._limit, 0))[0]
 
     @property
     def rate_reset(self) -> int:
@@ -704,8 +723,32 @@ class FakeGithub:
             self._reset = math.ceil(now + self._window_s)
         authorization = headers.get("authorization", "")
         presented = authorization.partition(" ")[2].strip() if authorization else None
-        authenticated = bool(presented) and presented == self._token
-        if presented and self._token is not None and not authenticated:
+        own = presented if presented in self._user_tokens else None
+        if own is not None:  # a user's own token spends its own budget
+            shared_budget = (self._remaining, self._reset)
+            self._remaining, self._reset = self._token_budgets.get(own, (self._limit, 0))
+            if now >= self._reset:
+                self._remaining = self._limit
+                self._reset = math.ceil(now + self._window_s)
+        try:
+            return self._answer_with_budget(method, split, route, headers, fault, presented, own)
+        finally:
+            if own is not None:
+                self._token_budgets[own] = (self._remaining, self._reset)
+                self._remaining, self._reset = shared_budget
+
+    def _answer_with_budget(
+        self,
+        method: str,
+        split: Any,
+        route: _Route,
+        headers: dict[str, str],
+        fault: Fault | None,
+        presented: str | None,
+        own: str | None,
+    ) -> _Answer:
+        authenticated = bool(presented) and (presented == self._token or own is not None)
+        if presented and (self._token is not None or self._user_tokens) and not authenticated:
             answer = _error(401, "Bad credentials")
         elif fault is not None:
             answer = self._fault_answer(fault)
@@ -716,7 +759,9 @@ class FakeGithub:
             answer = _error(404, "Not Found")
         else:
             query = dict(parse_qsl(split.query))
-            answer = self._get(route, query, headers.get("accept", ""), authenticated, split)
+            answer = self._get(
+                route, query, headers.get("accept", ""), authenticated, split, owner=own
+            )
             answer = self._conditional(answer, headers.get("if-none-match"))
         if answer.counts and answer.status != 304 and answer.status < 500:
             self._remaining = max(0, self._remaining - 1)
@@ -786,7 +831,14 @@ class FakeGithub:
         return _Route("unknown")
 
     def _get(
-        self, route: _Route, query: dict[str, str], accept: str, authenticated: bool, split: Any
+        self,
+        route: _Route,
+        query: dict[str, str],
+        accept: str,
+        authenticated: bool,
+        split: Any,
+        *,
+        owner: str | None = None,
     ) -> _Answer:
         if route.kind in ("user", "org"):
             account = self._accounts.get((route.login or "").lower())
@@ -798,7 +850,7 @@ class FakeGithub:
         if route.kind == "me":  # the account the token belongs to
             if not authenticated:
                 return _error(401, "Requires authentication")
-            return _json_answer({"login": self.token_owner, "type": "User"})
+            return _json_answer({"login": owner or self.token_owner, "type": "User"})
         if route.kind == "rate_limit":
             answer = _json_answer({"resources": {"core": {"remaining": self._remaining}}})
             answer.counts = False

@@ -7,11 +7,13 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from nats.js.kv import KeyValue
 
 from meshkit.config import GithubSettings
 from meshkit.retry import GITHUB_REQUEST
 from syncsvc.sources.base import MemoryResponseCache, ResponseCache
 from syncsvc.sources.github import GithubSource
+from syncsvc.sources.github_credentials import CredentialStore
 from syncsvc.sources.github_limits import GithubPacing
 from tests.support.fake_github import FakeGithub
 
@@ -35,8 +37,9 @@ def fake_github() -> Iterator[FakeGithub]:
 async def make_github_source(
     fake_github: FakeGithub,
 ) -> AsyncIterator[Callable[..., GithubSource]]:
-    """make(gh=None, *, cache=None, concurrency=8, pacing=FAST, **GithubSettings fields):
-    a GithubSource for `gh` (default: fake_github), closed after the test."""
+    """make(gh=None, *, cache=None, concurrency=8, pacing=FAST, credentials=None,
+    budgets=None, in_flight=None, **GithubSettings fields): a GithubSource for `gh`
+    (default: fake_github), closed after the test."""
     made: list[GithubSource] = []
 
     def make(
@@ -45,6 +48,9 @@ async def make_github_source(
         cache: ResponseCache | None = None,
         concurrency: int = 8,
         pacing: GithubPacing = FAST_GITHUB_PACING,
+        credentials: CredentialStore | None = None,
+        budgets: KeyValue | None = None,
+        in_flight: Callable[[], int] | None = None,
         **settings: Any,
     ) -> GithubSource:
         settings.setdefault("api_url", (gh or fake_github).url)
@@ -55,6 +61,9 @@ async def make_github_source(
             concurrency=concurrency,
             cache=cache if cache is not None else MemoryResponseCache(),
             pacing=pacing,
+            credentials=credentials,
+            budgets=budgets,
+            in_flight=in_flight,
         )
         made.append(source)
         return source

@@ -55,7 +55,12 @@ class CountingSource(Source):
         return await self.inner.list_repositories(user)
 
     async def fetch(
-        self, repo: RepoListing, *, extra_files: tuple[str, ...], max_file_bytes: int
+        self,
+        repo: RepoListing,
+        *,
+        extra_files: tuple[str, ...],
+        max_file_bytes: int,
+        user: str | None = None,
     ) -> FetchedRepo:
         self.fetches += 1
         if self.error is not None:
@@ -63,7 +68,12 @@ class CountingSource(Source):
         return await self.inner.fetch(repo, extra_files=extra_files, max_file_bytes=max_file_bytes)
 
     async def fetch_files(
-        self, repo: RepoListing, paths: tuple[str, ...], *, max_file_bytes: int
+        self,
+        repo: RepoListing,
+        paths: tuple[str, ...],
+        *,
+        max_file_bytes: int,
+        user: str | None = None,
     ) -> tuple[FetchedFile, ...]:
         return await self.inner.fetch_files(repo, paths, max_file_bytes=max_file_bytes)
 
@@ -230,7 +240,12 @@ class ForgottenWhileFetching(CountingSource):
         self.js, self.job_id = js, job_id
 
     async def fetch(
-        self, repo: RepoListing, *, extra_files: tuple[str, ...], max_file_bytes: int
+        self,
+        repo: RepoListing,
+        *,
+        extra_files: tuple[str, ...],
+        max_file_bytes: int,
+        user: str | None = None,
     ) -> FetchedRepo:
         await purge(self.js, Buckets.JOBS, self.job_id)
         return await super().fetch(repo, extra_files=extra_files, max_file_bytes=max_file_bytes)

@@ -70,7 +70,12 @@ class PerRepoCountingSource(LocalSource):
         self.fetches: Counter[str] = Counter()
 
     async def fetch(
-        self, repo: RepoListing, *, extra_files: tuple[str, ...], max_file_bytes: int
+        self,
+        repo: RepoListing,
+        *,
+        extra_files: tuple[str, ...],
+        max_file_bytes: int,
+        user: str | None = None,
     ) -> FetchedRepo:
         self.fetches[repo.full_name] += 1
         return await super().fetch(repo, extra_files=extra_files, max_file_bytes=max_file_bytes)
