@@ -71,7 +71,6 @@ def one_run(repos: int, latency_s: float) -> dict[str, float]:
             env={
                 "CONTEXTMESH_SOURCE": "github",
                 "CONTEXTMESH_GITHUB_API_URL": gh.url,
-                "CONTEXTMESH_SYNC_REPLICAS": "2",
                 "CONTEXTMESH_LOG_LEVEL": "warning",
             },
         )

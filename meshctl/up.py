@@ -241,7 +241,6 @@ def build_specs(
         "CONTEXTMESH_AUTH_ISSUER": signer.issuer,
         "CONTEXTMESH_AUTH_AUDIENCE": signer.audience,
         "CONTEXTMESH_SEARCH_ADDR": f"127.0.0.1:{args.search_port}",
-        "CONTEXTMESH_SYNC_REPLICAS": str(args.sync_workers),
         "CONTEXTMESH_TRAINING": "on" if training else "off",
         "CONTEXTMESH_LOG_FORMAT": os.environ.get("CONTEXTMESH_LOG_FORMAT", "text"),
         "HF_HUB_OFFLINE": "1",

@@ -200,9 +200,10 @@ class SyncSettings:
     local_dir: pathlib.Path | None = None
     """CONTEXTMESH_LOCAL_SOURCE_DIR: for the local source, one folder per user of repo folders."""
     concurrency: int = GITHUB_CONCURRENCY_BUDGET
-    """CONTEXTMESH_SYNC_CONCURRENCY: repositories one worker syncs at once. Defaults to
-    80 / CONTEXTMESH_SYNC_REPLICAS. GitHub requests in flight are bounded apart, per
-    credential, by 80 divided by the sync replicas alive now (cm_sync_replicas)."""
+    """CONTEXTMESH_SYNC_CONCURRENCY: the most repositories one worker syncs at once. Each
+    worker syncs 80 divided by the sync replicas alive now (cm_sync_replicas), at most this,
+    and keeps as many GitHub requests in flight per credential, so all replicas together stay
+    under GitHub's concurrency limit however many run."""
     window: int = GITHUB_CONCURRENCY_BUDGET
     """CONTEXTMESH_SYNC_WINDOW: sync tasks of one job queued or in flight at once; the rest
     wait for them, so a small job's tasks queue behind at most this many of a big one's. Keep
@@ -371,7 +372,6 @@ class Settings:
         """Read the environment (or `env`); raise ConfigError naming a bad variable."""
         e = _Env(os.environ if env is None else env)
         data_dir = pathlib.Path(e.text("CONTEXTMESH_DATA_DIR", ".contextmesh")).resolve()
-        replicas = e.integer("CONTEXTMESH_SYNC_REPLICAS", 1, minimum=1)
         source = e.choice("CONTEXTMESH_SOURCE", "local", ("local", "github"))
         local_dir = e.optional("CONTEXTMESH_LOCAL_SOURCE_DIR")
         return cls(
@@ -407,7 +407,7 @@ class Settings:
                 local_dir=pathlib.Path(local_dir).resolve() if local_dir else None,
                 concurrency=e.integer(
                     "CONTEXTMESH_SYNC_CONCURRENCY",
-                    max(1, GITHUB_CONCURRENCY_BUDGET // replicas),
+                    GITHUB_CONCURRENCY_BUDGET,
                     minimum=1,
                     maximum=100,
                 ),

@@ -218,18 +218,25 @@ class Worker(Generic[T]):
         stream: WorkStream,
         handler: TaskHandler[T],
         *,
-        concurrency: int = 8,
+        concurrency: int | Callable[[], int] = 8,
         fetch_timeout_s: float = 1.0,
     ) -> None:
+        """`concurrency` is how many tasks may run at once: a number, or a function asked
+        before each fetch (syncsvc's follows the replicas alive now)."""
         self.nc = nc
         self.js = js
         self.ws = stream
         self.handler = handler
-        self.concurrency = concurrency
+        self._limit = concurrency if callable(concurrency) else (lambda: concurrency)
         self.fetch_timeout_s = fetch_timeout_s
         self._inflight: set[asyncio.Task[None]] = set()
-        self._slots = asyncio.Semaphore(concurrency)
+        self._freed = asyncio.Event()
         self.handled = 0
+
+    @property
+    def concurrency(self) -> int:
+        """How many tasks may run at once now (at least 1)."""
+        return max(1, self._limit())
 
     async def run(self, stop: asyncio.Event, *, grace_s: float = 20.0) -> None:
         """Fetch and handle until stop is set, then let in-flight tasks finish (or nak them).
@@ -242,11 +249,7 @@ class Worker(Generic[T]):
         lag = asyncio.create_task(self._export_lag(stop))
         try:
             while not stop.is_set():
-                await self._slots.acquire()
-                free = 1
-                while free < self.concurrency and not self._slots.locked():
-                    await self._slots.acquire()
-                    free += 1
+                free = await self._free_slots()
                 try:
                     msgs = await sub.fetch(free, timeout=self.fetch_timeout_s)
                 except (TimeoutError, NatsTimeoutError):
@@ -255,8 +258,6 @@ class Worker(Generic[T]):
                     log.warning("fetch from %s failed: %s", self.ws.stream, exc)
                     msgs = []
                     await asyncio.sleep(0.5)
-                for _ in range(free - len(msgs)):
-                    self._slots.release()
                 for msg in msgs:
                     task = asyncio.create_task(self._handle(msg))
                     self._inflight.add(task)
@@ -289,9 +290,18 @@ class Worker(Generic[T]):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), LAG_POLL_S)
 
+    async def _free_slots(self) -> int:
+        """Wait until fewer tasks than the limit run; how many more may start. A limit that
+        grows meanwhile is seen within a second, without waiting for a task to end."""
+        while (free := self.concurrency - len(self._inflight)) <= 0:
+            self._freed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._freed.wait(), 1.0)
+        return free
+
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
-        self._slots.release()
+        self._freed.set()
 
     async def _handle(self, msg: Msg) -> None:
         meta = msg.metadata

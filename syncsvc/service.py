@@ -50,7 +50,10 @@ async def serve(ctx: ServiceContext) -> None:
             ctx.js,
             work_stream(SYNC, settings.timing),
             sync,
-            concurrency=settings.sync.concurrency,
+            # The replica's part of GitHub's concurrency, as its requests get (sources/).
+            concurrency=lambda: min(
+                settings.sync.concurrency, replicas.share(GITHUB_CONCURRENCY_BUDGET)
+            ),
         ),
     ]
     try:

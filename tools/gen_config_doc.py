@@ -40,8 +40,6 @@ run; past it the handler is cancelled and the attempt counts as failed |
 | `CONTEXTMESH_<STREAM>_RETRY_BACKOFF_S` | see docs/architecture.md | comma-separated delays \
 before each retry of a failed attempt; a task is tried once more than there are delays, \
 then parked in DEADLETTER |
-| `CONTEXTMESH_SYNC_REPLICAS` | `1` | how many sync workers run in all; \
-the default per-worker GitHub concurrency is 80 divided by it |
 | `CONTEXTMESH_TRACE_CONSOLE` | unset | `1` prints trace spans to stdout; export over OTLP \
 is set by the standard `OTEL_*` variables (docs/architecture.md, Tracing and logs) |
 | `CONTEXTMESH_TARGET` | `localhost:50051` | the gateway that the CLI's client commands call |

@@ -29,7 +29,7 @@ def test_the_base_settings() -> None:
     assert config["CONTEXTMESH_NATS_DECLARE"] == "off"  # the nats-declare Job declares
     assert config["CONTEXTMESH_JS_REPLICAS"] == "3"
     assert config["CONTEXTMESH_SOURCE"] == "github"
-    assert config["CONTEXTMESH_SYNC_REPLICAS"] == "20"
+    assert "CONTEXTMESH_SYNC_REPLICAS" not in config  # the split follows live replicas
     assert config["CONTEXTMESH_BLOB_URL"].startswith("unset://")
 
 
@@ -47,7 +47,7 @@ def test_every_service_accepts_its_settings(component: str, deployment: str) -> 
     assert settings.nats.user == deployment
     assert settings.nats.nkey_seed_file == "/etc/contextmesh/nats/seed"
     assert settings.nats.declare is False
-    assert settings.sync.concurrency == 4
+    assert settings.sync.concurrency == 80  # at most: each worker takes 80 / live replicas
 
 
 def test_listen_and_dial_addresses() -> None:

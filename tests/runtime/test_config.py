@@ -53,9 +53,10 @@ def test_limits_are_read_from_their_variables() -> None:
     assert defaults.force_rate < defaults.refresh_rate  # force is the stricter one
 
 
-def test_sync_concurrency_is_shared_by_the_replicas() -> None:
-    assert Settings.from_env({"CONTEXTMESH_SYNC_REPLICAS": "20"}).sync.concurrency == 4
-    assert Settings.from_env({"CONTEXTMESH_SYNC_REPLICAS": "2"}).sync.concurrency == 40
+def test_sync_concurrency_is_a_cap_on_the_live_split() -> None:
+    # syncsvc divides 80 by the replicas alive (tests/sync/test_github_budget.py); this caps it.
+    assert Settings.from_env({}).sync.concurrency == 80
+    assert Settings.from_env({"CONTEXTMESH_SYNC_CONCURRENCY": "10"}).sync.concurrency == 10
 
 
 def test_the_token_is_read_but_never_shown() -> None:

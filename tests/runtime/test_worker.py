@@ -156,6 +156,42 @@ async def test_long_work_is_kept_alive_by_in_progress(nc: Client, js: JetStreamC
     assert seen == [1]  # never redelivered mid-run
 
 
+async def test_a_limit_that_moves_is_followed(nc: Client, js: JetStreamContext) -> None:
+    """syncsvc's limit follows the replicas alive: fewer run when it drops, more at once
+    when it grows, without a task having to end first."""
+    ws = await make_stream(js, ack_wait_s=5.0)
+    running: set[str] = set()
+    most = 0
+    release = asyncio.Event()
+
+    async def handler(t: merge_tasks.MergeTask, d: Delivery) -> None:
+        nonlocal most
+        running.add(t.meta.job_id)
+        most = max(most, len(running))
+        await release.wait()
+        running.discard(t.meta.job_id)
+
+    for n in range(8):
+        await publish_task(js, ws.subject, await recorded(js), msg_id=f"limit-{n}")
+    limit = [2]
+    worker = Worker(nc, js, ws, RecordingHandler(handler), concurrency=lambda: limit[0])
+    stop = asyncio.Event()
+    run = asyncio.create_task(worker.run(stop))
+    try:
+        await until(lambda: len(running) == 2, what="two tasks running")
+        await asyncio.sleep(1.5)  # fetches at the limit would have taken more by now
+        assert most == 2
+        limit[0] = 5
+        await until(lambda: len(running) == 5, what="five running once the limit grew")
+        assert most == 5
+        release.set()
+        await until(lambda: worker.handled == 8, what="every task handled")
+    finally:
+        release.set()
+        stop.set()
+        await run
+
+
 async def test_a_task_whose_worker_always_crashes_is_parked_by_the_advisory(
     js: JetStreamContext, nats_server
 ) -> None:
