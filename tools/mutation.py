@@ -52,6 +52,7 @@ TARGETS = (
         (
             "tests/train/test_evaluate.py",
             "tests/train/test_publish_gate_mutants.py::test_a_gain_of_exactly_the_margin_is_not_enough",
+            "tests/train/test_publish_gate_mutants.py::test_a_paraphrase_loss_of_exactly_the_margin_is_float_noise",
         ),
     ),
     Target(

@@ -32,6 +32,14 @@ def test_a_gain_of_exactly_the_margin_is_not_enough() -> None:
     assert beats(Metrics(BASE.mrr_at_10 + 2 * MIN_IMPROVEMENT, 0.0, 0.0, 10), BASE)
 
 
+def test_a_paraphrase_loss_of_exactly_the_margin_is_float_noise() -> None:
+    base = dataclasses.replace(BASE, paraphrase_mrr_at_10=0.5, paraphrase_queries=4)
+    noise = dataclasses.replace(base, mrr_at_10=0.9, paraphrase_mrr_at_10=0.5 - MIN_IMPROVEMENT)
+    loss = dataclasses.replace(noise, paraphrase_mrr_at_10=0.5 - 2 * MIN_IMPROVEMENT)
+    assert beats(noise, base)
+    assert not beats(loss, base)
+
+
 def _train(tiny_model_dir: Path, workdir: Path, scores: Iterator[Metrics]) -> pipeline.TrainResult:
     """Train the tiny model on the sample bundle, the evaluations scoring base then tuned."""
     real_evaluate = pipeline.evaluate
