@@ -230,6 +230,17 @@ class Buckets:
     # again): a refresh that finds it gives its job back. Never expires: an interrupted
     # deletion keeps the user closed to refreshes rather than half forgotten.
     FORGETTING = Bucket("cm_forgetting", 1, 0, "user -> (empty): a deletion under way", 64 * MIB)
+    # The retention sweep's fence with the writers that reference blobs (gateway/retention.py,
+    # meshkit/domain/retention_fence.py): its mark while it runs, and one hold per blob it
+    # is about to delete or a writer is keeping. Emptied by every sweep; no TTL, so a hold
+    # never lapses under a sweep that is still running.
+    RETENTION = Bucket(
+        "cm_retention",
+        1,
+        0,
+        "sweep -> the sweep under way; hold.<sha256(blob key)> -> kept or doomed",
+        64 * MIB,
+    )
 
 
 ALL_BUCKETS = (
@@ -246,6 +257,7 @@ ALL_BUCKETS = (
     Buckets.DELIVERIES,
     Buckets.PENDING,
     Buckets.FORGETTING,
+    Buckets.RETENTION,
 )
 
 
