@@ -68,9 +68,11 @@ class DiscoverHandler:
 
     async def _discover(self, task: sync_tasks.DiscoverTask) -> None:
         job_id = task.meta.job_id
-        await self.jobs.update(job_id, _mark_discovering)
+        record = await self.jobs.update(job_id, _mark_discovering)
         try:
-            plan = await self._plan(task)
+            plan = await self._plan(
+                task, replannable=record.job.state == JobState.JOB_STATE_DISCOVERING
+            )
         except UserNotFoundError as exc:
             # The caller's mistake, not an operator's problem: the job ends FAILED saying so
             # and nothing is parked. Its record (which expires) is the only trace; a
@@ -120,14 +122,24 @@ class DiscoverHandler:
             extra={"job_id": job_id},
         )
 
-    async def _plan(self, task: sync_tasks.DiscoverTask) -> Plan:
+    async def _plan(self, task: sync_tasks.DiscoverTask, *, replannable: bool) -> Plan:
         """The job's plan, its carried-over results kept from a retention sweep: the stored
         plan references them, then the fence keeps them (meshkit.domain.retention_fence). A
-        result the sweep deleted first makes its repository stale in a new plan (the total is
-        not set yet, so nothing has read the old one)."""
+        result the sweep deleted first makes its repository stale in a new plan, while the
+        total is not set (so nothing has read the old one). A redelivery after the total was
+        set cannot meet that: its first delivery kept the results before setting it, and a
+        later sweep reads the running job's plan."""
         plan = await self.planner.plan(task)
         lost: set[str] = set()
         while found := await self.fence.keep(carried_results(plan)):
+            if not replannable:
+                log.error(
+                    "job %s: carried results %s were swept after its total was set",
+                    task.meta.job_id,
+                    found,
+                    extra={"job_id": task.meta.job_id},
+                )
+                break
             lost.update(found)
             log.info(
                 "job %s: %d carried results were swept; planning again",
