@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 
 from nats.js import JetStreamContext
 from nats.js.errors import KeyWrongLastSequenceError
@@ -94,11 +94,20 @@ class RetentionFence:
         """Wait until the sweep has deleted a doomed blob and released its hold."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.wait_s
-        delay = 0.02
-        while await exists_now(self.js, Buckets.RETENTION, hold_key(key)):
+        for delay in _pauses():
+            if not await exists_now(self.js, Buckets.RETENTION, hold_key(key)):
+                return
             if loop.time() > deadline:
                 raise ConflictError(
                     f"a retention sweep still holds {key} doomed after {self.wait_s:.0f} s"
                 )
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+
+
+def _pauses() -> Iterator[float]:
+    """The pauses between looks at a doomed hold: 20 ms, doubling up to a second (a sweep
+    releases a hold right after its delete)."""
+    delay = 0.02
+    while True:
+        yield delay
+        delay = min(delay * 2, 1.0)

@@ -21,6 +21,7 @@ from meshkit.config import RetentionSettings
 from meshkit.domain.pointers import read_bundle_pointer
 from meshkit.domain.retention_fence import DOOMED, SWEEP_KEY, RetentionFence, hold_key
 from meshkit.erasure import exists_now, purge
+from meshkit.errors import ConflictError
 from meshkit.topology import Buckets
 from syncsvc.http_cache import SharedResponseCache
 from syncsvc.sources.base import CachedResponse
@@ -307,3 +308,17 @@ async def test_a_discovery_whose_carried_result_was_swept_syncs_that_repository_
         "beta": job_pb2.REPO_STATUS_UNCHANGED,
         "gamma": job_pb2.REPO_STATUS_UNCHANGED,
     }
+
+
+async def test_a_writer_gives_up_on_a_hold_no_sweep_releases(
+    gateway: Gateway, blobs: BlobStore, user: str
+) -> None:
+    """A sweep that died between dooming and deleting leaves the hold until the next sweep
+    empties it: the writer fails its attempt after its wait (the task is retried)."""
+    key = f"repos/{user}/alpha/{'d' * 64}.json"
+    retention = await gateway.js.key_value(Buckets.RETENTION.name)
+    await retention.put(SWEEP_KEY, b"{}")
+    await retention.create(hold_key(key), DOOMED)
+    with pytest.raises(ConflictError, match="still holds"):
+        await RetentionFence(gateway.js, wait_s=0.3).keep([key], lambda k: blobs.put(k, b"x"))
+    assert not await blobs.exists(key)
