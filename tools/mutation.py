@@ -177,9 +177,34 @@ TARGETS = (
             "tests/auth/test_gateway_auth.py",
         ),
     ),
+    Target(
+        "retention-fence",
+        "meshkit/domain/retention_fence.py",
+        ("RetentionFence.keep", "RetentionFence._hold", "RetentionFence._released"),
+        ("tests/gateway/test_retention_mutants.py", "tests/gateway/test_retention.py"),
+    ),
+    Target(
+        "retention-sweep",
+        "gateway/retention.py",
+        (
+            "RetentionSweep.run",
+            "RetentionSweep._live",
+            "RetentionSweep._delete",
+            "_newest_indexes",
+        ),
+        ("tests/gateway/test_retention_mutants.py", "tests/gateway/test_retention.py"),
+    ),
 )
 
 EQUIVALENT: dict[tuple[str, str, str], str] = {
+    (
+        "retention-fence",
+        "core/ReplaceComparisonOperator_Gt_GtE",
+        "if loop.time() > deadline:",
+    ): (
+        "giving up on a doomed hold at the deadline's very instant or just after it: the "
+        "loop's clock never lands on it exactly"
+    ),
     ("cancellation", "core/ReplaceBinaryOperator_Mul_Div", "*,"): (
         "JobStore.end's keyword-only marker made positional-only: every caller passes "
         "those arguments as it did"
