@@ -181,10 +181,7 @@ class RetentionSweep:
             indexes.add(pointer.index_key)
         for user, value in await _entries(self.js, Buckets.MODELS):
             model = bundle_pb2.ModelPointer.FromString(value)
-            kept[user].add(model.bundle_hash)
-            live.update((model.model_key, model.embeddings_key))
-            if model.model_key:
-                prefixes.add(model.model_key.rstrip("/") + "/")
+            kept[user].add(model.bundle_hash)  # its files lie under models/<user>/<hash>/
         for user, newest in _newest_indexes(listed).items():
             by_age = sorted(newest.items(), key=lambda item: item[1], reverse=True)
             kept[user].update(digest for digest, _ in by_age[: self.settings.keep_bundles])

@@ -11,6 +11,7 @@ import time
 
 import pytest
 from contextmesh.bundle.v1 import bundle_pb2
+from contextmesh.job.v1 import job_pb2, job_record_pb2
 
 from gateway.retention import RetentionSweep
 from meshkit.blob import BlobStore
@@ -20,7 +21,10 @@ from meshkit.erasure import exists_now, purge, read_now
 from meshkit.rpc import FailedPrecondition
 from meshkit.topology import Buckets
 from tests.gateway.conftest import Gateway
-from tests.support.inproc import fs_blobs  # noqa: F401 - fixture
+from tests.support.inproc import (
+    fs_blobs,  # noqa: F401 - fixture
+    syncing_job,
+)
 from tests.support.polling import holds_throughout
 
 LEASE_S = 600.0
@@ -63,7 +67,7 @@ async def test_the_mark_of_a_sweep_older_than_the_lease_is_taken_over(
     keys = await garbage(blobs, user)
     await mark(gateway, time.time() - LEASE_S - 5)
     report = await sweep(gateway).run(dry_run=False)
-    assert report.kinds["repos"].count == len(keys)
+    assert report.kinds["repos"].count == len(keys) and not report.dry_run
     assert not await exists_now(gateway.js, Buckets.RETENTION, SWEEP_KEY)
 
 
@@ -124,3 +128,69 @@ async def test_a_writer_that_lost_one_blob_still_holds_the_others(
     assert await writer == [lost]
     found = await read_now(gateway.js, Buckets.RETENTION, hold_key(held))
     assert found is not None and found[0] == KEPT
+
+
+async def test_a_dry_run_spares_nothing_and_leaves_the_holds_a_real_sweep_empties(
+    gateway: Gateway, blobs: BlobStore, user: str
+) -> None:
+    """A hold left from an earlier sweep means nothing to this one: a real sweep empties the
+    holds first, a dry run (which may run beside a real sweep) leaves them alone."""
+    keys = await garbage(blobs, user, 1)
+    (key,) = keys
+    retention = await gateway.js.key_value(Buckets.RETENTION.name)
+    await retention.put(hold_key(key), KEPT)
+
+    dry = await sweep(gateway).run(dry_run=True)
+    assert dry.spared == 0 and set(dry.kinds["repos"].keys) == keys
+    assert await exists_now(gateway.js, Buckets.RETENTION, hold_key(key))
+
+    report = await sweep(gateway).run(dry_run=False)
+    assert (report.kinds["repos"].count, report.spared) == (1, 0)
+    assert not await blobs.exists(key)
+
+
+async def bundle(blobs: BlobStore, user: str, digest: str, job_id: str) -> list[str]:
+    """A bundle document, its index and a model file; their keys."""
+    keys = [
+        f"bundles/{user}/{digest}.json",
+        f"bundles/{user}/{digest}/{job_id}.index.binpb",
+        f"models/{user}/{digest}/cfg/manifest.json",
+    ]
+    await blobs.put(keys[0], b"{}")
+    await blobs.put(keys[1], bundle_pb2.BundleIndex(user=user).SerializeToString())
+    await blobs.put(keys[2], b"{}")
+    return keys
+
+
+async def test_the_model_pointers_bundle_stays_when_newer_ones_exist(
+    gateway: Gateway, blobs: BlobStore, user: str
+) -> None:
+    serving = await bundle(blobs, user, "1" * 64, f"01{'A' * 24}")
+    newer = await bundle(blobs, user, "2" * 64, f"01{'B' * 24}")
+    pointer = bundle_pb2.ModelPointer(
+        model_key=f"models/{user}/{'1' * 64}/cfg", bundle_hash="1" * 64
+    )
+    await (await gateway.js.key_value(Buckets.MODELS.name)).put(user, pointer.SerializeToString())
+    report = await sweep(gateway).run(dry_run=False)
+    assert sum(g.count for g in report.kinds.values()) == 0
+    assert all([await blobs.exists(k) for k in serving + newer])
+
+
+async def test_a_running_jobs_bundle_stays_when_newer_ones_exist(
+    gateway: Gateway, blobs: BlobStore, user: str
+) -> None:
+    training = await bundle(blobs, user, "3" * 64, f"01{'C' * 24}")
+    newer = await bundle(blobs, user, "4" * 64, f"01{'D' * 24}")
+    job_id = f"01{'C' * 24}"
+    await syncing_job(gateway.jobs, user, 0, job_id)
+
+    def train(record: job_record_pb2.JobRecord) -> bool:
+        record.job.state = job_pb2.JOB_STATE_TRAINING
+        record.job.bundle.content_hash = "3" * 64
+        record.job.bundle.blob_key = training[0]
+        return True
+
+    await gateway.jobs.update(job_id, train)
+    report = await sweep(gateway).run(dry_run=False)
+    assert sum(g.count for g in report.kinds.values()) == 0
+    assert all([await blobs.exists(k) for k in training + newer])
