@@ -18,6 +18,7 @@ from contextmesh.sync.v1 import tasks_pb2 as sync_tasks
 from gateway.retention import KINDS, Decided, RetentionSweep, SweepReport
 from meshkit.blob import BlobStore
 from meshkit.config import RetentionSettings
+from meshkit.domain.ids import new_job_id
 from meshkit.domain.pointers import read_bundle_pointer
 from meshkit.domain.retention_fence import DOOMED, SWEEP_KEY, RetentionFence, hold_key
 from meshkit.erasure import exists_now, purge
@@ -164,8 +165,7 @@ async def test_what_a_running_job_references_stays_and_a_finished_jobs_plan_goes
     await gateway.jobs.end(
         running.id, job_pb2.JOB_STATE_CANCELLED, "made way", code=job_pb2.ERROR_CODE_CANCELLED
     )
-    ended = running.id
-    job_id = f"{ended[:-1]}Z"
+    ended, job_id = running.id, new_job_id()
     await syncing_job(gateway.jobs, user, 2, job_id)
     carried, synced = f"repos/{user}/old/{'a' * 64}.json", f"repos/{user}/new/{'b' * 64}.json"
     await blobs.put(carried, b"{}")
