@@ -198,6 +198,15 @@ TARGETS = (
 
 EQUIVALENT: dict[tuple[str, str, str], str] = {
     (
+        "retention-fence",
+        "core/ReplaceContinueWithBreak",
+        "continue  # released between our create and our read: try again",
+    ): (
+        "reached only when a sweep releases the hold between the writer's create and read; "
+        "the mutant then takes the blob for lost, and the writer stores it again or plans "
+        "its repository stale: as safe, one write more"
+    ),
+    (
         "retention-sweep",
         "core/ReplaceBinaryOperator_Mul_Div",
         "async def run(self, *, dry_run: bool) -> SweepReport:",
