@@ -1,5 +1,6 @@
 """contextmesh.ops.v1.OpsService: list tasks parked in the DEADLETTER stream, and redrive
-them (gateway/redrive.py: a new job re-runs the work); forget a user (gateway/forget.py)."""
+them (gateway/redrive.py: a new job re-runs the work); forget a user (gateway/forget.py); sweep
+blobs nothing needs any more (gateway/retention.py)."""
 
 from __future__ import annotations
 
@@ -11,17 +12,27 @@ from nats.js import JetStreamContext
 
 from gateway.forget import Forgetter
 from gateway.redrive import SUBJECT_OF, Redriver, read_letter
-from meshkit.rpc import InvalidArgument, NotFound
+from gateway.retention import RetentionSweep
+from meshkit.rpc import FailedPrecondition, InvalidArgument, NotFound
 from meshkit.topology import DEADLETTER
 
 __all__ = ["OpsService"]
 
+_MAX_KEYS = 1000
+
 
 class OpsService(ops_service_pb2_grpc.OpsServiceServicer):
-    def __init__(self, js: JetStreamContext, redriver: Redriver, forgetter: Forgetter) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        redriver: Redriver,
+        forgetter: Forgetter,
+        sweep: RetentionSweep | None = None,
+    ) -> None:
         self.js = js
         self.redriver = redriver
         self.forgetter = forgetter
+        self.sweep = sweep
 
     @staticmethod
     def _parked(seq: int, stream: str, letter: task_pb2.DeadLetter) -> pb.ParkedTask:
@@ -75,4 +86,24 @@ class OpsService(ops_service_pb2_grpc.OpsServiceServicer):
         forgotten = await self.forgetter.forget(request.user)
         return pb.DeleteUserResponse(
             jobs=forgotten.jobs, blobs=forgotten.blobs, dead_letters=forgotten.dead_letters
+        )
+
+    async def CollectGarbage(
+        self, request: pb.CollectGarbageRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CollectGarbageResponse:
+        if self.sweep is None:
+            raise FailedPrecondition("this gateway runs no retention sweep")
+        report = await self.sweep.run(dry_run=request.dry_run)
+        return pb.CollectGarbageResponse(
+            kinds=[
+                pb.Garbage(
+                    kind=kind,
+                    count=garbage.count,
+                    bytes=garbage.bytes,
+                    keys=garbage.keys[:_MAX_KEYS] if request.list_keys else [],
+                )
+                for kind, garbage in report.kinds.items()
+            ],
+            spared=report.spared,
+            dry_run=report.dry_run,
         )

@@ -37,6 +37,7 @@ from gateway.ops_service import OpsService
 from gateway.pending import PendingRefreshes
 from gateway.redrive import Redriver
 from gateway.refresh import Refresher
+from gateway.retention import RetentionSweep
 from gateway.scheduler import Scheduler
 from gateway.schedules import ScheduleStore
 from gateway.sweeper import JobSweeper
@@ -121,7 +122,9 @@ async def serve(ctx: ServiceContext) -> None:
         [
             (
                 ops_service_pb2_grpc.add_OpsServiceServicer_to_server,
-                OpsService(ops_js, redriver, forgetter),
+                OpsService(
+                    ops_js, redriver, forgetter, RetentionSweep(ops_js, blobs, settings.retention)
+                ),
                 OPS_SERVICE,
             ),
         ],

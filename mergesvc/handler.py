@@ -38,6 +38,7 @@ from meshkit.blob.base import ensure_stored
 from meshkit.domain.bundle import bundle_index_key, bundle_key, canonical_json, content_hash
 from meshkit.domain.ids import train_msg_id
 from meshkit.domain.pointers import read_model_pointer
+from meshkit.domain.retention_fence import RetentionFence
 from meshkit.errors import JobNotFoundError
 from meshkit.jobs import JobStore, is_final
 from meshkit.publish import publish_task
@@ -74,6 +75,7 @@ class MergeHandler:
         self.models = models
         self.blobs = blobs
         self.training = training
+        self.fence = RetentionFence(js)
 
     async def handle(self, task: merge_tasks.MergeTask, delivery: Delivery) -> None:
         job_id = task.meta.job_id
@@ -109,6 +111,10 @@ class MergeHandler:
             # drops the task (docs/architecture.md, "Forgetting a user").
             await take_back_bundle(self.js, self.blobs, record.job, ref, index_key)
             raise
+        # The pointer references the bundle, which may be an older one's very object (same
+        # content) that a retention sweep condemned: keep it, or store it again.
+        written = {ref.blob_key: data, index_key: index.SerializeToString(deterministic=True)}
+        await self.fence.keep(written, lambda key: ensure_stored(self.blobs, key, written[key]))
         serving = await self._serving_model(user, digest)
         record = await self.jobs.update(job_id, mark_ready(ref, serving, training=self.training))
         log.info(

@@ -1,10 +1,10 @@
 """The client commands: refresh, job, jobs, schedule, callback, cancel, bundle, search,
-deadletters, forget, token. They talk gRPC only.
+deadletters, forget, gc, token. They talk gRPC only.
 
 Every call carries a bearer token: CONTEXTMESH_TOKEN when set, else the admin token that
 `contextmesh up` keeps in its data directory (CONTEXTMESH_DATA_DIR, default .contextmesh),
-so the person who ran `up` needs no setup. `deadletters` and `forget` talk to the admin listener
-(CONTEXTMESH_ADMIN_TARGET, default localhost:50053). With OTEL_EXPORTER_OTLP_ENDPOINT set,
+so the person who ran `up` needs no setup. `deadletters`, `forget` and `gc` talk to the admin
+listener (CONTEXTMESH_ADMIN_TARGET, default localhost:50053). With OTEL_EXPORTER_OTLP_ENDPOINT set,
 a command's calls are client spans that start the request's trace (meshkit.telemetry).
 """
 
@@ -91,6 +91,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("forget", help="erase everything held about a user (admin)")
     p.add_argument("user")
     p.set_defaults(run=forget)
+    p = sub.add_parser(
+        "gc", help="delete blobs no kept bundle, pointer or running job needs (admin)"
+    )
+    p.add_argument("--dry-run", action="store_true", help="report what would go, delete nothing")
+    p.add_argument("-v", "--verbose", action="store_true", help="list the keys too")
+    p.set_defaults(run=gc)
     p = sub.add_parser("token", help="print a token signed with the local `up` signing key")
     p.add_argument(
         "--user",
@@ -317,6 +323,23 @@ def forget(args: argparse.Namespace) -> int:
         f"forgot {args.user}: {answer.jobs} jobs, {answer.blobs} blobs, "
         f"{answer.dead_letters} dead letters"
     )
+    return 0
+
+
+def gc(args: argparse.Namespace) -> int:
+    stub = ops_service_pb2_grpc.OpsServiceStub(_channel(admin_target()))
+    answer = stub.CollectGarbage(
+        ops.CollectGarbageRequest(dry_run=args.dry_run, list_keys=args.verbose)
+    )
+    verb = "would delete" if answer.dry_run else "deleted"
+    for kind in answer.kinds:
+        print(f"{verb} {kind.count} {kind.kind} blobs, {kind.bytes} bytes")
+        for key in kind.keys if args.verbose else ():
+            print(f"  {key}")
+        if args.verbose and kind.count > len(kind.keys):
+            print(f"  ... and {kind.count - len(kind.keys)} more")
+    if answer.spared:
+        print(f"kept {answer.spared} blobs a refresh started to use while the sweep ran")
     return 0
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "JobSettings",
     "LimitSettings",
     "NatsSettings",
+    "RetentionSettings",
     "Settings",
     "StreamTiming",
     "SyncSettings",
@@ -270,6 +271,19 @@ class JobSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RetentionSettings:
+    """What the retention sweep (`contextmesh gc`, OpsService.CollectGarbage) keeps."""
+
+    keep_bundles: int = 3
+    """CONTEXTMESH_KEEP_BUNDLES: the bundles kept per user, newest first (with their indexes,
+    models and repository results); the bundle a pointer names and those of running jobs are
+    kept besides."""
+    lease_s: float = 3600.0
+    """CONTEXTMESH_GC_LEASE_S: how long a sweep may run. A sweep stops deleting when it has run
+    this long, and a new sweep takes over the mark of one older than this (it died)."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class LimitSettings:
     """What one caller (a token's `sub`) may take from one gateway replica
     (docs/security.md, "Limits"): each replica counts on its own."""
@@ -337,6 +351,7 @@ class Settings:
     sync: SyncSettings = field(default_factory=SyncSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
     jobs: JobSettings = field(default_factory=JobSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
     timing: Mapping[str, StreamTiming] = field(default_factory=dict)
     auth: AuthSettings = field(default_factory=AuthSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
@@ -438,6 +453,12 @@ class Settings:
                 sweep_interval_s=e.number(
                     "CONTEXTMESH_SWEEP_INTERVAL_S", JobSettings.sweep_interval_s, minimum=0.1
                 ),
+            ),
+            retention=RetentionSettings(
+                keep_bundles=e.integer(
+                    "CONTEXTMESH_KEEP_BUNDLES", RetentionSettings.keep_bundles, minimum=1
+                ),
+                lease_s=e.number("CONTEXTMESH_GC_LEASE_S", RetentionSettings.lease_s, minimum=1.0),
             ),
             timing={name: _stream_timing(e, name) for name in WORK_STREAMS},
             auth=AuthSettings(

@@ -140,9 +140,14 @@ def _kv_streams(*buckets: Bucket) -> tuple[str, ...]:
 
 
 # Every bucket that holds something of a user's, which DeleteUser (the ops identity) purges:
-# all but the webhook delivery ids, the GitHub budgets and the live sync replicas, which name
-# no one.
-_NO_USER_DATA = (Buckets.DELIVERIES, Buckets.GITHUB_BUDGETS, Buckets.SYNC_REPLICAS)
+# all but the webhook delivery ids, the GitHub budgets, the live sync replicas and the
+# retention fence, which name no one.
+_NO_USER_DATA = (
+    Buckets.DELIVERIES,
+    Buckets.GITHUB_BUDGETS,
+    Buckets.SYNC_REPLICAS,
+    Buckets.RETENTION,
+)
 _USER_DATA = tuple(b for b in ALL_BUCKETS if b not in _NO_USER_DATA)
 
 
@@ -194,7 +199,9 @@ def _identities() -> tuple[Identity, ...]:
             OPS,
             "the gateway's OpsService: lists dead letters, redrives each as a new job (a "
             "refresh, or a training of a bundle) or, for a notification, as a new delivery; "
-            "deletes them; forgets a user (DeleteUser: every key of theirs, purged)",
+            "deletes them; forgets a user (DeleteUser: every key of theirs, purged); sweeps "
+            "blobs nothing references (CollectGarbage: reads jobs, outcomes, pointers and the "
+            "ETag cache, fences with writers in cm_retention)",
             publish=(
                 f"$JS.API.STREAM.INFO.{DEADLETTER}",
                 f"$JS.API.STREAM.MSG.GET.{DEADLETTER}",
@@ -209,9 +216,17 @@ def _identities() -> tuple[Identity, ...]:
                 *_kv_write(Buckets.FORGETTING),
                 *_kv_purge(*_USER_DATA),
                 *(f"$JS.API.STREAM.INFO.KV_{b.name}" for b in _USER_DATA),
+                # The retention sweep (gateway/retention.py) reads every reference to a blob.
+                *_kv_read(Buckets.OUTCOMES),
+                *_kv_watch(Buckets.JOBS),
+                *_kv_watch(Buckets.BUNDLES),
+                *_kv_watch(Buckets.MODELS),
+                *_kv_watch(Buckets.HTTP_CACHE),
+                *_kv_write(Buckets.RETENTION),
+                *_kv_purge(Buckets.RETENTION),
             ),
             subscribe=(),
-            streams=(DEADLETTER, *_kv_streams(*_USER_DATA)),
+            streams=(DEADLETTER, *_kv_streams(*_USER_DATA, Buckets.RETENTION)),
         ),
         Identity(
             "syncsvc",
@@ -229,6 +244,8 @@ def _identities() -> tuple[Identity, ...]:
                 *_kv_write(Buckets.GITHUB_BUDGETS),
                 *_kv_write(Buckets.SYNC_REPLICAS),
                 *_kv_purge(Buckets.OUTCOMES, Buckets.HTTP_CACHE, Buckets.SYNC_REPLICAS),
+                # Keeps the blobs it references from a retention sweep under way.
+                *_kv_write(Buckets.RETENTION),
             ),
             subscribe=(_advisory(DISCOVER), _advisory(SYNC)),
             streams=(
@@ -241,6 +258,7 @@ def _identities() -> tuple[Identity, ...]:
                     Buckets.BUNDLES,
                     Buckets.GITHUB_BUDGETS,
                     Buckets.SYNC_REPLICAS,
+                    Buckets.RETENTION,
                 ),
             ),
         ),
@@ -256,11 +274,19 @@ def _identities() -> tuple[Identity, ...]:
                 *_kv_purge(Buckets.BUNDLES),
                 # Whether the serving model was tuned on the bundle already (no training).
                 *_kv_read(Buckets.MODELS),
+                # Keeps the bundle it points at from a retention sweep under way.
+                *_kv_write(Buckets.RETENTION),
             ),
             subscribe=(_advisory(MERGE),),
             streams=(
                 MERGE.stream,
-                *_kv_streams(Buckets.JOBS, Buckets.OUTCOMES, Buckets.BUNDLES, Buckets.MODELS),
+                *_kv_streams(
+                    Buckets.JOBS,
+                    Buckets.OUTCOMES,
+                    Buckets.BUNDLES,
+                    Buckets.MODELS,
+                    Buckets.RETENTION,
+                ),
             ),
         ),
         Identity(

@@ -247,6 +247,17 @@ class Buckets:
     SYNC_REPLICAS = Bucket(
         "cm_sync_replicas", 1, 15, "<replica id> -> (empty): a live sync replica", 16 * MIB
     )
+    # The retention sweep's fence with the writers that reference blobs (gateway/retention.py,
+    # meshkit/domain/retention_fence.py): its mark while it runs, and one hold per blob it
+    # is about to delete or a writer is keeping. Emptied by every sweep; no TTL, so a hold
+    # never lapses under a sweep that is still running.
+    RETENTION = Bucket(
+        "cm_retention",
+        1,
+        0,
+        "sweep -> the sweep under way; hold.<sha256(blob key)> -> kept or doomed",
+        64 * MIB,
+    )
 
 
 ALL_BUCKETS = (
@@ -265,6 +276,7 @@ ALL_BUCKETS = (
     Buckets.FORGETTING,
     Buckets.GITHUB_BUDGETS,
     Buckets.SYNC_REPLICAS,
+    Buckets.RETENTION,
 )
 
 

@@ -15,13 +15,15 @@ from contextmesh.sync.v1 import tasks_pb2 as sync_tasks
 from nats.js import JetStreamContext
 
 from meshkit.blob import BlobStore
+from meshkit.blob.base import ensure_stored
 from meshkit.config import SyncSettings
+from meshkit.domain.retention_fence import RetentionFence
 from meshkit.domain.user_data import erase_job, erase_owner
 from meshkit.errors import JobNotFoundError
 from meshkit.jobs import JobStore, is_final
 from meshkit.worker import Delivery, Failure
 from syncsvc.fanin import FanIn
-from syncsvc.plan import Planner
+from syncsvc.plan import Plan, Planner, carried_results
 from syncsvc.repository import failed_outcome, sync_repository
 from syncsvc.sources.base import Source, UserNotFoundError
 from syncsvc.window import SyncWindow
@@ -47,6 +49,7 @@ class DiscoverHandler:
         self.fanin = fanin
         self.planner = planner
         self.window = SyncWindow(js, planner.blobs)
+        self.fence = RetentionFence(js)
 
     async def handle(self, task: sync_tasks.DiscoverTask, delivery: Delivery) -> None:
         job_id = task.meta.job_id
@@ -65,9 +68,11 @@ class DiscoverHandler:
 
     async def _discover(self, task: sync_tasks.DiscoverTask) -> None:
         job_id = task.meta.job_id
-        await self.jobs.update(job_id, _mark_discovering)
+        record = await self.jobs.update(job_id, _mark_discovering)
         try:
-            plan = await self.planner.plan(task)
+            plan = await self._plan(
+                task, replannable=record.job.state == JobState.JOB_STATE_DISCOVERING
+            )
         except UserNotFoundError as exc:
             # The caller's mistake, not an operator's problem: the job ends FAILED saying so
             # and nothing is parked. Its record (which expires) is the only trace; a
@@ -117,6 +122,34 @@ class DiscoverHandler:
             extra={"job_id": job_id},
         )
 
+    async def _plan(self, task: sync_tasks.DiscoverTask, *, replannable: bool) -> Plan:
+        """The job's plan, its carried-over results kept from a retention sweep: the stored
+        plan references them, then the fence keeps them (meshkit.domain.retention_fence). A
+        result the sweep deleted first makes its repository stale in a new plan, while the
+        total is not set (so nothing has read the old one). A redelivery after the total was
+        set cannot meet that: its first delivery kept the results before setting it, and a
+        later sweep reads the running job's plan."""
+        plan = await self.planner.plan(task)
+        lost: set[str] = set()
+        while found := await self.fence.keep(carried_results(plan)):
+            if not replannable:
+                log.error(
+                    "job %s: carried results %s were swept after its total was set",
+                    task.meta.job_id,
+                    found,
+                    extra={"job_id": task.meta.job_id},
+                )
+                break
+            lost.update(found)
+            log.info(
+                "job %s: %d carried results were swept; planning again",
+                task.meta.job_id,
+                len(found),
+                extra={"job_id": task.meta.job_id},
+            )
+            plan = await self.planner.plan(task, replace=True, lost=frozenset(lost))
+        return plan
+
     async def on_dead_letter(self, task: sync_tasks.DiscoverTask | None, failure: Failure) -> None:
         """The repositories could not be listed: the job ends FAILED."""
         if task is None:
@@ -155,6 +188,7 @@ class SyncHandler:
         self.source = source
         self.settings = settings
         self.window = SyncWindow(fanin.js, blobs)
+        self.fence = RetentionFence(fanin.js)
 
     async def handle(self, task: sync_tasks.SyncRepoTask, delivery: Delivery) -> None:
         job_id = task.meta.job_id
@@ -174,11 +208,26 @@ class SyncHandler:
     async def _sync(self, task: sync_tasks.SyncRepoTask, delivery: Delivery) -> None:
         job_id = task.meta.job_id
         outcome = await self.fanin.stored(job_id, task.index)  # a crash may have left it
+        stored: dict[str, bytes] = {}
         if outcome is None:
             outcome = await sync_repository(
-                task, delivery, source=self.source, blobs=self.blobs, settings=self.settings
+                task,
+                delivery,
+                source=self.source,
+                blobs=self.blobs,
+                settings=self.settings,
+                stored=stored,
             )
         record = await self.fanin.record(job_id, task.user, [outcome])
+        # The outcome references the result, which may be an old object a retention sweep
+        # condemned (same content): keep it, or store it again from the bytes synced here (a
+        # redelivery that found the outcome stored has none).
+        lost = await self.fence.keep(
+            [outcome.result_key],
+            (lambda key: ensure_stored(self.blobs, key, stored[key])) if stored else None,
+        )
+        if lost:
+            log.warning("job %s: result %s was swept", job_id, lost[0], extra={"job_id": job_id})
         await self.window.advance(record, task.index)
 
     async def on_dead_letter(self, task: sync_tasks.SyncRepoTask | None, failure: Failure) -> None:

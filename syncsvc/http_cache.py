@@ -4,7 +4,9 @@ Entries are filed under the owner the URL is about (meshkit.domain.user_data), s
 a user removes theirs with one purge and one prefix: a KV entry keyed `<owner>.<sha256 of
 the URL>` (no URL or query string becomes a key) names the body, stored content-addressed
 under `http-cache/<owner>/`, with its ETag. A 304 answer then costs GitHub nothing and costs
-us one KV read and one blob read.
+us one KV read and one blob read. A body is kept by the retention sweep while an entry names
+it; an entry written while a sweep runs keeps its body through the fence
+(meshkit.domain.retention_fence), since the body may be an old object the sweep condemned.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from nats.js.kv import KeyValue
 
 from meshkit.blob import BlobStore
 from meshkit.blob.base import ensure_stored
+from meshkit.domain.retention_fence import RetentionFence
 from meshkit.domain.user_data import http_cache_body_key, http_cache_key
 from meshkit.errors import BlobNotFoundError
 from syncsvc.sources.base import CachedResponse, ResponseCache
@@ -27,6 +30,7 @@ class SharedResponseCache(ResponseCache):
     def __init__(self, kv: KeyValue, blobs: BlobStore) -> None:
         self.kv = kv
         self.blobs = blobs
+        self.fence = RetentionFence(kv._js)  # the bucket's own JetStream context
 
     async def get(self, url: str) -> CachedResponse | None:
         try:
@@ -48,3 +52,4 @@ class SharedResponseCache(ResponseCache):
         await self.kv.put(
             http_cache_key(url), json.dumps({"etag": response.etag, "body": body_key}).encode()
         )
+        await self.fence.keep([body_key], lambda key: ensure_stored(self.blobs, key, response.body))

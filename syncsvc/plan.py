@@ -32,7 +32,15 @@ from meshkit.errors import BlobExistsError, BlobNotFoundError
 from meshkit.worker import PermanentError
 from syncsvc.sources.base import RepoListing, Source, SourceError, UserNotFoundError
 
-__all__ = ["MAX_REPOSITORIES", "Plan", "Planner", "plan_key", "read_plan", "sync_task"]
+__all__ = [
+    "MAX_REPOSITORIES",
+    "Plan",
+    "Planner",
+    "carried_results",
+    "plan_key",
+    "read_plan",
+    "sync_task",
+]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +82,12 @@ class Plan:
         return self.stale[after] if after < len(self.stale) else None
 
 
+def carried_results(plan: Plan) -> list[str]:
+    """The earlier results a plan references: an unchanged repository's is its result in
+    this job, a stale one's stands in for it if its sync fails."""
+    return [p["previous_result_key"] for p in plan.repositories if p["previous_result_key"]]
+
+
 async def read_plan(blobs: BlobStore, job_id: str) -> Plan:
     """The stored plan of a job; BlobNotFoundError when discovery has not stored one."""
     stored = json.loads(await blobs.get(plan_key(job_id)))
@@ -106,15 +120,26 @@ class Planner:
         self.source = source
         self.window = window
 
-    async def plan(self, task: sync_tasks.DiscoverTask) -> Plan:
+    async def plan(
+        self,
+        task: sync_tasks.DiscoverTask,
+        *,
+        replace: bool = False,
+        lost: frozenset[str] = frozenset(),
+    ) -> Plan:
         """The job's plan: the stored one when an earlier delivery made one, else a new one,
         stored create-only. UserNotFoundError passes through; a source that refuses for good
-        is a PermanentError."""
+        is a PermanentError. `replace` plans again before the job's total is set, with the
+        repositories whose earlier result is in `lost` (swept by retention) stale and none
+        carried over."""
         key = plan_key(task.meta.job_id)
-        try:
-            return await read_plan(self.blobs, task.meta.job_id)
-        except BlobNotFoundError:
-            pass
+        if replace:
+            await self.blobs.delete(key)
+        else:
+            try:
+                return await read_plan(self.blobs, task.meta.job_id)
+            except BlobNotFoundError:
+                pass
         try:
             listing = await self.source.list_repositories(task.user)
         except UserNotFoundError:
@@ -133,6 +158,7 @@ class Planner:
             )
         base, base_hash = await self._base(task.user)
         resync = {name.lower() for name in task.resync}
+        base = {name: b for name, b in base.items() if b.result_key not in lost}
         plan = [
             _plan_entry(
                 repo,

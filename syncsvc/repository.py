@@ -70,9 +70,11 @@ async def sync_repository(
     source: Source,
     blobs: BlobStore,
     settings: SyncSettings,
+    stored: dict[str, bytes] | None = None,
 ) -> sync_tasks.RepoOutcome:
     """Fetch and store the task's repository; its outcome, SYNCED or FAILED. RetryLater when
-    the source is rate limited and this is not the last delivery."""
+    the source is rate limited and this is not the last delivery. The result's key and bytes
+    go into `stored`, for storing again if a retention sweep deletes it meanwhile."""
     listing = listing_of(task)
     try:
         fetched = await source.fetch(
@@ -95,6 +97,8 @@ async def sync_repository(
     data = ensure_encodable(result)
     key = repo_result_key(task.repository, content_hash(data))
     await ensure_stored(blobs, key, data)
+    if stored is not None:
+        stored[key] = data
     return sync_tasks.RepoOutcome(
         repository=task.repository,
         index=task.index,

@@ -179,9 +179,80 @@ TARGETS = (
             "tests/auth/test_gateway_auth.py",
         ),
     ),
+    Target(
+        "retention-fence",
+        "meshkit/domain/retention_fence.py",
+        ("RetentionFence.keep", "RetentionFence._hold", "RetentionFence._released"),
+        ("tests/gateway/test_retention_mutants.py", "tests/gateway/test_retention.py"),
+    ),
+    Target(
+        "retention-sweep",
+        "gateway/retention.py",
+        (
+            "RetentionSweep.run",
+            "RetentionSweep._live",
+            "RetentionSweep._delete",
+            "_newest_indexes",
+        ),
+        ("tests/gateway/test_retention_mutants.py", "tests/gateway/test_retention.py"),
+    ),
 )
 
 EQUIVALENT: dict[tuple[str, str, str], str] = {
+    (
+        "retention-fence",
+        "core/ReplaceContinueWithBreak",
+        "continue  # released between our create and our read: try again",
+    ): (
+        "reached only when a sweep releases the hold between the writer's create and read; "
+        "the mutant then takes the blob for lost, and the writer stores it again or plans "
+        "its repository stale: as safe, one write more"
+    ),
+    (
+        "retention-sweep",
+        "core/ReplaceBinaryOperator_Mul_Div",
+        "async def run(self, *, dry_run: bool) -> SweepReport:",
+    ): "run's keyword-only marker made positional-only: every caller passes dry_run by name",
+    (
+        "retention-sweep",
+        "core/ReplaceComparisonOperator_Gt_GtE",
+        "if time.time() - started > self.settings.lease_s:",
+    ): "stopping at the lease's very instant or just after it: the clock never lands on it",
+    ("retention-sweep", "core/ReplaceBreakWithContinue", "break"): (
+        "once the lease is over, every later chunk finds it over too and deletes nothing: "
+        "continuing to the end deletes what stopping does"
+    ),
+    (
+        "retention-sweep",
+        "core/ReplaceComparisonOperator_Gt_GtE",
+        'if job_id > newest[user].get(digest, ""):',
+    ): "a listing holds each key once, so a bundle never has two indexes of the same job",
+    (
+        "retention-sweep",
+        "core/ReplaceTrueWithFalse",
+        "for key, gone in zip(chunk, await asyncio.gather(*map(one, chunk)), strict=True):",
+    ): "gather returns one result per key of the chunk: the lengths are always equal",
+    (
+        "retention-sweep",
+        "core/NumberReplacer",
+        'deleted[key.split("/", 1)[0]].add(key, candidates[key])',
+    ): "any number of splits gives the same first segment, the key's kind",
+    (
+        "retention-sweep",
+        "core/ReplaceOrWithAnd",
+        'if len(parts) != 4 or parts[0] != "bundles" or not parts[3].endswith(".index.binpb"):',
+    ): (
+        "of the four-segment keys the sweep lists, those under bundles/ are all indexes and "
+        "none elsewhere ends in .index.binpb (docs/architecture.md, Blob layout)"
+    ),
+    (
+        "retention-fence",
+        "core/ReplaceComparisonOperator_Gt_GtE",
+        "if loop.time() > deadline:",
+    ): (
+        "giving up on a doomed hold at the deadline's very instant or just after it: the "
+        "loop's clock never lands on it exactly"
+    ),
     ("cancellation", "core/ReplaceBinaryOperator_Mul_Div", "*,"): (
         "JobStore.end's keyword-only marker made positional-only: every caller passes "
         "those arguments as it did"

@@ -134,6 +134,19 @@ def test_up_runs_a_refresh_on_least_privilege_nats_and_keeps_secrets_apart(
         with bearer_channel(f"localhost:{ports['admin']}", token) as channel:
             ops_stub = ops_service_pb2_grpc.OpsServiceStub(channel)
             ops_stub.ListDeadLetters(ops.ListDeadLettersRequest(), timeout=10)
+            # The retention sweep reads every reference and fences in cm_retention.
+            ops_stub.CollectGarbage(ops.CollectGarbageRequest(dry_run=True), timeout=60)
+            swept = ops_stub.CollectGarbage(ops.CollectGarbageRequest(), timeout=60)
+            assert [k.kind for k in swept.kinds] == [
+                "bundles",
+                "models",
+                "repos",
+                "http-cache",
+                "jobs",
+            ]
+        with bearer_channel(target, token) as channel:
+            stub = bundle_service_pb2_grpc.BundleServiceStub(channel)
+            assert list(stub.DownloadBundle(pb.DownloadBundleRequest(user="demo"), timeout=10))
 
         # The permissions were enough: the server refused nothing the mesh did.
         violations = [line for line in nats_log(data_dir) if "Violation" in line]

@@ -28,7 +28,7 @@ from contextmesh.validate.v1 import rules_pb2 as contextmesh_dot_validate_dot_v1
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$contextmesh/ops/v1/ops_service.proto\x12\x12\x63ontextmesh.ops.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1c\x63ontextmesh/job/v1/job.proto\x1a#contextmesh/validate/v1/rules.proto\x1a\x1cgoogle/api/annotations.proto\"s\n\nParkedTask\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x0e\n\x06msg_id\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x12\n\ndeliveries\x18\x06 \x01(\r\"R\n\x16ListDeadLettersRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\rB\x08\xbaH\x05*\x03\x18\xe8\x07\x12\x1b\n\npage_token\x18\x02 \x01(\tB\x07\xbaH\x04r\x02\x18 \"a\n\x17ListDeadLettersResponse\x12-\n\x05tasks\x18\x01 \x03(\x0b\x32\x1e.contextmesh.ops.v1.ParkedTask\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"5\n\x18RedriveDeadLetterRequest\x12\x19\n\x08sequence\x18\x01 \x01(\x04\x42\x07\xbaH\x04\x32\x02 \x00\"o\n\x19RedriveDeadLetterResponse\x12,\n\x04task\x18\x01 \x01(\x0b\x32\x1e.contextmesh.ops.v1.ParkedTask\x12$\n\x03job\x18\x02 \x01(\x0b\x32\x17.contextmesh.job.v1.Job\",\n\x11\x44\x65leteUserRequest\x12\x17\n\x04user\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\"G\n\x12\x44\x65leteUserResponse\x12\x0c\n\x04jobs\x18\x01 \x01(\r\x12\r\n\x05\x62lobs\x18\x02 \x01(\r\x12\x14\n\x0c\x64\x65\x61\x64_letters\x18\x03 \x01(\r2\xab\x03\n\nOpsService\x12\x83\x01\n\x0fListDeadLetters\x12*.contextmesh.ops.v1.ListDeadLettersRequest\x1a+.contextmesh.ops.v1.ListDeadLettersResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/deadletters\x12\x9f\x01\n\x11RedriveDeadLetter\x12,.contextmesh.ops.v1.RedriveDeadLetterRequest\x1a-.contextmesh.ops.v1.RedriveDeadLetterResponse\"-\x82\xd3\xe4\x93\x02\'\"\"/v1/deadletters/{sequence}:redrive:\x01*\x12u\n\nDeleteUser\x12%.contextmesh.ops.v1.DeleteUserRequest\x1a&.contextmesh.ops.v1.DeleteUserResponse\"\x18\x82\xd3\xe4\x93\x02\x12*\x10/v1/users/{user}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$contextmesh/ops/v1/ops_service.proto\x12\x12\x63ontextmesh.ops.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1c\x63ontextmesh/job/v1/job.proto\x1a#contextmesh/validate/v1/rules.proto\x1a\x1cgoogle/api/annotations.proto\"s\n\nParkedTask\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x0e\n\x06msg_id\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x12\n\ndeliveries\x18\x06 \x01(\r\"R\n\x16ListDeadLettersRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\rB\x08\xbaH\x05*\x03\x18\xe8\x07\x12\x1b\n\npage_token\x18\x02 \x01(\tB\x07\xbaH\x04r\x02\x18 \"a\n\x17ListDeadLettersResponse\x12-\n\x05tasks\x18\x01 \x03(\x0b\x32\x1e.contextmesh.ops.v1.ParkedTask\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"5\n\x18RedriveDeadLetterRequest\x12\x19\n\x08sequence\x18\x01 \x01(\x04\x42\x07\xbaH\x04\x32\x02 \x00\"o\n\x19RedriveDeadLetterResponse\x12,\n\x04task\x18\x01 \x01(\x0b\x32\x1e.contextmesh.ops.v1.ParkedTask\x12$\n\x03job\x18\x02 \x01(\x0b\x32\x17.contextmesh.job.v1.Job\",\n\x11\x44\x65leteUserRequest\x12\x17\n\x04user\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xc8\xd2#\x01\"G\n\x12\x44\x65leteUserResponse\x12\x0c\n\x04jobs\x18\x01 \x01(\r\x12\r\n\x05\x62lobs\x18\x02 \x01(\r\x12\x14\n\x0c\x64\x65\x61\x64_letters\x18\x03 \x01(\r\";\n\x15\x43ollectGarbageRequest\x12\x0f\n\x07\x64ry_run\x18\x01 \x01(\x08\x12\x11\n\tlist_keys\x18\x02 \x01(\x08\"C\n\x07Garbage\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\x12\r\n\x05\x62ytes\x18\x03 \x01(\x04\x12\x0c\n\x04keys\x18\x04 \x03(\t\"e\n\x16\x43ollectGarbageResponse\x12*\n\x05kinds\x18\x01 \x03(\x0b\x32\x1b.contextmesh.ops.v1.Garbage\x12\x0e\n\x06spared\x18\x02 \x01(\x04\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\x32\xb5\x04\n\nOpsService\x12\x83\x01\n\x0fListDeadLetters\x12*.contextmesh.ops.v1.ListDeadLettersRequest\x1a+.contextmesh.ops.v1.ListDeadLettersResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/deadletters\x12\x9f\x01\n\x11RedriveDeadLetter\x12,.contextmesh.ops.v1.RedriveDeadLetterRequest\x1a-.contextmesh.ops.v1.RedriveDeadLetterResponse\"-\x82\xd3\xe4\x93\x02\'\"\"/v1/deadletters/{sequence}:redrive:\x01*\x12u\n\nDeleteUser\x12%.contextmesh.ops.v1.DeleteUserRequest\x1a&.contextmesh.ops.v1.DeleteUserResponse\"\x18\x82\xd3\xe4\x93\x02\x12*\x10/v1/users/{user}\x12\x87\x01\n\x0e\x43ollectGarbage\x12).contextmesh.ops.v1.CollectGarbageRequest\x1a*.contextmesh.ops.v1.CollectGarbageResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/v1/garbage:collect:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,6 +49,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OPSSERVICE'].methods_by_name['RedriveDeadLetter']._serialized_options = b'\202\323\344\223\002\'\"\"/v1/deadletters/{sequence}:redrive:\001*'
   _globals['_OPSSERVICE'].methods_by_name['DeleteUser']._loaded_options = None
   _globals['_OPSSERVICE'].methods_by_name['DeleteUser']._serialized_options = b'\202\323\344\223\002\022*\020/v1/users/{user}'
+  _globals['_OPSSERVICE'].methods_by_name['CollectGarbage']._loaded_options = None
+  _globals['_OPSSERVICE'].methods_by_name['CollectGarbage']._serialized_options = b'\202\323\344\223\002\030\"\023/v1/garbage:collect:\001*'
   _globals['_PARKEDTASK']._serialized_start=186
   _globals['_PARKEDTASK']._serialized_end=301
   _globals['_LISTDEADLETTERSREQUEST']._serialized_start=303
@@ -63,6 +65,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETEUSERREQUEST']._serialized_end=698
   _globals['_DELETEUSERRESPONSE']._serialized_start=700
   _globals['_DELETEUSERRESPONSE']._serialized_end=771
-  _globals['_OPSSERVICE']._serialized_start=774
-  _globals['_OPSSERVICE']._serialized_end=1201
+  _globals['_COLLECTGARBAGEREQUEST']._serialized_start=773
+  _globals['_COLLECTGARBAGEREQUEST']._serialized_end=832
+  _globals['_GARBAGE']._serialized_start=834
+  _globals['_GARBAGE']._serialized_end=901
+  _globals['_COLLECTGARBAGERESPONSE']._serialized_start=903
+  _globals['_COLLECTGARBAGERESPONSE']._serialized_end=1004
+  _globals['_OPSSERVICE']._serialized_start=1007
+  _globals['_OPSSERVICE']._serialized_end=1572
 # @@protoc_insertion_point(module_scope)

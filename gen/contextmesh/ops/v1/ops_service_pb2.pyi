@@ -71,3 +71,33 @@ class DeleteUserResponse(_message.Message):
     blobs: int
     dead_letters: int
     def __init__(self, jobs: _Optional[int] = ..., blobs: _Optional[int] = ..., dead_letters: _Optional[int] = ...) -> None: ...
+
+class CollectGarbageRequest(_message.Message):
+    __slots__ = ("dry_run", "list_keys")
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    LIST_KEYS_FIELD_NUMBER: _ClassVar[int]
+    dry_run: bool
+    list_keys: bool
+    def __init__(self, dry_run: _Optional[bool] = ..., list_keys: _Optional[bool] = ...) -> None: ...
+
+class Garbage(_message.Message):
+    __slots__ = ("kind", "count", "bytes", "keys")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    count: int
+    bytes: int
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, kind: _Optional[str] = ..., count: _Optional[int] = ..., bytes: _Optional[int] = ..., keys: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CollectGarbageResponse(_message.Message):
+    __slots__ = ("kinds", "spared", "dry_run")
+    KINDS_FIELD_NUMBER: _ClassVar[int]
+    SPARED_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    kinds: _containers.RepeatedCompositeFieldContainer[Garbage]
+    spared: int
+    dry_run: bool
+    def __init__(self, kinds: _Optional[_Iterable[_Union[Garbage, _Mapping]]] = ..., spared: _Optional[int] = ..., dry_run: _Optional[bool] = ...) -> None: ...

@@ -51,6 +51,11 @@ class OpsServiceStub:
                 request_serializer=contextmesh_dot_ops_dot_v1_dot_ops__service__pb2.DeleteUserRequest.SerializeToString,
                 response_deserializer=contextmesh_dot_ops_dot_v1_dot_ops__service__pb2.DeleteUserResponse.FromString,
                 _registered_method=True)
+        self.CollectGarbage = channel.unary_unary(
+                '/contextmesh.ops.v1.OpsService/CollectGarbage',
+                request_serializer=contextmesh_dot_ops_dot_v1_dot_ops__service__pb2.CollectGarbageRequest.SerializeToString,
+                response_deserializer=contextmesh_dot_ops_dot_v1_dot_ops__service__pb2.CollectGarbageResponse.FromString,
+                _registered_method=True)
 
 
 class OpsServiceServicer:
@@ -90,6 +95,18 @@ class OpsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CollectGarbage(self, request, context):
+        """CollectGarbage runs the retention sweep: per user it keeps the newest bundles
+        (CONTEXTMESH_KEEP_BUNDLES), the bundle each pointer names and those of running jobs,
+        with their indexes, models and repository results, and every cached response body an
+        ETag entry names; it deletes the other blobs. It never deletes a blob a pointer or a
+        running job references, even one a refresh starts to reuse while it runs. A dry run
+        deletes nothing and reports what would go. FAILED_PRECONDITION while another sweep runs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OpsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -107,6 +124,11 @@ def add_OpsServiceServicer_to_server(servicer, server):
                     servicer.DeleteUser,
                     request_deserializer=contextmesh_dot_ops_dot_v1_dot_ops__service__pb2.DeleteUserRequest.FromString,
                     response_serializer=contextmesh_dot_ops_dot_v1_dot_ops__service__pb2.DeleteUserResponse.SerializeToString,
+            ),
+            'CollectGarbage': grpc.unary_unary_rpc_method_handler(
+                    servicer.CollectGarbage,
+                    request_deserializer=contextmesh_dot_ops_dot_v1_dot_ops__service__pb2.CollectGarbageRequest.FromString,
+                    response_serializer=contextmesh_dot_ops_dot_v1_dot_ops__service__pb2.CollectGarbageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -192,6 +214,33 @@ class OpsService:
             '/contextmesh.ops.v1.OpsService/DeleteUser',
             contextmesh_dot_ops_dot_v1_dot_ops__service__pb2.DeleteUserRequest.SerializeToString,
             contextmesh_dot_ops_dot_v1_dot_ops__service__pb2.DeleteUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CollectGarbage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/contextmesh.ops.v1.OpsService/CollectGarbage',
+            contextmesh_dot_ops_dot_v1_dot_ops__service__pb2.CollectGarbageRequest.SerializeToString,
+            contextmesh_dot_ops_dot_v1_dot_ops__service__pb2.CollectGarbageResponse.FromString,
             options,
             channel_credentials,
             insecure,
