@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from meshkit.config import TrainSettings
-from meshkit.domain.adapter import LoraSpec, base_model_identity
+from meshkit.domain.adapter import LoraSpec, base_model_identity, prepare_adapters
 from meshkit.domain.embedding import prepare_offline
 from trainsvc.pairs import PAIRS_VERSION, Pair
 
@@ -97,10 +97,13 @@ class TrainConfig:
 
 
 def warm_up() -> None:
-    """Import the training stack (about 7 s) so that the first task does not wait for it."""
+    """Import the training stack (about 7 s, peft included) so that the first task does not
+    wait for it."""
     prepare_offline()
     import datasets  # noqa: F401
     import sentence_transformers  # noqa: F401
+
+    prepare_adapters()
 
 
 def fine_tune(
