@@ -1,7 +1,7 @@
 """Search latency through the search service's gRPC API, and ranking quality on the demo.
 
     .venv/bin/python bench/search_bench.py [--runs 3] [--queries 300] [--skip-quality]
-        [--kind adapter|full] [--lr 1e-3] [--adapter-rank 8]
+        [--kind adapter|full] [--lr 1e-3] [--adapter-rank 8] [--seed 42]
 
 Latency: starts a nats-server and `python -m searchsvc` (a separate process, as deployed),
 stores a synthetic 100-repository bundle (bench/train_bench.py's generator) for one user, and
@@ -123,7 +123,7 @@ async def latency(runs: int, queries: int) -> None:
     )
 
 
-def quality(kind: str | None, lr: float | None, adapter_rank: int | None) -> None:
+def quality(kind: str | None, lr: float | None, adapter_rank: int | None, seed: int | None) -> None:
     import dataclasses
 
     from meshkit.config import TrainSettings
@@ -144,6 +144,8 @@ def quality(kind: str | None, lr: float | None, adapter_rank: int | None) -> Non
         settings = dataclasses.replace(settings, kind=kind)
     if adapter_rank is not None:
         settings = dataclasses.replace(settings, adapter_rank=adapter_rank)
+    if seed is not None:
+        settings = dataclasses.replace(settings, seed=seed)
     config = TrainConfig.from_settings(settings)
     if lr is not None:
         config = dataclasses.replace(config, learning_rate=lr)
@@ -259,11 +261,12 @@ def main() -> int:
     parser.add_argument("--kind", choices=("adapter", "full"), default=None)
     parser.add_argument("--lr", type=float, default=None, help="overrides the kind's rate")
     parser.add_argument("--adapter-rank", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=None, help="training seed (default 42)")
     args = parser.parse_args()
     if not args.skip_latency:
         asyncio.run(latency(args.runs, args.queries))
     if not args.skip_quality:
-        quality(args.kind, args.lr, args.adapter_rank)
+        quality(args.kind, args.lr, args.adapter_rank, args.seed)
     return 0
 
 

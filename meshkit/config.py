@@ -219,10 +219,10 @@ class TrainSettings:
     """CONTEXTMESH_TRAIN_BATCH_SIZE: pairs per step; in-batch negatives grow with it."""
     learning_rate: float = 5e-5
     """CONTEXTMESH_TRAIN_LR: learning rate of a full fine-tune."""
-    kind: str = "full"
+    kind: str = "adapter"
     """CONTEXTMESH_TRAIN_KIND: 'adapter' trains a LoRA adapter per user on the shared base
     model (about a megabyte a user); 'full' tunes a whole copy of it (about 90 MB a user)."""
-    adapter_rank: int = 8
+    adapter_rank: int = 4
     """CONTEXTMESH_TRAIN_ADAPTER_RANK: rank of the LoRA updates when the kind is 'adapter'."""
     adapter_learning_rate: float = 1e-3
     """CONTEXTMESH_TRAIN_ADAPTER_LR: learning rate when the kind is 'adapter' (a low-rank update
@@ -422,8 +422,17 @@ class Settings:
                 batch_size=e.integer("CONTEXTMESH_TRAIN_BATCH_SIZE", 16, minimum=2, maximum=1024),
                 learning_rate=e.number("CONTEXTMESH_TRAIN_LR", 5e-5, minimum=1e-8),
                 kind=e.choice("CONTEXTMESH_TRAIN_KIND", TrainSettings.kind, ("adapter", "full")),
-                adapter_rank=e.integer("CONTEXTMESH_TRAIN_ADAPTER_RANK", 8, minimum=1, maximum=256),
-                adapter_learning_rate=e.number("CONTEXTMESH_TRAIN_ADAPTER_LR", 1e-3, minimum=1e-8),
+                adapter_rank=e.integer(
+                    "CONTEXTMESH_TRAIN_ADAPTER_RANK",
+                    TrainSettings.adapter_rank,
+                    minimum=1,
+                    maximum=256,
+                ),
+                adapter_learning_rate=e.number(
+                    "CONTEXTMESH_TRAIN_ADAPTER_LR",
+                    TrainSettings.adapter_learning_rate,
+                    minimum=1e-8,
+                ),
                 seed=e.integer("CONTEXTMESH_TRAIN_SEED", 42),
                 max_pairs=e.integer("CONTEXTMESH_TRAIN_MAX_PAIRS", 4000, minimum=10),
                 model_path=e.optional("CONTEXTMESH_BASE_MODEL"),

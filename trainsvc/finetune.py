@@ -61,7 +61,7 @@ class TrainConfig:
     max_pairs: int
     kind: str = "full"
     """'full' tunes every weight (a model copy per user); 'adapter' trains a LoRA adapter."""
-    adapter_rank: int = 8
+    adapter_rank: int = 4
     """LoRA rank, when kind is 'adapter'."""
 
     @classmethod
