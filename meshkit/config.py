@@ -219,9 +219,11 @@ class TrainSettings:
     """CONTEXTMESH_TRAIN_BATCH_SIZE: pairs per step; in-batch negatives grow with it."""
     learning_rate: float = 5e-5
     """CONTEXTMESH_TRAIN_LR: learning rate of a full fine-tune."""
-    kind: str = "adapter"
+    kind: str = "full"
     """CONTEXTMESH_TRAIN_KIND: 'adapter' trains a LoRA adapter per user on the shared base
-    model (about a megabyte a user); 'full' tunes a whole copy of it (about 90 MB a user)."""
+    model (about a megabyte a user); 'full' tunes a whole copy of it (about 90 MB a user).
+    'full' stays the default until adapters match it at more than one seed
+    (docs/benchmarks.md, "Per-user LoRA adapters")."""
     adapter_rank: int = 4
     """CONTEXTMESH_TRAIN_ADAPTER_RANK: rank of the LoRA updates when the kind is 'adapter'."""
     adapter_learning_rate: float = 1e-3

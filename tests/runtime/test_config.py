@@ -47,7 +47,7 @@ def test_the_training_kind_and_its_adapter_settings_are_read() -> None:
     ).train
     assert (train.kind, train.adapter_rank, train.adapter_learning_rate) == ("adapter", 4, 5e-4)
     assert Settings.from_env({"CONTEXTMESH_TRAIN_KIND": "full"}).train.kind == "full"
-    assert Settings.from_env({}).train.kind == "adapter"  # measured: docs/benchmarks.md
+    assert Settings.from_env({}).train.kind == "full"  # measured: docs/benchmarks.md
 
 
 def test_limits_are_read_from_their_variables() -> None:
