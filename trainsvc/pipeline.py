@@ -91,7 +91,7 @@ def train_on_bundle(
         raise TrainingStopped("training was stopped before it started")
     adapter = config.kind == "adapter"
     if adapter:
-        add_lora(model, config.lora)
+        add_lora(model, config.lora, seed=config.seed)
     steps = fine_tune(
         model,
         pairs.train,

@@ -97,12 +97,16 @@ def _transformer(model: SentenceTransformer) -> Any:
     return model[0].auto_model
 
 
-def add_lora(model: SentenceTransformer, spec: LoraSpec) -> None:
+def add_lora(model: SentenceTransformer, spec: LoraSpec, *, seed: int) -> None:
     """Give model fresh LoRA layers (B starts at zero: the model still equals its base) and
-    freeze everything else, so training moves only the adapter."""
+    freeze everything else, so training moves only the adapter. A's random start comes from
+    seed, not from whatever the process drew before: same seed, same adapter."""
+    import torch
     from peft import inject_adapter_in_model
 
-    inject_adapter_in_model(_lora_config(spec), _transformer(model))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        inject_adapter_in_model(_lora_config(spec), _transformer(model))
     for name, parameter in model.named_parameters():
         parameter.requires_grad = "lora_" in name
 

@@ -151,7 +151,7 @@ def _make_adapter(base_dir: Path, folder: Path, trained_on: str | None = None) -
     import torch
 
     model = load_model(base_dir)
-    add_lora(model, LoraSpec(rank=4, alpha=8))
+    add_lora(model, LoraSpec(rank=4, alpha=8), seed=3)
     generator = torch.Generator().manual_seed(3)
     with torch.no_grad():
         for name, parameter in model.named_parameters():

@@ -21,6 +21,7 @@ from meshkit.domain.adapter import (
     ADAPTER_MANIFEST,
     ADAPTER_WEIGHTS,
     adapter_base,
+    add_lora,
     apply_adapter,
     base_model_identity,
     is_adapter_folder,
@@ -146,3 +147,20 @@ def test_a_full_config_keeps_the_digest_it_had_before_adapters() -> None:
 
 
 PRE_ADAPTER_DIGEST = "8d927e92f9d7aae30175c1a7b6a78202"
+
+
+def test_the_adapter_starts_from_its_seed_whatever_was_drawn_before(tiny_model_dir: Path) -> None:
+    """LoRA's A starts random: from the training seed, or the same bundle and settings would
+    train different adapters depending on what the process did before."""
+    import torch
+
+    def lora_a(seed: int, drawn_before: int) -> list[torch.Tensor]:
+        torch.manual_seed(drawn_before)
+        torch.rand(drawn_before + 1)
+        model = load_model(tiny_model_dir)
+        add_lora(model, ADAPTER.lora, seed=seed)
+        return [p.detach().clone() for n, p in model.named_parameters() if "lora_A" in n]
+
+    first, second = lora_a(5, drawn_before=1), lora_a(5, drawn_before=99)
+    assert first and all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(first, lora_a(6, 1), strict=True))
