@@ -1,6 +1,7 @@
 """Search latency through the search service's gRPC API, and ranking quality on the demo.
 
     .venv/bin/python bench/search_bench.py [--runs 3] [--queries 300] [--skip-quality]
+        [--kind adapter|full] [--lr 1e-3] [--adapter-rank 8] [--seed 42]
 
 Latency: starts a nats-server and `python -m searchsvc` (a separate process, as deployed),
 stores a synthetic 100-repository bundle (bench/train_bench.py's generator) for one user, and
@@ -15,9 +16,11 @@ sets four ways: lexical alone (BM25 plus verbatim name/technology matches), the 
 alone, the tuned model alone (each by its best passage per repository), and the served blend
 (tuned model + lexical). The sets are bench/demo_questions.json (written by hand) and the
 held-out queries trainsvc generates for the bundle (all but the paraphrases), for which it
-prints MRR, top-1 and top-3; then bench/blind_questions.json (96 questions written blind to
-the ranking, most of them paraphrases sharing no content word with their repository), for
-which it prints each ranking's MRR by style of question.
+prints MRR, top-1 and top-3; `--kind` picks a full fine-tune or a LoRA adapter
+(CONTEXTMESH_TRAIN_KIND's default otherwise), and the tuned model's bytes are printed; then
+bench/blind_questions.json (96 questions written blind to the ranking, most of them
+paraphrases sharing no content word with their repository), for which it prints each
+ranking's MRR by style of question.
 """
 
 from __future__ import annotations
@@ -120,8 +123,11 @@ async def latency(runs: int, queries: int) -> None:
     )
 
 
-def quality() -> None:
+def quality(kind: str | None, lr: float | None, adapter_rank: int | None, seed: int | None) -> None:
+    import dataclasses
+
     from meshkit.config import TrainSettings
+    from meshkit.domain.adapter import apply_adapter, is_adapter_folder
     from meshkit.domain.embedding import base_model_path, encode, load_model, prepare_offline
     from meshkit.domain.passages import bundle_facts, passages_of
 
@@ -133,7 +139,18 @@ def quality() -> None:
     from trainsvc.pipeline import train_on_bundle
 
     bundle = asyncio.run(local_bundle())
-    config = TrainConfig.from_settings(TrainSettings())
+    settings = TrainSettings()
+    if kind is not None:
+        settings = dataclasses.replace(settings, kind=kind)
+    if adapter_rank is not None:
+        settings = dataclasses.replace(settings, adapter_rank=adapter_rank)
+    if seed is not None:
+        settings = dataclasses.replace(settings, seed=seed)
+    config = TrainConfig.from_settings(settings)
+    if lr is not None:
+        config = dataclasses.replace(config, learning_rate=lr)
+    print(f"training {config}", file=sys.stderr)
+    base = load_model(base_model_path(None))
     with tempfile.TemporaryDirectory() as workdir:
         started = time.monotonic()
         result = train_on_bundle(
@@ -153,8 +170,10 @@ def quality() -> None:
         if result.model_dir is None:
             print("the tuned model did not beat the base model; nothing to compare")
             return
-        tuned = load_model(result.model_dir)
-    base = load_model(base_model_path(None))
+        folder = result.model_dir
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+        print(f"model bytes per user ({config.kind}): {size:,}", file=sys.stderr)
+        tuned = apply_adapter(base, folder) if is_adapter_folder(folder) else load_model(folder)
     facts = bundle_facts(bundle)
     passages = [p for f in facts for p in passages_of(f)]
     terms = {f.repository: f.terms for f in facts}
@@ -239,11 +258,15 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--kind", choices=("adapter", "full"), default=None)
+    parser.add_argument("--lr", type=float, default=None, help="overrides the kind's rate")
+    parser.add_argument("--adapter-rank", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=None, help="training seed (default 42)")
     args = parser.parse_args()
     if not args.skip_latency:
         asyncio.run(latency(args.runs, args.queries))
     if not args.skip_quality:
-        quality()
+        quality(args.kind, args.lr, args.adapter_rank, args.seed)
     return 0
 
 

@@ -226,7 +226,17 @@ class TrainSettings:
     batch_size: int = 16
     """CONTEXTMESH_TRAIN_BATCH_SIZE: pairs per step; in-batch negatives grow with it."""
     learning_rate: float = 5e-5
-    """CONTEXTMESH_TRAIN_LR: learning rate."""
+    """CONTEXTMESH_TRAIN_LR: learning rate of a full fine-tune."""
+    kind: str = "full"
+    """CONTEXTMESH_TRAIN_KIND: 'adapter' trains a LoRA adapter per user on the shared base
+    model (about a megabyte a user); 'full' tunes a whole copy of it (about 90 MB a user).
+    'full' stays the default until adapters match it at more than one seed
+    (docs/benchmarks.md, "Per-user LoRA adapters")."""
+    adapter_rank: int = 4
+    """CONTEXTMESH_TRAIN_ADAPTER_RANK: rank of the LoRA updates when the kind is 'adapter'."""
+    adapter_learning_rate: float = 1e-3
+    """CONTEXTMESH_TRAIN_ADAPTER_LR: learning rate when the kind is 'adapter' (a low-rank update
+    from zero needs a larger step than moving every weight)."""
     seed: int = 42
     """CONTEXTMESH_TRAIN_SEED: same seed and thread count give the same model."""
     max_pairs: int = 4000
@@ -437,6 +447,18 @@ class Settings:
                 epochs=e.integer("CONTEXTMESH_TRAIN_EPOCHS", 1, minimum=1, maximum=50),
                 batch_size=e.integer("CONTEXTMESH_TRAIN_BATCH_SIZE", 16, minimum=2, maximum=1024),
                 learning_rate=e.number("CONTEXTMESH_TRAIN_LR", 5e-5, minimum=1e-8),
+                kind=e.choice("CONTEXTMESH_TRAIN_KIND", TrainSettings.kind, ("adapter", "full")),
+                adapter_rank=e.integer(
+                    "CONTEXTMESH_TRAIN_ADAPTER_RANK",
+                    TrainSettings.adapter_rank,
+                    minimum=1,
+                    maximum=256,
+                ),
+                adapter_learning_rate=e.number(
+                    "CONTEXTMESH_TRAIN_ADAPTER_LR",
+                    TrainSettings.adapter_learning_rate,
+                    minimum=1e-8,
+                ),
                 seed=e.integer("CONTEXTMESH_TRAIN_SEED", 42),
                 max_pairs=e.integer("CONTEXTMESH_TRAIN_MAX_PAIRS", 4000, minimum=10),
                 model_path=e.optional("CONTEXTMESH_BASE_MODEL"),

@@ -18,6 +18,7 @@ from contextmesh.bundle.v1 import bundle_pb2
 from nats.js.kv import KeyValue
 
 from meshkit.blob import BlobStore
+from meshkit.domain.adapter import ADAPTER_MANIFEST
 from meshkit.domain.documents import Bundle
 from meshkit.domain.embedding import embeddings_from_npy, passages_key
 from meshkit.domain.passages import Passage, passages_from_json
@@ -75,8 +76,9 @@ async def read_embeddings(
 async def download_model(
     blobs: BlobStore, model_key: str, load: Callable[[Path], Awaitable[T]]
 ) -> T:
-    """Fetch the model folder under model_key into a temporary folder and load it from
-    there; the folder is gone afterwards (the loaded model lives in memory)."""
+    """Fetch the model folder under model_key (a whole model, or a LoRA adapter) into a
+    temporary folder and load it from there; the folder is gone afterwards (the loaded model
+    lives in memory)."""
     prefix = model_key.rstrip("/") + "/"
     with tempfile.TemporaryDirectory(prefix="contextmesh-search-model-") as scratch:
         root = Path(scratch)
@@ -88,9 +90,11 @@ async def download_model(
                 async for chunk in blobs.open_read(info.key):
                     await asyncio.to_thread(out.write, chunk)
             found += 1
-        if not found or not (root / "modules.json").is_file():
+        modules = root / "modules.json"
+        if not found or not (modules.is_file() or (root / ADAPTER_MANIFEST).is_file()):
             raise FileNotFoundError(f"no model files under {prefix}")
-        # A module folder with no files (none today) would not have been listed.
-        for module in json.loads((root / "modules.json").read_text()):
-            (root / str(module.get("path", ""))).mkdir(parents=True, exist_ok=True)
+        if modules.is_file():
+            # A module folder with no files (none today) would not have been listed.
+            for module in json.loads(modules.read_text()):
+                (root / str(module.get("path", ""))).mkdir(parents=True, exist_ok=True)
         return await load(root)

@@ -6,7 +6,12 @@
                                      otherwise the base model, embedding the bundle's passages
                                      itself (once: the index is cached)
 
-Models and indexes share one ByteLRU (CONTEXTMESH_SEARCH_CACHE_BYTES). Model work runs on two
+The base model is loaded once and never evicted: every user's LoRA adapter is applied to a view
+of it that shares its weights (meshkit.domain.adapter.apply_adapter), so a user's model costs
+the adapter's bytes. Tuned models (adapters, and full models trained before adapters or with
+CONTEXTMESH_TRAIN_KIND=full) and indexes share one ByteLRU (CONTEXTMESH_SEARCH_CACHE_BYTES),
+each counted by the bytes it adds. An adapter trained on another base model than this replica
+serves is unusable (its layers would not fit, or would mean something else). Model work runs on two
 single-thread pools, so a query never waits behind a bundle's embedding pass and torch's own
 threads are not oversubscribed by concurrent calls. A tuned model that cannot be read is
 logged and the base model answers instead: search degrades, it does not fail.
@@ -27,6 +32,14 @@ from contextmesh.bundle.v1 import bundle_pb2
 from nats.js.kv import KeyValue
 
 from meshkit.blob import BlobStore
+from meshkit.domain.adapter import (
+    adapter_base,
+    apply_adapter,
+    base_model_identity,
+    is_adapter_folder,
+    own_nbytes,
+    prepare_adapters,
+)
 from meshkit.domain.embedding import encode, load_model, model_nbytes
 from meshkit.domain.passages import bundle_facts, passages_of
 from meshkit.metrics import SEARCH_DURATION
@@ -75,10 +88,14 @@ class Searcher:
         self.device = device
         self._query_pool = ThreadPoolExecutor(1, thread_name_prefix="search-query")
         self._build_pool = ThreadPoolExecutor(1, thread_name_prefix="search-build")
+        self._base: asyncio.Future[Any] | None = None
+        self._base_identity = base_model_identity(base_model)
 
     async def warm_up(self) -> None:
-        """Load the base model (and import torch) before the first query needs it."""
-        await self._model(BASE_MODEL_ID)
+        """Load the base model (and import torch, and peft: about 2.5 s) before the first
+        query needs them."""
+        await self._base_model()
+        await self._run(self._build_pool, prepare_adapters)
 
     def close(self) -> None:
         self._query_pool.shutdown(wait=False, cancel_futures=True)
@@ -123,18 +140,36 @@ class Searcher:
         return model, index
 
     async def _model(self, model_id: str) -> Any:
+        if model_id == BASE_MODEL_ID:
+            return await self._base_model()
         return await self.cache.get(("model", model_id), lambda: self._load_model(model_id))
 
+    async def _base_model(self) -> Any:
+        """The base model, loaded once (concurrent first callers wait for that one load)."""
+        if self._base is None or _failed(self._base):
+            self._base = asyncio.ensure_future(
+                self._run(self._build_pool, load_model, self.base_model, self.device)
+            )
+        return await asyncio.shield(self._base)
+
     async def _load_model(self, model_id: str) -> tuple[Any, int]:
-        if model_id == BASE_MODEL_ID:
-            model = await self._run(self._build_pool, load_model, self.base_model, self.device)
-        else:
+        """A tuned model and the bytes it adds: an adapter's own weights, or a full model."""
+        base = await self._base_model()
 
-            async def load(folder: Path) -> Any:
-                return await self._run(self._build_pool, load_model, folder, self.device)
+        async def load(folder: Path) -> tuple[Any, int]:
+            if not is_adapter_folder(folder):
+                model = await self._run(self._build_pool, load_model, folder, self.device)
+                return model, model_nbytes(model)
+            trained_on = adapter_base(folder)
+            if trained_on != self._base_identity:
+                raise ValueError(
+                    f"adapter trained on base model {trained_on}, this replica serves "
+                    f"{self._base_identity}"
+                )
+            view = await self._run(self._build_pool, apply_adapter, base, folder)
+            return view, own_nbytes(view, base)
 
-            model = await download_model(self.blobs, model_id, load)
-        return model, model_nbytes(model)
+        return await download_model(self.blobs, model_id, load)
 
     async def _base_index(
         self, bundle: bundle_pb2.BundlePointer, model: Any
@@ -178,6 +213,10 @@ class Searcher:
 
     async def _run(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+
+
+def _failed(future: asyncio.Future[Any]) -> bool:
+    return future.done() and (future.cancelled() or future.exception() is not None)
 
 
 def _encode_one(model: Any, query: str) -> np.ndarray:

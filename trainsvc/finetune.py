@@ -18,10 +18,10 @@ import json
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from meshkit.config import TrainSettings
+from meshkit.domain.adapter import LoraSpec, base_model_identity, prepare_adapters
 from meshkit.domain.embedding import prepare_offline
 from trainsvc.pairs import PAIRS_VERSION, Pair
 
@@ -44,9 +44,6 @@ StopFn = Callable[[], bool]
 """Polled every step; True stops training (shutdown, or the job was cancelled)."""
 
 WARMUP_FRACTION = 0.1
-# Files whose bytes define a model folder's identity; weights count by name and size (hashing
-# 90 MB for every training would cost more than it protects).
-_IDENTITY_FILES = ("modules.json", "config.json", "sentence_bert_config.json", "tokenizer.json")
 
 
 class TrainingStopped(Exception):
@@ -62,42 +59,51 @@ class TrainConfig:
     learning_rate: float
     seed: int
     max_pairs: int
+    kind: str = "full"
+    """'full' tunes every weight (a model copy per user); 'adapter' trains a LoRA adapter."""
+    adapter_rank: int = 4
+    """LoRA rank, when kind is 'adapter'."""
 
     @classmethod
     def from_settings(cls, settings: TrainSettings) -> TrainConfig:
+        adapter = settings.kind == "adapter"
         return cls(
             epochs=settings.epochs,
             batch_size=settings.batch_size,
-            learning_rate=settings.learning_rate,
+            learning_rate=settings.adapter_learning_rate if adapter else settings.learning_rate,
             seed=settings.seed,
             max_pairs=settings.max_pairs,
+            kind=settings.kind,
+            adapter_rank=settings.adapter_rank,
         )
+
+    @property
+    def lora(self) -> LoraSpec:
+        return LoraSpec(rank=self.adapter_rank, alpha=2 * self.adapter_rank)
 
     def digest(self, base_model: str) -> str:
         """Hex digest of the config, the base model's identity and the pair builder's version:
-        with the bundle hash, it addresses the stored model."""
-        document = {**asdict(self), "base_model": base_model, "pairs_version": PAIRS_VERSION}
+        with the bundle hash, it addresses the stored model. A full fine-tune's digest leaves
+        the adapter fields out, so it is the one it was before adapters existed (a refresh of
+        an unchanged bundle still finds its stored model)."""
+        document: dict[str, object] = {
+            **asdict(self),
+            "base_model": base_model,
+            "pairs_version": PAIRS_VERSION,
+        }
+        if self.kind == "full":
+            del document["kind"], document["adapter_rank"]
         return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def base_model_identity(path: str) -> str:
-    """A short fingerprint of a model folder (its configs, and its weight files' sizes)."""
-    folder = Path(path)
-    digest = hashlib.sha256()
-    for name in _IDENTITY_FILES:
-        file = folder / name
-        if file.is_file():
-            digest.update(name.encode() + b"\0" + file.read_bytes() + b"\0")
-    for file in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
-        digest.update(f"{file.name}:{file.stat().st_size}\0".encode())
-    return digest.hexdigest()[:32]
-
-
 def warm_up() -> None:
-    """Import the training stack (about 7 s) so that the first task does not wait for it."""
+    """Import the training stack (about 7 s, peft included) so that the first task does not
+    wait for it."""
     prepare_offline()
     import datasets  # noqa: F401
     import sentence_transformers  # noqa: F401
+
+    prepare_adapters()
 
 
 def fine_tune(

@@ -3,6 +3,9 @@
     pairs and held-out queries -> base model -> evaluate base -> fine-tune -> evaluate tuned
     -> when tuned beats base: save the model folder, keep the passage embeddings
 
+With config.kind 'adapter' the fine-tune trains only LoRA layers added to the base model, and
+the saved folder holds those alone (meshkit.domain.adapter); 'full' saves the whole model.
+
 The tuned model's passage embeddings come from its own evaluation, so publishing costs no
 second pass over the passages.
 """
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from meshkit.domain.adapter import add_lora, base_model_identity, save_adapter
 from meshkit.domain.documents import Bundle
 from meshkit.domain.embedding import encode, load_model, resolve_device
 from meshkit.domain.passages import Passage
@@ -50,6 +54,10 @@ class TrainResult:
     """The tuned model's passage embeddings (float32, row i = passages[i]), when improved."""
     seconds: float
     device: str
+    kind: str = "full"
+    """'full' (model_dir is a whole model) or 'adapter' (model_dir is a LoRA adapter)."""
+    base_model: str = ""
+    """Identity of the base model (meshkit.domain.adapter.base_model_identity)."""
 
 
 def train_on_bundle(
@@ -81,6 +89,9 @@ def train_on_bundle(
     log.info("base model: %s", base.summary())
     if should_stop():
         raise TrainingStopped("training was stopped before it started")
+    adapter = config.kind == "adapter"
+    if adapter:
+        add_lora(model, config.lora, seed=config.seed)
     steps = fine_tune(
         model,
         pairs.train,
@@ -93,9 +104,13 @@ def train_on_bundle(
     log.info("tuned model after %d steps: %s", steps, tuned.summary())
     improved = beats(tuned, base)
     model_dir = None
+    identity = base_model_identity(base_model)
     if improved:
         model_dir = workdir / "model"
-        model.save(str(model_dir))
+        if adapter:
+            save_adapter(model, model_dir, config.lora, identity)
+        else:
+            model.save(str(model_dir))
     return TrainResult(
         improved=improved,
         base=base,
@@ -107,4 +122,6 @@ def train_on_bundle(
         embeddings=vectors if improved else None,
         seconds=time.monotonic() - started,
         device=device,
+        kind=config.kind,
+        base_model=identity,
     )

@@ -1,7 +1,8 @@
 """Where a training's results live in the blob store, and how they get there.
 
     models/<user>/<bundle hash>/<config digest>/manifest.json            written last
-    models/<user>/<bundle hash>/<config digest>/<model digest>/model/... the tuned model folder
+    models/<user>/<bundle hash>/<config digest>/<model digest>/model/... the tuned model folder,
+                                                                     or its LoRA adapter
     models/<user>/<bundle hash>/<config digest>/<model digest>/embeddings.npy
     models/<user>/<bundle hash>/<config digest>/<model digest>/embeddings.passages.json
 
@@ -12,7 +13,9 @@ GPU, another thread count) can never mix their files under one key. Every blob i
 create-only; the manifest, written last and create-only too, is the marker that a bundle
 was trained with this config: the first run to write it wins, and a later run adopts it.
 A model that did not beat the base model still gets a manifest (metrics only, no files), so a
-refresh that yields the same bundle skips training either way.
+refresh that yields the same bundle skips training either way. The manifest's `kind` says what
+the model folder holds ('adapter' names its base model too); a manifest written before
+adapters existed has none and is a full model.
 """
 
 from __future__ import annotations
@@ -81,6 +84,10 @@ class Manifest:
     pairs: int
     device: str
     seconds: float
+    kind: str = "full"
+    """'full': model_key holds a whole model; 'adapter': a LoRA adapter on base_model."""
+    base_model: str = ""
+    """Identity of the base model trained on (meshkit.domain.adapter.base_model_identity)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -97,6 +104,8 @@ class Manifest:
             "pairs": self.pairs,
             "device": self.device,
             "seconds": round(self.seconds, 3),
+            "kind": self.kind,
+            "base_model": self.base_model,
         }
 
     @classmethod
@@ -127,6 +136,8 @@ class Manifest:
             pairs=int(doc.get("pairs") or 0),
             device=str(doc.get("device") or ""),
             seconds=float(doc.get("seconds") or 0.0),
+            kind=str(doc.get("kind") or "full"),  # absent before adapters: a full model
+            base_model=str(doc.get("base_model") or ""),
         )
 
 
@@ -170,6 +181,8 @@ async def store_result(blobs: BlobStore, layout: ModelLayout, result: TrainResul
         pairs=result.pairs,
         device=result.device,
         seconds=result.seconds,
+        kind=result.kind,
+        base_model=result.base_model,
     )
     try:
         await blobs.create(layout.manifest_key, canonical_json(manifest.to_json()))

@@ -23,6 +23,8 @@ def test_defaults_need_no_environment() -> None:
         ("CONTEXTMESH_TRAINING", "maybe", "true or false"),
         ("CONTEXTMESH_SOURCE", "gitlab", "one of local, github"),
         ("CONTEXTMESH_TRAIN_LR", "fast", "a number"),
+        ("CONTEXTMESH_TRAIN_KIND", "lora", "one of adapter, full"),
+        ("CONTEXTMESH_TRAIN_ADAPTER_RANK", "0", "between 1 and 256"),
         ("CONTEXTMESH_JS_REPLICAS", "7", "between 1 and 5"),
         ("CONTEXTMESH_FORCE_RATE", "0", ">= 0.001"),
         ("CONTEXTMESH_MAX_WATCHES_PER_JOB", "0", ">= 1"),
@@ -33,6 +35,19 @@ def test_a_bad_value_names_its_variable(variable: str, value: str, says: str) ->
         Settings.from_env({variable: value})
     assert info.value.variable == variable
     assert str(info.value).startswith(f"{variable}: ") and says in str(info.value)
+
+
+def test_the_training_kind_and_its_adapter_settings_are_read() -> None:
+    train = Settings.from_env(
+        {
+            "CONTEXTMESH_TRAIN_KIND": "Adapter",
+            "CONTEXTMESH_TRAIN_ADAPTER_RANK": "4",
+            "CONTEXTMESH_TRAIN_ADAPTER_LR": "0.0005",
+        }
+    ).train
+    assert (train.kind, train.adapter_rank, train.adapter_learning_rate) == ("adapter", 4, 5e-4)
+    assert Settings.from_env({"CONTEXTMESH_TRAIN_KIND": "full"}).train.kind == "full"
+    assert Settings.from_env({}).train.kind == "full"  # measured: docs/benchmarks.md
 
 
 def test_limits_are_read_from_their_variables() -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
 from contextmesh.bundle.v1 import bundle_pb2
 from contextmesh.search.v1 import search_service_pb2 as pb
@@ -17,6 +18,7 @@ from contextmesh.search.v1 import search_service_pb2_grpc
 
 from meshkit.bearer import aio_bearer_channel
 from meshkit.blob import BlobStore
+from meshkit.domain.adapter import LoraSpec, add_lora, base_model_identity, save_adapter
 from meshkit.domain.embedding import encode, load_model, model_nbytes
 from meshkit.domain.ids import new_job_id
 from meshkit.domain.passages import bundle_passages
@@ -136,12 +138,36 @@ async def test_top_k_bounds_the_hits_and_zero_means_ten(
 async def _publish_tuned(
     js: Any, blobs: BlobStore, model_dir: Path, tmp: Path, user: str, bundle_hash: str
 ) -> bundle_pb2.ModelPointer:
-    """Store the tiny model as if trainsvc had tuned it, and point the user at it."""
-    document = sample_bundle(user)
-    passages = tuple(bundle_passages(document))
+    """Store the tiny model as if trainsvc had tuned it in full (a whole model copy, as every
+    model was before adapters), and point the user at it."""
     copy = tmp / "tuned"
     shutil.copytree(model_dir, copy)
-    vectors = encode(load_model(copy), [p.text for p in passages])
+    return await _publish(js, blobs, copy, load_model(copy), user, bundle_hash, "full")
+
+
+def _make_adapter(base_dir: Path, folder: Path, trained_on: str | None = None) -> Any:
+    """A LoRA adapter on the tiny model with random (seeded) updates, saved to folder as
+    trainsvc saves one; returns the model it makes (base plus adapter)."""
+    import torch
+
+    model = load_model(base_dir)
+    add_lora(model, LoraSpec(rank=4, alpha=8), seed=3)
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:  # B starts at zero: without this the adapter changes nothing
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
+    identity = trained_on or base_model_identity(base_dir)
+    save_adapter(model, folder, LoraSpec(rank=4, alpha=8), identity)
+    return model
+
+
+async def _publish(
+    js: Any, blobs: BlobStore, folder: Path, model: Any, user: str, bundle_hash: str, kind: str
+) -> bundle_pb2.ModelPointer:
+    document = sample_bundle(user)
+    passages = tuple(bundle_passages(document))
+    vectors = encode(model, [p.text for p in passages])
     result = TrainResult(
         True,
         Metrics(0.1, 0, 0, 1),
@@ -149,10 +175,11 @@ async def _publish_tuned(
         1,
         1,
         passages,
-        copy,
+        folder,
         vectors,
         0.1,
         "cpu",
+        kind=kind,
     )
     manifest = await store_result(blobs, ModelLayout(user, bundle_hash, "c" * 32), result)
     pointer = bundle_pb2.ModelPointer(
@@ -165,6 +192,57 @@ async def _publish_tuned(
     bundles = await js.key_value(Buckets.BUNDLES.name)
     assert await move_model_pointer(models, bundles, user, pointer)
     return pointer
+
+
+async def _cached_model(searcher: Searcher, model_key: str) -> Any:
+    async def absent() -> tuple[Any, int]:
+        raise AssertionError(f"{model_key} is not cached")
+
+    return await searcher.cache.get(("model", model_key), absent)
+
+
+async def test_an_adapter_serves_on_the_shared_base_beside_a_full_model(
+    js: Any, blobs: BlobStore, service: Service, tiny_model_dir: Path, tmp_path: Path, user: str
+) -> None:
+    """One user has an adapter, another a full model trained before adapters existed: both
+    serve from one searcher; the adapter costs its own bytes and shares the base's weights."""
+    adapter_user, full_user = f"{user}a", f"{user}f"
+    adapter_ref = await store_bundle(js, blobs, sample_bundle(adapter_user), new_job_id())
+    full_ref = await store_bundle(js, blobs, sample_bundle(full_user), new_job_id())
+    trained = _make_adapter(tiny_model_dir, tmp_path / "adapter")
+    adapter = await _publish(
+        js, blobs, tmp_path / "adapter", trained, adapter_user, adapter_ref.content_hash, "adapter"
+    )
+    full = await _publish_tuned(
+        js, blobs, tiny_model_dir, tmp_path, full_user, full_ref.content_hash
+    )
+
+    answer = await search(service, adapter_user, "Zig")
+    assert answer.tuned and answer.hits[0].repository == f"{adapter_user}/zig-tracer"
+    assert (await search(service, full_user, "Zig")).tuned
+
+    searcher = service.searcher
+    base = await searcher._base_model()
+    served = await _cached_model(searcher, adapter.model_key)
+    query = "a sensor that reports air quality"
+    np.testing.assert_allclose(encode(served, [query]), encode(trained, [query]), atol=1e-5)
+    assert not np.allclose(encode(served, [query]), encode(base, [query]), atol=1e-3)
+    shared = {t.data_ptr() for t in base.parameters()}
+    assert sum(t.data_ptr() in shared for t in served.parameters()) == len(shared)
+    sizes = {key: size for key, (_, size) in searcher.cache._entries.items()}
+    assert 0 < sizes[("model", adapter.model_key)] < model_nbytes(base) / 4
+    assert sizes[("model", full.model_key)] == model_nbytes(base)
+
+
+async def test_an_adapter_for_another_base_model_is_not_served(
+    js: Any, blobs: BlobStore, service: Service, tiny_model_dir: Path, tmp_path: Path, user: str
+) -> None:
+    ref = await store_bundle(js, blobs, sample_bundle(user), new_job_id())
+    trained = _make_adapter(tiny_model_dir, tmp_path / "adapter", trained_on="0" * 32)
+    await _publish(js, blobs, tmp_path / "adapter", trained, user, ref.content_hash, "adapter")
+    answer = await search(service, user, "Zig")
+    assert not answer.tuned, "the base model answers instead"
+    assert answer.hits[0].repository == f"{user}/zig-tracer"
 
 
 async def test_the_tuned_model_serves_only_the_bundle_it_was_tuned_on(
@@ -188,7 +266,7 @@ async def test_the_tuned_model_serves_only_the_bundle_it_was_tuned_on(
 async def test_the_cache_evicts_to_stay_under_its_byte_bound(
     js: Any, blobs: BlobStore, tiny_model_dir: Path, user: str, signer: LocalSigner
 ) -> None:
-    bound = model_nbytes(load_model(tiny_model_dir)) + 64 * 1024  # the model and one index
+    bound = 64 * 1024  # one index (the base model is held outside the cache)
     searcher, server = await start(js, blobs, tiny_model_dir, bound, signer)
     try:
         users = [f"{user}{i}" for i in range(3)]
