@@ -36,7 +36,8 @@ from trainsvc.store import Manifest, ModelLayout, read_manifest, store_result
 ADAPTER = TrainConfig(
     epochs=1, batch_size=8, learning_rate=1e-2, seed=5, max_pairs=64, kind="adapter"
 )
-FULL = replace(ADAPTER, kind="full", learning_rate=1e-3)
+# Seed 2: a full run that gains overall and on the paraphrases, so the gate publishes it.
+FULL = replace(ADAPTER, kind="full", learning_rate=1e-3, seed=2)
 
 
 def _train(model_dir: Path, workdir: Path, config: TrainConfig) -> TrainResult:

@@ -3,8 +3,9 @@ tuned model is published.
 
 The tiny model's rankings are noise, but they are deterministic: with a learning rate of 0
 the optimiser leaves every weight where it was, so the tuned model ranks exactly like the
-base model and must not be published; a few steps at 1e-3 on the sample bundle lift its
-MRR@10 (0.55 -> 0.60 when this was written), and that model must be.
+base model and must not be published; a few steps at 1e-3 on the sample bundle (seed 2) lift
+its MRR@10 (0.56 -> 0.64) and its paraphrases' (0.31 -> 0.34, so the paraphrase veto does not
+hold it back), and that model must be.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from trainsvc.pipeline import TrainResult, train_on_bundle
 
 
 def _train(model_dir: Path, workdir: Path, learning_rate: float) -> TrainResult:
-    config = TrainConfig(epochs=1, batch_size=8, learning_rate=learning_rate, seed=5, max_pairs=64)
+    config = TrainConfig(epochs=1, batch_size=8, learning_rate=learning_rate, seed=2, max_pairs=64)
     return train_on_bundle(
         sample_bundle(),
         config,
