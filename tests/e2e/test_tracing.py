@@ -261,13 +261,10 @@ def test_training_and_search_continue_their_callers_traces(
             )
             assert search.returncode == 0, search.stdout + search.stderr + mesh.logs()
 
-            def searched(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
-                return [s for s in spans if s.name == SEARCH_METHOD and s.service == "searchsvc"]
-
             spans = receiver.wait_for(
                 lambda spans: (
                     bool(consumed(refresh_trace(spans, job_id), TRAIN.subject))
-                    and bool(searched(spans))
+                    and search_chain(spans) is not None  # every service exports on its own
                 )
             )
         finally:
@@ -282,11 +279,8 @@ def test_training_and_search_continue_their_callers_traces(
     assert by_id[training.parent_span_id].service == "mergesvc"
 
     # The search: CLI -> gateway SearchBundle -> gateway's client call -> searchsvc, one trace.
-    (server,) = searched(spans)
-    search_trace = {s.span_id: s for s in spans if s.trace_id == server.trace_id}
-    chain = [server]
-    while chain[-1].parent_span_id:
-        chain.append(search_trace[chain[-1].parent_span_id])
+    chain = search_chain(spans)
+    assert chain is not None
     assert [(s.service, s.kind) for s in chain] == [
         ("searchsvc", Kind.SPAN_KIND_SERVER),
         ("gateway", Kind.SPAN_KIND_CLIENT),
@@ -295,3 +289,19 @@ def test_training_and_search_continue_their_callers_traces(
     ]
     assert chain[2].name == chain[3].name == "/contextmesh.gateway.v1.BundleService/SearchBundle"
     assert TOKEN not in repr(receiver.spans)
+
+
+def search_chain(spans: list[ReceivedSpan]) -> list[ReceivedSpan] | None:
+    """searchsvc's Search span and its ancestors up to the root, once all have arrived."""
+    servers = [s for s in spans if s.name == SEARCH_METHOD and s.service == "searchsvc"]
+    if len(servers) != 1:
+        return None
+    (server,) = servers
+    by_id = {s.span_id: s for s in spans if s.trace_id == server.trace_id}
+    chain = [server]
+    while chain[-1].parent_span_id:
+        parent = by_id.get(chain[-1].parent_span_id)
+        if parent is None:
+            return None
+        chain.append(parent)
+    return chain
