@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "BLOB_CALL",
+    "DECLARE",
     "GITHUB_REQUEST",
     "NATS_CONNECT",
     "PUBLISH",
@@ -134,6 +135,13 @@ PUBLISH = RetryPolicy(
 )
 """Publishing a task while its stream has no leader (meshkit/publish.py): a cluster's
 re-election takes seconds, so retry briskly until 30 s have passed."""
+
+DECLARE = RetryPolicy(
+    attempts=None, base_delay_s=0.5, max_delay_s=5.0, jitter=Jitter.EQUAL, deadline_s=120.0
+)
+"""Declaring the topology while a fresh cluster elects its JetStream leaders
+(meshkit/topology.py): creating an R3 stream can time out or answer 503 until they settle.
+Declaring is idempotent, so the whole of it is tried again."""
 
 NATS_CONNECT = RetryPolicy(
     attempts=None, base_delay_s=0.2, max_delay_s=5.0, jitter=Jitter.NONE, attempt_timeout_s=2.0

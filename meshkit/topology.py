@@ -14,10 +14,12 @@ DEADLETTER.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -29,9 +31,10 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 
 from meshkit.config import Settings, StreamTiming
+from meshkit.retry import DECLARE, Attempts
 
 __all__ = [
     "ALL_BUCKETS",
@@ -384,13 +387,24 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
 async def declare_as_configured(js: JetStreamContext, settings: Settings) -> None:
     """`declare` with what the settings say: replicas, stream timing and byte bounds. Every
     declaring step (a service on an open server, `up`'s admin step, the k8s Job) uses it, so
-    they cannot disagree with the workers."""
-    await declare(
-        js,
-        replicas=settings.nats.replicas,
-        timing=settings.timing,
-        max_bytes=settings.nats.max_bytes,
-    )
+    they cannot disagree with the workers. A cluster still electing its leaders answers with
+    timeouts or 503s for a while: the declaration is tried again until DECLARE gives up."""
+    attempts = Attempts(DECLARE)
+    while True:
+        try:
+            await declare(
+                js,
+                replicas=settings.nats.replicas,
+                timing=settings.timing,
+                max_bytes=settings.nats.max_bytes,
+            )
+            return
+        except (NatsTimeoutError, ServiceUnavailableError) as exc:
+            delay = attempts.next_delay_s()
+            if delay is None:
+                raise
+            log.warning("declaring the topology failed (%s); trying again", type(exc).__name__)
+            await asyncio.sleep(delay)
 
 
 async def declare(

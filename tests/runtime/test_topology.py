@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, RetentionPolicy, StorageType
+from nats.js.errors import ServiceUnavailableError
 
 from meshctl.nats_server import NatsServer
-from meshkit.config import NatsSettings
+from meshkit import topology
+from meshkit.config import NatsSettings, Settings
 from meshkit.nats_client import connect
 from meshkit.topology import ALL_BUCKETS, ALL_WORK_STREAMS, DAY, DEADLETTER, Buckets, declare
 
@@ -49,3 +55,23 @@ async def test_an_old_cm_active_without_expiry_gets_one(fresh_nats: NatsServer) 
         assert (await kv.get("someone")).value  # entries are kept, and now expire
     finally:
         await nc.close()
+
+
+async def test_a_cluster_still_electing_its_leaders_is_declared_once_it_answers(
+    js: JetStreamContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fresh R3 cluster answers add_stream with timeouts and 503s until its leaders settle;
+    # a service starting then must wait for it, not exit.
+    real_declare = topology.declare
+    failures = [NatsTimeoutError(), ServiceUnavailableError()]
+
+    async def settling(js: JetStreamContext, **kwargs: Any) -> None:
+        if failures:
+            raise failures.pop(0)
+        await real_declare(js, **kwargs)
+
+    monkeypatch.setattr(topology, "declare", settling)
+    await topology.declare_as_configured(js, Settings.from_env({}))
+
+    assert failures == []
+    assert (await js.stream_info(DEADLETTER)).config.name == DEADLETTER
