@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 
+from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
@@ -21,16 +22,22 @@ from meshkit.blob.base import ensure_stored
 from meshkit.domain.retention_fence import RetentionFence
 from meshkit.domain.user_data import http_cache_body_key, http_cache_key
 from meshkit.errors import BlobNotFoundError
+from meshkit.topology import Buckets
 from syncsvc.sources.base import CachedResponse, ResponseCache
 
 __all__ = ["SharedResponseCache"]
 
 
 class SharedResponseCache(ResponseCache):
-    def __init__(self, kv: KeyValue, blobs: BlobStore) -> None:
+    def __init__(self, kv: KeyValue, blobs: BlobStore, fence: RetentionFence) -> None:
         self.kv = kv
         self.blobs = blobs
-        self.fence = RetentionFence(kv._js)  # the bucket's own JetStream context
+        self.fence = fence
+
+    @classmethod
+    async def open(cls, js: JetStreamContext, blobs: BlobStore) -> SharedResponseCache:
+        """The cache on the cm_http_cache bucket, fenced against retention sweeps."""
+        return cls(await js.key_value(Buckets.HTTP_CACHE.name), blobs, RetentionFence(js))
 
     async def get(self, url: str) -> CachedResponse | None:
         try:

@@ -26,7 +26,7 @@ async def serve(ctx: ServiceContext) -> None:
     blobs = open_blob_store(settings.blob_url)
     jobs = await JobStore.open(ctx.js)
     fanin = FanIn(ctx.js, jobs, await ctx.js.key_value(Buckets.OUTCOMES.name))
-    cache = SharedResponseCache(await ctx.js.key_value(Buckets.HTTP_CACHE.name), blobs)
+    cache = await SharedResponseCache.open(ctx.js, blobs)
     replicas = LiveReplicas(ctx.js)
     await replicas.beat()  # count the others before the first request takes a share
     source = open_source(

@@ -188,7 +188,7 @@ async def test_what_a_running_job_references_stays_and_a_finished_jobs_plan_goes
 async def test_a_cached_body_stays_while_an_entry_names_it(
     gateway: Gateway, blobs: BlobStore, user: str
 ) -> None:
-    cache = SharedResponseCache(await gateway.js.key_value(Buckets.HTTP_CACHE.name), blobs)
+    cache = await SharedResponseCache.open(gateway.js, blobs)
     url = f"https://api.github.com/repos/{user}/alpha/readme"
     await cache.put(url, CachedResponse(etag='"1"', body=b"old body"))
     await cache.put(url, CachedResponse(etag='"2"', body=b"new body"))
@@ -235,7 +235,7 @@ async def test_a_refresh_reusing_swept_blobs_mid_sweep_leaves_a_complete_bundle(
 async def test_a_cache_entry_written_mid_sweep_keeps_its_old_body(
     gateway: Gateway, blobs: BlobStore, user: str
 ) -> None:
-    cache = SharedResponseCache(await gateway.js.key_value(Buckets.HTTP_CACHE.name), blobs)
+    cache = await SharedResponseCache.open(gateway.js, blobs)
     url = f"https://api.github.com/repos/{user}/alpha/readme"
     await cache.put(url, CachedResponse(etag='"1"', body=b"first body"))
     await cache.put(url, CachedResponse(etag='"2"', body=b"second body"))

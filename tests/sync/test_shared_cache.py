@@ -18,7 +18,7 @@ from meshctl.nats_server import NatsServer
 from meshkit.blob import FilesystemBlobStore
 from meshkit.config import NatsSettings
 from meshkit.nats_client import connect
-from meshkit.topology import Buckets, declare
+from meshkit.topology import declare
 from syncsvc.http_cache import SharedResponseCache
 from syncsvc.sources.base import FetchedRepo
 from syncsvc.sources.github import GithubSource
@@ -47,7 +47,7 @@ async def workers(
             await declare(js)
             blobs = FilesystemBlobStore(tmp_path / "blobs")
             stack.push_async_callback(blobs.close)
-            cache = SharedResponseCache(await js.key_value(Buckets.HTTP_CACHE.name), blobs)
+            cache = await SharedResponseCache.open(js, blobs)
             return make_github_source(cache=cache)
 
         yield new
