@@ -357,16 +357,37 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         os.killpg(pid, sig)
 
 
+# Runs after setpriv has set the flag: a parent that died before that (the child then
+# belongs to init or a subreaper) would never send the signal, so the child gives up instead
+# of running orphaned. $0 is the launcher's pid; the rest is the program and its arguments.
+_PARENT_CHECK = 'test "$PPID" = "$0" || exit 1; exec "$@"'
+
+
 def _guarded(argv: list[str]) -> list[str]:
     """argv run through `setpriv --pdeathsig KILL`: the kernel SIGKILLs the child when the
     thread that launched it exits. setpriv sets the flag and execs the program in place (same
     pid; the flag survives exec), so nothing runs between fork and exec. A preexec_fn would
     make subprocess fork() instead of vfork(), running every at-fork handler of a threaded
-    parent (gRPC's among them), which can block the parent for good. The guard starts a moment
-    after launch() returns, when setpriv has run. Without setpriv (not Linux, or util-linux
-    missing) the child runs unguarded."""
-    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
-    return [setpriv, "--pdeathsig", "KILL", "--", *argv] if setpriv else argv
+    parent (gRPC's among them), which can block the parent for good. A launcher that dies
+    before setpriv has set the flag is caught by a shell check of the parent, once the flag
+    is set. Without setpriv or sh (not Linux, or util-linux missing) the child runs
+    unguarded."""
+    if not sys.platform.startswith("linux"):
+        return argv
+    setpriv, shell = shutil.which("setpriv"), shutil.which("sh")
+    if setpriv is None or shell is None:
+        return argv
+    return [
+        setpriv,
+        "--pdeathsig",
+        "KILL",
+        "--",
+        shell,
+        "-c",
+        _PARENT_CHECK,
+        str(os.getpid()),
+        *argv,
+    ]
 
 
 def _runnable(program: str) -> str:
