@@ -169,8 +169,9 @@ async def test_a_user_whose_entry_names_an_installation_is_synced_with_a_minted_
 ) -> None:
     source = make_github_source(token=SHARED_TOKEN, credentials=store(world, store_dir, key_file))
 
-    listed = await source.list_repositories("acme")
+    # Requests that start together, before any token: they wait for one mint.
     await asyncio.gather(*(fetch(source, "acme/site") for _ in range(5)))
+    listed = await source.list_repositories("acme")
     await fetch(source, "other/site", user="other")
 
     [token] = world.minted(installation)  # concurrent requests waited for one mint
