@@ -107,38 +107,12 @@ class GithubApp:
             "exp": now + JWT_LIFETIME_S,
             "iss": str(self.app_id),
         }
-        return jwt.encode(payload, self._key(), algorithm="RS256")
-
-    def _key(self) -> RSAPrivateKey:
-        where = f"GitHub App key file {self.key_file} (CONTEXTMESH_GITHUB_APP_KEY_FILE)"
-        assert self.key_file is not None
-        try:
-            if self.key_file.stat().st_size > MAX_KEY_BYTES:
-                raise SourceError(f"{where} is too large to be a PEM key", transient=False)
-            data = self.key_file.read_bytes()
-        except OSError as exc:
-            # The error names the file and what went wrong, never its content.
-            raise SourceError(
-                f"{where} is unreadable ({type(exc).__name__}): mount the App's private key there",
-                transient=False,
-            ) from None
-        try:
-            key = serialization.load_pem_private_key(data, password=None)
-        except (ValueError, TypeError, UnsupportedAlgorithm):
-            key = None  # cryptography's message may quote the data: never pass it on
-        if not isinstance(key, RSAPrivateKey):
-            raise SourceError(
-                f"{where} holds no unencrypted RSA private key in PEM: download the App's "
-                "private key from its GitHub settings and mount it as is",
-                transient=False,
-            )
-        return key
+        return jwt.encode(payload, _read_key(self.key_file), algorithm="RS256")
 
     async def mint(self, client: httpx.AsyncClient, installation_id: int) -> MintedToken:
         """A new token for the installation (one POST)."""
-        app_jwt = self.jwt()
         url = f"{self.api_url}/app/installations/{installation_id}/access_tokens"
-        reply = await client.post(url, headers=_headers(app_jwt), follow_redirects=False)
+        reply = await _send(client, "POST", url, self.jwt(), installation_id)
         if reply.status_code == 201:
             return _minted(reply, installation_id)
         raise _refused(reply, installation_id, "mint a token for", self.app_id)
@@ -146,7 +120,7 @@ class GithubApp:
     async def account(self, client: httpx.AsyncClient, installation_id: int) -> str | None:
         """The login (lower case) of the account the App is installed on."""
         url = f"{self.api_url}/app/installations/{installation_id}"
-        reply = await client.get(url, headers=_headers(self.jwt()), follow_redirects=False)
+        reply = await _send(client, "GET", url, self.jwt(), installation_id)
         if reply.status_code != 200:
             raise _refused(reply, installation_id, "look up", self.app_id)
         try:
@@ -154,6 +128,43 @@ class GithubApp:
         except (ValueError, KeyError, TypeError):
             return None
         return login.lower() if isinstance(login, str) else None
+
+
+def _read_key(key_file: Path) -> RSAPrivateKey:
+    where = f"GitHub App key file {key_file} (CONTEXTMESH_GITHUB_APP_KEY_FILE)"
+    try:
+        if key_file.stat().st_size > MAX_KEY_BYTES:
+            raise SourceError(f"{where} is too large to be a PEM key", transient=False)
+        data = key_file.read_bytes()
+    except OSError as exc:
+        # The error names the file and what went wrong, never its content.
+        raise SourceError(
+            f"{where} is unreadable ({type(exc).__name__}): mount the App's private key there",
+            transient=False,
+        ) from None
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        key = None  # cryptography's message may quote the data: never pass it on
+    if not isinstance(key, RSAPrivateKey):
+        raise SourceError(
+            f"{where} holds no unencrypted RSA private key in PEM: download the App's "
+            "private key from its GitHub settings and mount it as is",
+            transient=False,
+        )
+    return key
+
+
+async def _send(
+    client: httpx.AsyncClient, method: str, url: str, app_jwt: str, installation_id: int
+) -> httpx.Response:
+    try:
+        return await client.request(method, url, headers=_headers(app_jwt), follow_redirects=False)
+    except httpx.HTTPError as exc:
+        raise SourceError(
+            f"GitHub App installation {installation_id}: request failed ({type(exc).__name__})",
+            transient=True,
+        ) from None
 
 
 class Installation:

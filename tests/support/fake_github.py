@@ -769,7 +769,9 @@ class FakeGithub:
         authorization = headers.get("authorization", "")
         presented = authorization.partition(" ")[2].strip() if authorization else None
         if route.kind in ("mint", "installation"):
-            return self._app_answer(method, route, presented)
+            return (
+                self._fault_answer(fault) if fault else self._app_answer(method, route, presented)
+            )
         own = presented if presented in self._user_tokens else None
         minted = self._minted.get(presented or "")
         installation = minted[0] if minted is not None and now < minted[1] else None

@@ -354,6 +354,21 @@ async def test_a_broken_app_setup_fails_the_users_sync_with_what_to_fix(
     assert _pem(app_key).decode().splitlines()[1] not in shown
 
 
+async def test_an_outage_while_minting_is_transient_and_still_not_the_shared_token(
+    world: FakeGithub, make_github_source: MakeSource, store_dir: Path, key_file: Path
+) -> None:
+    world.fail(503, path="access_tokens", times=1)
+    source = make_github_source(token=SHARED_TOKEN, credentials=store(world, store_dir, key_file))
+
+    with pytest.raises(SourceError) as caught:
+        await source.fetch(listing("acme/site"), extra_files=(), max_file_bytes=CAP, user="acme")
+
+    assert caught.value.transient  # the task is retried later
+    assert "could not mint a token for installation" in str(caught.value)
+    assert world.requests(repo="acme/site") == []
+    await fetch(source, "acme/site")  # GitHub is back: the retry mints
+
+
 async def test_no_key_jwt_or_token_reaches_a_log_line_or_an_error(
     world: FakeGithub,
     make_github_source: MakeSource,
