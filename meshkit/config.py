@@ -183,7 +183,15 @@ class GithubSettings:
     credentials_dir: pathlib.Path | None = None
     """CONTEXTMESH_GITHUB_USERS_DIR: users' own tokens, one file per user named by
     their login in lower case (a mounted Kubernetes Secret). Default <data dir>/credentials;
-    a folder that does not exist means nobody has one."""
+    a folder that does not exist means nobody has one. A file holding
+    `installation:<id>` instead of a token syncs that user with the GitHub App's
+    installation <id> (docs/security.md, "GitHub App installations")."""
+    app_id: int | None = None
+    """CONTEXTMESH_GITHUB_APP_ID: the GitHub App whose installations the credential store may
+    name; unset: no App, and a user whose entry names an installation fails to sync."""
+    app_key_file: pathlib.Path | None = None
+    """CONTEXTMESH_GITHUB_APP_KEY_FILE: the App's private key (PEM), e.g. a mounted Secret.
+    Read at every mint (about hourly per installation), so a rotated key is picked up."""
     timeout_s: float = 10.0
     """CONTEXTMESH_GITHUB_TIMEOUT_S: per-request timeout."""
     max_retries: int = 4
@@ -399,6 +407,7 @@ class Settings:
         data_dir = pathlib.Path(e.text("CONTEXTMESH_DATA_DIR", ".contextmesh")).resolve()
         source = e.choice("CONTEXTMESH_SOURCE", "local", ("local", "github"))
         local_dir = e.optional("CONTEXTMESH_LOCAL_SOURCE_DIR")
+        app_key = e.optional("CONTEXTMESH_GITHUB_APP_KEY_FILE")
         return cls(
             data_dir=data_dir,
             blob_url=e.text("CONTEXTMESH_BLOB_URL", (data_dir / "blobs").as_uri()),
@@ -423,6 +432,8 @@ class Settings:
                 credentials_dir=pathlib.Path(
                     e.text("CONTEXTMESH_GITHUB_USERS_DIR", str(data_dir / "credentials"))
                 ).resolve(),
+                app_id=e.integer("CONTEXTMESH_GITHUB_APP_ID", 0, minimum=0) or None,
+                app_key_file=pathlib.Path(app_key).resolve() if app_key else None,
                 timeout_s=e.number("CONTEXTMESH_GITHUB_TIMEOUT_S", 10.0, minimum=0.1),
                 max_retries=e.integer("CONTEXTMESH_GITHUB_MAX_RETRIES", 4, maximum=20),
                 rate_limit_reserve=e.integer("CONTEXTMESH_GITHUB_RATE_RESERVE", 50),

@@ -25,9 +25,12 @@ def open_source(
     (both GithubHttp's); without them the process keeps its limits to itself."""
     if settings.sync.source == "github":
         from syncsvc.sources.github import GithubSource
+        from syncsvc.sources.github_app import GithubApp
         from syncsvc.sources.github_credentials import CredentialStore
 
-        credentials = CredentialStore(settings.github.token, settings.github.credentials_dir)
+        github = settings.github
+        app = GithubApp(github.app_id, github.app_key_file, github.api_url)
+        credentials = CredentialStore(github.token, github.credentials_dir, app=app)
         return GithubSource(
             settings.github,
             # With a live bound, the pool must hold the largest part this replica may get.

@@ -16,8 +16,9 @@ Files:
                                       `path` names the README (README.md, readme.rst, ...)
                                       and whose `size` comes before its content is decoded.
 Create one GithubSource per process: it owns the process's client, and per credential its
-concurrency bound and view of the rate limit. A user whose own token is in the credential
-store is listed and fetched with it; everyone else with the shared token.
+concurrency bound and view of the rate limit. A user whose own token (or GitHub App
+installation) is in the credential store is listed and fetched with it; everyone else with
+the shared token.
 """
 
 from __future__ import annotations
@@ -160,7 +161,11 @@ class GithubSource(Source):
         return public
 
     async def _credential_owner(self, credential: Credential) -> str | None:
-        """The login (lower case) the token belongs to; None without a token or an answer."""
+        """The login (lower case) the token belongs to; None without a token or an answer.
+        An installation's token belongs to the account the App is installed on (GET /user
+        is not open to installation tokens)."""
+        if credential.installation is not None:
+            return await self._http.installation_account(credential)
         if not credential.token:
             return None
         if credential.id not in self._owners:

@@ -3,7 +3,8 @@ rate limits, retries, redirects and a cap on how much of a body is read.
 
 Each credential (github_credentials) has its own lane: its Authorization, its RateLimiter
 (shared with the other replicas through the budget bucket when one is given) and its bound
-on requests in flight, since GitHub counts both per token. One credential's exhausted
+on requests in flight, since GitHub counts both per token (per installation for a GitHub
+App's, whatever token it has this hour). One credential's exhausted
 budget or pause never holds back another's requests.
 
 Callers get a Reply for 2xx, 304 and 404 (the answers they interpret); everything else is
@@ -33,7 +34,7 @@ from meshkit.config import GithubSettings
 from meshkit.metrics import GITHUB_RATE_LIMIT_REMAINING, GITHUB_REQUESTS
 from meshkit.telemetry import tracer
 from syncsvc.sources.base import SourceError
-from syncsvc.sources.github_auth import ApiTokenAuth
+from syncsvc.sources.github_auth import ApiTokenAuth, InstallationAuth
 from syncsvc.sources.github_budget import SharedBudget
 from syncsvc.sources.github_concurrency import AdjustableLimit
 from syncsvc.sources.github_credentials import SHARED, Credential
@@ -83,7 +84,7 @@ class _Lane:
     """What requests sent with one credential share."""
 
     credential: Credential
-    auth: ApiTokenAuth
+    auth: ApiTokenAuth | InstallationAuth
     limiter: RateLimiter
     in_flight: AdjustableLimit
 
@@ -136,9 +137,12 @@ class GithubHttp:
             shared = (
                 SharedBudget(self._budgets, credential.id) if self._budgets is not None else None
             )
+            installation = credential.installation
             lane = _Lane(
                 credential,
-                ApiTokenAuth(credential.token, self.api_url),
+                InstallationAuth(installation, self.api_url, self._client)
+                if installation is not None
+                else ApiTokenAuth(credential.token, self.api_url),
                 RateLimiter(
                     reserve=self._settings.rate_limit_reserve, pacing=self._pacing, shared=shared
                 ),
@@ -150,6 +154,13 @@ class GithubHttp:
     def url(self, path: str, params: dict[str, str | int] | None = None) -> httpx.URL:
         """An API URL from an already quoted path, keeping the base's path prefix (GHE)."""
         return httpx.URL(f"{self.api_url}{path}", params=params)
+
+    async def installation_account(self, credential: Credential) -> str | None:
+        """The login (lower case) of the account an installation credential's App is
+        installed on; None for any other credential."""
+        if credential.installation is None:
+            return None
+        return await credential.installation.account(self._client)
 
     async def aclose(self) -> None:
         if self._owns_client:
@@ -196,18 +207,16 @@ class GithubHttp:
         limits: tuple[int | None, int],
     ) -> Reply:
         """_get, with the token scrubbed from any error GitHub's message brought along."""
-        token = lane.credential.token
         try:
             return await self._get(lane, url, accept, etag, limits)
         except SourceError as exc:
             # GitHub's own message is part of some errors: make sure no token rides along.
-            if not token or token not in str(exc):
+            message = str(exc)
+            for token in lane.credential.secrets():
+                message = message.replace(token, "***")
+            if message == str(exc):
                 raise
-            clean = SourceError(
-                str(exc).replace(token, "***"),
-                transient=exc.transient,
-                retry_after_s=exc.retry_after_s,
-            )
+            clean = SourceError(message, transient=exc.transient, retry_after_s=exc.retry_after_s)
         raise clean  # outside the except block, so the original is not chained to it
 
     async def _get(
@@ -243,7 +252,7 @@ class GithubHttp:
                     hops += 1
                     current = self._follow(current, reply, hops, target)
                     continue
-                decision = self._classify(reply, target, attempt + 1, secondary_hits)
+                decision = self._classify(lane, reply, target, attempt + 1, secondary_hits)
                 if decision is None:
                     return dataclasses.replace(reply, redirected=hops > 0)
                 retry = decision
@@ -334,7 +343,7 @@ class GithubHttp:
         return nxt
 
     def _classify(
-        self, reply: Reply, target: str, attempt: int, secondary_hits: int
+        self, lane: _Lane, reply: Reply, target: str, attempt: int, secondary_hits: int
     ) -> _Retry | None:
         """None for an answer the caller reads; a _Retry for one worth another try; raises
         SourceError for one that no retry will change."""
@@ -366,8 +375,13 @@ class GithubHttp:
             delay = retry_after if retry_after is not None else self._backoff(attempt)
             return _Retry(f"HTTP {status}", delay)
         if status == 401:
+            fix = (
+                "a freshly minted installation token was refused: check the App's installation"
+                if lane.credential.installation is not None
+                else "check the GitHub token"
+            )
             raise SourceError(
-                f"GitHub GET {target}: HTTP 401 {message} (check the GitHub token)".rstrip(),
+                f"GitHub GET {target}: HTTP 401 {message} ({fix})",
                 transient=False,
             )
         raise SourceError(f"GitHub GET {target}: HTTP {status} {message}".rstrip(), transient=False)

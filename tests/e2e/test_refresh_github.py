@@ -12,6 +12,8 @@ import pytest
 from contextmesh.gateway.v1 import bundle_service_pb2 as pb
 from contextmesh.gateway.v1 import bundle_service_pb2_grpc
 from contextmesh.job.v1 import job_pb2
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from google.rpc import code_pb2
 
 from meshctl.nats_server import NatsServer
@@ -19,6 +21,7 @@ from meshkit.config import NatsSettings
 from meshkit.job_errors import error_reason
 from meshkit.nats_client import connect
 from meshkit.topology import DAY, DEADLETTER, SYNC, Buckets
+from syncsvc.sources.github_app import installation_key
 from syncsvc.sources.github_credentials import credential_id
 from tests.support.fake_github import FakeGithub, populate
 from tests.support.mesh import Mesh
@@ -179,6 +182,8 @@ async def _leftovers(url: str, user: str) -> dict[str, object]:
 
 
 OWN_TOKEN = "ghp_" + "Y" * 36
+APP_ID = 777
+INSTALLATION = 31337
 
 
 def test_a_user_with_their_own_token_is_synced_with_it_by_every_replica(
@@ -186,12 +191,26 @@ def test_a_user_with_their_own_token_is_synced_with_it_by_every_replica(
 ) -> None:
     """The credential store, the shared budget bucket and the replica heartbeats, wired into
     the real syncsvc processes: alice's repositories go out with her token from whichever
-    replica takes them, octo's with the shared one; the bucket names both by id only."""
+    replica takes them, bob's with tokens the replicas minted for his GitHub App
+    installation, octo's with the shared one; the bucket names each by id only."""
     populate(github, "alice", 12)
     github.add_user_token(OWN_TOKEN, "alice")
+    populate(github, "bob", 6)
+    app_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    github.add_app(APP_ID, app_key.public_key())
+    github.add_installation(INSTALLATION, APP_ID, "bob")
+    key_file = tmp_path / "app-key.pem"
+    key_file.write_bytes(
+        app_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     store = tmp_path / "credentials"
     store.mkdir()
     (store / "alice").write_text(OWN_TOKEN + "\n")
+    (store / "bob").write_text(f"installation:{INSTALLATION}\n")
     mesh = Mesh(
         fresh_nats.url,
         tmp_path,
@@ -200,6 +219,8 @@ def test_a_user_with_their_own_token_is_synced_with_it_by_every_replica(
             "CONTEXTMESH_GITHUB_API_URL": github.url,
             "GITHUB_TOKEN": TOKEN,
             "CONTEXTMESH_GITHUB_USERS_DIR": str(store),
+            "CONTEXTMESH_GITHUB_APP_ID": str(APP_ID),
+            "CONTEXTMESH_GITHUB_APP_KEY_FILE": str(key_file),
             "CONTEXTMESH_GITHUB_MAX_RETRIES": "1",
         },
     )
@@ -215,14 +236,21 @@ def test_a_user_with_their_own_token_is_synced_with_it_by_every_replica(
         assert github.rate_remaining() == shared_left
         assert github.rate_remaining(OWN_TOKEN) < shared_left
         sync_settled(fresh_nats.url)
+        bob = refresh(mesh, "bob")
+        assert (bob.state, bob.synced) == (JobState.JOB_STATE_DONE, 6), mesh.logs()
+        sync_settled(fresh_nats.url)
         octo = refresh(mesh, "octo")
         assert (octo.state, octo.synced) == (JobState.JOB_STATE_DONE, REPOS), mesh.logs()
 
         requests = github.requests()
         alices = {r.authorization for r in requests if (r.repo or "").startswith("alice/")}
         octos = {r.authorization for r in requests if (r.repo or "").startswith("octo/")}
+        bobs = {r.authorization for r in requests if (r.repo or "").startswith("bob/")}
+        minted = github.minted(INSTALLATION)
         assert alices == {f"Bearer {OWN_TOKEN}"}
         assert octos == {f"Bearer {TOKEN}"}
+        assert bobs and bobs <= {f"Bearer {t}" for t in minted}
+        assert 1 <= len(minted) <= 2  # at most one mint per replica
 
         async def buckets() -> tuple[dict[str, bytes], int]:
             nc, js = await connect(NatsSettings(url=fresh_nats.url), name="e2e-budgets")
@@ -235,11 +263,16 @@ def test_a_user_with_their_own_token_is_synced_with_it_by_every_replica(
                 await nc.close()
 
         entries, live = asyncio.run(buckets())
-        assert set(entries) == {credential_id(TOKEN), credential_id(OWN_TOKEN)}
+        installation = installation_key(APP_ID, INSTALLATION)
+        assert set(entries) == {credential_id(TOKEN), credential_id(OWN_TOKEN), installation}
         stored = b"".join(k.encode() + v for k, v in entries.items())
-        assert TOKEN.encode() not in stored and OWN_TOKEN.encode() not in stored
+        for secret in (TOKEN, OWN_TOKEN, *minted):
+            assert secret.encode() not in stored
         assert live == 2  # both replicas heartbeat
         logs = mesh.logs()
         assert OWN_TOKEN not in logs and OWN_TOKEN[:12] not in logs
+        jwts = [r.authorization or "" for r in github.requests(kind="mint")]
+        for secret in (*minted, *jwts):
+            assert secret.removeprefix("Bearer ") not in logs
     finally:
         mesh.stop_all()

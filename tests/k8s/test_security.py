@@ -123,3 +123,31 @@ def test_only_syncsvc_gets_the_github_token(base: Manifests) -> None:
     }
 
     assert holders == {"syncsvc": {"name": "contextmesh-github", "key": "token"}}
+
+
+def test_only_syncsvc_mounts_the_github_app_key_read_only(base: Manifests) -> None:
+    mounts = {}
+    for workload in base.workloads():
+        spec = workload["spec"]["template"]["spec"]
+        for volume in spec.get("volumes", []):
+            if volume.get("secret", {}).get("secretName") != "contextmesh-github-app":
+                continue
+            for container in containers(workload):
+                for mount in container.get("volumeMounts", []):
+                    if mount["name"] == volume["name"]:
+                        mounts[workload["metadata"]["name"]] = (mount, volume["secret"])
+        env = {e["name"]: e for c in containers(workload) for e in c.get("env", [])}
+        if "CONTEXTMESH_GITHUB_APP_KEY_FILE" in env:
+            assert workload["metadata"]["name"] == "syncsvc"
+
+    [(mount, secret)] = [mounts.pop("syncsvc")]
+    assert mounts == {}
+    assert mount["readOnly"] is True and secret["defaultMode"] == 0o440
+    assert secret["optional"] is True  # without an App, syncsvc starts all the same
+    key_file = next(
+        e["value"]
+        for c in containers(base.get("Deployment", "syncsvc"))
+        for e in c.get("env", [])
+        if e["name"] == "CONTEXTMESH_GITHUB_APP_KEY_FILE"
+    )
+    assert key_file == f"{mount['mountPath']}/{secret['items'][0]['path']}"

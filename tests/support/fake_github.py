@@ -33,6 +33,14 @@ What it emulates, as GitHub does it:
   a wrong token is 401 "Bad credentials". Unknown or hidden things are 404 "Not Found".
 - Users' own tokens (add_user_token): accepted beside the main token, GET /user names their
   owner, and each has a rate-limit budget of its own, as GitHub counts per token.
+- GitHub Apps (add_app with the App's RSA public key, add_installation): POST
+  /app/installations/{id}/access_tokens and GET /app/installations/{id} take an App JWT
+  (RS256, verified with the key; iss the App id; at most ten minutes between iat and exp),
+  answer 401 for a JWT that does not verify and 404 for an unknown installation, and mint
+  tokens that live `installation_token_lifetime_s`. A minted token is accepted until it
+  expires or is refused early (refuse_token); it spends its installation's budget (one per
+  installation, whichever of its tokens is used); GET /user answers it 403, as GitHub does.
+  minted(id) lists the tokens minted, LoggedRequest.authorization what each request sent.
 
 Run it by hand: `python -m tests.support.fake_github --port 8765 --repos 1000 --latency-ms 50`.
 Out of process, GET /_fake/stats returns the counters and POST /_fake/reset clears them;
@@ -50,6 +58,7 @@ import hashlib
 import json
 import math
 import re
+import secrets
 import signal
 import threading
 import time
@@ -60,6 +69,9 @@ from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 __all__ = [
     "SECONDARY_LIMIT_MESSAGE",
@@ -148,7 +160,7 @@ class LoggedRequest:
     """Without the API prefix and the query."""
     query: dict[str, str]
     kind: str
-    """user, org, list, repo, readme, contents, rate_limit or unknown."""
+    """user, org, list, repo, readme, contents, rate_limit, mint, installation or unknown."""
     repo: str | None
     """owner/name as requested (or the current name for /repositories/{id})."""
     status: int
@@ -208,6 +220,14 @@ class FakeGithub:
         self._token_budgets: dict[str, tuple[int, int]] = {}
         """A user's own token -> (remaining, reset): its own budget."""
         """The login GET /user answers for the token."""
+        self._apps: dict[str, RSAPublicKey] = {}
+        """App id (as the JWT's iss) -> its public key."""
+        self._installations: dict[int, tuple[str, str]] = {}
+        """Installation id -> (App id, the account it is installed on)."""
+        self._minted: dict[str, tuple[int, float]] = {}
+        """Installation token -> (installation id, epoch second it expires)."""
+        self.installation_token_lifetime_s = 3600.0
+        """How long tokens minted from now on live (GitHub: an hour)."""
         self._host = host
         self._port = port
         self._lock = threading.Lock()
@@ -400,6 +420,27 @@ class FakeGithub:
         with self._lock:
             self._user_tokens[token] = owner
 
+    def add_app(self, app_id: int, public_key: RSAPublicKey) -> None:
+        """Accept JWTs of App `app_id` signed by the private half of `public_key`."""
+        with self._lock:
+            self._apps[str(app_id)] = public_key
+
+    def add_installation(self, installation_id: int, app_id: int, account: str) -> None:
+        """Install App `app_id` on `account` as installation `installation_id`."""
+        with self._lock:
+            self._installations[installation_id] = (str(app_id), account)
+
+    def minted(self, installation_id: int) -> list[str]:
+        """The tokens minted for the installation, oldest first."""
+        with self._lock:
+            return [t for t, (i, _) in self._minted.items() if i == installation_id]
+
+    def refuse_token(self, token: str) -> None:
+        """Expire an installation token now, early (GitHub may drop one before its hour)."""
+        with self._lock:
+            installation_id, _ = self._minted[token]
+            self._minted[token] = (installation_id, 0.0)
+
     def set_rate_limit(self, limit: int, window_s: float = 3600.0) -> None:
         """A fresh budget of `limit` requests per window, starting now, for every token."""
         with self._lock:
@@ -408,10 +449,14 @@ class FakeGithub:
             self._remaining = limit
             self._reset = math.ceil(time.time() + window_s)
             self._token_budgets = {t: (limit, self._reset) for t in self._user_tokens}
+            for installation_id in self._installations:
+                self._token_budgets[_installation_budget(installation_id)] = (limit, self._reset)
 
-    def rate_remaining(self, token: str | None = None) -> int:
-        """What is left of the main budget, or of a user's own token's."""
+    def rate_remaining(self, token: str | None = None, *, installation: int | None = None) -> int:
+        """What is left of the main budget, of a user's own token's or of an installation's."""
         with self._lock:
+            if installation is not None:
+                token = _installation_budget(installation)
             if token is None:
                 return self._remaining
             return self._token_budgets.get(token, (self._limit, 0))[0]
@@ -723,19 +768,76 @@ class FakeGithub:
             self._reset = math.ceil(now + self._window_s)
         authorization = headers.get("authorization", "")
         presented = authorization.partition(" ")[2].strip() if authorization else None
+        if route.kind in ("mint", "installation"):
+            return (
+                self._fault_answer(fault) if fault else self._app_answer(method, route, presented)
+            )
         own = presented if presented in self._user_tokens else None
-        if own is not None:  # a user's own token spends its own budget
+        minted = self._minted.get(presented or "")
+        installation = minted[0] if minted is not None and now < minted[1] else None
+        # A user's own token spends its own budget; an installation's tokens share theirs.
+        budget = own or (_installation_budget(installation) if installation is not None else None)
+        if budget is not None:
             shared_budget = (self._remaining, self._reset)
-            self._remaining, self._reset = self._token_budgets.get(own, (self._limit, 0))
+            self._remaining, self._reset = self._token_budgets.get(budget, (self._limit, 0))
             if now >= self._reset:
                 self._remaining = self._limit
                 self._reset = math.ceil(now + self._window_s)
         try:
-            return self._answer_with_budget(method, split, route, headers, fault, presented, own)
+            return self._answer_with_budget(
+                method, split, route, headers, fault, presented, own, installation
+            )
         finally:
-            if own is not None:
-                self._token_budgets[own] = (self._remaining, self._reset)
+            if budget is not None:
+                self._token_budgets[budget] = (self._remaining, self._reset)
                 self._remaining, self._reset = shared_budget
+
+    def _app_answer(self, method: str, route: _Route, presented: str | None) -> _Answer:
+        """The App endpoints: a verified JWT, then the installation or a new token for it."""
+        expected = "POST" if route.kind == "mint" else "GET"
+        if method != expected:
+            return _error(404, "Not Found")
+        app_id = self._verified_app(presented)
+        if app_id is None:
+            return _error(401, "A JSON web token could not be decoded")
+        installation_id = int(route.login or "0")
+        installed = self._installations.get(installation_id)
+        if installed is None or installed[0] != app_id:
+            return _error(404, "Not Found")
+        if route.kind == "installation":
+            account = self._accounts.get(installed[1].lower())
+            login = account.login if account else installed[1]
+            kind = account.kind if account else "User"
+            return _json_answer(
+                {
+                    "id": installation_id,
+                    "app_id": int(app_id),
+                    "account": {"login": login, "type": kind},
+                }
+            )
+        token = f"ghs_{secrets.token_hex(18)}"
+        expires_at = time.time() + self.installation_token_lifetime_s
+        self._minted[token] = (installation_id, expires_at)
+        when = datetime.fromtimestamp(expires_at, UTC).isoformat(timespec="seconds")
+        return _json_answer({"token": token, "expires_at": when.replace("+00:00", "Z")}, status=201)
+
+    def _verified_app(self, presented: str | None) -> str | None:
+        """The App id of a JWT that one of the Apps signed and that is valid now, else None."""
+        if not presented:
+            return None
+        try:
+            app_id = str(jwt.decode(presented, options={"verify_signature": False})["iss"])
+            claims = jwt.decode(
+                presented,
+                self._apps[app_id],
+                algorithms=["RS256"],
+                options={"require": ["iat", "exp", "iss"]},
+            )
+        except (jwt.PyJWTError, KeyError, TypeError):
+            return None
+        if int(claims["exp"]) - int(claims["iat"]) > 660:
+            return None  # GitHub: "Expiration time' claim ('exp') is too far in the future"
+        return app_id
 
     def _answer_with_budget(
         self,
@@ -746,9 +848,13 @@ class FakeGithub:
         fault: Fault | None,
         presented: str | None,
         own: str | None,
+        installation: int | None = None,
     ) -> _Answer:
-        authenticated = bool(presented) and (presented == self._token or own is not None)
-        if presented and (self._token is not None or self._user_tokens) and not authenticated:
+        authenticated = bool(presented) and (
+            presented == self._token or own is not None or installation is not None
+        )
+        known = self._token is not None or self._user_tokens or self._minted
+        if presented and known and not authenticated:
             answer = _error(401, "Bad credentials")
         elif fault is not None:
             answer = self._fault_answer(fault)
@@ -759,9 +865,12 @@ class FakeGithub:
             answer = _error(404, "Not Found")
         else:
             query = dict(parse_qsl(split.query))
-            answer = self._get(
-                route, query, headers.get("accept", ""), authenticated, split, owner=own
-            )
+            if route.kind == "me" and installation is not None:
+                answer = _error(403, "Resource not accessible by integration")
+            else:
+                answer = self._get(
+                    route, query, headers.get("accept", ""), authenticated, split, owner=own
+                )
             answer = self._conditional(answer, headers.get("if-none-match"))
         if answer.counts and answer.status != 304 and answer.status < 500:
             self._remaining = max(0, self._remaining - 1)
@@ -808,6 +917,11 @@ class FakeGithub:
             return _Route("rate_limit")
         if parts == ["user"]:
             return _Route("me")
+        if len(parts) in (3, 4) and parts[:2] == ["app", "installations"] and parts[2].isdigit():
+            if len(parts) == 3:
+                return _Route("installation", login=parts[2])
+            if parts[3] == "access_tokens":
+                return _Route("mint", login=parts[2])
         if len(parts) in (2, 3) and parts[0] in ("users", "orgs"):
             if len(parts) == 2:
                 return _Route("user" if parts[0] == "users" else "org", login=parts[1])
@@ -1015,6 +1129,10 @@ class FakeGithub:
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+def _installation_budget(installation_id: int) -> str:
+    return f"installation:{installation_id}"
 
 
 def _kind(rest: str) -> str:

@@ -10,7 +10,9 @@ import sys
 import time
 
 import httpx
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.support.fake_github import FakeGithub, populate
 
@@ -153,3 +155,46 @@ def test_runs_from_the_command_line() -> None:
         process.wait(10)
         if process.stdout is not None:
             process.stdout.close()
+
+
+async def test_the_app_endpoints_verify_the_jwt_and_mint_tokens_that_expire(
+    fake_github: FakeGithub,
+) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    fake_github.add_app(7, key.public_key())
+    fake_github.add_installation(70, 7, "octo")
+    fake_github.add_user("octo")
+    fake_github.add_repo("octo/private", {"README.md": "# p"}, private=True)
+    now = int(time.time())
+
+    def bearer(signer: rsa.RSAPrivateKey, **claims: int | str) -> dict[str, str]:
+        payload = {"iat": now - 60, "exp": now + 540, "iss": "7", **claims}
+        return {"Authorization": f"Bearer {jwt.encode(payload, signer, algorithm='RS256')}"}
+
+    async with httpx.AsyncClient(base_url=fake_github.url) as client:
+        mint = "/app/installations/70/access_tokens"
+        wrong_key = await client.post(mint, headers=bearer(stranger))
+        too_long = await client.post(mint, headers=bearer(key, exp=now + 3600))
+        expired = await client.post(mint, headers=bearer(key, iat=now - 900, exp=now - 300))
+        unknown = await client.post("/app/installations/71/access_tokens", headers=bearer(key))
+        account = await client.get("/app/installations/70", headers=bearer(key))
+        minted = await client.post(mint, headers=bearer(key))
+        token = minted.json()["token"]
+        with_token = await client.get(
+            "/repos/octo/private", headers={"Authorization": f"Bearer {token}"}
+        )
+        me = await client.get("/user", headers={"Authorization": f"Bearer {token}"})
+        fake_github.refuse_token(token)
+        refused = await client.get(
+            "/repos/octo/private", headers={"Authorization": f"Bearer {token}"}
+        )
+
+    assert [wrong_key.status_code, too_long.status_code, expired.status_code] == [401] * 3
+    assert unknown.status_code == 404
+    assert account.json()["account"]["login"] == "octo"
+    assert minted.status_code == 201 and fake_github.minted(70) == [token]
+    assert minted.json()["expires_at"].endswith("Z")
+    assert with_token.status_code == 200
+    assert me.status_code == 403  # installation tokens cannot ask GET /user
+    assert refused.status_code == 401
