@@ -145,9 +145,11 @@ async def test_no_token_reaches_a_log_line_or_an_error(
 ) -> None:
     world(fake_github)
     caplog.set_level(logging.DEBUG)
-    # GitHub's messages are echoed into errors: make one carry the token.
+    # GitHub's messages are echoed into errors: make one carry the token. The README's first
+    # answer is a 500, so a retry is logged before the 403 ends the fetch (a 500 on another
+    # request raced the 403, which could cancel it before its retry was logged).
+    fake_github.fail(500, path="readme", times=1)
     fake_github.fail(403, path="readme", message=f"token {OCTO_TOKEN} may not read this")
-    fake_github.fail(500, path="contents", times=1)
     source = make_github_source(
         token=SHARED_TOKEN, credentials=CredentialStore(SHARED_TOKEN, store_dir)
     )
